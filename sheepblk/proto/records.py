@@ -1,0 +1,102 @@
+"""Internal records other than headers: epoch log, recovery state, VDI
+state, multi-disk info. Layouts from Sheepdog's include/internal_proto.h."""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from .constants import STORE_LEN
+from .node import SD_NODE_SIZE, NodeId, SdNode, unpack_nodes
+
+_EPOCH_LOG = struct.Struct(f"<QQIIBBB3xH{STORE_LEN}s")
+EPOCH_LOG_SIZE = _EPOCH_LOG.size
+assert EPOCH_LOG_SIZE == 48
+
+
+class EpochLog(NamedTuple):
+    """One epoch: when it began and who was in the cluster."""
+
+    ctime: int
+    time: int
+    epoch: int
+    nodes: list[SdNode]
+    disable_recovery: int = 0
+    nr_copies: int = 0
+    copy_policy: int = 0
+    flags: int = 0
+    drv_name: str = ""
+
+    def pack(self, nodes_slots: int | None = None) -> bytes:
+        """Header plus nodes; `nodes_slots` pads the node array to a fixed
+        stride, as SD_OP_STAT_CLUSTER answers."""
+        head = _EPOCH_LOG.pack(
+            self.ctime, self.time, self.epoch, len(self.nodes),
+            self.disable_recovery, self.nr_copies, self.copy_policy,
+            self.flags, self.drv_name.encode(),
+        )
+        body = b"".join(n.pack() for n in self.nodes)
+        if nodes_slots is not None:
+            body = body[: nodes_slots * SD_NODE_SIZE].ljust(nodes_slots * SD_NODE_SIZE, b"\0")
+        return head + body
+
+    @classmethod
+    def unpack(cls, data: bytes | bytearray | memoryview, offset: int = 0) -> EpochLog:
+        f = _EPOCH_LOG.unpack_from(data, offset)
+        ctime, tm, epoch, nr, dis, copies, policy, flags, drv = f
+        nodes = unpack_nodes(memoryview(data)[offset + EPOCH_LOG_SIZE:], nr)
+        return cls(ctime, tm, epoch, nodes, dis, copies, policy, flags,
+                   drv.split(b"\0", 1)[0].decode())
+
+
+_RECOVERY_STATE = struct.Struct("<B3xI QQ")
+RECOVERY_STATE_SIZE = _RECOVERY_STATE.size
+
+
+class RecoveryState(NamedTuple):
+    """struct recovery_state: what SD_OP_STAT_RECOVERY answers."""
+
+    in_recovery: int = 0
+    state: int = 0
+    nr_finished: int = 0
+    nr_total: int = 0
+
+    def pack(self) -> bytes:
+        return _RECOVERY_STATE.pack(*self)
+
+    @classmethod
+    def unpack(cls, data: bytes | bytearray | memoryview) -> RecoveryState:
+        return cls(*_RECOVERY_STATE.unpack_from(data))
+
+
+SD_MAX_COPIES_STATE = 31
+_VDI_STATE = struct.Struct("<IBBBBB3xII")
+VDI_STATE_SIZE = _VDI_STATE.size + 40 + 4 + 4 * SD_MAX_COPIES_STATE + 40 * SD_MAX_COPIES_STATE
+
+
+class VdiState(NamedTuple):
+    """struct vdi_state: per-VDI copies, snapshot flag and lock owner."""
+
+    vid: int
+    nr_copies: int = 0
+    snapshot: int = 0
+    deleted: int = 0
+    copy_policy: int = 0
+    block_size_shift: int = 22
+    parent_vid: int = 0
+    lock_state: int = 1
+    lock_owner: NodeId = NodeId("0.0.0.0", 0)
+
+    def pack(self) -> bytes:
+        head = _VDI_STATE.pack(
+            self.vid, self.nr_copies, self.snapshot, self.deleted,
+            self.copy_policy, self.block_size_shift, self.parent_vid,
+            self.lock_state,
+        )
+        return (head + self.lock_owner.pack()).ljust(VDI_STATE_SIZE, b"\0")
+
+    @classmethod
+    def unpack(cls, data: bytes | bytearray | memoryview, offset: int = 0) -> VdiState:
+        f = _VDI_STATE.unpack_from(data, offset)
+        owner = NodeId.unpack(data, offset + _VDI_STATE.size)
+        return cls(*f, lock_owner=owner)  # type: ignore[misc]
