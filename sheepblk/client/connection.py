@@ -1,0 +1,124 @@
+"""One blocking connection to a sheep, speaking the 48-byte protocol.
+
+Blocking sockets on purpose: every frontend (dog, the nbdkit plugin, which
+runs under Debian's own python3, and sheepfs through trio.to_thread) can use
+them, and the library then needs nothing beyond the standard library.
+Payloads go out with sendmsg straight from the caller's buffers and come back
+with recv_into straight into the caller's buffer: no copies of 4 MiB objects.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from typing import Union
+
+from ..proto import SD_RSP_SIZE, Request, Res, Response
+from .errors import NetworkError, SheepdogError
+
+DEFAULT_PORT = 7000
+# collections.abc.Buffer is 3.12+; nbdkit embeds Debian's 3.11.
+Buffer = Union[bytes, bytearray, memoryview]
+# Generous: a 64 MiB read from a loaded node can take seconds; a dead peer is
+# still noticed because the kernel closes the socket.
+DEFAULT_TIMEOUT = 120.0
+
+
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """'HOST', 'HOST:PORT' or '[V6]:PORT' to (host, port)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+        return host, port
+    if text.count(":") == 1:
+        host, port_s = text.split(":")
+        return host or "127.0.0.1", int(port_s)
+    return text, default_port
+
+
+class Connection:
+    """A connection that carries one request at a time.
+
+    Resource handling: owns its socket; close() or the context manager frees
+    it. Error handling: network failures raise NetworkError and leave the
+    connection closed (a half-read stream cannot be resynchronised); a result
+    code other than SUCCESS raises SheepdogError when `check` is true.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        self.host, self.port = host, port
+        try:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as e:
+            raise NetworkError(f"cannot connect to {host}:{port}: {e.strerror or e}") from e
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._ids = itertools.count(1)
+        self._hdr = bytearray(SD_RSP_SIZE)
+        self.closed = False
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+
+    def _recv_exact(self, view: memoryview) -> None:
+        got = 0
+        total = len(view)
+        while got < total:
+            n = self.sock.recv_into(view[got:], total - got)
+            if n == 0:
+                raise NetworkError(f"{self.host}:{self.port} closed the connection")
+            got += n
+
+    def _send_all(self, parts: list[memoryview]) -> None:
+        # sendmsg may send less than everything (signals, huge buffers).
+        while parts:
+            sent = self.sock.sendmsg(parts)
+            while parts and sent >= len(parts[0]):
+                sent -= len(parts[0])
+                parts.pop(0)
+            if parts and sent:
+                parts[0] = parts[0][sent:]
+
+    def execute(self, req: Request, data: Buffer | None = None, *,
+                rbuf: Buffer | None = None, check: bool = True,
+                context: str = "") -> tuple[Response, memoryview]:
+        """Send `req` (with `data` as payload) and return the response and
+        its payload. `req.data_length` is the payload length for writes and
+        the wanted length for reads. The payload lands in `rbuf` when given."""
+        if self.closed:
+            raise NetworkError("connection is closed")
+        req = req._replace(id=next(self._ids) & 0xFFFFFFFF)
+        try:
+            if data is not None and len(memoryview(data)):
+                self._send_all([memoryview(req.pack()), memoryview(data).cast("B")])
+            else:
+                self.sock.sendall(req.pack())
+            hdr = memoryview(self._hdr)
+            self._recv_exact(hdr)
+            rsp = Response.unpack(hdr)
+            n = rsp.data_length
+            if rbuf is not None:
+                out = memoryview(rbuf).cast("B")
+                if n > len(out):
+                    raise NetworkError(f"response of {n} bytes exceeds the {len(out)}-byte buffer")
+                out = out[:n]
+            else:
+                out = memoryview(bytearray(n))
+            if n:
+                self._recv_exact(out)
+        except (OSError, NetworkError) as e:
+            self.close()
+            if isinstance(e, NetworkError):
+                raise
+            raise NetworkError(f"{self.host}:{self.port}: {e.strerror or e}") from e
+        if check and rsp.result != Res.SUCCESS:
+            raise SheepdogError(rsp.result, context)
+        return rsp, out

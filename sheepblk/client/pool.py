@@ -1,0 +1,60 @@
+"""A thread-safe pool of connections to one sheep.
+
+Why: each Connection carries one request at a time, so concurrency (the
+nbdkit plugin's parallel thread model, several 4 MiB requests in flight)
+comes from several connections. A connection that failed is dropped, not
+returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator
+
+from .connection import DEFAULT_TIMEOUT, Connection
+
+DEFAULT_POOL_SIZE = 8
+
+
+class ConnectionPool:
+    def __init__(self, host: str = "127.0.0.1", port: int = 7000,
+                 size: int = DEFAULT_POOL_SIZE, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        self.host, self.port, self.size, self.timeout = host, port, size, timeout
+        self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
+        self._closed = False
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Lend a connection; blocks while all `size` are in use."""
+        self._slots.acquire()
+        try:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = Connection(self.host, self.port, self.timeout)
+            try:
+                yield conn
+            finally:
+                if conn.closed or self._closed:
+                    conn.close()
+                else:
+                    self._idle.put(conn)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+    def __enter__(self) -> ConnectionPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,226 @@
+"""Typed calls for every cluster operation a frontend or `dog` needs.
+
+Each method builds one request, sends it through the pool and decodes the
+answer into a record from sheepblk.proto; result codes other than SUCCESS
+raise SheepdogError with Sheepdog's message.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+from ..proto import (
+    SD_INODE_HEADER_SIZE,
+    SD_NODE_SIZE,
+    SD_NR_VDIS,
+    SD_PROTO_VER,
+    SD_SHEEP_PROTO_VER,
+    ClusterArgs,
+    ClusterDefaultResult,
+    EpochLog,
+    Flag,
+    InodeHeader,
+    NodeResult,
+    ObjArgs,
+    Op,
+    RecoveryState,
+    Request,
+    Response,
+    SdNode,
+    VdiArgs,
+    VdiResult,
+    unpack_nodes,
+    vid_to_vdi_oid,
+)
+from ..proto.constants import SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN
+from ..proto.records import EPOCH_LOG_SIZE, RECOVERY_STATE_SIZE
+from .connection import Buffer
+from .pool import ConnectionPool
+
+# Enough node slots per epoch for any cluster we run; dog asks again with
+# twice as many when the answer says the buffer was small.
+STAT_CLUSTER_NODES = 64
+STAT_CLUSTER_EPOCHS = 64
+
+
+def _proto_for(opcode: int) -> int:
+    return SD_SHEEP_PROTO_VER if opcode >= 0x80 else SD_PROTO_VER
+
+
+def _name_payload(name: str, tag: str = "") -> bytes:
+    raw_name = name.encode()
+    raw_tag = tag.encode()
+    if not raw_name or len(raw_name) >= SD_MAX_VDI_LEN or b"\0" in raw_name:
+        raise ValueError(f"bad VDI name {name!r}: 1 to {SD_MAX_VDI_LEN - 1} bytes, no NUL")
+    if len(raw_tag) >= SD_MAX_VDI_TAG_LEN:
+        raise ValueError(f"bad snapshot tag {tag!r}: at most {SD_MAX_VDI_TAG_LEN - 1} bytes")
+    return raw_name.ljust(SD_MAX_VDI_LEN, b"\0") + raw_tag.ljust(SD_MAX_VDI_TAG_LEN, b"\0")
+
+
+class VdiInfo(NamedTuple):
+    vid: int
+    copies: int
+    block_size_shift: int
+
+
+class SheepClient:
+    """Cluster operations over a ConnectionPool (one gateway node)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 7000,
+                 pool: ConnectionPool | None = None, pool_size: int = 8) -> None:
+        self.pool = pool or ConnectionPool(host, port, pool_size)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> SheepClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- raw ----
+
+    def request(self, opcode: int, args: bytes = bytes(32), *, flags: int = 0,
+                data: Buffer | None = None, data_length: int | None = None,
+                rbuf: Buffer | None = None, check: bool = True,
+                context: str = "", epoch: int = 0) -> tuple[Response, memoryview]:
+        if data_length is None:
+            data_length = len(memoryview(data)) if data is not None else 0
+        if data is not None:
+            flags |= Flag.CMD_WRITE
+        req = Request(opcode, flags, epoch, 0, data_length, args, _proto_for(opcode))
+        with self.pool.connection() as conn:
+            return conn.execute(req, data, rbuf=rbuf, check=check, context=context)
+
+    # ---- objects ----
+
+    def read_obj(self, oid: int, length: int, offset: int = 0, *,
+                 rbuf: Buffer | None = None, flags: int = 0) -> memoryview:
+        _, out = self.request(Op.READ_OBJ, ObjArgs(oid=oid, offset=offset).pack(),
+                              flags=flags, data_length=length, rbuf=rbuf)
+        return out
+
+    def write_obj(self, oid: int, data: Buffer, offset: int = 0, *, flags: int = 0) -> None:
+        self.request(Op.WRITE_OBJ, ObjArgs(oid=oid, offset=offset).pack(),
+                     flags=flags, data=data)
+
+    def create_and_write_obj(self, oid: int, data: Buffer, offset: int = 0, *,
+                             cow_oid: int = 0, copies: int = 0, flags: int = 0) -> None:
+        if cow_oid:
+            flags |= Flag.CMD_COW
+        self.request(Op.CREATE_AND_WRITE_OBJ,
+                     ObjArgs(oid=oid, cow_oid=cow_oid, copies=copies, offset=offset).pack(),
+                     flags=flags, data=data)
+
+    def remove_obj(self, oid: int) -> None:
+        self.request(Op.REMOVE_OBJ, ObjArgs(oid=oid).pack())
+
+    def discard_obj(self, oid: int) -> None:
+        """Clear the data object's index entry in its inode and free it."""
+        self.request(Op.DISCARD_OBJ, ObjArgs(oid=oid).pack())
+
+    # ---- VDIs ----
+
+    def lookup_vdi(self, name: str, tag: str = "", snapid: int = 0) -> VdiInfo:
+        """The VDI id of `name` (its working VDI, or the snapshot by tag or id)."""
+        rsp, _ = self.request(Op.GET_VDI_INFO, VdiArgs(snapid=snapid).pack(),
+                              data=_name_payload(name, tag), context=name)
+        r = VdiResult.unpack(rsp.args)
+        return VdiInfo(r.vdi_id, r.copies, r.block_size_shift)
+
+    def create_vdi(self, name: str, size: int, *, copies: int = 0, copy_policy: int = 0,
+                   block_size_shift: int = 0, base_vid: int = 0, snapshot: bool = False,
+                   store_policy: int = 0, tag: str = "") -> int:
+        """Create a VDI (or, with `snapshot`, snapshot the one named) and
+        return its new vid. Copies and block size 0 mean the cluster default."""
+        args = VdiArgs(vdi_size=size, base_vdi_id=base_vid, copies=copies,
+                       copy_policy=copy_policy, store_policy=store_policy,
+                       block_size_shift=block_size_shift, snapid=1 if snapshot else 0)
+        # As dog and QEMU do: the name alone; a snapshot's tag is written
+        # into the inode by the caller before the snapshot is taken.
+        rsp, _ = self.request(Op.NEW_VDI, args.pack(),
+                              data=_name_payload(name, tag)[:SD_MAX_VDI_LEN], context=name)
+        return VdiResult.unpack(rsp.args).vdi_id
+
+    def delete_vdi(self, name: str, tag: str = "", snapid: int = 0) -> None:
+        self.request(Op.DEL_VDI, VdiArgs(snapid=snapid).pack(),
+                     data=_name_payload(name, tag), context=name)
+
+    def lock_vdi(self, name: str, tag: str = "", snapid: int = 0, shared: bool = False) -> int:
+        """Lock for writing (or shared); returns the vid. Released by
+        release_vdi or when this connection's client dies."""
+        rsp, _ = self.request(Op.LOCK_VDI, VdiArgs(snapid=snapid, type=1 if shared else 0).pack(),
+                              data=_name_payload(name, tag), context=name)
+        return VdiResult.unpack(rsp.args).vdi_id
+
+    def release_vdi(self, vid: int, shared: bool = False) -> None:
+        self.request(Op.RELEASE_VDI, VdiArgs(base_vdi_id=vid, type=1 if shared else 0).pack())
+
+    def read_vdis(self) -> bytes:
+        """The bitmap of VDI ids in use (SD_NR_VDIS bits)."""
+        _, out = self.request(Op.READ_VDIS, data_length=SD_NR_VDIS // 8)
+        return bytes(out)
+
+    def read_inode_header(self, vid: int) -> InodeHeader:
+        out = self.read_obj(vid_to_vdi_oid(vid), SD_INODE_HEADER_SIZE)
+        return InodeHeader.unpack(out)
+
+    def list_vdis(self) -> list[InodeHeader]:
+        """Every VDI and snapshot, in vid order, from the bitmap."""
+        bitmap = self.read_vdis()
+        result = []
+        for byte_idx, byte in enumerate(bitmap):
+            if not byte:
+                continue
+            for bit in range(8):
+                if byte & (1 << bit):
+                    vid = byte_idx * 8 + bit
+                    result.append(self.read_inode_header(vid))
+        return [h for h in result if h.name]
+
+    def get_cluster_default(self) -> ClusterDefaultResult:
+        rsp, _ = self.request(Op.GET_CLUSTER_DEFAULT)
+        return ClusterDefaultResult.unpack(rsp.args)
+
+    # ---- cluster ----
+
+    def make_fs(self, copies: int, *, copy_policy: int = 0, flags: int = 0,
+                block_size_shift: int = 22, store: str = "plain",
+                ctime: int | None = None) -> None:
+        if ctime is None:
+            ctime = time.time_ns()
+            # Sheepdog keeps seconds in the high 32 bits, nanoseconds below.
+            ctime = ((ctime // 10**9) << 32) | (ctime % 10**9)
+        args = ClusterArgs(ctime=ctime, copies=copies, copy_policy=copy_policy,
+                           flags=flags, block_size_shift=block_size_shift)
+        self.request(Op.MAKE_FS, args.pack(), data=store.encode().ljust(16, b"\0")[:16])
+
+    def shutdown(self) -> None:
+        self.request(Op.SHUTDOWN)
+
+    def node_list(self) -> list[SdNode]:
+        rsp, out = self.request(Op.GET_NODE_LIST, data_length=SD_NODE_SIZE * 1024)
+        return unpack_nodes(out, NodeResult.unpack(rsp.args).nr_nodes)
+
+    def stat_sheep(self) -> NodeResult:
+        rsp, _ = self.request(Op.STAT_SHEEP)
+        return NodeResult.unpack(rsp.args)
+
+    def stat_cluster(self) -> tuple[int, list[EpochLog]]:
+        """The cluster status code (result) and epoch history, newest first."""
+        nodes = STAT_CLUSTER_NODES
+        stride = EPOCH_LOG_SIZE + nodes * SD_NODE_SIZE
+        rsp, out = self.request(Op.STAT_CLUSTER, ClusterArgs(nodes_nr=nodes).pack(),
+                                data_length=stride * STAT_CLUSTER_EPOCHS, check=False)
+        logs = [EpochLog.unpack(out, off) for off in range(0, len(out) - stride + 1, stride)]
+        return rsp.result, logs
+
+    def stat_recovery(self) -> RecoveryState:
+        _, out = self.request(Op.STAT_RECOVERY, data_length=RECOVERY_STATE_SIZE)
+        return RecoveryState.unpack(out)
+
+    def flush(self, vid: int = 0) -> None:
+        """Make every write so far durable on every copy (SD_OP_FLUSH_VDI)."""
+        self.request(Op.FLUSH_VDI, ObjArgs(oid=vid_to_vdi_oid(vid) if vid else 0).pack())

@@ -1,0 +1,149 @@
+"""Fixtures that start real processes: sheep daemons on free loopback ports.
+
+Every process a test starts is stopped by its pid when the test ends; no
+test touches a process it did not start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sheepblk.client import SheepClient
+
+BIN = Path(sys.executable).parent
+START_TIMEOUT = 30.0
+
+
+def bin_path(name: str) -> str:
+    """A console script of this virtualenv (sheep, dog, sheepfs)."""
+    p = BIN / name
+    if p.exists():
+        return str(p)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(name)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port} after {timeout}s")
+
+
+class SheepProcess:
+    """One `sheep -f` daemon started by a test."""
+
+    def __init__(self, store: Path, port: int, cluster: str, zone: int | None = None,
+                 extra: list[str] | None = None) -> None:
+        self.store, self.port, self.cluster = store, port, cluster
+        self.zone, self.extra = zone, list(extra or [])
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, wait: bool = True) -> SheepProcess:
+        args = [bin_path("sheep"), "-f", "-p", str(self.port), "-c", self.cluster]
+        if self.zone is not None:
+            args += ["-z", str(self.zone)]
+        args += self.extra + [str(self.store)]
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.store.parent / f"sheep-{self.port}.err", "ab"))
+        if wait:
+            wait_port(self.port, self.proc)
+        return self
+
+    def client(self, **kw) -> SheepClient:  # type: ignore[no-untyped-def]
+        return SheepClient("127.0.0.1", self.port, **kw)
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class SheepFactory:
+    """Starts nodes of one test's clusters; each cluster has its own shm file."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.nodes: list[SheepProcess] = []
+
+    def start(self, n: int = 1, *, cluster: str | None = None, zones: bool = True,
+              extra: list[str] | None = None) -> list[SheepProcess]:
+        cluster = cluster or f"local:{self.tmp}/shm-{len(self.nodes)}"
+        started = []
+        for _ in range(n):
+            i = len(self.nodes)
+            node = SheepProcess(self.tmp / f"node{i}", free_port(), cluster,
+                                zone=i if zones else None, extra=extra)
+            self.nodes.append(node)
+            started.append(node.start())
+        return started
+
+    def stop_all(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+def sheep_factory(tmp_path: Path) -> Iterator[SheepFactory]:
+    factory = SheepFactory(tmp_path)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture
+def one_node(sheep_factory: SheepFactory) -> Iterator[SheepProcess]:
+    """A single formatted node, copies=1."""
+    (node,) = sheep_factory.start(1)
+    with node.client() as c:
+        c.make_fs(copies=1)
+    yield node
+
+
+def run_dog(node: SheepProcess, *args: str, input: bytes | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run our `dog` against a node and return the finished process."""
+    cmd = [bin_path("dog"), *args, "-a", "127.0.0.1", "-p", str(node.port)]
+    return subprocess.run(cmd, input=input, capture_output=True, check=check, timeout=300)
