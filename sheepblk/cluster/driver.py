@@ -1,0 +1,98 @@
+"""The cluster driver interface: membership and one totally ordered event stream.
+
+Why one stream: Sheepdog's cluster operations (format, VDI create/delete,
+lock) and membership changes must be applied by every node in the same
+order, or nodes disagree about VDI ids and epochs. A driver's only job is to
+deliver the same sequence of events to every member; what the events mean is
+the daemon's business.
+
+Drivers: `local[:SHMFILE]` (processes on one machine sharing a file),
+`zookeeper:HOST:PORT[,HOST:PORT...]` (kazoo). Both implement ClusterDriver.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import trio
+
+from ..proto import SdNode
+
+
+@dataclass(frozen=True)
+class Joined:
+    """`node` joined; `members` is the membership after it, in join order."""
+
+    seq: int
+    node: SdNode
+    members: tuple[SdNode, ...]
+
+
+@dataclass(frozen=True)
+class Left:
+    """`node` left or died (a crash is detected within seconds, not only a
+    clean exit); `members` is the membership after it."""
+
+    seq: int
+    node: SdNode
+    members: tuple[SdNode, ...]
+
+
+@dataclass(frozen=True)
+class Message:
+    """A payload some member broadcast; delivered to every member, the
+    sender included, at the same place in the stream."""
+
+    seq: int
+    sender: SdNode
+    payload: bytes
+
+
+Event = Joined | Left | Message
+
+
+class DriverError(Exception):
+    """The driver lost its backing service and could not recover."""
+
+
+class ClusterDriver(abc.ABC):
+    """One node's membership in one cluster.
+
+    Resource handling: `run` owns every resource of the driver (files,
+    sessions, threads) and releases them when cancelled, leaving the cluster.
+    Error handling: temporary failures (ZooKeeper session loss) are retried
+    inside the driver, which re-registers the node; DriverError only when it
+    gives up.
+    """
+
+    name: str
+
+    @abc.abstractmethod
+    async def run(self, me: SdNode, events: trio.MemorySendChannel[Event], *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Join as `me`, call task_status.started() once joined (the first
+        event delivered is our own Joined, whose `members` tells who was
+        there), then deliver events in total order until cancelled."""
+
+    @abc.abstractmethod
+    async def broadcast(self, payload: bytes) -> None:
+        """Append a Message to the stream. Returns once it is ordered (it may
+        not have been delivered to us yet)."""
+
+
+def make_driver(spec: str) -> ClusterDriver:
+    """Build a driver from `sheep -c` syntax: local[:SHMFILE] or
+    zookeeper:HOST:PORT[,HOST:PORT...][,timeout=SECONDS]."""
+    kind, _, arg = spec.partition(":")
+    if kind == "local":
+        from .local import LocalDriver
+
+        return LocalDriver(arg or None)
+    if kind == "zookeeper":
+        from .zookeeper import ZooKeeperDriver
+
+        if not arg:
+            raise ValueError("zookeeper driver needs HOST:PORT[,HOST:PORT...]")
+        return ZooKeeperDriver(arg)
+    raise ValueError(f"unknown cluster driver {kind!r} (local or zookeeper)")
