@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install everything sheepblk needs on Debian 12, as root: Debian packages
+# and a virtual environment in .venv with the project installed (editable).
+#   scripts/setup.sh          runtime: daemon, dog, nbdkit plugin, sheepfs
+#   scripts/setup.sh --test   also what the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_RUNTIME=(
+  python3 python3-venv python3-dev gcc pkg-config
+  fuse3 libfuse3-dev                 # sheepfs (pyfuse3 builds against libfuse3)
+  nbdkit nbdkit-plugin-python        # the NBD frontend
+  libnbd-bin                         # nbdfuse, nbdcopy, nbdsh, nbdinfo
+  zookeeper default-jre-headless     # the zookeeper cluster driver
+  e2fsprogs fuse2fs util-linux procps
+)
+APT_TEST=(
+  qemu-utils python3-libnbd fio
+)
+
+want=("${APT_RUNTIME[@]}")
+[ "${1:-}" = "--test" ] && want+=("${APT_TEST[@]}")
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/pip install -q --upgrade pip >/dev/null
+if [ "${1:-}" = "--test" ]; then
+  .venv/bin/pip install -q -e '.[test]'
+else
+  .venv/bin/pip install -q -e .
+fi
+echo "sheepblk installed: $(pwd)/.venv/bin/{sheep,dog,collie,sheepfs}"
