@@ -1,0 +1,110 @@
+"""Shared helpers for benchmarks: start our daemons, time commands, print ratios.
+
+Benchmarks print ratios against a baseline measured in the same run on the
+same disk, because absolute figures on these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tool(name: str) -> str:
+    p = BIN / name
+    return str(p) if p.exists() else name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+@contextmanager
+def workdir(prefix: str = "sheepblk-bench-") -> Iterator[Path]:
+    """A scratch directory on the project's disk (not tmpfs), removed after."""
+    base = os.environ.get("BENCH_DIR", str(ROOT / ".bench"))
+    Path(base).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=base) as d:
+        yield Path(d)
+
+
+@contextmanager
+def sheep_cluster(tmp: Path, nodes: int = 1, copies: int = 1,
+                  extra: list[str] | None = None) -> Iterator[list[int]]:
+    """Start `nodes` sheep (local driver, zones 0..n-1), format, yield ports."""
+    procs: list[subprocess.Popen[bytes]] = []
+    ports = []
+    shm = tmp / "shm"
+    try:
+        for i in range(nodes):
+            port = free_port()
+            args = [tool("sheep"), "-f", "-p", str(port), "-c", f"local:{shm}",
+                    "-z", str(i), *(extra or []), str(tmp / f"store{i}")]
+            procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+            wait_port(port)
+            ports.append(port)
+        if nodes > 1:
+            time.sleep(1.0)
+        subprocess.run([tool("dog"), "cluster", "format", f"--copies={copies}",
+                        "-p", str(ports[0])], check=True, capture_output=True)
+        yield ports
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def drop_caches() -> None:
+    """Best effort: make reads come from disk for the baseline and for us alike."""
+    try:
+        subprocess.run(["sync"], check=False)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        pass
+
+
+def print_table(title: str, rows: list[tuple[str, float, float]], unit: str = "MB/s") -> None:
+    """rows: (label, ours, baseline); prints ours/baseline ratios."""
+    print(f"\n{title}")
+    print(f"{'what':44} {'ours':>10} {'baseline':>10} {'ratio':>7}")
+    for label, ours, base in rows:
+        ratio = ours / base if base else float("nan")
+        print(f"{label:44} {ours:10.1f} {base:10.1f} {ratio:7.2f}x")
+    print(f"({unit})")
