@@ -1,0 +1,147 @@
+"""The consistent-hashing ring: which nodes hold an object.
+
+Positions are Sheepdog 1.0's (include/sheep.h `node_to_vnodes`): a node's
+first vnode is `sd_hash_next(sd_hash(addr[16] + port_le16))` and each next
+vnode hashes the previous position again. An object lives on the first
+vnode at or after `sd_hash_oid(oid)` (wrapping), and its other copies on
+the following vnodes, skipping zones already used. Using the same recipe
+means our placement matches a C sheep's for the same membership.
+
+Why a frozen ring per membership: the gateway asks `oid_to_nodes` on every
+request, while membership changes only with an epoch. So a ring is built
+once per epoch (sorted positions, bisect) and answers from a small cache.
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_left
+from collections.abc import Iterable
+
+from sortedcontainers import SortedList
+
+from ..proto import SD_DEFAULT_VNODES, SdNode, sd_hash, sd_hash_next, sd_hash_oid
+from ..proto.node import addr_to_bytes
+
+# Placement answers kept per ring; a 4 MiB object hit again soon is the
+# common case (sequential I/O, inode updates), and a ring lives one epoch.
+CACHE_SIZE = 65536
+
+
+def vnodes_for_space(space: int, spaces: Iterable[int]) -> int:
+    """Vnodes for a node with `space` bytes among nodes with `spaces`.
+
+    Sheepdog's auto-vnodes rule (group.c `recalculate_vnodes`): 128 times
+    the ratio of the node's space to the mean space of the nodes that have
+    any; a node with no space is a gateway (0 vnodes, stores nothing).
+    We round a tiny but non-zero share up to one vnode, so a node with
+    space always stores something.
+    """
+    sized = [s for s in spaces if s > 0]
+    if not sized:
+        return SD_DEFAULT_VNODES  # nobody reports space: no weighting
+    if space <= 0:
+        return 0
+    avg = sum(sized) // len(sized)
+    return max(1, round(SD_DEFAULT_VNODES * space / avg))
+
+
+def weight_by_space(nodes: Iterable[SdNode]) -> list[SdNode]:
+    """The same nodes with nr_vnodes set from their space (auto vnodes)."""
+    nodes = list(nodes)
+    spaces = [n.space for n in nodes]
+    return [n._replace(nr_vnodes=vnodes_for_space(n.space, spaces)) for n in nodes]
+
+
+def node_vnode_positions(node: SdNode) -> list[int]:
+    """The ring positions of `node`'s vnodes (Sheepdog's `node_to_vnodes`)."""
+    key = addr_to_bytes(node.nid.addr) + struct.pack("<H", node.nid.port)
+    hval = sd_hash(key)
+    out = []
+    for _ in range(node.nr_vnodes):
+        hval = sd_hash_next(hval)
+        out.append(hval)
+    return out
+
+
+class Ring:
+    """An immutable ring over a set of nodes (one epoch's membership).
+
+    Nodes with `nr_vnodes == 0` are gateways: members, never owners.
+    """
+
+    def __init__(self, nodes: Iterable[SdNode]) -> None:
+        # Sheepdog orders nodes by node_id (addr bytes, then port); ties of
+        # equal positions (never seen in practice) are broken the same way.
+        self.nodes: tuple[SdNode, ...] = tuple(
+            sorted(set(nodes), key=lambda n: (addr_to_bytes(n.nid.addr), n.nid.port))
+        )
+        entries: SortedList = SortedList()
+        for idx, node in enumerate(self.nodes):
+            for pos in node_vnode_positions(node):
+                entries.add((pos, idx))
+        self._positions: list[int] = [p for p, _ in entries]
+        self._owners: list[int] = [i for _, i in entries]
+        self._zones = [n.zone for n in self.nodes]
+        self.nr_zones = len({n.zone for n in self.nodes if n.nr_vnodes > 0})
+        self.nr_storage_nodes = sum(1 for n in self.nodes if n.nr_vnodes > 0)
+        self._cache: dict[tuple[int, int], tuple[SdNode, ...]] = {}
+
+    def __len__(self) -> int:
+        """Number of vnodes on the ring."""
+        return len(self._positions)
+
+    def oid_to_nodes(self, oid: int, copies: int) -> tuple[SdNode, ...]:
+        """The nodes holding `oid`'s copies, primary first.
+
+        Copies go to distinct zones, walking clockwise (Sheepdog's
+        `oid_to_vnodes`). If there are fewer zones than copies, the zones
+        run out and the remaining copies go to further distinct nodes along
+        the ring (C Sheepdog instead lowers the copy count to the number of
+        zones; the first `nr_zones` answers agree with it). At most
+        `nr_storage_nodes` nodes are returned; none on an empty ring.
+        """
+        key = (oid, copies)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        result = self._place(sd_hash_oid(oid), copies)
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = result
+        return result
+
+    def oid_to_node(self, oid: int, copy_idx: int = 0) -> SdNode:
+        """The node holding copy `copy_idx` of `oid` (0 = primary)."""
+        return self.oid_to_nodes(oid, copy_idx + 1)[copy_idx]
+
+    def _place(self, hval: int, copies: int) -> tuple[SdNode, ...]:
+        positions, owners, zones = self._positions, self._owners, self._zones
+        total = len(positions)
+        want = min(copies, self.nr_storage_nodes)
+        if want <= 0:
+            return ()
+        start = bisect_left(positions, hval)
+        chosen: list[int] = []
+        used_zones: set[int] = set()
+        # First pass: distinct zones (exactly Sheepdog's walk).
+        for step in range(total):
+            idx = owners[(start + step) % total]
+            if zones[idx] in used_zones:
+                continue
+            chosen.append(idx)
+            used_zones.add(zones[idx])
+            if len(chosen) == want or len(used_zones) == self.nr_zones:
+                break
+        # Second pass, only with fewer zones than copies: distinct nodes.
+        if len(chosen) < want:
+            taken = set(chosen)
+            for step in range(total):
+                idx = owners[(start + step) % total]
+                if idx in taken:
+                    continue
+                chosen.append(idx)
+                taken.add(idx)
+                if len(chosen) == want:
+                    break
+        return tuple(self.nodes[i] for i in chosen)
