@@ -1,0 +1,162 @@
+"""The local driver with real processes: order, crash detection, isolation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from sheepblk.cluster import local
+from sheepblk.cluster.driver import Event, Joined, Left, Message, make_driver
+from sheepblk.proto import NodeId, SdNode
+
+from cluster_harness import Member, check_same_order, wait_until
+
+
+@pytest.fixture
+def spawn() -> Iterator[list[Member]]:
+    started: list[Member] = []
+    yield started
+    for m in started:
+        m.stop()
+
+
+def start(spawn: list[Member], spec: str, port: int, **kw: int) -> Member:
+    m = Member(spec, port, **kw)
+    spawn.append(m)
+    return m
+
+
+def test_same_order_for_everyone(tmp_path: Path, spawn: list[Member]) -> None:
+    spec = f"local:{tmp_path / 'shm'}"
+    ms = [start(spawn, spec, 7100 + i, msgs=20, wait_members=3) for i in range(3)]
+    wait_until(lambda: all(len(m.messages()) == 60 for m in ms), "60 messages each", members=ms)
+    check_same_order(ms)
+    for m in ms:
+        assert sorted(m.members()) == [7100, 7101, 7102]
+        # Each sender's messages arrive in the order it sent them.
+        for sender in range(7100, 7103):
+            mine = [p for p in m.messages() if p.startswith(f"{sender}:")]
+            assert mine == [f"{sender}:{i}" for i in range(20)]
+    # A late joiner learns the membership from its own Joined event.
+    late = start(spawn, spec, 7103)
+    wait_until(lambda: bool(late.events), "late join", members=ms + [late])
+    assert sorted(late.events[0]["members"]) == [7100, 7101, 7102, 7103]
+    wait_until(lambda: all(len(m.members()) == 4 for m in ms), "all see the late joiner", members=ms)
+    check_same_order(ms + [late])
+
+
+def test_kill9_gives_exactly_one_left(tmp_path: Path, spawn: list[Member]) -> None:
+    spec = f"local:{tmp_path / 'shm'}"
+    ms = [start(spawn, spec, 7200 + i) for i in range(3)]
+    wait_until(lambda: all(len(m.members()) == 3 for m in ms), "3 members", members=ms)
+    victim, survivors = ms[1], [ms[0], ms[2]]
+    t0 = time.monotonic()
+    victim.kill9()
+    wait_until(lambda: all(m.lefts(7201) for m in survivors), "Left for the killed member",
+               timeout=10, members=survivors)
+    noticed = time.monotonic() - t0
+    time.sleep(1.0)  # any duplicate Left would show up by now
+    for m in survivors:
+        assert len(m.lefts(7201)) == 1
+        assert sorted(m.members()) == [7200, 7202]
+    check_same_order(survivors)
+    assert noticed < 10
+
+
+def test_clean_leave(tmp_path: Path, spawn: list[Member]) -> None:
+    spec = f"local:{tmp_path / 'shm'}"
+    ms = [start(spawn, spec, 7300 + i) for i in range(2)]
+    wait_until(lambda: all(len(m.members()) == 2 for m in ms), "2 members", members=ms)
+    ms[0].stop()
+    assert ms[0].proc.returncode == 0, ms[0]
+    wait_until(lambda: bool(ms[1].lefts(7300)), "Left after SIGTERM", members=ms[1:])
+    time.sleep(0.5)
+    assert len(ms[1].lefts(7300)) == 1
+    assert ms[1].members() == [7301]
+
+
+def test_two_files_two_clusters(tmp_path: Path, spawn: list[Member]) -> None:
+    a = [start(spawn, f"local:{tmp_path / 'a'}", 7400 + i, msgs=5, wait_members=2) for i in range(2)]
+    b = [start(spawn, f"local:{tmp_path / 'b'}", 7410 + i, msgs=5, wait_members=2) for i in range(2)]
+    wait_until(lambda: all(len(m.messages()) == 10 for m in a + b), "10 messages each", members=a + b)
+    time.sleep(0.3)
+    for m in a:
+        assert sorted(m.members()) == [7400, 7401]
+        assert {p.split(":")[0] for p in m.messages()} == {"7400", "7401"}
+    for m in b:
+        assert sorted(m.members()) == [7410, 7411]
+        assert {p.split(":")[0] for p in m.messages()} == {"7410", "7411"}
+    check_same_order(a)
+    check_same_order(b)
+
+
+def test_restart_after_everyone_died(tmp_path: Path, spawn: list[Member]) -> None:
+    spec = f"local:{tmp_path / 'shm'}"
+    old = [start(spawn, spec, 7500 + i) for i in range(3)]
+    wait_until(lambda: all(len(m.members()) == 3 for m in old), "3 members", members=old)
+    for m in old:
+        m.kill9()
+    assert list((tmp_path / "shm.d").glob("*.lock"))  # stale locks left behind
+    new = [start(spawn, spec, 7500 + i, msgs=3, wait_members=2) for i in (0, 3)]
+    wait_until(lambda: all(len(m.messages()) == 6 for m in new), "restarted cluster talks",
+               members=new)
+    first = new[0].events[0]
+    assert first["ev"] == "joined" and first["members"] == [7500]
+    for m in new:
+        assert sorted(m.members()) == [7500, 7503]
+    check_same_order(new)
+    # The dead members' lock files were swept.
+    assert len(list((tmp_path / "shm.d").glob("*.lock"))) == 2
+
+
+def _node(port: int) -> SdNode:
+    return SdNode(NodeId("127.0.0.1", port))
+
+
+def test_rotation_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two members in one process (flocks on separate opens exclude each
+    other there too) push the log through several rotations; a third joins
+    late and still learns the right membership."""
+    monkeypatch.setattr(local, "ROTATE_BYTES", 2000)
+    spec = f"local:{tmp_path / 'shm'}"
+    seen: dict[int, list[Event]] = {}
+
+    async def member(port: int, driver: local.LocalDriver, nursery: trio.Nursery) -> None:
+        send, recv = trio.open_memory_channel[Event](0)
+        seen[port] = []
+
+        async def collect() -> None:
+            async for ev in recv:
+                seen[port].append(ev)
+
+        nursery.start_soon(collect)
+        await nursery.start(driver.run, _node(port), send)
+
+    async def main() -> None:
+        drivers = {p: make_driver(spec) for p in (1, 2, 3)}
+        async with trio.open_nursery() as nursery:
+            await member(1, drivers[1], nursery)  # type: ignore[arg-type]
+            await member(2, drivers[2], nursery)  # type: ignore[arg-type]
+            for i in range(150):
+                await drivers[1 + i % 2].broadcast(b"x" * 20 + str(i).encode())
+            await member(3, drivers[3], nursery)  # type: ignore[arg-type]
+            await drivers[3].broadcast(b"last")
+            with trio.fail_after(20):
+                while not all(any(isinstance(e, Message) and e.payload == b"last" for e in evs)
+                              for evs in seen.values()):
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert len(list((tmp_path / "shm.d").glob("log.*"))) <= local.KEEP_GENERATIONS + 1
+    msgs1 = [e.payload for e in seen[1] if isinstance(e, Message)]
+    assert msgs1 == [b"x" * 20 + str(i).encode() for i in range(150)] + [b"last"]
+    assert [e for e in seen[1] if e.seq >= seen[2][0].seq] == seen[2]
+    assert [e for e in seen[1] if e.seq >= seen[3][0].seq] == seen[3]
+    first3 = seen[3][0]
+    assert isinstance(first3, Joined) and [n.nid.port for n in first3.members] == [1, 2, 3]
+    assert not any(isinstance(e, Left) for e in seen[1])
