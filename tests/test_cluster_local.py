@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from cluster_harness import Member, check_same_order, wait_until
 
 from sheepblk.cluster import local
 from sheepblk.cluster.driver import Event, Joined, Left, Message, make_driver
 from sheepblk.proto import NodeId, SdNode
-
-from cluster_harness import Member, check_same_order, wait_until
 
 
 @pytest.fixture
@@ -124,6 +123,8 @@ def test_rotation_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(local, "ROTATE_BYTES", 2000)
     spec = f"local:{tmp_path / 'shm'}"
     seen: dict[int, list[Event]] = {}
+    got_last: list[int] = []
+    all_got_last = trio.Event()
 
     async def member(port: int, driver: local.LocalDriver, nursery: trio.Nursery) -> None:
         send, recv = trio.open_memory_channel[Event](0)
@@ -132,6 +133,10 @@ def test_rotation_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         async def collect() -> None:
             async for ev in recv:
                 seen[port].append(ev)
+                if isinstance(ev, Message) and ev.payload == b"last":
+                    got_last.append(port)
+                    if len(got_last) == 3:
+                        all_got_last.set()
 
         nursery.start_soon(collect)
         await nursery.start(driver.run, _node(port), send)
@@ -146,9 +151,7 @@ def test_rotation_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             await member(3, drivers[3], nursery)  # type: ignore[arg-type]
             await drivers[3].broadcast(b"last")
             with trio.fail_after(20):
-                while not all(any(isinstance(e, Message) and e.payload == b"last" for e in evs)
-                              for evs in seen.values()):
-                    await trio.sleep(0.05)
+                await all_got_last.wait()
             nursery.cancel_scope.cancel()
 
     trio.run(main)
