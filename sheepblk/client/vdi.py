@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import NamedTuple
 
 from ..proto import (
@@ -91,6 +91,7 @@ class Vdi:
         self.writable = writable and not self.inode.is_snapshot
         self._alloc_lock = threading.Lock()
         self._idx_locks: dict[int, threading.Lock] = {}
+        self._zero_buf: memoryview | None = None
         self._pool = ThreadPoolExecutor(MAX_PARALLEL_OBJECTS, thread_name_prefix="vdi-io")
 
     # ---- metadata ----
@@ -127,7 +128,12 @@ class Vdi:
         if len(chunks) == 1:
             fn(chunks[0])
             return
-        for fut in [self._pool.submit(fn, c) for c in chunks]:
+        futs = [self._pool.submit(fn, c) for c in chunks]
+        # Wait for every chunk before raising: the caller's buffer (nbdkit's
+        # memoryview, freed when the callback returns) must not be written
+        # by a chunk still in flight after the first one failed.
+        wait(futs)
+        for fut in futs:
             fut.result()
 
     # ---- reads ----
@@ -167,57 +173,99 @@ class Vdi:
                 raise SheepdogError(Res.READONLY, self.name)
             raise ReadOnlyError(f"{self.name} is open read-only")
 
-    def _set_index(self, idx: int, vid: int) -> None:
-        self.client.write_obj(self.oid, _U32.pack(vid), data_vid_offset(idx), flags=self._flags())
+    def _set_index(self, idx: int, vid: int, flags: int | None = None) -> None:
+        if flags is None:
+            flags = self._flags()
+        self.client.write_obj(self.oid, _U32.pack(vid), data_vid_offset(idx), flags=flags)
         self.index[idx] = vid
 
-    def _write_chunk(self, c: Chunk, data: memoryview) -> None:
+    def _write_chunk(self, c: Chunk, data: memoryview, flags: int | None = None) -> None:
+        if flags is None:
+            flags = self._flags()
         if self.index[c.idx] == self.vid:
             self.client.write_obj(vid_to_data_oid(self.vid, c.idx), data, c.offset,
-                                  flags=self._flags())
+                                  flags=flags)
             return
         with self._idx_lock(c.idx):
             owner = self.index[c.idx]
             if owner == self.vid:  # another thread allocated it meanwhile
                 self.client.write_obj(vid_to_data_oid(self.vid, c.idx), data, c.offset,
-                                      flags=self._flags())
+                                      flags=flags)
                 return
             cow = vid_to_data_oid(owner, c.idx) if owner else 0
             self.client.create_and_write_obj(
                 vid_to_data_oid(self.vid, c.idx), data, c.offset, cow_oid=cow,
-                copies=self.inode.nr_copies, flags=self._flags())
-            self._set_index(c.idx, self.vid)
+                copies=self.inode.nr_copies, flags=flags)
+            self._set_index(c.idx, self.vid, flags)
 
-    def pwrite(self, buf: Buffer, offset: int) -> None:
+    def pwrite(self, buf: Buffer, offset: int, *, fua: bool = False) -> None:
+        """Write `buf` at `offset`. With `fua` (force unit access) this write,
+        and the index update it may make, go without the cache flag: they are
+        on stable storage on every copy when pwrite returns, without flushing
+        the rest of the VDI."""
         view = memoryview(buf).cast("B")
         self._check_range(offset, len(view))
         self._require_writable()
+        flags = 0 if fua else self._flags()
         self._run(list(split(offset, len(view), self.object_size)),
-                  lambda c: self._write_chunk(c, view[c.pos:c.pos + c.length]))
+                  lambda c: self._write_chunk(c, view[c.pos:c.pos + c.length], flags))
 
-    def zero(self, length: int, offset: int) -> None:
+    def _zeros(self, length: int) -> memoryview:
+        """A read-only view of `length` zero bytes, shared by every caller
+        (a partial zero must not allocate up to 4 MiB each time)."""
+        zeros = self._zero_buf
+        if zeros is None:
+            zeros = self._zero_buf = memoryview(bytes(self.object_size))
+        return zeros[:length]
+
+    def zero(self, length: int, offset: int, *, may_trim: bool = True) -> None:
         """Make a range read as zeros: whole objects are freed (discard),
-        partial ones get zeros written only where an object exists."""
+        partial ones get zeros written only where an object exists.
+        With `may_trim` false (NBD's NO_HOLE) nothing is freed: allocated
+        objects get zeros written instead, holes stay holes (they read as
+        zeros already)."""
         self._check_range(offset, length)
         self._require_writable()
 
         def one(c: Chunk) -> None:
             if not self.index[c.idx]:
                 return
-            if c.length == self.object_size:
+            if may_trim and c.length == self.object_size:
                 with self._idx_lock(c.idx):
                     self.client.discard_obj(vid_to_data_oid(self.vid, c.idx))
                     self.index[c.idx] = 0
             else:
-                self._write_chunk(c, memoryview(bytes(c.length)))
+                self._write_chunk(c, self._zeros(c.length))
 
         self._run(list(split(offset, length, self.object_size)), one)
+
+    def zero_is_fast(self, length: int, offset: int, *, may_trim: bool = True) -> bool:
+        """Whether zero() would send no zero bytes (only frees objects or
+        skips holes): NBD's FAST_ZERO asks to fail rather than be slow."""
+        for c in split(offset, length, self.object_size):
+            if self.index[c.idx] and not (may_trim and c.length == self.object_size):
+                return False
+        return True
 
     trim = zero
 
     def flush(self) -> None:
         """Make every acknowledged write durable on every copy."""
         self.client.flush(self.vid)
+
+    def prefetch(self, length: int, offset: int) -> None:
+        """Read the allocated part of a range and drop the bytes: warms the
+        sheeps' page cache ahead of reads (NBD_CMD_CACHE). Holes cost
+        nothing; nothing is kept on this side."""
+        self._check_range(offset, length)
+
+        def one(c: Chunk) -> None:
+            owner = self.index[c.idx]
+            if owner:
+                self.client.read_obj(vid_to_data_oid(owner, c.idx), c.length, c.offset,
+                                     rbuf=bytearray(c.length))
+
+        self._run(list(split(offset, length, self.object_size)), one)
 
     # ---- layout ----
 
