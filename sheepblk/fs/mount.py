@@ -1,0 +1,153 @@
+"""Mount sheepfs: checks, the pyfuse3 session on trio, signals, shutdown.
+
+Shutdown is the same however it starts (SIGTERM/SIGINT/SIGHUP, or
+`fusermount3 -u` ending the session): dirty pages in the kernel's
+writeback cache are written back first (syncfs, while the session still
+serves requests), then every VDI written to is flushed and unlocked.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+from ..client import ClientError, SheepClient
+from ..client.pool import ConnectionPool
+from .operations import STATUS_DEADLINE, SheepFs
+
+log = logging.getLogger(__name__)
+
+# Connections for volume I/O: enough for the FUSE requests in flight (the
+# kernel keeps up to max_background=12 by default, more with writeback)
+# and Vdi's own fan-out of multi-object requests.
+IO_POOL_SIZE = 32
+META_POOL_SIZE = 4
+# Socket timeout of lookups and status reads: a sheep that stopped
+# answering fails them quickly; volume I/O keeps the client's default.
+META_TIMEOUT = STATUS_DEADLINE / 2
+# How long the kernel's dirty pages may take to reach us at shutdown.
+SYNC_DEADLINE = 120.0
+
+
+class MountError(Exception):
+    """A refusal to mount, with a one-line message for the user."""
+
+
+@dataclass
+class MountOptions:
+    mountpoint: str
+    host: str = "127.0.0.1"
+    port: int = 7000
+    allow_other: bool = False
+    debug_fuse: bool = False
+
+
+def _mounted_paths() -> set[str]:
+    paths = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4:
+                paths.add(fields[4].encode().decode("unicode_escape"))
+    return paths
+
+
+def check_mountpoint(path: str) -> str:
+    """The absolute mount point; MountError if it is missing, not a
+    directory, or already a mount point (ours or anyone's)."""
+    path = os.path.abspath(path)
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:
+            raise MountError(f"{path} is a dead FUSE mount: run `fusermount3 -u {path}` "
+                             "first") from None
+        raise MountError(f"cannot use {path} as mount point: {e.strerror}") from None
+    if not os.path.isdir(path):
+        raise MountError(f"{path} is not a directory")
+    if path in _mounted_paths() or os.path.ismount(path):
+        raise MountError(f"{path} is already a mount point (is sheepfs mounted there? "
+                         f"`fusermount3 -u {path}` to unmount)")
+    return path
+
+
+def check_cluster(host: str, port: int) -> None:
+    """Fail early with a clear message if no sheep answers at host:port."""
+    try:
+        with SheepClient(host, port, pool=ConnectionPool(host, port, 1, META_TIMEOUT)) as c:
+            c.node_list()
+    except ClientError as e:
+        raise MountError(f"cannot reach sheep at {host}:{port}: {e}") from None
+
+
+def _fuse_options(opts: MountOptions) -> set[str]:
+    options = set(pyfuse3.default_options)
+    options.add("fsname=sheepfs")
+    options.add("subtype=sheepfs")
+    if opts.allow_other:
+        options.add("allow_other")
+    if opts.debug_fuse:
+        options.add("debug")
+    return options
+
+
+async def _serve(fs: SheepFs, mountpoint: str) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals, fs, mountpoint)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+async def _watch_signals(fs: SheepFs, mountpoint: str) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+        async for signum in sigs:
+            log.info("signal %d: writing back and unmounting", signum)
+            with trio.move_on_after(SYNC_DEADLINE):
+                # Runs in a thread because the kernel's writeback comes back
+                # to us as WRITE requests this loop must serve.
+                await trio.to_thread.run_sync(pyfuse3.syncfs, mountpoint,
+                                              abandon_on_cancel=True)
+            await fs.flush_all()
+            pyfuse3.terminate()
+            return
+
+
+def run(opts: MountOptions, ready: Callable[[str | None], None] | None = None) -> int:
+    """Mount and serve until unmounted. `ready(None)` is called once the
+    mount is up (or `ready(message)` if it failed), so a daemonizing parent
+    can return only when the mount point is usable."""
+    io = SheepClient(opts.host, opts.port, pool_size=IO_POOL_SIZE)
+    meta = SheepClient(opts.host, opts.port,
+                       pool=ConnectionPool(opts.host, opts.port, META_POOL_SIZE, META_TIMEOUT))
+    fs = SheepFs(io, meta)
+    try:
+        pyfuse3.init(fs, opts.mountpoint, _fuse_options(opts))
+    except Exception as e:  # noqa: BLE001 - reported to the user as one line
+        io.close()
+        meta.close()
+        msg = f"cannot mount {opts.mountpoint}: {e}"
+        if ready:
+            ready(msg)
+        raise MountError(msg) from None
+    if ready:
+        ready(None)
+    try:
+        trio.run(_serve, fs, opts.mountpoint)
+    except BaseException:
+        log.exception("sheepfs stopped on an error")
+        raise
+    finally:
+        try:
+            fs.close_all()
+        finally:
+            pyfuse3.close(unmount=True)
+            io.close()
+            meta.close()
+    return 0

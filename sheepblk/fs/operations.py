@@ -1,0 +1,424 @@
+"""The pyfuse3 Operations of sheepfs: the tree, handles and the FUSE boundary.
+
+Layout (as Sheepdog's sheepfs, plus every VDI under volume/ on demand):
+
+    cluster/info    `dog cluster info`            read-only, fresh per open
+    node/list       `dog node list`               read-only, fresh per open
+    node/info       `dog node info`               read-only, fresh per open
+    vdi/list        `dog vdi list`                read-only, fresh per open
+    vdi/mount       write NAME: attach; read: the attached VDIs
+    vdi/unmount     write NAME: detach
+    volume/NAME     the VDI's bytes, read-write, the VDI's size
+    volume/NAME@TAG a snapshot (NAME@ID when untagged), read-only
+
+Error handling: every handler runs inside `_boundary`, so only FUSEError
+leaves: ClientError carries its errno, BadName is EINVAL, anything
+unexpected is logged and reported as EIO. Blocking client calls run in
+threads (trio.to_thread); status reads have a deadline so a halted or
+unreachable cluster gives EIO quickly instead of a hung `cat`.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+from pyfuse3 import FUSEError
+
+from ..client import ClientError, SheepClient
+from ..proto import InodeHeader
+from . import status
+from .names import BadName, file_name, parse_control
+from .volumes import OpenVolume, Volumes, resolve
+
+log = logging.getLogger(__name__)
+
+# A status read or a lookup waits at most this long for the cluster, then
+# fails with EIO: an unreachable sheep must not hang `cat` or `ls`.
+STATUS_DEADLINE = 10.0
+# Volume attributes may be cached this long by the kernel (sizes change
+# only by `dog vdi resize`); status files are never cached.
+VOLUME_TTL = 1.0
+# Advertised I/O size: tools that size their buffers by st_blksize (cat,
+# cp) then send requests as large as FUSE carries (1 MiB).
+IO_BLKSIZE = 1 << 20
+FIRST_VOLUME_INO = 1000
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _boundary(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Turn every error of a handler into FUSEError (see module doc)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except FUSEError:
+            raise
+        except BadName as e:
+            log.info("%s: %s", fn.__name__, e)
+            raise FUSEError(errno.EINVAL) from None
+        except ClientError as e:
+            log.info("%s: %s", fn.__name__, e)
+            raise FUSEError(e.errno or errno.EIO) from None
+        except status.StatusError as e:
+            log.warning("%s: %s", fn.__name__, e)
+            raise FUSEError(errno.EIO) from None
+        except OSError as e:
+            log.info("%s: %s", fn.__name__, e)
+            raise FUSEError(e.errno or errno.EIO) from None
+        except ValueError as e:
+            log.info("%s: %s", fn.__name__, e)
+            raise FUSEError(errno.EINVAL) from None
+        except Exception:
+            log.exception("%s failed", fn.__name__)
+            raise FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+@dataclass
+class Node:
+    """A fixed entry of the tree (directory, status or control file)."""
+
+    ino: int
+    parent: int
+    name: str
+    mode: int
+    # For status files: how to produce the text (blocking, meta client).
+    text: Callable[[SheepClient], str] | None = None
+    children: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class StatusHandle:
+    data: bytes
+
+
+@dataclass
+class ControlHandle:
+    node: Node
+    data: bytes = b""
+
+
+@dataclass
+class VolumeHandle:
+    vol: OpenVolume
+    write: bool
+    ino: int
+
+
+Handle = StatusHandle | ControlHandle | VolumeHandle
+
+
+class SheepFs(pyfuse3.Operations):
+    """The operations; `io` carries volume I/O, `meta` lookups and status
+    (a separate pool with a short socket timeout)."""
+
+    enable_writeback_cache = True
+    supports_dot_lookup = False
+
+    def __init__(self, io: SheepClient, meta: SheepClient) -> None:
+        super().__init__()
+        self.io = io
+        self.meta = meta
+        self.volumes = Volumes(io)
+        self.mount_time_ns = time.time_ns()
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self.nodes: dict[int, Node] = {}
+        self._build_tree()
+        self._vol_ino: dict[str, int] = {}
+        self._ino_vol: dict[int, str] = {}
+        self._next_ino = itertools.count(FIRST_VOLUME_INO)
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = itertools.count(1)
+        self._dir_handles: dict[int, list[tuple[bytes, pyfuse3.EntryAttributes]]] = {}
+
+    # ---- the fixed tree ----
+
+    def _add(self, parent: int, name: str, mode: int,
+             text: Callable[[SheepClient], str] | None = None) -> int:
+        ino = len(self.nodes) + pyfuse3.ROOT_INODE
+        self.nodes[ino] = Node(ino, parent, name, mode, text)
+        if parent != ino:
+            self.nodes[parent].children[name] = ino
+        return ino
+
+    def _build_tree(self) -> None:
+        d = stat.S_IFDIR | 0o755
+        ro = stat.S_IFREG | 0o444
+        root = self._add(pyfuse3.ROOT_INODE, "", d)
+        cluster = self._add(root, "cluster", d)
+        node = self._add(root, "node", d)
+        vdi = self._add(root, "vdi", d)
+        self.volume_dir = self._add(root, "volume", d)
+        self._add(cluster, "info", ro, status.gather_cluster_info)
+        self._add(node, "list", ro, status.gather_node_list)
+        self._add(node, "info", ro,
+                  lambda c: status.gather_node_info(c, STATUS_DEADLINE / 2))
+        self._add(vdi, "list", ro, status.gather_vdi_list)
+        self.mount_node = self._add(vdi, "mount", stat.S_IFREG | 0o644)
+        self.unmount_node = self._add(vdi, "unmount", stat.S_IFREG | 0o200)
+
+    # ---- helpers ----
+
+    async def _meta_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a metadata call in a thread, giving up with EIO at the deadline
+        (the thread is left to finish against its socket timeout)."""
+        with trio.move_on_after(STATUS_DEADLINE):
+            return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+        log.warning("the cluster did not answer within %.0fs", STATUS_DEADLINE)
+        raise FUSEError(errno.EIO)
+
+    def _attr(self, ino: int, mode: int, size: int = 0, nlink: int = 1,
+              ns: int | None = None, ttl: float = 0.0) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino  # type: ignore[assignment]
+        a.generation = 0
+        a.entry_timeout = ttl
+        a.attr_timeout = ttl
+        a.st_mode = mode  # type: ignore[assignment]
+        a.st_nlink = nlink
+        a.st_uid = self.uid
+        a.st_gid = self.gid
+        a.st_rdev = 0
+        a.st_size = size
+        a.st_blksize = IO_BLKSIZE
+        a.st_blocks = -(-size // 512)
+        t = self.mount_time_ns if ns is None else ns
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = t
+        return a
+
+    def _node_attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        if stat.S_ISDIR(node.mode):
+            nlink = 2 + sum(1 for c in node.children.values()
+                            if stat.S_ISDIR(self.nodes[c].mode))
+            return self._attr(node.ino, node.mode, nlink=nlink, ttl=VOLUME_TTL)
+        return self._attr(node.ino, node.mode)
+
+    def _volume_ino(self, fname: str) -> int:
+        ino = self._vol_ino.get(fname)
+        if ino is None:
+            ino = self._vol_ino[fname] = next(self._next_ino)
+            self._ino_vol[ino] = fname
+        return ino
+
+    def _volume_attr(self, ino: int, hdr: InodeHeader,
+                     vol: OpenVolume | None = None) -> pyfuse3.EntryAttributes:
+        mode = stat.S_IFREG | (0o444 if hdr.is_snapshot else 0o644)
+        ct = hdr.create_time
+        ns = (ct >> 32) * 10**9 + (ct & 0xFFFFFFFF)
+        size = vol.size if vol is not None else hdr.vdi_size
+        return self._attr(ino, mode, size=size, ns=ns or None, ttl=VOLUME_TTL)
+
+    def _new_fh(self, h: Handle) -> int:
+        fh = next(self._next_fh)
+        self._handles[fh] = h
+        return fh
+
+    def _handle(self, fh: int) -> Handle:
+        h = self._handles.get(fh)
+        if h is None:
+            raise FUSEError(errno.EBADF)
+        return h
+
+    # ---- lookup and attributes ----
+
+    @_boundary
+    async def lookup(self, parent_inode: int, name: bytes,
+                     ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
+        try:
+            text = os.fsdecode(name)
+        except UnicodeError:
+            raise FUSEError(errno.ENOENT) from None
+        if parent_inode == self.volume_dir:
+            try:
+                _ref, hdr = await self._meta_call(resolve, self.meta, text)
+            except BadName:
+                raise FUSEError(errno.ENOENT) from None
+            return self._volume_attr(self._volume_ino(text), hdr,
+                                     self.volumes.get(hdr.vdi_id))
+        parent = self.nodes.get(parent_inode)
+        if parent is None or text not in parent.children:
+            raise FUSEError(errno.ENOENT)
+        return self._node_attr(self.nodes[parent.children[text]])
+
+    @_boundary
+    async def getattr(self, inode: int,
+                      ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
+        node = self.nodes.get(inode)
+        if node is not None:
+            return self._node_attr(node)
+        fname = self._ino_vol.get(inode)
+        if fname is None:
+            raise FUSEError(errno.ENOENT)
+        _ref, hdr = await self._meta_call(resolve, self.meta, fname)
+        return self._volume_attr(inode, hdr, self.volumes.get(hdr.vdi_id))
+
+    @_boundary
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        """Only a no-op size change is allowed on a volume (a VDI keeps its
+        size, like a block device: use `dd conv=notrunc`). Truncating a
+        status or control file (shell `>`) is accepted and ignored."""
+        current = await self.getattr(inode, ctx)
+        if (fields.update_size and inode in self._ino_vol
+                and attr.st_size != current.st_size):
+            raise FUSEError(errno.EINVAL)
+        return current
+
+    @_boundary
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        st = pyfuse3.StatvfsData()
+        st.f_bsize = st.f_frsize = 4096
+        try:
+            res = await self._meta_call(self.meta.stat_sheep)
+            st.f_blocks = res.store_size // 4096
+            st.f_bfree = st.f_bavail = res.store_free // 4096
+        except (FUSEError, ClientError):
+            st.f_blocks = st.f_bfree = st.f_bavail = 0
+        st.f_files = st.f_ffree = st.f_favail = 0
+        st.f_namemax = 255
+        return st
+
+    # ---- directories ----
+
+    @_boundary
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        entries: list[tuple[bytes, pyfuse3.EntryAttributes]] = []
+        if inode == self.volume_dir:
+            vdis = await self._meta_call(status.gather_vdis, self.meta, False)
+            for hdr, _ in vdis:
+                fname = file_name(hdr)
+                if fname is not None:
+                    ino = self._volume_ino(fname)
+                    entries.append((os.fsencode(fname),
+                                    self._volume_attr(ino, hdr, self.volumes.get(hdr.vdi_id))))
+        else:
+            node = self.nodes.get(inode)
+            if node is None or not stat.S_ISDIR(node.mode):
+                raise FUSEError(errno.ENOTDIR)
+            for name, ino in node.children.items():
+                entries.append((name.encode(), self._node_attr(self.nodes[ino])))
+        entries.sort(key=lambda e: e[0])
+        fh = next(self._next_fh)
+        self._dir_handles[fh] = entries
+        return fh
+
+    @_boundary
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        entries = self._dir_handles.get(fh, [])
+        for i in range(start_id, len(entries)):
+            name, attr = entries[i]
+            if not pyfuse3.readdir_reply(token, name, attr, i + 1):
+                break
+
+    @_boundary
+    async def releasedir(self, fh: int) -> None:
+        self._dir_handles.pop(fh, None)
+
+    # ---- files ----
+
+    @_boundary
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        write = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if inode in self._ino_vol:
+            return await self._open_volume(inode, write)
+        node = self.nodes.get(inode)
+        if node is None:
+            raise FUSEError(errno.ENOENT)
+        if stat.S_ISDIR(node.mode):
+            raise FUSEError(errno.EISDIR)
+        if node.text is not None:
+            if write:
+                raise FUSEError(errno.EACCES)
+            text = await self._meta_call(node.text, self.meta)
+            fh = self._new_fh(StatusHandle(text.encode()))
+        elif node.ino == self.mount_node and not write:
+            names = await trio.to_thread.run_sync(self.volumes.attached)
+            fh = self._new_fh(StatusHandle("".join(n + "\n" for n in names).encode()))
+        elif write:
+            fh = self._new_fh(ControlHandle(node))
+        else:
+            raise FUSEError(errno.EACCES)
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)  # type: ignore[arg-type]
+
+    async def _open_volume(self, inode: int, write: bool) -> pyfuse3.FileInfo:
+        fname = self._ino_vol[inode]
+        vol, held_before = await trio.to_thread.run_sync(self.volumes.open, fname, write)
+        fh = self._new_fh(VolumeHandle(vol, write, inode))
+        # The page cache stays valid only while this mount held the VDI
+        # lock: otherwise another client may have written.
+        return pyfuse3.FileInfo(fh=fh, direct_io=False,  # type: ignore[arg-type]
+                                keep_cache=held_before)
+
+    @_boundary
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self._handle(fh)
+        if isinstance(h, VolumeHandle):
+            data = await trio.to_thread.run_sync(h.vol.pread, off, size)
+            return data  # type: ignore[return-value]
+        if isinstance(h, StatusHandle):
+            return h.data[off:off + size]
+        raise FUSEError(errno.EBADF)
+
+    @_boundary
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        h = self._handle(fh)
+        if isinstance(h, VolumeHandle):
+            return await trio.to_thread.run_sync(h.vol.pwrite, off, buf)
+        if isinstance(h, ControlHandle):
+            # Each write(2) of `echo NAME > vdi/mount` carries whole names.
+            names = parse_control(buf)
+            act = (self.volumes.attach if h.node.ino == self.mount_node
+                   else self.volumes.detach)
+            for name in names:
+                await trio.to_thread.run_sync(act, name)
+            return len(buf)
+        raise FUSEError(errno.EBADF)
+
+    @_boundary
+    async def flush(self, fh: int) -> None:
+        h = self._handle(fh)
+        if isinstance(h, VolumeHandle) and h.write:
+            await trio.to_thread.run_sync(h.vol.flush)
+
+    @_boundary
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        h = self._handle(fh)
+        if isinstance(h, VolumeHandle):
+            await trio.to_thread.run_sync(h.vol.flush)
+
+    @_boundary
+    async def release(self, fh: int) -> None:
+        h = self._handles.pop(fh, None)
+        if isinstance(h, VolumeHandle):
+            await trio.to_thread.run_sync(self.volumes.close, h.vol, h.write)
+
+    @_boundary
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
+                                                           pyfuse3.EntryAttributes]:
+        """VDIs are made with `dog vdi create` (a file has no size to give)."""
+        raise FUSEError(errno.EPERM)
+
+    # ---- end of mount ----
+
+    async def flush_all(self) -> None:
+        await trio.to_thread.run_sync(self.volumes.flush_all)
+
+    def close_all(self) -> None:
+        self.volumes.close_all()

@@ -1,0 +1,224 @@
+"""The text of the status files, exactly as Sheepdog 1.0's `dog` prints it.
+
+vdi/list = `dog vdi list`, node/list = `dog node list`, node/info =
+`dog node info`, cluster/info = `dog cluster info` (Sheepdog's own sheepfs
+runs those commands; we build the same text from client records instead of
+spawning a process per open).
+
+Formats follow dog/vdi.c, dog/node.c, dog/cluster.c and dog/common.c of
+Sheepdog v1.0.1. Note for later: cli/dog/format.py formats the same rows;
+once it is committed both should share one module under sheepblk/.
+
+Functions named *_text take records and are pure; gather_* talk to the
+cluster through a SheepClient (blocking; callers run them in a thread).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterable
+
+from ..client import ClientError, SheepClient
+from ..proto import EpochLog, InodeHeader, NodeResult, Op, Res, SdNode, strerror
+from ..proto.constants import SD_NR_VDIS, ClusterFlag
+from ..proto.inode import data_vid_offset
+from ..proto.node import addr_to_bytes
+from ..proto.oid import vid_to_vdi_oid
+
+_UNITS = ("MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+
+VDI_LIST_HEADER = ("  Name        Id    Size    Used  Shared    Creation time   VDI id"
+                   "  Copies  Tag   Block Size Shift")
+NODE_LIST_HEADER = "  Id   Host:Port         V-Nodes       Zone"
+NODE_INFO_HEADER = "Id\tSize\tUsed\tAvail\tUse%"
+EPOCH_HEADER = "Epoch Time           Version [Host:Port:V-Nodes,,,]"
+
+
+class StatusError(Exception):
+    """The cluster could not answer what a status file needs."""
+
+
+# ---- pieces (dog/common.c, lib/net.c) ----
+
+def strnumber(size: int) -> str:
+    """Bytes as dog's strnumber(): '1.0 GB', '8.0 MB', '79 GB'."""
+    value = size / (1024 * 1024)
+    unit = 0
+    while unit < len(_UNITS) - 1 and value >= 1024:
+        unit += 1
+        value /= 1024
+    return f"{value:.0f} {_UNITS[unit]}" if value >= 10 else f"{value:.1f} {_UNITS[unit]}"
+
+
+def node_addr(node: SdNode) -> str:
+    """HOST:PORT as addr_to_str() prints it (no brackets around IPv6)."""
+    return f"{node.nid.addr}:{node.nid.port}"
+
+
+def sort_nodes(nodes: Iterable[SdNode]) -> list[SdNode]:
+    """dog walks its node tree in node_id order: address bytes, then port."""
+    return sorted(nodes, key=lambda n: (addr_to_bytes(n.nid.addr), n.nid.port))
+
+
+def redundancy(nr_copies: int, copy_policy: int) -> str:
+    if copy_policy:
+        return f"{(copy_policy >> 4) * 2}:{copy_policy & 0x0F}"
+    return str(nr_copies)
+
+
+def _percent(used: int, total: int) -> int:
+    return int(used / total * 100) if total else 0
+
+
+# ---- vdi list ----
+
+def vdi_row(hdr: InodeHeader, index: list[int]) -> str:
+    """One `dog vdi list` line; `index` is data_vdi_id[] over the VDI's size."""
+    my_objs = sum(1 for v in index if v == hdr.vdi_id)
+    cow_objs = sum(1 for v in index if v and v != hdr.vdi_id)
+    if hdr.is_snapshot:
+        kind = "s"
+    elif hdr.snap_id == 1 and hdr.parent_vdi_id != 0:
+        kind = "c"
+    else:
+        kind = " "
+    snapid = hdr.snap_id if hdr.is_snapshot else 0
+    date = time.strftime("%Y-%m-%d %H:%M", time.localtime(hdr.create_time >> 32))
+    osize = hdr.object_size
+    return (f"{kind} {hdr.name:<8s} {snapid:5d} {strnumber(hdr.vdi_size):>7s} "
+            f"{strnumber(my_objs * osize):>7s} {strnumber(cow_objs * osize):>7s} "
+            f"{date}  {hdr.vdi_id:7x} {redundancy(hdr.nr_copies, hdr.copy_policy):>6s} "
+            f"{hdr.tag:>13s} {hdr.block_size_shift:3d}")
+
+
+def vdi_list_text(vdis: Iterable[tuple[InodeHeader, list[int]]]) -> str:
+    return "".join(line + "\n" for line in
+                   [VDI_LIST_HEADER, *(vdi_row(h, idx) for h, idx in vdis)])
+
+
+# ---- node list / info ----
+
+def node_list_text(nodes: Iterable[SdNode]) -> str:
+    lines = [NODE_LIST_HEADER]
+    for i, n in enumerate(sort_nodes(nodes)):
+        lines.append(f"{i:4d}   {node_addr(n):<20s}\t{n.nr_vnodes:2d}{n.zone:11d}")
+    return "".join(line + "\n" for line in lines)
+
+
+def node_info_text(stats: list[NodeResult | None], total_vdi_size: int) -> str:
+    """`stats` in node order; None for a node that did not answer (dog
+    skips its line but keeps counting the others)."""
+    lines = [NODE_INFO_HEADER]
+    total_size = total_free = 0
+    i = 0
+    for st in stats:
+        if st is None:
+            continue
+        used = st.store_size - st.store_free
+        lines.append(f"{i:2d}\t{strnumber(st.store_size)}\t{strnumber(used)}\t"
+                     f"{strnumber(st.store_free)}\t{_percent(used, st.store_size):3d}%")
+        i += 1
+        total_size += st.store_size
+        total_free += st.store_free
+    total_used = total_size - total_free
+    lines.append(f"Total\t{strnumber(total_size)}\t{strnumber(total_used)}\t"
+                 f"{strnumber(total_free)}\t{_percent(total_used, total_size):3d}%")
+    lines.append("")
+    lines.append(f"Total virtual image size\t{strnumber(total_vdi_size)}")
+    return "".join(line + "\n" for line in lines)
+
+
+# ---- cluster info ----
+
+def cluster_info_text(result: int, logs: list[EpochLog]) -> str:
+    """`dog cluster info` (not verbose) from SD_OP_STAT_CLUSTER's answer."""
+    if result == Res.SUCCESS:
+        recovery = "disabled" if logs and logs[0].disable_recovery else "enabled"
+        status = f"running, auto-recovery {recovery}"
+    else:
+        status = strerror(result)
+    out = [f"Cluster status: {status}\n", "\n"]
+    if logs:
+        # ctime() ends in a newline and dog adds its own: a blank line.
+        out.append(f"Cluster created at {time.ctime(logs[0].ctime >> 32)}\n\n")
+        out.append(EPOCH_HEADER + "\n")
+    for log in logs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(log.time))
+        nodes = ", ".join(f"{node_addr(n)}:{n.nr_vnodes}" for n in log.nodes)
+        if log.flags & ClusterFlag.DISKMODE:
+            nodes = ", ".join(f"{node_addr(n)}:{n.nr_vnodes}(0)" for n in log.nodes)
+        out.append(f"{when} {log.epoch:6d} [{nodes}]\n")
+    return "".join(out)
+
+
+# ---- gathering (blocking) ----
+
+def _bitmap_ids(bitmap: bytes) -> Iterable[int]:
+    for byte_idx, byte in enumerate(bitmap):
+        if byte:
+            for bit in range(8):
+                if byte & (1 << bit):
+                    yield byte_idx * 8 + bit
+
+
+def deleted_vids(client: SheepClient) -> set[int]:
+    """VDIs marked deleted (SD_OP_READ_DEL_VDIS), which dog leaves out.
+    A daemon that does not know the request has none."""
+    rsp, out = client.request(Op.READ_DEL_VDIS, data_length=SD_NR_VDIS // 8, check=False)
+    if rsp.result != Res.SUCCESS:
+        return set()
+    return set(_bitmap_ids(bytes(out)))
+
+
+def read_index(client: SheepClient, hdr: InodeHeader) -> list[int]:
+    n = hdr.nr_objects
+    if not n:
+        return []
+    raw = client.read_obj(vid_to_vdi_oid(hdr.vdi_id), 4 * n, data_vid_offset(0))
+    return list(struct.unpack(f"<{n}I", raw))
+
+
+def gather_vdis(client: SheepClient, with_index: bool = True
+                ) -> list[tuple[InodeHeader, list[int]]]:
+    """Every live VDI and snapshot in vid order, as dog's parse_vdi() walks them."""
+    deleted = deleted_vids(client)
+    out = []
+    for vid in _bitmap_ids(client.read_vdis()):
+        if vid in deleted:
+            continue
+        hdr = client.read_inode_header(vid)
+        if not hdr.name:
+            continue
+        out.append((hdr, read_index(client, hdr) if with_index else []))
+    return out
+
+
+def gather_vdi_list(client: SheepClient) -> str:
+    return vdi_list_text(gather_vdis(client))
+
+
+def gather_node_list(client: SheepClient) -> str:
+    return node_list_text(client.node_list())
+
+
+def gather_node_info(client: SheepClient, timeout: float) -> str:
+    """STAT_SHEEP sent to every node itself, as dog does."""
+    stats: list[NodeResult | None] = []
+    for node in sort_nodes(client.node_list()):
+        try:
+            with SheepClient(node.nid.addr, node.nid.port, pool_size=1) as peer:
+                peer.pool.timeout = timeout
+                stats.append(peer.stat_sheep())
+        except ClientError:
+            stats.append(None)
+    if not any(stats):
+        raise StatusError("Cannot get information from any nodes")
+    total_vdi = sum(h.vdi_size for h, _ in gather_vdis(client, with_index=False)
+                    if not h.is_snapshot)
+    return node_info_text(stats, total_vdi)
+
+
+def gather_cluster_info(client: SheepClient) -> str:
+    result, logs = client.stat_cluster()
+    return cluster_info_text(result, logs)
