@@ -1,0 +1,347 @@
+"""The `zookeeper` driver: membership and the ordered log in ZooKeeper (kazoo).
+
+`zookeeper:HOST:PORT[,HOST:PORT...][,timeout=SECONDS][,cluster=NAME]`.
+Under ROOT (`/sheepdog`, or `/sheepdog-NAME` so several clusters can share
+one ensemble):
+
+- ROOT/member/UID: an ephemeral znode per member incarnation (data: the
+  node). It vanishes when the member's session ends, which is how a crash
+  is seen (within the session timeout).
+- ROOT/queue/UID-COUNTER-SEQ: persistent sequential znodes, one record each
+  (stream.py), ordered by ZooKeeper's 10-digit sequence suffix. Every member
+  reads them with a local cursor and folds them the same way, so all see
+  the same events. The UID-COUNTER prefix names the writer's push, so after
+  a connection loss a writer can tell whether its create went through
+  before pushing again (no duplicates).
+
+Leaves go through the queue too, so they are ordered with everything else:
+when a member's znode is gone, the first live member (in join order)
+appends its `leave`; any other member does so too if it is still missing
+after LEAVE_GRACE. Extra leaves are ignored by the fold, so each death
+gives exactly one Left.
+
+Session loss (a ZooKeeper restart longer than the session timeout) does not
+end the member: kazoo opens a new session, and we register again under a
+new incarnation id. Every member then sees Left for the old incarnation and
+Joined for the new one (the daemon sees both for itself, too); the cursor
+is kept, so no event is missed or repeated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.retry import KazooRetry
+
+from ..proto import SdNode
+from .driver import ClusterDriver, DriverError, Event, Message
+from .stream import Membership, decode, encode_join, encode_leave, encode_msg, node_to_json
+
+DEFAULT_ROOT = "/sheepdog"
+# Sheepdog uses 30 s; shorter notices crashes sooner at the price of
+# expelling a node that stalls (GC, swap) for that long.
+DEFAULT_SESSION_TIMEOUT = 10.0
+# How long the first connection may take before run() gives up.
+CONNECT_TIMEOUT = 30.0
+# Re-read the queue at least this often even without a watch firing.
+POLL_FALLBACK = 1.0
+# A missing member not reported by the designated member within this long
+# is reported by anyone (the designated one may be dead or slow itself).
+LEAVE_GRACE = 2.0
+# Retries on shutdown are bounded: leaving must not hang on a dead ensemble.
+LEAVE_DEADLINE = 5.0
+
+T = TypeVar("T")
+
+
+def parse_spec(arg: str) -> tuple[str, float, str]:
+    """`HOST:PORT[,HOST:PORT...][,timeout=N][,cluster=NAME]` -> hosts, timeout, root."""
+    hosts, timeout, root = [], DEFAULT_SESSION_TIMEOUT, DEFAULT_ROOT
+    for item in arg.split(","):
+        key, eq, value = item.partition("=")
+        if not eq:
+            if item:
+                hosts.append(item)
+        elif key == "timeout":
+            timeout = float(value)
+        elif key == "cluster":
+            if not value or "/" in value:
+                raise ValueError(f"bad cluster name {value!r}")
+            root = f"{DEFAULT_ROOT}-{value}"
+        else:
+            raise ValueError(f"unknown zookeeper option {key!r}")
+    if not hosts:
+        raise ValueError("zookeeper driver needs HOST:PORT[,HOST:PORT...]")
+    return ",".join(hosts), timeout, root
+
+
+def _seq(name: str) -> int:
+    return int(name[-10:])
+
+
+class ZooKeeperDriver(ClusterDriver):
+    """A member of the cluster stored under one ZooKeeper root.
+
+    Besides the ClusterDriver interface: `members` is the membership as of
+    the last Joined/Left delivered to the consumer.
+    """
+
+    name = "zookeeper"
+
+    def __init__(self, spec: str) -> None:
+        self.hosts, self.session_timeout, self.root = parse_spec(spec)
+        self.members: tuple[SdNode, ...] = ()
+        self._client: KazooClient | None = None
+        self._me: SdNode | None = None
+        self._uid = ""
+        self._counts = itertools.count(1)  # next() is atomic: pushes from any thread
+        self._state = Membership()
+        self._cursor = -1  # sequence number of the last queue node folded in
+        self._joined_stream = False  # our first join has been folded in
+        self._mutex = threading.Lock()  # the fold and cursor, across threads
+        self._closing = False
+        self._lost = False
+        self._missing_since: dict[str, float] = {}
+        self._reported: set[str] = set()
+        self._dropped: set[str] = set()  # queue names of our dropped messages
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._wake = trio.Event()
+        self._progress = trio.Event()
+        self._joined = trio.Event()
+
+    # -- paths and kazoo plumbing ------------------------------------------
+
+    @property
+    def _queue(self) -> str:
+        return f"{self.root}/queue"
+
+    @property
+    def _member_dir(self) -> str:
+        return f"{self.root}/member"
+
+    def _retry(self, func: Callable[..., T], *args: Any, deadline: float | None = None,
+               **kwargs: Any) -> T:
+        """Call through client.retry (a fresh copy of the command retry per
+        call): retried on connection and session loss until we close, or
+        for at most `deadline` seconds."""
+        assert self._client is not None
+        if deadline is None:
+            return self._client.retry(func, *args, **kwargs)
+        bounded = KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0, deadline=deadline,
+                             ignore_expire=True, sleep_func=self._client.handler.sleep_func)
+        return bounded(func, *args, **kwargs)
+
+    def _kick(self, *_: Any) -> None:
+        """From a kazoo thread: wake the trio loop (never blocks)."""
+        token = self._token
+        if token is None:
+            return
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(lambda: self._wake.set())
+
+    def _on_state(self, state: str) -> None:
+        if state == KazooState.LOST:
+            self._lost = True
+        self._kick()
+
+    # -- blocking operations (worker threads) ------------------------------
+
+    def _push(self, record: bytes, deadline: float | None = None) -> str:
+        """Append a record; exactly once even across connection loss."""
+        prefix = f"{self._uid}-{next(self._counts):08d}-"
+        attempted = False
+
+        def once() -> str:
+            nonlocal attempted
+            assert self._client is not None
+            if attempted:
+                for child in self._client.get_children(self._queue):
+                    if child.startswith(prefix):
+                        return str(child)
+            attempted = True
+            path = self._client.create(f"{self._queue}/{prefix}", record, sequence=True)
+            return str(path).rsplit("/", 1)[1]
+
+        return self._retry(once, deadline=deadline)
+
+    def _register(self) -> None:
+        """Join under a fresh incarnation id: ephemeral member node, then
+        leaves for members that died unnoticed, then our join record."""
+        assert self._client is not None and self._me is not None
+        client = self._client
+        with self._mutex:
+            self._uid = uuid.uuid4().hex
+            self._counts = itertools.count(1)
+            for path in (self._queue, self._member_dir):
+                self._retry(client.ensure_path, path)
+            path = f"{self._member_dir}/{self._uid}"
+            data = json.dumps(node_to_json(self._me)).encode()
+            try:
+                self._retry(client.create, path, data, ephemeral=True)
+            except NodeExistsError:
+                # Our create went through before a connection loss; if that
+                # session has since expired, the node is about to vanish.
+                _, stat = self._retry(client.get, path)
+                if stat.ephemeralOwner != client.client_id[0]:
+                    self._retry(client.delete, path)
+                    self._retry(client.create, path, data, ephemeral=True)
+            self._fold_new()
+            live = set(self._retry(client.get_children, self._member_dir))
+            for uid in self._state.members:
+                if uid not in live and uid not in self._reported:
+                    self._reported.add(uid)
+                    self._push(encode_leave(uid))
+            self._push(encode_join(self._uid, self._me))
+            self._lost = False
+
+    def _fold_new(self) -> list[Event]:
+        """Fold queue nodes past the cursor; arm the queue watch."""
+        assert self._client is not None
+        out: list[Event] = []
+        children = self._retry(self._client.get_children, self._queue, watch=self._kick)
+        for name in sorted((c for c in children if _seq(c) > self._cursor), key=_seq):
+            try:
+                raw, _ = self._retry(self._client.get, f"{self._queue}/{name}")
+            except NoNodeError:
+                continue
+            rec = decode(raw)
+            was_member = self._uid in self._state.members
+            events = self._state.apply(rec)
+            if was_member and self._uid not in self._state.members:
+                self._lost = True  # expelled without noticing: join again
+            self._cursor = _seq(name)
+            if rec["t"] == "msg" and not events and rec["id"] == self._uid:
+                self._dropped.add(name)
+            if not self._joined_stream:
+                if rec["t"] == "join" and rec["id"] == self._uid:
+                    self._joined_stream = True
+                    out.append(events[-1])
+                continue
+            out.extend(events)
+        return out
+
+    def _reconcile(self) -> None:
+        """Append a leave for members whose ephemeral node is gone."""
+        assert self._client is not None
+        if not self._client.connected:
+            return
+        live = set(self._retry(self._client.get_children, self._member_dir, watch=self._kick))
+        if self._uid not in live:
+            self._lost = True
+            return
+        now = time.monotonic()
+        first_live = next((u for u in self._state.members if u in live), None)
+        for uid in list(self._state.members):
+            if uid in live:
+                self._missing_since.pop(uid, None)
+                continue
+            since = self._missing_since.setdefault(uid, now)
+            if uid in self._reported:
+                continue
+            if first_live == self._uid or now - since > LEAVE_GRACE:
+                self._reported.add(uid)
+                self._push(encode_leave(uid))
+
+    def _poll(self) -> tuple[list[Event], bool]:
+        with self._mutex:
+            events = self._fold_new()
+            self._reconcile()
+            return events, self._lost
+
+    def _leave(self) -> None:
+        """Best effort, bounded: our leave record, then close the session
+        (which deletes our member node)."""
+        client = self._client
+        if client is None:
+            return
+        try:
+            if self._uid and client.connected and not self._lost:
+                self._push(encode_leave(self._uid), deadline=LEAVE_DEADLINE)
+        except KazooException:
+            pass
+        finally:
+            self._closing = True
+            with contextlib.suppress(Exception):
+                client.stop()
+                client.close()
+
+    # -- the trio side -------------------------------------------------------
+
+    async def run(self, me: SdNode, events: trio.MemorySendChannel[Event], *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._me = me
+        self._token = trio.lowlevel.current_trio_token()
+        retry = {"max_tries": -1, "delay": 0.1, "max_delay": 1.0,
+                 "ignore_expire": True, "interrupt": lambda: self._closing}
+        client = KazooClient(hosts=self.hosts, timeout=self.session_timeout,
+                             connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0},
+                             command_retry=retry)
+        client.add_listener(self._on_state)
+        self._client = client
+        try:
+            try:
+                await trio.to_thread.run_sync(client.start, CONNECT_TIMEOUT, abandon_on_cancel=True)
+            except KazooTimeoutError as e:
+                raise DriverError(f"cannot reach ZooKeeper at {self.hosts}") from e
+            await trio.to_thread.run_sync(self._register, abandon_on_cancel=True)
+            self._joined.set()
+            task_status.started()
+            send, recv = trio.open_memory_channel[Event](math.inf)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._deliver, recv, events)
+                while True:
+                    self._wake = trio.Event()
+                    batch, lost = await trio.to_thread.run_sync(self._poll, abandon_on_cancel=True)
+                    for ev in batch:
+                        send.send_nowait(ev)
+                    self._progress.set()
+                    self._progress = trio.Event()
+                    if lost:
+                        await trio.to_thread.run_sync(self._register, abandon_on_cancel=True)
+                        continue
+                    with trio.move_on_after(POLL_FALLBACK):
+                        await self._wake.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the consumer went away: leave quietly
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._leave)
+            self._token = None
+
+    async def _deliver(self, recv: trio.MemoryReceiveChannel[Event],
+                       events: trio.MemorySendChannel[Event]) -> None:
+        """Hand events on at the consumer's pace (see local.py for why the
+        fold does not wait for the consumer)."""
+        async for ev in recv:
+            if not isinstance(ev, Message):
+                self.members = ev.members
+            await events.send(ev)
+
+    async def broadcast(self, payload: bytes) -> None:
+        """Push a message and wait until our own fold has ordered it; if it
+        was dropped (sent under an incarnation the cluster had already
+        expelled, around a session loss), push it again as the new one."""
+        await self._joined.wait()
+        while True:
+            name = await trio.to_thread.run_sync(
+                lambda: self._push(encode_msg(self._uid, payload)), abandon_on_cancel=True)
+            self._wake.set()
+            while self._cursor < _seq(name):
+                if self._closing:
+                    raise DriverError("the driver stopped before the message was ordered")
+                await self._progress.wait()
+            if name not in self._dropped:
+                return
+            self._dropped.discard(name)

@@ -1,0 +1,229 @@
+"""The ZooKeeper driver against a real ZooKeeper server (Debian's jars)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from cluster_harness import Member, check_same_order, wait_until
+from kazoo.client import KazooClient
+from zk import ZooKeeperServer, missing
+
+from sheepblk.cluster.driver import Event, Joined, Left, Message
+from sheepblk.cluster.zookeeper import ZooKeeperDriver, parse_spec
+from sheepblk.proto import NodeId, SdNode
+
+pytestmark = pytest.mark.skipif(missing() is not None, reason=f"no ZooKeeper: {missing()}")
+
+SESSION = 4  # seconds; the server's tickTime allows 1..10
+
+
+@pytest.fixture(scope="module")
+def zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
+    server = ZooKeeperServer(tmp_path_factory.mktemp("zk"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def spawn() -> Iterator[list[Member]]:
+    started: list[Member] = []
+    yield started
+    for m in started:
+        m.stop()
+
+
+def spec(zk: ZooKeeperServer, cluster: str) -> str:
+    return f"zookeeper:{zk.hosts},timeout={SESSION},cluster={cluster}"
+
+
+def start(spawn: list[Member], s: str, port: int, **kw: int) -> Member:
+    m = Member(s, port, **kw)
+    spawn.append(m)
+    return m
+
+
+def test_parse_spec() -> None:
+    assert parse_spec("a:1,b:2") == ("a:1,b:2", 10.0, "/sheepdog")
+    assert parse_spec("a:1,timeout=5,cluster=x") == ("a:1", 5.0, "/sheepdog-x")
+    with pytest.raises(ValueError):
+        parse_spec("timeout=5")
+    with pytest.raises(ValueError):
+        parse_spec("a:1,color=red")
+
+
+def test_same_order_for_everyone(zk: ZooKeeperServer, spawn: list[Member]) -> None:
+    s = spec(zk, "order")
+    ms = [start(spawn, s, 8100 + i, msgs=15, wait_members=3) for i in range(3)]
+    wait_until(lambda: all(len(m.messages()) == 45 for m in ms), "45 messages each", members=ms)
+    check_same_order(ms)
+    for m in ms:
+        assert sorted(m.members()) == [8100, 8101, 8102]
+        for sender in range(8100, 8103):
+            mine = [p for p in m.messages() if p.startswith(f"{sender}:")]
+            assert mine == [f"{sender}:{i}" for i in range(15)]
+    late = start(spawn, s, 8103)
+    wait_until(lambda: bool(late.events), "late join", members=ms + [late])
+    assert sorted(late.events[0]["members"]) == [8100, 8101, 8102, 8103]
+    wait_until(lambda: all(len(m.members()) == 4 for m in ms), "all see the late joiner", members=ms)
+    check_same_order(ms + [late])
+
+
+def test_kill9_gives_exactly_one_left(zk: ZooKeeperServer, spawn: list[Member]) -> None:
+    s = spec(zk, "kill")
+    ms = [start(spawn, s, 8200 + i) for i in range(3)]
+    wait_until(lambda: all(len(m.members()) == 3 for m in ms), "3 members", members=ms)
+    victim, survivors = ms[0], ms[1:]  # the oldest: the designated reporter dies
+    victim.kill9()
+    wait_until(lambda: all(m.lefts(8200) for m in survivors), "Left for the killed member",
+               timeout=SESSION * 2 + 10, members=survivors)
+    time.sleep(1.5)
+    for m in survivors:
+        assert len(m.lefts(8200)) == 1
+        assert sorted(m.members()) == [8201, 8202]
+    check_same_order(survivors)
+
+
+def test_clean_leave_is_immediate(zk: ZooKeeperServer, spawn: list[Member]) -> None:
+    s = spec(zk, "leave")
+    ms = [start(spawn, s, 8300 + i) for i in range(2)]
+    wait_until(lambda: all(len(m.members()) == 2 for m in ms), "2 members", members=ms)
+    ms[1].stop()
+    assert ms[1].proc.returncode == 0, ms[1]
+    wait_until(lambda: bool(ms[0].lefts(8301)), "Left after SIGTERM", timeout=SESSION - 1,
+               members=ms[:1])
+    time.sleep(1.0)
+    assert len(ms[0].lefts(8301)) == 1
+
+
+def test_two_clusters_one_server(zk: ZooKeeperServer, spawn: list[Member]) -> None:
+    a = [start(spawn, spec(zk, "a"), 8400 + i, msgs=5, wait_members=2) for i in range(2)]
+    b = [start(spawn, spec(zk, "b"), 8410 + i, msgs=5, wait_members=2) for i in range(2)]
+    wait_until(lambda: all(len(m.messages()) == 10 for m in a + b), "10 messages each", members=a + b)
+    for m in a:
+        assert sorted(m.members()) == [8400, 8401]
+        assert {p.split(":")[0] for p in m.messages()} == {"8400", "8401"}
+    for m in b:
+        assert sorted(m.members()) == [8410, 8411]
+    check_same_order(a)
+    check_same_order(b)
+
+
+def test_restart_after_everyone_died(zk: ZooKeeperServer, spawn: list[Member]) -> None:
+    s = spec(zk, "restart")
+    old = [start(spawn, s, 8500 + i) for i in range(3)]
+    wait_until(lambda: all(len(m.members()) == 3 for m in old), "3 members", members=old)
+    for m in old:
+        m.kill9()
+    # Back at once, before the old sessions expire: 8500 replaces its old
+    # incarnation, the other two leave when their sessions end.
+    new = [start(spawn, s, port, msgs=3, wait_members=2) for port in (8500, 8503)]
+    wait_until(lambda: all(sorted(m.members()) == [8500, 8503] for m in new),
+               "only the new members left", timeout=SESSION * 2 + 15, members=new)
+    wait_until(lambda: all(len(m.messages()) == 6 for m in new), "restarted cluster talks",
+               members=new)
+    time.sleep(1.0)
+    for m in new:
+        for port in (8501, 8502):
+            assert len(m.lefts(port)) <= 1
+    check_same_order(new)
+
+
+# -- in-process: server restart and session expiry -------------------------
+
+
+def _node(port: int) -> SdNode:
+    return SdNode(NodeId("127.0.0.1", port))
+
+
+async def _two_members(s: str, body: Callable[[dict[int, ZooKeeperDriver], dict[int, list[Event]]],
+                                              Awaitable[None]]) -> dict[int, list[Event]]:
+    drivers = {p: ZooKeeperDriver(s.removeprefix("zookeeper:")) for p in (1, 2)}
+    seen: dict[int, list[Event]] = {1: [], 2: []}
+
+    async def collect(port: int, recv: trio.MemoryReceiveChannel[Event]) -> None:
+        async for ev in recv:
+            seen[port].append(ev)
+
+    async with trio.open_nursery() as nursery:
+        for p, d in drivers.items():
+            send, recv = trio.open_memory_channel[Event](0)
+            nursery.start_soon(collect, p, recv)
+            await nursery.start(d.run, _node(p), send)
+        with trio.fail_after(90):
+            await body(drivers, seen)
+        nursery.cancel_scope.cancel()
+    return seen
+
+
+async def _wait_for(pred: Callable[[], bool]) -> None:
+    while not pred():
+        await trio.sleep(0.05)
+
+
+def _msgs(evs: list[Event]) -> list[bytes]:
+    return [e.payload for e in evs if isinstance(e, Message)]
+
+
+def _check_consistent(seen: dict[int, list[Event]]) -> None:
+    a, b = seen[1], seen[2]
+    assert [e for e in a if e.seq >= b[0].seq] == b
+    assert [e.seq for e in a] == list(range(a[0].seq, a[0].seq + len(a)))
+
+
+def test_server_restart_keeps_order(tmp_path: Path) -> None:
+    server = ZooKeeperServer(tmp_path / "zk")
+    server.start()
+    try:
+        async def body(d: dict[int, ZooKeeperDriver], seen: dict[int, list[Event]]) -> None:
+            for i in range(5):
+                await d[1 + i % 2].broadcast(b"before%d" % i)
+            await trio.to_thread.run_sync(server.stop)
+            await trio.sleep(SESSION + 2)  # long enough for sessions to be in doubt
+            await trio.to_thread.run_sync(server.start)
+            for i in range(5):
+                await d[1 + i % 2].broadcast(b"after%d" % i)
+            await _wait_for(lambda: all(len(_msgs(v)) >= 10 for v in seen.values()))
+            await _wait_for(lambda: all(len(x.members) == 2 for x in d.values()))
+
+        seen = trio.run(_two_members, f"zookeeper:{server.hosts},timeout={SESSION}", body)
+    finally:
+        server.stop()
+    expect = [b"before%d" % i for i in range(5)] + [b"after%d" % i for i in range(5)]
+    for evs in seen.values():
+        assert _msgs(evs) == expect  # each exactly once, in order
+    _check_consistent(seen)
+
+
+def test_session_expiry_rejoins(zk: ZooKeeperServer) -> None:
+    s = spec(zk, "expire")
+
+    async def body(d: dict[int, ZooKeeperDriver], seen: dict[int, list[Event]]) -> None:
+        await d[1].broadcast(b"one")
+        client = d[1]._client
+        assert client is not None
+        # Kill node 1's session from outside: attach to it, then close it.
+        thief = KazooClient(zk.hosts, client_id=client.client_id, timeout=SESSION)
+        await trio.to_thread.run_sync(thief.start)
+        await trio.to_thread.run_sync(thief.stop)
+        thief.close()
+        await _wait_for(lambda: any(isinstance(e, Left) and e.node == _node(1) for e in seen[2]))
+        await _wait_for(lambda: any(isinstance(e, Joined) and e.node == _node(1)
+                                    for e in seen[2][1:]))
+        await d[1].broadcast(b"two")
+        await d[2].broadcast(b"three")
+        await _wait_for(lambda: all(len(_msgs(v)) >= 3 for v in seen.values()))
+
+    seen = trio.run(_two_members, s, body)
+    for evs in seen.values():
+        assert _msgs(evs) == [b"one", b"two", b"three"]
+        lefts = [e for e in evs if isinstance(e, Left)]
+        assert [e.node for e in lefts] == [_node(1)]
+        assert lefts[0].members == (_node(2),)
+    rejoin = [e for e in seen[2] if isinstance(e, Joined) and e.node == _node(1)][-1]
+    assert set(rejoin.members) == {_node(1), _node(2)}
+    _check_consistent(seen)
