@@ -1,0 +1,217 @@
+"""`dog node ...`: list, info, recovery, kill."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+
+import click
+
+from sheepblk.client import ClientError, SheepdogError
+from sheepblk.proto import Op, RecoveryState, SdNode, strerror
+
+from .errors import EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE, QuietError
+from .format import NODE_LIST_HEADER, node_addr, node_list_row, sort_nodes, strnumber
+from .inodes import walk_vdis
+from .options import Target, raw_option, target_options
+
+# enum rw_state in Sheepdog's recovery.c, as STAT_RECOVERY reports it.
+RW_PREPARE_LIST, RW_RECOVER_OBJ, RW_NOTIFY_COMPLETION = 0, 1, 2
+# How often `node recovery -P` polls.
+PROGRESS_INTERVAL = 1.0
+
+
+def cluster_nodes(target: Target) -> list[SdNode]:
+    """The node list in dog's order; fails like dog when nobody answers."""
+    with target.client() as c:
+        try:
+            nodes = c.node_list()
+        except SheepdogError as e:
+            raise QuietError(f"Failed to get node list: {strerror(e.result)}",
+                             EXIT_SYSFAIL) from None
+    if not nodes:
+        raise QuietError("There are no active sheep daemons", EXIT_FAILURE)
+    return sort_nodes(nodes)
+
+
+@click.group("node")
+def node() -> None:
+    """Node commands: list, info, recovery, kill."""
+
+
+@node.command("list")
+@raw_option
+@target_options
+def node_list(target: Target, raw: bool) -> int:
+    """list nodes"""
+    nodes = cluster_nodes(target)
+    if not raw:
+        click.echo(NODE_LIST_HEADER)
+    for i, n in enumerate(nodes):
+        click.echo(node_list_row(i, n, raw))
+    return EXIT_SUCCESS
+
+
+def _percent(used: int, total: int) -> int:
+    return int(used / total * 100) if total else 0
+
+
+@node.command("info")
+@raw_option
+@target_options
+def node_info(target: Target, raw: bool) -> int:
+    """show information about each node"""
+    nodes = cluster_nodes(target)
+    if not raw:
+        click.echo("Id\tSize\tUsed\tAvail\tUse%")
+    total_size = total_avail = 0
+    answered = 0
+    last_error = ""
+    for i, n in enumerate(nodes):
+        try:
+            with Target.node_client(n.nid) as c:
+                st = c.stat_sheep()
+        except ClientError as e:
+            last_error = str(e)
+            continue
+        used = st.store_size - st.store_free
+        pct = _percent(used, st.store_size)
+        size_s, used_s, free_s = (strnumber(v, raw) for v in (st.store_size, used, st.store_free))
+        click.echo(f"{i} {size_s} {used_s} {free_s} {pct}%" if raw
+                   else f"{i:2d}\t{size_s}\t{used_s}\t{free_s}\t{pct:3d}%")
+        answered += 1
+        total_size += st.store_size
+        total_avail += st.store_free
+    if not answered:
+        raise QuietError(f"Cannot get information from any nodes: {last_error}", EXIT_SYSFAIL)
+    with target.client() as c:
+        vdi_total = sum(v.header.vdi_size for v in walk_vdis(c) if not v.header.is_snapshot)
+    used = total_size - total_avail
+    pct = _percent(used, total_size)
+    t, u, a, v = (strnumber(x, raw) for x in (total_size, used, total_avail, vdi_total))
+    if raw:
+        click.echo(f"Total {t} {u} {a} {pct}% {v}")
+    else:
+        click.echo(f"Total\t{t}\t{u}\t{a}\t{pct:3d}%\n\nTotal virtual image size\t{v}")
+    return EXIT_SUCCESS
+
+
+def _recovery_state(nid_target: Target) -> RecoveryState:
+    with nid_target.client(pool_size=1) as c:
+        try:
+            return c.stat_recovery()
+        except SheepdogError as e:
+            raise QuietError(strerror(e.result), EXIT_FAILURE) from None
+
+
+def progress_line(done: int, total: int, width: int) -> str:
+    """dog's show_progress(): '45.0 % [====>   ] 180 / 400'."""
+    bar = max(width - 30, 0)
+    cells = []
+    for i in range(bar):
+        if total * (i + 1) // bar <= done:
+            cells.append("=")
+        elif total * i // bar <= done < total * (i + 1) // bar:
+            cells.append(">")
+        else:
+            cells.append(" ")
+    pct = done / total * 100 if total else 100.0
+    line = f"{pct:5.1f} % [{''.join(cells)}] {done} / {total}"
+    return line[:width].ljust(width)
+
+
+def _show_progress(target: Target) -> int:
+    state = _recovery_state(target)
+    if not state.in_recovery:
+        return EXIT_SUCCESS
+    tty = sys.stdout.isatty()
+    width = shutil.get_terminal_size().columns
+    while True:
+        prev_total = state.nr_total
+        time.sleep(PROGRESS_INTERVAL)
+        state = _recovery_state(target)
+        if not state.in_recovery:
+            if tty:
+                click.echo("\r" + progress_line(prev_total, prev_total, width))
+            return EXIT_SUCCESS
+        if state.state == RW_PREPARE_LIST:
+            click.echo("\rpreparing a checked object list...", nl=False)
+        elif state.state == RW_NOTIFY_COMPLETION:
+            click.echo("\rnotifying a completion of recovery...", nl=False)
+        elif tty:
+            click.echo("\r" + progress_line(state.nr_finished, state.nr_total, width), nl=False)
+
+
+@node.group("recovery", invoke_without_command=True)
+@click.option("-P", "--progress", is_flag=True, help="show progress of recovery in the node")
+@raw_option
+@target_options
+@click.pass_context
+def node_recovery(ctx: click.Context, target: Target, progress: bool, raw: bool) -> int | None:
+    """show recovery information of nodes"""
+    if ctx.invoked_subcommand is not None:
+        return None
+    return _recovery_info(target, progress, raw)
+
+
+@node_recovery.command("info")
+@click.option("-P", "--progress", is_flag=True, help="show progress of recovery in the node")
+@raw_option
+@target_options
+def recovery_info(target: Target, progress: bool, raw: bool) -> int:
+    """show recovery information of nodes (default)"""
+    return _recovery_info(target, progress, raw)
+
+
+def _recovery_info(target: Target, progress: bool, raw: bool) -> int:
+    if progress:
+        return _show_progress(target)
+    nodes = cluster_nodes(target)
+    if not raw:
+        click.echo("Nodes In Recovery:")
+        click.echo("  Id   Host:Port         V-Nodes       Zone       Progress")
+    for i, n in enumerate(nodes):
+        state = _recovery_state(Target(n.nid.addr, n.nid.port))
+        if not state.in_recovery:
+            continue
+        host = node_addr(n.nid)
+        if raw:
+            click.echo(f"{i} {host} {n.nr_vnodes} {n.zone} {state.nr_finished} {state.nr_total}")
+        else:
+            pct = 100 * state.nr_finished / state.nr_total if state.nr_total else 0.0
+            click.echo(f"{i:4d}   {host:<20s}{n.nr_vnodes:5d}{n.zone:11d}{pct:11.1f}%")
+    return EXIT_SUCCESS
+
+
+@node.command("kill")
+@click.argument("node_id", required=False)
+@click.option("-l", "--local", is_flag=True, help="issue request to local node")
+@target_options
+def node_kill(target: Target, node_id: str | None, local: bool) -> int:
+    """kill node"""
+    if local and node_id is not None:
+        raise QuietError("don't use -l option and specify node id at the same time", EXIT_USAGE)
+    if local:
+        victim = target
+    elif node_id is None:
+        raise QuietError("please specify -l option or node id", EXIT_USAGE)
+    else:
+        if not node_id.isdigit():
+            raise QuietError(f"Invalid node id '{node_id}', please specify a numeric value",
+                             EXIT_USAGE)
+        nodes = cluster_nodes(target)
+        idx = int(node_id)
+        if idx >= len(nodes):
+            raise QuietError(f"Invalid node id '{idx}'", EXIT_USAGE)
+        victim = Target(nodes[idx].nid.addr, nodes[idx].nid.port)
+    with victim.client(pool_size=1) as c:
+        try:
+            c.request(Op.KILL_NODE)
+        except SheepdogError as e:
+            raise QuietError(f"Failed to execute request: {strerror(e.result)}",
+                             EXIT_FAILURE) from None
+        except ClientError:
+            # The node may die before it answers: that is success.
+            pass
+    return EXIT_SUCCESS
