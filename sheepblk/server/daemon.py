@@ -1,0 +1,64 @@
+"""The sheep daemon's top level: bind, join, serve, stop.
+
+Graceful stop (SIGTERM/SIGINT, SHUTDOWN, KILL_NODE): stop accepting, leave
+the cluster (the driver's own cleanup), flush cached writes, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+
+import trio
+
+from ..cluster.driver import ClusterDriver
+from ..store import ObjectStore
+from .conn import serve_stream
+from .node import Options, Sheep
+from .transport import SocketTransport
+
+log = logging.getLogger("sheep")
+
+async def _watch_signals(node: Sheep) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("got signal %d, stopping", signum)
+            node.stopped.set()
+            return
+
+
+async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
+                ready: Callable[[], None] | None = None) -> None:
+    """Run one sheep until it is told to stop. `ready` is called once the
+    port is bound and the node has joined (the daemonising parent waits for
+    it)."""
+    node = Sheep(opts, store, driver)
+    await node.load_vdis()
+    listeners = await trio.open_tcp_listeners(opts.port, host=opts.bindaddr)
+    log.info("listening on %s:%d, store %s, cluster driver %s", opts.bindaddr, opts.port,
+             opts.store_dir, driver.name)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        t = SocketTransport(stream)
+        await serve_stream(t, node, t.peer)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, node)
+            await nursery.start(node.run_cluster)
+            nursery.start_soon(trio.serve_listeners, handler, listeners)
+            if ready is not None:
+                ready()
+            await node.stopped.wait()
+            for listener in listeners:
+                await listener.aclose()
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            try:
+                await trio.to_thread.run_sync(store.flush)
+            except Exception:
+                log.exception("final flush failed")
+            await node.peers.aclose()
+        log.info("sheep stopped")

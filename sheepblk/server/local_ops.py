@@ -1,0 +1,195 @@
+"""Local operations: answers from this node's own state (no stream).
+
+Each returns a Reply; layouts follow sheep/ops.c so Sheepdog's dog can
+read them (STAT_CLUSTER's padded epoch log, CLUSTER_INFO's cluster_info).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from ..proto import (
+    SD_NODE_SIZE,
+    SD_SHEEP_PROTO_VER,
+    ClusterArgs,
+    ClusterDefaultResult,
+    ClusterStatus,
+    EpochLog,
+    NodeResult,
+    ObjArgs,
+    Op,
+    RecoveryState,
+    Request,
+    Res,
+    data_oid_to_idx,
+    oid_to_vid,
+    pack_nodes,
+    vid_to_vdi_oid,
+)
+from ..proto.constants import ClusterFlag
+from ..proto.records import EPOCH_LOG_SIZE
+from .reply import Caller, Reply
+
+if TYPE_CHECKING:
+    from .node import Sheep
+
+_CINFO = struct.Struct("<BBhIQHBBBB3x16s7x")
+_TIME = struct.Struct("<q")
+_U32 = struct.Struct("<I")
+_I32 = struct.Struct("<i")
+
+
+def status_result(node: Sheep) -> int:
+    if node.status == ClusterStatus.OK:
+        return Res.SUCCESS
+    if node.status == ClusterStatus.WAIT:
+        return Res.WAIT_FOR_JOIN if node.formatted else Res.WAIT_FOR_FORMAT
+    if node.status == ClusterStatus.SHUTDOWN:
+        return Res.SHUTDOWN
+    return Res.SYSTEM_ERROR
+
+
+def _flags(node: Sheep) -> int:
+    flags = node.config.flags
+    if not node.formatted and node.auto_vnodes:
+        flags |= ClusterFlag.AUTO_VNODES
+    return flags
+
+
+def stat_cluster(node: Sheep, req: Request) -> Reply:
+    nodes_nr = ClusterArgs.unpack(req.args).nodes_nr
+    stride = EPOCH_LOG_SIZE + nodes_nr * SD_NODE_SIZE
+    max_logs = req.data_length // stride if stride else 0
+    out = bytearray()
+    epoch = node.epoch if node.formatted else 0
+    for i in range(max_logs):
+        if epoch <= 0:
+            break
+        got = node.epochs.read(epoch)
+        nodes, stamp = got if got else ([], 0)
+        if len(nodes) > nodes_nr:
+            return Reply(Res.BUFFER_SMALL)
+        if not nodes_nr:
+            nodes = []
+        if i == 0:
+            c = node.config
+            log = EpochLog(c.ctime, stamp, epoch, nodes, 0, c.copies, c.copy_policy,
+                           _flags(node), c.store)
+        else:
+            log = EpochLog(0, stamp, epoch, nodes)
+        out += log.pack(nodes_slots=nodes_nr)
+        epoch -= 1
+    return Reply(status_result(node), data=out)
+
+
+def cluster_info(node: Sheep, req: Request) -> Reply:
+    c = node.config
+    head = _CINFO.pack(SD_SHEEP_PROTO_VER, 0, len(node.members), node.epoch, c.ctime,
+                       _flags(node), c.copies, c.copy_policy, int(node.status),
+                       c.block_size_shift, c.store.encode()[:16])
+    body = head + pack_nodes(node.members)
+    return Reply(data=body[:req.data_length])
+
+
+async def discard(node: Sheep, req: Request) -> Reply:
+    """Clear data_vdi_id[idx] in the VDI's inode, then free the object."""
+    oid = ObjArgs.unpack(req.args).oid
+    vid, idx = oid_to_vid(oid), data_oid_to_idx(oid)
+    if node.table.is_snapshot(vid):
+        return Reply(Res.READONLY)
+    e = node.table.get(vid)
+    copies = e.copies if e else 0
+    inode = vid_to_vdi_oid(vid)
+    from ..proto import data_vid_offset
+
+    cur = memoryview(bytearray(4))
+    await node.gateway.read(inode, data_vid_offset(idx), cur, copies=copies)
+    if _U32.unpack(cur)[0]:
+        await node.gateway.write(inode, data_vid_offset(idx), memoryview(bytes(4)),
+                                 sync=True, copies=copies)
+        try:
+            await node.gateway.remove(oid, copies=copies)
+        except Exception:  # noqa: BLE001 - the index no longer maps it
+            pass
+    return Reply()
+
+
+async def run(node: Sheep, req: Request, data: memoryview | None, caller: Caller) -> Reply:
+    op = req.opcode
+    if op == Op.GET_NODE_LIST:
+        body = pack_nodes(node.members)
+        n = min(len(node.members), req.data_length // SD_NODE_SIZE)
+        return Reply(args=NodeResult(nr_nodes=len(node.members)).pack(),
+                     data=body[:n * SD_NODE_SIZE])
+    if op == Op.STAT_SHEEP:
+        size, used = node.store.space()
+        if node.opts.gateway:
+            size = used = 0
+        return Reply(args=NodeResult(0, size, size - used).pack())
+    if op == Op.STAT_CLUSTER:
+        return stat_cluster(node, req)
+    if op == Op.CLUSTER_INFO:
+        return cluster_info(node, req)
+    if op == Op.GET_EPOCH:
+        epoch = ObjArgs.unpack(req.args).tgt_epoch
+        got = node.epochs.read(epoch) if 0 < epoch <= node.epoch else None
+        if got is None:
+            return Reply(Res.NO_TAG)
+        nodes, stamp = got
+        body = pack_nodes(nodes)
+        if len(body) + _TIME.size > req.data_length:
+            return Reply(Res.BUFFER_SMALL)
+        return Reply(data=body + _TIME.pack(stamp))
+    if op == Op.STAT_RECOVERY:
+        return Reply(data=RecoveryState().pack()[:req.data_length])
+    if op == Op.GET_CLUSTER_DEFAULT:
+        c = node.config
+        return Reply(args=ClusterDefaultResult(c.copies, c.copy_policy,
+                                               c.block_size_shift).pack())
+    if op == Op.READ_VDIS:
+        if req.data_length != len(node.table.inuse.bits):
+            return Reply(Res.INVALID_PARMS)
+        return Reply(data=bytes(node.table.inuse.bits))
+    if op == Op.READ_DEL_VDIS:
+        if req.data_length != len(node.table.deleted.bits):
+            return Reply(Res.INVALID_PARMS)
+        return Reply(data=bytes(node.table.deleted.bits))
+    if op == Op.GET_VDI_COPIES:
+        body = b"".join(e.state().pack() for e in node.table.entries.values())
+        if len(body) > req.data_length:
+            return Reply(Res.BUFFER_SMALL)
+        return Reply(data=body)
+    if op == Op.GET_STORE_LIST:
+        return Reply(data=b"plain "[:req.data_length])
+    if op == Op.FLUSH_VDI:
+        await node.gateway.flush(node.members or [node.me])
+        return Reply()
+    if op == Op.DISCARD_OBJ:
+        return await discard(node, req)
+    if op == Op.EXIST:
+        ok = await node.peer.exists(ObjArgs.unpack(req.args).oid)
+        return Reply(Res.SUCCESS if ok else Res.NO_OBJ)
+    if op == Op.KILL_NODE:
+        node.status = ClusterStatus.KILLED
+        node.stopped.set()
+        return Reply()
+    if op == Op.GET_LOGLEVEL:
+        return Reply(data=_I32.pack(node.loglevel))
+    if op == Op.SET_LOGLEVEL:
+        if data is None or len(data) < 4:
+            return Reply(Res.INVALID_PARMS)
+        level = _I32.unpack(data[:4])[0]
+        if not 0 <= level <= 7:
+            return Reply(Res.INVALID_PARMS)
+        node.set_loglevel(level)
+        return Reply()
+    if op == Op.GET_VNODES:
+        return Reply(data=_I32.pack(node.me.nr_vnodes))
+    if op == Op.GET_OBJ_LIST:
+        oids = sorted(node.store.oids())
+        body = b"".join(struct.pack("<Q", o) for o in oids)
+        if len(body) > req.data_length:
+            return Reply(Res.BUFFER_SMALL)
+        return Reply(data=body)
+    return Reply(Res.NO_SUPPORT)

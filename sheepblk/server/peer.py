@@ -1,0 +1,70 @@
+"""Peer object operations: what a node does with its own copy of an object.
+
+These serve the *_PEER opcodes (sent by a gateway, possibly this node's
+own) against the local store. Blocking file I/O runs in worker threads; the
+payload buffers are the request's own, passed through as memoryviews.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from ..proto import Res, get_objsize
+from ..store import InvalidRange, ObjectStore
+
+log = logging.getLogger(__name__)
+
+# File I/O threads: enough to keep a disk and the page cache busy from
+# several connections; each holds at most one request's buffer.
+IO_THREADS = 16
+
+
+class PeerOps:
+    """Resource handling: owns nothing but a thread limiter; the store is
+    shared with the node. Error handling: StoreError subclasses propagate
+    (the dispatcher turns them into their result codes)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.limiter = trio.CapacityLimiter(IO_THREADS)
+
+    def _check(self, oid: int, offset: int, length: int, object_size: int) -> int:
+        size = get_objsize(oid, object_size)
+        if offset < 0 or length < 0 or offset + length > size:
+            raise InvalidRange(
+                f"{offset}+{length} outside object {oid:016x} of {size} bytes")
+        return size
+
+    async def read(self, oid: int, offset: int, buf: memoryview, object_size: int) -> None:
+        self._check(oid, offset, len(buf), object_size)
+        await trio.to_thread.run_sync(self.store.read_into, oid, offset, buf,
+                                      limiter=self.limiter)
+
+    async def write(self, oid: int, offset: int, data: memoryview, object_size: int, *,
+                    sync: bool) -> None:
+        self._check(oid, offset, len(data), object_size)
+        await trio.to_thread.run_sync(lambda: self.store.write(oid, offset, data, sync=sync),
+                                      limiter=self.limiter)
+
+    async def create_and_write(self, oid: int, offset: int, data: memoryview,
+                               object_size: int, *, cow_oid: int = 0, sync: bool) -> None:
+        size = self._check(oid, offset, len(data), object_size)
+        await trio.to_thread.run_sync(
+            lambda: self.store.create_and_write(oid, size, offset, data, cow_oid=cow_oid,
+                                                sync=sync),
+            limiter=self.limiter)
+
+    async def remove(self, oid: int) -> None:
+        await trio.to_thread.run_sync(self.store.remove, oid, limiter=self.limiter)
+
+    async def exists(self, oid: int) -> bool:
+        return await trio.to_thread.run_sync(self.store.exists, oid, limiter=self.limiter)
+
+    async def flush(self) -> None:
+        await trio.to_thread.run_sync(self.store.flush, limiter=self.limiter)
+
+
+def result_of(exc: BaseException) -> int:
+    return getattr(exc, "result", Res.EIO)

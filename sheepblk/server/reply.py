@@ -1,0 +1,30 @@
+"""What a handler answers: a result code, the 28 result bytes and a payload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..proto import Res
+
+Buffer = bytes | bytearray | memoryview
+_ZERO28 = bytes(28)
+
+
+@dataclass
+class Reply:
+    result: int = Res.SUCCESS
+    args: bytes = _ZERO28
+    data: Buffer | None = None
+
+
+def error(result: int) -> Reply:
+    return Reply(result)
+
+
+@dataclass
+class Caller:
+    """The client connection a request came from (lock ownership)."""
+
+    key: str  # "NODE/CONN": unique across the cluster while it lives
+    peer: str = ""
+    holds_locks: bool = False

@@ -1,0 +1,98 @@
+"""Byte transports a connection runs over: a TCP socket, or any trio Stream.
+
+The socket version receives with recv_into and sends with sendmsg, so
+payloads move between the kernel and request buffers without copies; the
+stream version exists so tests can drive a connection over
+trio.testing.memory_stream_pair.
+"""
+
+from __future__ import annotations
+
+import abc
+import socket
+
+import trio
+
+
+class Transport(abc.ABC):
+    @abc.abstractmethod
+    async def recv_into(self, buf: memoryview) -> int:
+        """Receive at most len(buf) bytes; 0 means the peer closed."""
+
+    @abc.abstractmethod
+    async def send_all(self, parts: list[memoryview]) -> None: ...
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+    async def recv_exact(self, buf: memoryview) -> bool:
+        """Fill `buf` entirely; False if the peer closed first."""
+        got = 0
+        while got < len(buf):
+            n = await self.recv_into(buf[got:])
+            if n == 0:
+                return False
+            got += n
+        return True
+
+
+class SocketTransport(Transport):
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.sock = stream.socket
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    async def recv_into(self, buf: memoryview) -> int:
+        return await self.sock.recv_into(buf)
+
+    async def send_all(self, parts: list[memoryview]) -> None:
+        parts = [p for p in parts if len(p)]
+        while parts:
+            sent = await self.sock.sendmsg(parts)
+            while parts and sent >= len(parts[0]):
+                sent -= len(parts[0])
+                parts.pop(0)
+            if parts and sent:
+                parts[0] = parts[0][sent:]
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    @property
+    def peer(self) -> str:
+        try:
+            host, port = self.sock.getpeername()[:2]
+            return f"{host}:{port}"
+        except OSError:
+            return "?"
+
+
+class StreamTransport(Transport):
+    """Any trio Stream (copies; for tests and odd transports)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._pending = b""
+
+    async def recv_into(self, buf: memoryview) -> int:
+        if not self._pending:
+            self._pending = bytes(await self.stream.receive_some(max(len(buf), 1)))
+            if not self._pending:
+                return 0
+        n = min(len(buf), len(self._pending))
+        buf[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    async def send_all(self, parts: list[memoryview]) -> None:
+        for p in parts:
+            if len(p):
+                await self.stream.send_all(p)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    peer = "stream"

@@ -1,0 +1,367 @@
+"""VDI lookup, creation (fresh, clone, snapshot, rebase), deletion and
+attributes, as Sheepdog's sheep/vdi.c does them.
+
+These are the *work* halves of cluster operations: they run on the node a
+client asked, while the cluster's ordered stream is blocked on it, and read
+and write inode objects through the gateway. What every node must remember
+afterwards (a new id in the bitmap, a snapshot flag) is returned in
+`VdiOutcome` and applied by the caller on every node, in order.
+
+VDI ids: the FNV-1a hash of the name, then the next free bit; a name's
+family (its snapshots and the working VDI) sits in one run of set bits,
+the working VDI last.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+
+from ..proto import (
+    SD_INODE_HEADER_SIZE,
+    SD_MAX_VDI_LEN,
+    SD_MAX_VDI_SIZE,
+    SD_NR_VDIS,
+    InodeHeader,
+    Res,
+    data_vid_offset,
+    sd_hash_vdi,
+    vid_to_attr_oid,
+    vid_to_data_oid,
+    vid_to_vdi_oid,
+)
+from ..proto.constants import SD_MAX_VDI_TAG_LEN
+from ..proto.fnv import FNV1A_64_INIT, fnv_64a_buf
+from ..proto.inode import _HEADER as _INODE_HEADER
+from ..proto.vdi_attr import SD_ATTR_HEADER_SIZE, SD_ATTR_OBJ_SIZE
+from .gateway import Gateway
+from .vdi_table import VdiTable
+
+_HEAD_LEN = _INODE_HEADER.size  # name .. btree_counter
+SNAP_CTIME_OFFSET = 2 * SD_MAX_VDI_LEN + 8
+VDI_SIZE_OFFSET = 2 * SD_MAX_VDI_LEN + 24
+_U64 = struct.Struct("<Q")
+_ATTR_KEY_OFF = 2 * SD_MAX_VDI_LEN + 16
+
+
+class VdiError(Exception):
+    def __init__(self, result: int, msg: str = "") -> None:
+        super().__init__(msg or f"result {result:#x}")
+        self.result = result
+
+
+def now_ctime() -> int:
+    """Sheepdog's timestamps: seconds in the high 32 bits, ns below."""
+    ns = time.time_ns()
+    return ((ns // 10**9) << 32) | (ns % 10**9 // 1000 * 1000)
+
+
+def parse_name(data: bytes | memoryview, *, with_tag: bool = True) -> tuple[bytes, bytes]:
+    """(name, tag) from a request payload: a NUL-terminated name in the
+    first 256 bytes, optionally a tag in the next 256."""
+    raw = bytes(data)
+    if not SD_MAX_VDI_LEN <= len(raw) <= SD_MAX_VDI_LEN + SD_MAX_VDI_TAG_LEN:
+        raise VdiError(Res.INVALID_PARMS, f"name payload of {len(raw)} bytes")
+    field = raw[:SD_MAX_VDI_LEN]
+    if b"\0" not in field:
+        raise VdiError(Res.INVALID_PARMS, "VDI name longer than 255 bytes")
+    name = field.split(b"\0", 1)[0]
+    if not name:
+        raise VdiError(Res.INVALID_PARMS, "empty VDI name")
+    tag = b""
+    if with_tag and len(raw) > SD_MAX_VDI_LEN:
+        tag = raw[SD_MAX_VDI_LEN:].split(b"\0", 1)[0]
+    return name, tag
+
+
+@dataclass
+class LookupInfo:
+    vid: int = 0
+    snapid: int = 0  # next snapshot id for the name
+    create_time: int = 0
+    free_bit: int = 0
+
+
+@dataclass
+class VdiOutcome:
+    """What a VDI operation changed, to apply on every node."""
+
+    vid: int
+    copies: int = 0
+    copy_policy: int = 0
+    block_size_shift: int = 22
+    old_vid: int = 0  # became a snapshot
+    parent: int = 0
+    attr_id: int = 0
+
+
+def _cstr(raw: bytes) -> bytes:
+    return raw.split(b"\0", 1)[0]
+
+
+class VdiOps:
+    def __init__(self, gateway: Gateway, table: VdiTable) -> None:
+        self.gw = gateway
+        self.table = table
+
+    def _copies(self, vid: int) -> int:
+        e = self.table.get(vid)
+        return e.copies if e else 0
+
+    async def read_head(self, vid: int) -> tuple[bytes, bytes, InodeHeader]:
+        """(raw name, raw tag, header) of a VDI's inode."""
+        buf = memoryview(bytearray(_HEAD_LEN))
+        await self.gw.read(vid_to_vdi_oid(vid), 0, buf, copies=self._copies(vid))
+        raw = bytes(buf)
+        return _cstr(raw[:SD_MAX_VDI_LEN]), _cstr(raw[SD_MAX_VDI_LEN:2 * SD_MAX_VDI_LEN]), \
+            InodeHeader.unpack(raw)
+
+    async def read_index(self, vid: int, count: int) -> list[int]:
+        if count <= 0:
+            return []
+        buf = memoryview(bytearray(4 * count))
+        await self.gw.read(vid_to_vdi_oid(vid), data_vid_offset(0), buf,
+                           copies=self._copies(vid))
+        return list(struct.unpack(f"<{count}I", buf))
+
+    # ---- lookup ----
+
+    def _bitmap_range(self, name: bytes) -> tuple[int, int]:
+        left = sd_hash_vdi(name) or 1
+        inuse = self.table.inuse
+        right = inuse.next_zero(left)
+        if left == right:
+            raise _NoVdi(right)
+        if right == SD_NR_VDIS:
+            right = inuse.next_zero(1)
+            if right == SD_NR_VDIS:
+                raise VdiError(Res.FULL_VDI)
+        return left, right
+
+    async def _fill_range(self, left: int, right: int, name: bytes, tag: bytes,
+                          snapid: int, info: LookupInfo) -> int:
+        has_tag = bool(tag) or bool(snapid)
+        found = False
+        i = right - 1
+        while i >= left and i:
+            if self.table.inuse.test(i) or self.table.deleted.test(i):
+                iname, itag, head = await self.read_head(i)
+                if iname == name:
+                    if has_tag:
+                        if not head.is_snapshot:
+                            found = True
+                            info.vid = head.vdi_id
+                            i -= 1
+                            continue
+                        if not ((itag and itag == tag) or snapid == head.snap_id):
+                            i -= 1
+                            continue
+                    else:
+                        info.snapid = head.snap_id + 1
+                        if head.is_snapshot:  # the working VDI was deleted
+                            info.vid = head.vdi_id
+                            break
+                    info.create_time = head.create_time
+                    info.vid = head.vdi_id
+                    return Res.SUCCESS
+            i -= 1
+        return Res.NO_TAG if found else Res.NO_VDI
+
+    async def lookup(self, name: bytes, tag: bytes = b"", snapid: int = 0) -> tuple[int, LookupInfo]:
+        """Sheepdog's vdi_lookup: (result, info); info.free_bit is where a
+        new VDI of this name would go."""
+        info = LookupInfo()
+        try:
+            left, right = self._bitmap_range(name)
+        except _NoVdi as e:
+            info.free_bit = e.free_bit
+            return Res.NO_VDI, info
+        info.free_bit = right
+        if left < right:
+            return await self._fill_range(left, right, name, tag, snapid, info), info
+        ret = Res.NO_VDI
+        if right > 1:
+            ret = await self._fill_range(1, right, name, tag, snapid, info)
+        if ret in (Res.NO_VDI, Res.NO_TAG):
+            ret = await self._fill_range(left, SD_NR_VDIS, name, tag, snapid, info)
+        return ret, info
+
+    async def find(self, name: bytes, tag: bytes = b"", snapid: int = 0) -> int:
+        ret, info = await self.lookup(name, tag, snapid)
+        if ret != Res.SUCCESS:
+            raise VdiError(ret)
+        return info.vid
+
+    # ---- creation ----
+
+    async def _write_new_inode(self, head: InodeHeader, index: list[int]) -> None:
+        body = head.pack()
+        if index:
+            body += struct.pack(f"<{len(index)}I", *index)
+        await self.gw.create_and_write(vid_to_vdi_oid(head.vdi_id), 0, memoryview(body),
+                                       sync=True, copies=head.nr_copies)
+
+    async def _base(self, vid: int) -> tuple[InodeHeader, list[int]]:
+        try:
+            _, _, head = await self.read_head(vid)
+            return head, await self.read_index(vid, head.nr_objects)
+        except VdiError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any read failure is "no base"
+            raise VdiError(Res.BASE_VDI_READ, str(e)) from e
+
+    async def _set_snap_ctime(self, vid: int, ctime: int) -> None:
+        await self.gw.write(vid_to_vdi_oid(vid), SNAP_CTIME_OFFSET,
+                            memoryview(_U64.pack(ctime)), sync=True, copies=self._copies(vid))
+
+    async def create(self, name: bytes, size: int, *, base_vid: int, snapshot: bool,
+                     copies: int, copy_policy: int, store_policy: int,
+                     block_size_shift: int) -> VdiOutcome:
+        if size > SD_MAX_VDI_SIZE:
+            raise VdiError(Res.INVALID_PARMS, f"VDI size {size} too large")
+        ret, info = await self.lookup(name)
+        ctime = now_ctime()
+        if snapshot:
+            if ret != Res.SUCCESS:
+                raise VdiError(ret)
+            cur = info.vid
+            base_vid = base_vid or cur
+            new_vid = info.free_bit
+            base, index = await self._base(base_vid)
+            await self._set_snap_ctime(cur, ctime)
+            snap_id, old_vid = info.snapid, cur
+            size = size or base.vdi_size
+        else:
+            if ret == Res.SUCCESS:
+                raise VdiError(Res.VDI_EXIST)
+            if ret != Res.NO_VDI:
+                raise VdiError(ret)
+            new_vid = info.free_bit
+            snap_id = info.snapid or 1
+            index = []
+            old_vid = base_vid or info.vid
+            if base_vid:
+                base, index = await self._base(base_vid)
+        head = InodeHeader(
+            name=name.decode("utf-8", "surrogateescape"), create_time=ctime, vdi_size=size,
+            copy_policy=copy_policy, store_policy=store_policy, nr_copies=copies,
+            block_size_shift=block_size_shift, snap_id=snap_id, vdi_id=new_vid,
+            parent_vdi_id=base_vid)
+        # pack() encodes the str; keep the client's exact bytes instead.
+        head_bytes = bytearray(head.pack())
+        head_bytes[:SD_MAX_VDI_LEN] = name.ljust(SD_MAX_VDI_LEN, b"\0")
+        body = bytes(head_bytes) + (struct.pack(f"<{len(index)}I", *index) if index else b"")
+        try:
+            await self.gw.create_and_write(vid_to_vdi_oid(new_vid), 0, memoryview(body),
+                                           sync=True, copies=copies)
+        except Exception as e:  # noqa: BLE001
+            raise VdiError(Res.VDI_WRITE, str(e)) from e
+        return VdiOutcome(new_vid, copies, copy_policy, block_size_shift, old_vid, base_vid)
+
+    # ---- deletion ----
+
+    async def delete(self, name: bytes, tag: bytes, snapid: int) -> VdiOutcome:
+        vid = await self.find(name, tag, snapid)
+        if self.table.is_locked(vid):
+            raise VdiError(Res.VDI_LOCKED)
+        _, _, head = await self.read_head(vid)
+        n = head.nr_objects
+        index = await self.read_index(vid, n)
+        # Objects this VDI (or an already deleted ancestor) owns may still be
+        # shared with snapshots or clones: free only those nobody else maps.
+        candidates = {}
+        for idx, owner in enumerate(index):
+            if owner and (owner == vid or self.table.deleted.test(owner)):
+                candidates[idx] = owner
+        if candidates:
+            others = [e.vid for e in self.table.live() if e.vid != vid]
+            still = set()
+            for w in others:
+                try:
+                    _, _, wh = await self.read_head(w)
+                    widx = await self.read_index(w, min(wh.nr_objects, n))
+                except Exception:  # noqa: BLE001 - unreadable: assume it maps nothing
+                    continue
+                for idx, owner in candidates.items():
+                    if idx < len(widx) and widx[idx] == owner:
+                        still.add(idx)
+            for idx, owner in candidates.items():
+                if idx in still:
+                    continue
+                try:
+                    await self.gw.remove(vid_to_data_oid(owner, idx), copies=self._copies(owner))
+                except Exception:  # noqa: BLE001 - already gone is fine
+                    pass
+        oid = vid_to_vdi_oid(vid)
+        copies = self._copies(vid)
+        await self.gw.write(oid, 0, memoryview(bytes(SD_MAX_VDI_LEN)), sync=True, copies=copies)
+        await self.gw.write(oid, VDI_SIZE_OFFSET, memoryview(_U64.pack(0)), sync=True,
+                            copies=copies)
+        if n:
+            await self.gw.write(oid, data_vid_offset(0), memoryview(bytes(4 * n)), sync=True,
+                                copies=copies)
+        return VdiOutcome(vid)
+
+    # ---- attributes (dog vdi setattr/getattr) ----
+
+    async def attr(self, data: memoryview, snapid: int, *, create: bool, excl: bool,
+                   delete: bool) -> VdiOutcome:
+        if len(data) < SD_ATTR_HEADER_SIZE or len(data) > SD_ATTR_OBJ_SIZE:
+            raise VdiError(Res.INVALID_PARMS, "bad attribute payload")
+        raw = bytearray(data)
+        name = _cstr(bytes(raw[:SD_MAX_VDI_LEN]))
+        tag = _cstr(bytes(raw[SD_MAX_VDI_LEN:2 * SD_MAX_VDI_LEN]))
+        ret, info = await self.lookup(name, tag, snapid)
+        if ret != Res.SUCCESS:
+            raise VdiError(ret)
+        vid = sd_hash_vdi(name)
+        raw[2 * SD_MAX_VDI_LEN:2 * SD_MAX_VDI_LEN + 8] = _U64.pack(info.create_time)
+        h = fnv_64a_buf(bytes(raw[:SD_MAX_VDI_LEN]), FNV1A_64_INIT)
+        h = fnv_64a_buf(bytes(raw[SD_MAX_VDI_LEN:2 * SD_MAX_VDI_LEN]), h)
+        h = fnv_64a_buf(bytes(raw[2 * SD_MAX_VDI_LEN + 8:2 * SD_MAX_VDI_LEN + 12]), h)
+        key_field = bytes(raw[_ATTR_KEY_OFF:_ATTR_KEY_OFF + 256])
+        h = fnv_64a_buf(key_field, h)
+        attr_id = h & 0xFFFFFFFF
+        copies = self._copies(info.vid)
+        for _ in range(1 << 16):
+            oid = vid_to_attr_oid(vid, attr_id)
+            cur = memoryview(bytearray(SD_ATTR_HEADER_SIZE))
+            try:
+                await self.gw.read(oid, 0, cur, copies=copies)
+                exists = True
+            except Exception as e:  # noqa: BLE001
+                if getattr(e, "result", None) != Res.NO_OBJ:
+                    raise
+                exists = False
+            if not exists:
+                if create and not delete:
+                    await self.gw.create_and_write(oid, 0, memoryview(raw), sync=True,
+                                                   copies=copies)
+                    return VdiOutcome(vid, copies, attr_id=attr_id)
+                raise VdiError(Res.NO_OBJ)
+            c = bytes(cur)
+            if (_cstr(c[:SD_MAX_VDI_LEN]) == name
+                    and _cstr(c[SD_MAX_VDI_LEN:2 * SD_MAX_VDI_LEN]) == tag
+                    and c[2 * SD_MAX_VDI_LEN + 8:2 * SD_MAX_VDI_LEN + 12]
+                    == raw[2 * SD_MAX_VDI_LEN + 8:2 * SD_MAX_VDI_LEN + 12]
+                    and _cstr(c[_ATTR_KEY_OFF:_ATTR_KEY_OFF + 256]) == _cstr(key_field)):
+                if excl:
+                    raise VdiError(Res.VDI_EXIST)
+                if delete:
+                    await self.gw.write(oid, 0, memoryview(b"\0"), sync=True, copies=copies)
+                elif create:
+                    full = bytes(raw).ljust(SD_ATTR_OBJ_SIZE, b"\0")
+                    await self.gw.write(oid, 0, memoryview(full), sync=True, copies=copies)
+                return VdiOutcome(vid, copies, attr_id=attr_id)
+            attr_id = (attr_id + 1) & 0xFFFFFFFF
+        raise VdiError(Res.FULL_VDI)
+
+
+class _NoVdi(Exception):
+    def __init__(self, free_bit: int) -> None:
+        self.free_bit = free_bit
+
+
+def head_size() -> int:
+    return SD_INODE_HEADER_SIZE

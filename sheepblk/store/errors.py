@@ -1,0 +1,39 @@
+"""Typed store errors, each mapped to the result code a client sees.
+
+Why typed: the peer layer turns them into protocol results without looking
+at errno, and a future backend (farm) raises the same ones.
+"""
+
+from __future__ import annotations
+
+from ..proto import Res
+
+
+class StoreError(Exception):
+    """Base of every store error; `result` is the protocol code to answer."""
+
+    result: int = Res.EIO
+
+
+class NoObject(StoreError):
+    """The object does not exist on this node."""
+
+    result = Res.NO_OBJ
+
+
+class NoSpace(StoreError):
+    """The store's filesystem is full (ENOSPC)."""
+
+    result = Res.NO_SPACE
+
+
+class StoreIOError(StoreError):
+    """Any other I/O failure of the underlying filesystem."""
+
+    result = Res.EIO
+
+
+class InvalidRange(StoreError):
+    """An offset/length outside the object's size."""
+
+    result = Res.INVALID_PARMS
