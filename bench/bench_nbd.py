@@ -215,9 +215,9 @@ def main() -> None:
           f"{'/file':>6} {'/mem':>6} {'/C sd':>6}")
     for name, _, _, unit in JOBS:
         o, f, m = (res[k][name][unit] for k in ("ours", "file", "mem"))
-        c = C_SHEEPDOG[name]
-        print(f"{name:15} {unit:>5} {o:9.0f} {f:9.0f} {m:9.0f} {c:9.0f} "
-              f"{o / f:6.2f} {o / m:6.2f} {o / c:6.2f}")
+        ref = C_SHEEPDOG[name]
+        print(f"{name:15} {unit:>5} {o:9.0f} {f:9.0f} {m:9.0f} {ref:9.0f} "
+              f"{o / f:6.2f} {o / m:6.2f} {o / ref:6.2f}")
 
 
 if __name__ == "__main__":

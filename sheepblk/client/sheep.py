@@ -35,7 +35,7 @@ from ..proto import (
 )
 from ..proto.constants import SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN
 from ..proto.records import EPOCH_LOG_SIZE, RECOVERY_STATE_SIZE
-from .connection import Buffer
+from .connection import Buffer, Connection
 from .pool import ConnectionPool
 
 # Enough node slots per epoch for any cluster we run; dog asks again with
@@ -85,14 +85,19 @@ class SheepClient:
     def request(self, opcode: int, args: bytes = bytes(32), *, flags: int = 0,
                 data: Buffer | None = None, data_length: int | None = None,
                 rbuf: Buffer | None = None, check: bool = True,
-                context: str = "", epoch: int = 0) -> tuple[Response, memoryview]:
+                context: str = "", epoch: int = 0,
+                conn: Connection | None = None) -> tuple[Response, memoryview]:
+        """One request through the pool, or through `conn` when given (a
+        connection the caller keeps apart, e.g. the one holding a lock)."""
         if data_length is None:
             data_length = len(memoryview(data)) if data is not None else 0
         if data is not None:
             flags |= Flag.CMD_WRITE
         req = Request(opcode, flags, epoch, 0, data_length, args, _proto_for(opcode))
-        with self.pool.connection() as conn:
+        if conn is not None:
             return conn.execute(req, data, rbuf=rbuf, check=check, context=context)
+        with self.pool.connection() as pooled:
+            return pooled.execute(req, data, rbuf=rbuf, check=check, context=context)
 
     # ---- objects ----
 
@@ -148,15 +153,24 @@ class SheepClient:
         self.request(Op.DEL_VDI, VdiArgs(snapid=snapid).pack(),
                      data=_name_payload(name, tag), context=name)
 
-    def lock_vdi(self, name: str, tag: str = "", snapid: int = 0, shared: bool = False) -> int:
+    def lock_vdi(self, name: str, tag: str = "", snapid: int = 0, shared: bool = False, *,
+                 conn: Connection | None = None) -> int:
         """Lock for writing (or shared); returns the vid. Released by
-        release_vdi or when this connection's client dies."""
+        release_vdi or when the connection that took it closes, so a holder
+        that must keep it passes a `conn` of its own, not a pooled one."""
         rsp, _ = self.request(Op.LOCK_VDI, VdiArgs(snapid=snapid, type=1 if shared else 0).pack(),
-                              data=_name_payload(name, tag), context=name)
+                              data=_name_payload(name, tag), context=name, conn=conn)
         return VdiResult.unpack(rsp.args).vdi_id
 
-    def release_vdi(self, vid: int, shared: bool = False) -> None:
-        self.request(Op.RELEASE_VDI, VdiArgs(base_vdi_id=vid, type=1 if shared else 0).pack())
+    def release_vdi(self, vid: int, shared: bool = False, *,
+                    conn: Connection | None = None) -> None:
+        self.request(Op.RELEASE_VDI, VdiArgs(base_vdi_id=vid, type=1 if shared else 0).pack(),
+                     conn=conn)
+
+    def connect(self) -> Connection:
+        """A new connection to the same sheep, outside the pool (the caller
+        closes it)."""
+        return Connection(self.pool.host, self.pool.port, self.pool.timeout)
 
     def read_vdis(self) -> bytes:
         """The bitmap of VDI ids in use (SD_NR_VDIS bits)."""

@@ -23,7 +23,7 @@ from ..proto import (
     vid_to_data_oid,
     vid_to_vdi_oid,
 )
-from .connection import Buffer
+from .connection import Buffer, Connection
 from .errors import ClientError, SheepdogError
 from .sheep import SheepClient
 
@@ -78,8 +78,17 @@ class Vdi:
         self.cache = cache
         self._locked = False
         self._shared = shared
+        # The lock lives as long as the connection that took it: keep that
+        # one out of the pool, where an I/O error or a shrink could close it.
+        self._lock_conn: Connection | None = None
         if lock:
-            self.vid = client.lock_vdi(name, tag, snapid, shared=shared)
+            self._lock_conn = client.connect()
+            try:
+                self.vid = client.lock_vdi(name, tag, snapid, shared=shared,
+                                           conn=self._lock_conn)
+            except BaseException:
+                self._lock_conn.close()
+                raise
             self._locked = True
         else:
             self.vid = client.lookup_vdi(name, tag, snapid).vid
@@ -293,9 +302,12 @@ class Vdi:
         if self._locked:
             self._locked = False
             try:
-                self.client.release_vdi(self.vid, shared=self._shared)
+                self.client.release_vdi(self.vid, shared=self._shared, conn=self._lock_conn)
             except ClientError:
                 pass
+        if self._lock_conn is not None:
+            self._lock_conn.close()
+            self._lock_conn = None
 
     def __enter__(self) -> Vdi:
         return self
