@@ -53,7 +53,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(e.message, file=err)
         return e.exitcode
     except click.UsageError as e:
-        e.show(err)
+        where = e.ctx.command_path if e.ctx is not None else "dog"
+        print(f"{where}: {e.format_message()} (try '{where} --help')", file=err)
         return EXIT_USAGE
     except click.ClickException as e:
         e.show(err)
