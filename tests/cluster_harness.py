@@ -89,7 +89,8 @@ def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT,
             if m.proc.poll() is not None and m.proc.returncode not in (0, -9):
                 raise AssertionError(f"{m} exited while waiting for {what}")
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}: {members}")
+    seen = {m.port: m.events[-30:] for m in members or []}
+    raise AssertionError(f"timed out waiting for {what}: {members}; last events: {seen}")
 
 
 def check_same_order(members: list[Member]) -> None:

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import trio
-from kazoo.client import KazooClient, KazooState
+from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
@@ -113,6 +113,7 @@ class ZooKeeperDriver(ClusterDriver):
         self._mutex = threading.Lock()  # the fold and cursor, across threads
         self._closing = False
         self._lost = False
+        self._session = 0  # the session our member node belongs to
         self._missing_since: dict[str, float] = {}
         self._reported: set[str] = set()
         self._dropped: set[str] = set()  # queue names of our dropped messages
@@ -152,8 +153,9 @@ class ZooKeeperDriver(ClusterDriver):
             token.run_sync_soon(lambda: self._wake.set())
 
     def _on_state(self, state: str) -> None:
-        if state == KazooState.LOST:
-            self._lost = True
+        """Any state change is worth a look; whether our registration is
+        gone is decided in `_reconcile` (session id, member node), not
+        here, so one session loss means exactly one re-registration."""
         self._kick()
 
     # -- blocking operations (worker threads) ------------------------------
@@ -203,6 +205,7 @@ class ZooKeeperDriver(ClusterDriver):
                 if uid not in live and uid not in self._reported:
                     self._reported.add(uid)
                     self._push(encode_leave(uid))
+            self._session = client.client_id[0]
             self._push(encode_join(self._uid, self._me))
             self._lost = False
 
@@ -236,6 +239,10 @@ class ZooKeeperDriver(ClusterDriver):
         """Append a leave for members whose ephemeral node is gone."""
         assert self._client is not None
         if not self._client.connected:
+            return
+        client_id = self._client.client_id
+        if client_id is not None and client_id[0] != self._session:
+            self._lost = True  # a new session: our ephemeral node is gone
             return
         live = set(self._retry(self._client.get_children, self._member_dir, watch=self._kick))
         if self._uid not in live:
