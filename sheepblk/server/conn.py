@@ -25,6 +25,8 @@ log = logging.getLogger("sheep.conn")
 # Requests one connection may have in flight (QEMU pipelines up to ~1024
 # AIO requests; beyond this we simply stop reading until some finish).
 MAX_INFLIGHT = 64
+# How long a closing connection may spend releasing its client's locks.
+CLOSE_GRACE = 2.0
 # Scratch for skipping the payload of a refused request.
 _SKIP_CHUNK = 1 << 16
 
@@ -107,7 +109,9 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 await self._read_loop(nursery)
         finally:
-            with trio.CancelScope(shield=True):
+            # Shielded so a cancelled connection still releases its locks,
+            # bounded so a stopping node does not wait on a dead stream.
+            with trio.move_on_after(CLOSE_GRACE, shield=True):
                 await self.handler.connection_closed(self.caller)
                 try:
                     await self.t.aclose()

@@ -21,6 +21,7 @@ from pathlib import Path
 import trio
 
 from ..cluster.driver import ClusterDriver, Event, Joined, Left, Message
+from ..cluster.ring import Ring
 from ..proto import (
     SD_DEFAULT_VNODES,
     ClusterArgs,
@@ -122,7 +123,7 @@ class Sheep:
         self._conn_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._joined = False
-        self._ring = None  # type: ignore[var-annotated]
+        self._ring: Ring | None = None
         self._ring_members: list[SdNode] = []
 
     # ---- placement and sizes ----
@@ -133,8 +134,6 @@ class Sheep:
         if len(self.members) <= 1:
             return [self.me]
         if self._ring is None or self._ring_members != self.members:
-            from ..cluster.ring import Ring
-
             self._ring = Ring(self.members)
             self._ring_members = list(self.members)
         if not copies:
@@ -521,7 +520,7 @@ class Sheep:
 
     async def connection_closed(self, caller: Caller) -> None:
         """A client went away: drop the locks it held (cluster-wide)."""
-        if not caller.holds_locks or self.status != ClusterStatus.OK:
+        if not caller.holds_locks or self.status != ClusterStatus.OK or self.stopped.is_set():
             return
         req = Request(Op.RELEASE_VDI, 0, 0, 0, 0, VdiArgs().pack())
         try:

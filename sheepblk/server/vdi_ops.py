@@ -180,7 +180,7 @@ class VdiOps:
         info.free_bit = right
         if left < right:
             return await self._fill_range(left, right, name, tag, snapid, info), info
-        ret = Res.NO_VDI
+        ret: int = Res.NO_VDI
         if right > 1:
             ret = await self._fill_range(1, right, name, tag, snapid, info)
         if ret in (Res.NO_VDI, Res.NO_TAG):

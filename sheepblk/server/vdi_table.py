@@ -53,7 +53,7 @@ class Bitmap:
         return self.nbits
 
     def set_bits(self) -> list[int]:
-        out = []
+        out: list[int] = []
         pos = 0
         while True:
             m = _ANY_BIT.search(self.bits, pos)
