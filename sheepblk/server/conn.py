@@ -16,6 +16,7 @@ from typing import Protocol
 import trio
 
 from ..proto import Request, Res
+from .buffers import BufferPool
 from .framing import ProtocolError, RequestDecoder, check_header, response_header
 from .reply import Caller, Reply
 from .transport import Transport
@@ -51,6 +52,7 @@ class Connection:
         self.send_lock = trio.Lock()
         self.slots = trio.Semaphore(MAX_INFLIGHT)
         self.broken = False
+        self.buffers: BufferPool | None = getattr(handler, "buffers", None)
 
     async def _fill(self) -> bool:
         space = self.decoder.recv_buffer()
@@ -77,6 +79,13 @@ class Connection:
         return True
 
     async def send(self, req: Request, reply: Reply) -> None:
+        try:
+            await self._send(req, reply)
+        finally:
+            if reply.pooled is not None and self.buffers is not None:
+                self.buffers.put(reply.pooled)
+
+    async def _send(self, req: Request, reply: Reply) -> None:
         data = reply.data
         n = len(data) if data is not None else 0
         hdr = response_header(req, reply.result, args=reply.args, data_length=n,
@@ -93,7 +102,8 @@ class Connection:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 self.broken = True
 
-    async def _serve_one(self, req: Request, data: memoryview | None) -> None:
+    async def _serve_one(self, req: Request, data: memoryview | None,
+                         pooled: bytearray | None) -> None:
         try:
             try:
                 reply = await self.handler.handle(req, data, self.caller)
@@ -103,6 +113,8 @@ class Connection:
             await self.send(req, reply)
         finally:
             self.slots.release()
+            if pooled is not None and self.buffers is not None:
+                self.buffers.put(pooled)
 
     async def run(self) -> None:
         try:
@@ -137,8 +149,10 @@ class Connection:
                     return
                 continue
             data = None
+            pooled = None
             if verdict.payload:
-                buf = memoryview(bytearray(verdict.payload))
+                pooled = self._get_buffer(verdict.payload)
+                buf = memoryview(pooled)
                 try:
                     if not await self._recv_payload(buf):
                         return  # closed mid-payload: never act on half a write
@@ -146,7 +160,10 @@ class Connection:
                     return
                 data = buf
             await self.slots.acquire()
-            nursery.start_soon(self._serve_one, req, data)
+            nursery.start_soon(self._serve_one, req, data, pooled)
+
+    def _get_buffer(self, n: int) -> bytearray:
+        return self.buffers.get(n) if self.buffers is not None else bytearray(n)
 
 
 async def serve_stream(transport: Transport, handler: Handler, peer: str = "") -> None:

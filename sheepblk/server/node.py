@@ -46,6 +46,7 @@ from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, Cl
 from ..proto.inode import SD_INODE_HEADER_SIZE
 from ..store import EpochStore, NodeConfig, ObjectStore, StoreError
 from . import local_ops
+from .buffers import BufferPool
 from .gateway import Gateway, GatewayError
 from .messages import BadMessage, ClusterMsg
 from .optable import OPS, Kind
@@ -115,6 +116,7 @@ class Sheep:
                                self.object_size, lambda: self.epoch)
         self.vdi = VdiOps(self.gateway, self.table)
         self.loglevel = 6
+        self.buffers = BufferPool()
         self.stopped = trio.Event()
         self._queue: deque[ClusterMsg | Event] = deque()
         self._running_block = False
@@ -383,9 +385,13 @@ class Sheep:
     async def _gateway_op(self, req: Request, data: memoryview | None) -> Reply:
         a = ObjArgs.unpack(req.args)
         if req.opcode == Op.READ_OBJ:
-            buf = bytearray(req.data_length)
-            await self.gateway.read(a.oid, a.offset, memoryview(buf), copies=a.copies)
-            return Reply(data=buf)
+            buf = self.buffers.get(req.data_length)
+            try:
+                await self.gateway.read(a.oid, a.offset, memoryview(buf), copies=a.copies)
+            except BaseException:
+                self.buffers.put(buf)
+                raise
+            return Reply(data=buf, pooled=buf)
         if req.opcode == Op.REMOVE_OBJ:
             await self.gateway.remove(a.oid, copies=a.copies)
             return Reply()
@@ -407,9 +413,13 @@ class Sheep:
         sync = not (req.flags & Flag.CMD_CACHE)
         payload = data if data is not None else memoryview(b"")
         if req.opcode == Op.READ_PEER:
-            buf = bytearray(req.data_length)
-            await self.peer.read(a.oid, a.offset, memoryview(buf), size)
-            return Reply(data=buf)
+            buf = self.buffers.get(req.data_length)
+            try:
+                await self.peer.read(a.oid, a.offset, memoryview(buf), size)
+            except BaseException:
+                self.buffers.put(buf)
+                raise
+            return Reply(data=buf, pooled=buf)
         if req.opcode == Op.WRITE_PEER:
             await self.peer.write(a.oid, a.offset, payload, size, sync=sync)
         elif req.opcode == Op.CREATE_AND_WRITE_PEER:

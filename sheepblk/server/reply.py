@@ -15,6 +15,8 @@ class Reply:
     result: int = Res.SUCCESS
     args: bytes = _ZERO28
     data: Buffer | None = None
+    # A pooled buffer behind `data`, returned to the pool once sent.
+    pooled: bytearray | None = None
 
 
 def error(result: int) -> Reply:
