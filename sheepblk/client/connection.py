@@ -77,6 +77,20 @@ class Connection:
                 raise NetworkError(f"{self.host}:{self.port} closed the connection")
             got += n
 
+    def _recv_header_and_payload(self, hdr: memoryview, out: memoryview) -> int:
+        """Receive the whole header, scattering anything after it into `out`
+        (at most len(out) bytes, the payload asked for: one request is in
+        flight, so nothing of a later response can arrive). Returns how many
+        payload bytes came with it."""
+        size = len(hdr)
+        got = 0
+        while got < size:
+            n = self.sock.recvmsg_into([hdr[got:], out])[0]
+            if n == 0:
+                raise NetworkError(f"{self.host}:{self.port} closed the connection")
+            got += n
+        return got - size
+
     def _send_all(self, parts: list[memoryview]) -> None:
         # sendmsg may send less than everything (signals, huge buffers).
         while parts:
@@ -102,18 +116,32 @@ class Connection:
             else:
                 self.sock.sendall(req.pack())
             hdr = memoryview(self._hdr)
-            self._recv_exact(hdr)
-            rsp = Response.unpack(hdr)
-            n = rsp.data_length
-            if rbuf is not None:
+            if rbuf is not None and req.data_length and data is None:
+                # A read into the caller's buffer: header and payload usually
+                # arrive in one recvmsg_into, one syscall instead of two.
                 out = memoryview(rbuf).cast("B")
-                if n > len(out):
+                early = self._recv_header_and_payload(hdr, out[:req.data_length])
+                rsp = Response.unpack(hdr)
+                n = rsp.data_length
+                if n > len(out) or early > n:
                     raise NetworkError(f"response of {n} bytes exceeds the {len(out)}-byte buffer")
                 out = out[:n]
+                if n > early:
+                    self._recv_exact(out[early:])
             else:
-                out = memoryview(bytearray(n))
-            if n:
-                self._recv_exact(out)
+                self._recv_exact(hdr)
+                rsp = Response.unpack(hdr)
+                n = rsp.data_length
+                if rbuf is not None:
+                    out = memoryview(rbuf).cast("B")
+                    if n > len(out):
+                        raise NetworkError(
+                            f"response of {n} bytes exceeds the {len(out)}-byte buffer")
+                    out = out[:n]
+                else:
+                    out = memoryview(bytearray(n))
+                if n:
+                    self._recv_exact(out)
         except (OSError, NetworkError) as e:
             self.close()
             if isinstance(e, NetworkError):

@@ -45,6 +45,26 @@ class ConnectionPool:
         finally:
             self._slots.release()
 
+    def get(self) -> Connection:
+        """Borrow a connection without a context manager (the hot path of
+        every object request); give it back with put() in a finally."""
+        self._slots.acquire()
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            try:
+                return Connection(self.host, self.port, self.timeout)
+            except BaseException:
+                self._slots.release()
+                raise
+
+    def put(self, conn: Connection) -> None:
+        if conn.closed or self._closed:
+            conn.close()
+        else:
+            self._idle.put(conn)
+        self._slots.release()
+
     def close(self) -> None:
         self._closed = True
         while True:

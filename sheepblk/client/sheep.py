@@ -96,8 +96,11 @@ class SheepClient:
         req = Request(opcode, flags, epoch, 0, data_length, args, _proto_for(opcode))
         if conn is not None:
             return conn.execute(req, data, rbuf=rbuf, check=check, context=context)
-        with self.pool.connection() as pooled:
+        pooled = self.pool.get()
+        try:
             return pooled.execute(req, data, rbuf=rbuf, check=check, context=context)
+        finally:
+            self.pool.put(pooled)
 
     # ---- objects ----
 
