@@ -173,3 +173,10 @@ def test_daemonizes_and_pid_lock_refuses_second(tmp_path: Path) -> None:
             time.sleep(0.05)
     else:
         pytest.fail("daemon did not exit")
+
+
+def test_shutdown_answers_then_exits(one_node: SheepProcess) -> None:
+    with one_node.client() as c:
+        c.shutdown()
+    assert one_node.proc is not None
+    assert one_node.proc.wait(timeout=30) == 0

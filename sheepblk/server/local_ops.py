@@ -172,7 +172,7 @@ async def run(node: Sheep, req: Request, data: memoryview | None, caller: Caller
         return Reply(Res.SUCCESS if ok else Res.NO_OBJ)
     if op == Op.KILL_NODE:
         node.status = ClusterStatus.KILLED
-        node.stopped.set()
+        node.stop_soon()
         return Reply()
     if op == Op.GET_LOGLEVEL:
         return Reply(data=_I32.pack(node.loglevel))

@@ -58,6 +58,11 @@ from .vdi_table import VdiEntry, VdiTable
 
 log = logging.getLogger("sheep")
 
+# SHUTDOWN and KILL_NODE answer before the node stops; this is how long the
+# answer gets to leave (it is a courtesy to the client, not a correctness
+# requirement).
+STOP_DELAY = 0.2
+
 
 @dataclass
 class Options:
@@ -142,6 +147,18 @@ class Sheep:
             e = self.table.get(oid_to_vid(oid))
             copies = (e.copies if e else 0) or self.config.copies or SD_DEFAULT_COPIES
         return self._ring.oid_to_nodes(oid, copies) or [self.me]
+
+    def stop_soon(self) -> None:
+        """Stop after the answer that asked for it has gone out."""
+
+        async def later() -> None:
+            await trio.sleep(STOP_DELAY)
+            self.stopped.set()
+
+        if self._nursery is not None:
+            self._nursery.start_soon(later)
+        else:
+            self.stopped.set()
 
     def set_loglevel(self, level: int) -> None:
         """Sheepdog's 0 (emerg) .. 7 (debug) onto Python logging levels."""
@@ -500,7 +517,7 @@ class Sheep:
             self.config.shutdown = True
             if self.formatted:
                 self.config.save(self.root)
-            self.stopped.set()
+            self.stop_soon()
             return Res.SUCCESS
         return Res.SUCCESS
 
