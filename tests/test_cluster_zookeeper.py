@@ -228,7 +228,7 @@ def test_session_expiry_rejoins(zk: ZooKeeperServer) -> None:
     for evs in seen.values():
         assert _msgs(evs) == [b"one", b"two", b"three"]
         lefts = [e for e in evs if isinstance(e, Left)]
-        assert [e.node for e in lefts] == [_node(1)]
+        assert [e.node for e in lefts] == [_node(1)], [(type(e).__name__, e.seq, getattr(e, "node", None) and e.node.nid.port) for e in evs]
         assert lefts[0].members == (_node(2),)
     rejoin = [e for e in seen[2] if isinstance(e, Joined) and e.node == _node(1)][-1]
     assert set(rejoin.members) == {_node(1), _node(2)}

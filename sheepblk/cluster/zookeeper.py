@@ -116,6 +116,7 @@ class ZooKeeperDriver(ClusterDriver):
         self._session = 0  # the session our member node belongs to
         self._missing_since: dict[str, float] = {}
         self._reported: set[str] = set()
+        self._pending: list[Event] = []  # folded by _register, not yet delivered
         self._dropped: set[str] = set()  # queue names of our dropped messages
         self._token: trio.lowlevel.TrioToken | None = None
         self._wake = trio.Event()
@@ -199,7 +200,9 @@ class ZooKeeperDriver(ClusterDriver):
                 if stat.ephemeralOwner != client.client_id[0]:
                     self._retry(client.delete, path)
                     self._retry(client.create, path, data, ephemeral=True)
-            self._fold_new()
+            # Events folded here (on a re-registration) are delivered by the
+            # next poll, never dropped.
+            self._pending.extend(self._fold_new())
             live = set(self._retry(client.get_children, self._member_dir))
             for uid in self._state.members:
                 if uid not in live and uid not in self._reported:
@@ -263,7 +266,8 @@ class ZooKeeperDriver(ClusterDriver):
 
     def _poll(self) -> tuple[list[Event], bool]:
         with self._mutex:
-            events = self._fold_new()
+            events = self._pending + self._fold_new()
+            self._pending = []
             self._reconcile()
             return events, self._lost
 
