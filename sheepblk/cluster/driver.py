@@ -64,9 +64,19 @@ class ClusterDriver(abc.ABC):
     Error handling: temporary failures (ZooKeeper session loss) are retried
     inside the driver, which re-registers the node; DriverError only when it
     gives up.
+
+    Event semantics (both drivers): `seq` numbers the events of the
+    cluster's stream, consecutive (0, 1, 2 ...) and the same on every
+    member for the same event; a member's stream starts at its own Joined.
+    Each death or leave gives exactly one Left. A node that re-joins (a
+    restart, or a ZooKeeper session loss, after which the driver re-joins
+    by itself) is a new incarnation: every member, the node itself
+    included, sees Left for the old one then Joined for the new one.
     """
 
     name: str
+    #: Membership as of the last Joined/Left handed to the consumer.
+    members: tuple[SdNode, ...] = ()
 
     @abc.abstractmethod
     async def run(self, me: SdNode, events: trio.MemorySendChannel[Event], *,
@@ -83,7 +93,7 @@ class ClusterDriver(abc.ABC):
 
 def make_driver(spec: str) -> ClusterDriver:
     """Build a driver from `sheep -c` syntax: local[:SHMFILE] or
-    zookeeper:HOST:PORT[,HOST:PORT...][,timeout=SECONDS]."""
+    zookeeper:HOST:PORT[,HOST:PORT...][,timeout=SECONDS][,cluster=NAME]."""
     kind, _, arg = spec.partition(":")
     if kind == "local":
         from .local import LocalDriver
