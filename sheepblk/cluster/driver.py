@@ -71,7 +71,8 @@ class ClusterDriver(abc.ABC):
     Each death or leave gives exactly one Left. A node that re-joins (a
     restart, or a ZooKeeper session loss, after which the driver re-joins
     by itself) is a new incarnation: every member, the node itself
-    included, sees Left for the old one then Joined for the new one.
+    included if it kept running (session loss), sees Left for the old one
+    then Joined for the new one.
     """
 
     name: str
