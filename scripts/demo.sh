@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The main job: a local 3-node sheepblk cluster on loopback, the VDI Alice
+# written with dog, served over NBD by nbdkit and as a file by sheepfs, and
+# the same bytes checked through each. Everything stays running afterwards.
+#   bash scripts/demo.sh         start (after scripts/setup.sh)
+#   bash scripts/demo.sh stop    stop what a previous run started (by pid)
+# Settings: DEMO_DIR (default /tmp/sheepblk-demo), BASE_PORT (7000),
+# NBD_SOCKET (DEMO_DIR/nbd.sock).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BIN=$ROOT/.venv/bin
+DEMO_DIR=${DEMO_DIR:-/tmp/sheepblk-demo}
+BASE_PORT=${BASE_PORT:-7000}
+NODES=3
+COPIES=3
+NBD_SOCKET=${NBD_SOCKET:-$DEMO_DIR/nbd.sock}
+MNT=$DEMO_DIR/mnt
+PIDS=$DEMO_DIR/pids
+
+stop() {
+  [ -d "$DEMO_DIR" ] || return 0
+  if mountpoint -q "$MNT" 2>/dev/null; then fusermount3 -u "$MNT" || true; fi
+  if [ -f "$PIDS" ]; then
+    while read -r pid what; do
+      kill "$pid" 2>/dev/null && echo "stopped $what (pid $pid)" || true
+    done < "$PIDS"
+    sleep 1
+    rm -f "$PIDS"
+  fi
+}
+
+if [ "${1:-}" = "stop" ]; then stop; exit 0; fi
+
+[ -x "$BIN/sheep" ] || { echo "run 'bash scripts/setup.sh' first" >&2; exit 1; }
+stop
+rm -rf "$DEMO_DIR"
+mkdir -p "$DEMO_DIR" "$MNT"
+: > "$PIDS"
+wait_port() {
+  for _ in $(seq 1 150); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "nothing listens on port $1" >&2; return 1
+}
+
+echo "== starting $NODES sheep daemons (local driver, zones 0..$((NODES-1)))"
+for i in $(seq 0 $((NODES-1))); do
+  port=$((BASE_PORT + i))
+  "$BIN/sheep" -f -c "local:$DEMO_DIR/shm" -z "$i" -p "$port" "$DEMO_DIR/store$i" \
+    >"$DEMO_DIR/sheep$i.out" 2>&1 &
+  echo "$! sheep:$port" >> "$PIDS"
+  wait_port "$port"
+done
+DOG=("$BIN/dog")
+P=(-p "$BASE_PORT")
+for _ in $(seq 1 50); do
+  [ "$("${DOG[@]}" node list -r "${P[@]}" | wc -l)" -ge "$NODES" ] && break
+  sleep 0.2
+done
+
+echo "== dog cluster format --copies=$COPIES"
+"${DOG[@]}" cluster format --copies=$COPIES "${P[@]}"
+"${DOG[@]}" node list "${P[@]}"
+
+echo "== dog vdi create Alice 1G; dog vdi write Alice < 64 MiB of data"
+"${DOG[@]}" vdi create Alice 1G "${P[@]}"
+head -c $((64 << 20)) /dev/urandom > "$DEMO_DIR/disk.raw"
+"${DOG[@]}" vdi write Alice 0 $((64 << 20)) "${P[@]}" < "$DEMO_DIR/disk.raw"
+"${DOG[@]}" vdi read Alice 0 $((64 << 20)) "${P[@]}" | cmp - "$DEMO_DIR/disk.raw"
+"${DOG[@]}" vdi list "${P[@]}"
+
+echo "== NBD: nbdkit python sheepblk/nbd_plugin.py vdi=Alice (unix socket $NBD_SOCKET)"
+nbdkit -f -U "$NBD_SOCKET" python "$ROOT/sheepblk/nbd_plugin.py" vdi=Alice \
+  address=127.0.0.1:$BASE_PORT >"$DEMO_DIR/nbdkit.out" 2>&1 &
+echo "$! nbdkit" >> "$PIDS"
+for _ in $(seq 1 100); do [ -S "$NBD_SOCKET" ] && break; sleep 0.1; done
+nbdinfo "nbd+unix:///?socket=$NBD_SOCKET" | grep -E 'export-size|can_flush|can_trim' || true
+nbdcopy "nbd+unix:///?socket=$NBD_SOCKET" "$DEMO_DIR/nbd-copy.raw"   # holes are skipped
+cmp -n $((64 << 20)) "$DEMO_DIR/nbd-copy.raw" "$DEMO_DIR/disk.raw"
+rm -f "$DEMO_DIR/nbd-copy.raw"
+echo "NBD export reads back the bytes dog wrote"
+
+echo "== sheepfs $MNT"
+"$BIN/sheepfs" -p "$BASE_PORT" "$MNT"
+pgrep -f "sheepfs.*$MNT" | head -1 | sed 's/$/ sheepfs/' >> "$PIDS" || true
+ls "$MNT" "$MNT/volume"
+cat "$MNT/node/list"
+echo "(volume/Alice is locked by the NBD export, so sheepfs serves it read-only here)"
+cmp -n $((64 << 20)) "$MNT/volume/Alice" "$DEMO_DIR/disk.raw" && echo "sheepfs volume/Alice reads back the same bytes"
+
+cat <<INFO
+
+sheepblk demo is running:
+  nodes      127.0.0.1:$BASE_PORT..$((BASE_PORT + NODES - 1)), stores in $DEMO_DIR/store*
+  dog        $BIN/dog vdi list -p $BASE_PORT
+  NBD        nbd+unix:///?socket=$NBD_SOCKET   (e.g. nbdinfo, nbdcopy, qemu-img)
+  sheepfs    $MNT  (volume/, vdi/list, node/list, cluster/info)
+stop it with: bash scripts/demo.sh stop
+INFO
