@@ -24,7 +24,7 @@ stop() {
   if [ -f "$PIDS" ]; then
     while read -r pid what; do
       kill "$pid" 2>/dev/null && echo "stopped $what (pid $pid)" || true
-    done < "$PIDS"
+    done < <(tac "$PIDS")   # frontends first, then the daemons
     sleep 1
     rm -f "$PIDS"
   fi
