@@ -29,6 +29,7 @@ from ..proto import (
 )
 from ..proto.constants import ClusterFlag
 from ..proto.records import EPOCH_LOG_SIZE
+from . import repair
 from .reply import Caller, Reply
 
 if TYPE_CHECKING:
@@ -167,6 +168,10 @@ async def run(node: Sheep, req: Request, data: memoryview | None, caller: Caller
         return Reply()
     if op == Op.DISCARD_OBJ:
         return await discard(node, req)
+    if op == Op.GET_HASH:
+        return await repair.get_hash(node, req)
+    if op == Op.REPAIR_REPLICA:
+        return await repair.repair_replica(node, req)
     if op == Op.EXIST:
         ok = await node.peer.exists(ObjArgs.unpack(req.args).oid)
         return Reply(Res.SUCCESS if ok else Res.NO_OBJ)

@@ -69,4 +69,5 @@ OPS: dict[int, OpInfo] = {
     Op.GET_VNODES: OpInfo(L, force=True),
     Op.GET_OBJ_LIST: OpInfo(L),
     Op.GET_HASH: OpInfo(L),
+    Op.REPAIR_REPLICA: OpInfo(L),
 }
