@@ -1,11 +1,21 @@
 """One node's persistent state: objects (backends), config, epochs, pid lock."""
 
+from collections.abc import Callable
+
 from .backend import ObjectStore
-from .errors import InvalidRange, NoObject, NoSpace, StoreError, StoreIOError
+from .errors import (
+    CorruptObject,
+    InvalidRange,
+    NoObject,
+    NoSpace,
+    StoreError,
+    StoreIOError,
+)
+from .farm import FarmStore
 from .files import AlreadyRunning, EpochStore, NodeConfig, PidLock, write_atomic
 from .plain import PlainStore
 
-BACKENDS = {"plain": PlainStore}
+BACKENDS: dict[str, Callable[..., ObjectStore]] = {"plain": PlainStore, "farm": FarmStore}
 
 
 def open_store(kind: str, root: str, *, nosync: bool = False) -> ObjectStore:
@@ -18,7 +28,7 @@ def open_store(kind: str, root: str, *, nosync: bool = False) -> ObjectStore:
 
 
 __all__ = [
-    "AlreadyRunning", "BACKENDS", "EpochStore", "InvalidRange", "NoObject", "NoSpace",
+    "AlreadyRunning", "BACKENDS", "CorruptObject", "EpochStore", "FarmStore", "InvalidRange", "NoObject", "NoSpace",
     "NodeConfig", "ObjectStore", "PidLock", "PlainStore", "StoreError", "StoreIOError",
     "open_store", "write_atomic",
 ]

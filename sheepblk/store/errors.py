@@ -37,3 +37,14 @@ class InvalidRange(StoreError):
     """An offset/length outside the object's size."""
 
     result = Res.INVALID_PARMS
+
+
+class CorruptObject(StoreError):
+    """The stored bytes fail their checksum (a bit flip on disk, a torn
+    write). Never served: the gateway reads another copy and repairs this
+    one; with no other copy the client gets EIO.
+
+    Why EIO and not a code of its own: an older gateway (or Sheepdog's)
+    already fails over to the next copy on EIO."""
+
+    result = Res.EIO
