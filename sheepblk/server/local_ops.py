@@ -106,13 +106,13 @@ async def discard(node: Sheep, req: Request) -> Reply:
 
     cur = memoryview(bytearray(4))
     await node.gateway.read(inode, data_vid_offset(idx), cur, copies=copies)
-    if _U32.unpack(cur)[0]:
+    (owner,) = _U32.unpack(cur)
+    if owner:
         await node.gateway.write(inode, data_vid_offset(idx), memoryview(bytes(4)),
                                  sync=True, copies=copies)
-        try:
-            await node.gateway.remove(oid, copies=copies)
-        except Exception:  # noqa: BLE001 - the index no longer maps it
-            pass
+        # Frees the object when nobody else maps it (the VDI's own, or a
+        # deleted parent's that this VDI was the last to share).
+        await node.vdi.free_unmapped(vid, idx, [owner], [0])
     return Reply()
 
 

@@ -417,7 +417,11 @@ class Sheep:
             return Reply(Res.READONLY)
         sync = not (req.flags & Flag.CMD_CACHE)
         if req.opcode == Op.WRITE_OBJ:
+            # An index write may leave objects nobody maps: free them after.
+            old = await self.vdi.index_before(a.oid, a.offset, payload)
             await self.gateway.write(a.oid, a.offset, payload, sync=sync, copies=a.copies)
+            if old is not None:
+                await self.vdi.index_after(a.oid, a.offset, payload, old)
         else:
             cow = a.cow_oid if req.flags & Flag.CMD_COW else 0
             await self.gateway.create_and_write(a.oid, a.offset, payload, sync=sync,

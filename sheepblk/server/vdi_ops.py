@@ -26,6 +26,8 @@ from ..proto import (
     InodeHeader,
     Res,
     data_vid_offset,
+    is_vdi_obj,
+    oid_to_vid,
     sd_hash_vdi,
     vid_to_attr_oid,
     vid_to_data_oid,
@@ -34,6 +36,7 @@ from ..proto import (
 from ..proto.constants import SD_MAX_VDI_TAG_LEN
 from ..proto.fnv import FNV1A_64_INIT, fnv_64a_buf
 from ..proto.inode import _HEADER as _INODE_HEADER
+from ..proto.inode import DATA_VDI_ID_OFFSET, GREF_OFFSET
 from ..proto.vdi_attr import SD_ATTR_HEADER_SIZE, SD_ATTR_OBJ_SIZE
 from .gateway import Gateway
 from .vdi_table import VdiTable
@@ -268,31 +271,6 @@ class VdiOps:
         _, _, head = await self.read_head(vid)
         n = head.nr_objects
         index = await self.read_index(vid, n)
-        # Objects this VDI (or an already deleted ancestor) owns may still be
-        # shared with snapshots or clones: free only those nobody else maps.
-        candidates = {}
-        for idx, owner in enumerate(index):
-            if owner and (owner == vid or self.table.deleted.test(owner)):
-                candidates[idx] = owner
-        if candidates:
-            others = [e.vid for e in self.table.live() if e.vid != vid]
-            still = set()
-            for w in others:
-                try:
-                    _, _, wh = await self.read_head(w)
-                    widx = await self.read_index(w, min(wh.nr_objects, n))
-                except Exception:  # noqa: BLE001 - unreadable: assume it maps nothing
-                    continue
-                for idx, owner in candidates.items():
-                    if idx < len(widx) and widx[idx] == owner:
-                        still.add(idx)
-            for idx, owner in candidates.items():
-                if idx in still:
-                    continue
-                try:
-                    await self.gw.remove(vid_to_data_oid(owner, idx), copies=self._copies(owner))
-                except Exception:  # noqa: BLE001 - already gone is fine
-                    pass
         oid = vid_to_vdi_oid(vid)
         copies = self._copies(vid)
         await self.gw.write(oid, 0, memoryview(bytes(SD_MAX_VDI_LEN)), sync=True, copies=copies)
@@ -301,7 +279,95 @@ class VdiOps:
         if n:
             await self.gw.write(oid, data_vid_offset(0), memoryview(bytes(4 * n)), sync=True,
                                 copies=copies)
+            # Sheepdog's dog zeroes the index itself before DEL_VDI (then
+            # `index` is all zeros here and the frees happened on its
+            # writes, see index_before/index_after); QEMU and our dog don't.
+            await self.free_unmapped(vid, 0, index, [0] * n)
         return VdiOutcome(vid)
+
+    # ---- freeing objects nobody maps any more ----
+    #
+    # Sheepdog 1.0 frees data objects when a write to an inode's
+    # data_vdi_id[] replaces an entry (gateway_write_obj: the old owner's
+    # reference count drops). We keep no reference counts: an object
+    # vid_to_data_oid(owner, idx) is referenced only through entry idx of
+    # some inode, so when an entry stops naming an owner that is the VDI
+    # itself or a deleted VDI, the other inodes' entry idx are read and the
+    # object is removed if none names that owner. Objects of a live
+    # snapshot or of another live VDI are never candidates: their own inode
+    # still maps them.
+
+    def index_range(self, oid: int, offset: int, length: int) -> tuple[int, int] | None:
+        """(first entry, count) when a write at offset..offset+length of
+        `oid` covers whole data_vdi_id entries, else None."""
+        if not is_vdi_obj(oid) or length <= 0:
+            return None
+        lo = max(offset, DATA_VDI_ID_OFFSET)
+        hi = min(offset + length, GREF_OFFSET)
+        if lo >= hi or (lo - offset) % 4 or (lo - DATA_VDI_ID_OFFSET) % 4 or (hi - lo) % 4:
+            return None
+        return (lo - DATA_VDI_ID_OFFSET) // 4, (hi - lo) // 4
+
+    def _new_entries(self, offset: int, data: memoryview, start: int, count: int) -> list[int]:
+        pos = data_vid_offset(start) - offset
+        return list(struct.unpack_from(f"<{count}I", data, pos))
+
+    async def index_before(self, oid: int, offset: int, data: memoryview) -> list[int] | None:
+        """Before a client's write to an inode: the entries it replaces,
+        or None when nothing can become unreferenced (the common QEMU case:
+        pointing entries at the VDI itself while no VDI is deleted)."""
+        rng = self.index_range(oid, offset, len(data))
+        if rng is None:
+            return None
+        start, count = rng
+        vid = oid_to_vid(oid)
+        new = self._new_entries(offset, data, start, count)
+        if all(v == vid for v in new) and not self.table.any_deleted():
+            return None
+        buf = memoryview(bytearray(4 * count))
+        await self.gw.read(oid, data_vid_offset(start), buf, copies=self._copies(vid))
+        return list(struct.unpack(f"<{count}I", buf))
+
+    async def index_after(self, oid: int, offset: int, data: memoryview,
+                          old: list[int]) -> None:
+        rng = self.index_range(oid, offset, len(data))
+        assert rng is not None
+        start, count = rng
+        await self.free_unmapped(oid_to_vid(oid), start, old,
+                                 self._new_entries(offset, data, start, count))
+
+    async def free_unmapped(self, vid: int, start: int, old: list[int],
+                            new: list[int]) -> list[int]:
+        """Remove the objects that entries start.. of `vid` stopped naming
+        and that no other inode names; returns their oids."""
+        cand: dict[int, int] = {}
+        for i, (o, n) in enumerate(zip(old, new, strict=True)):
+            if o and o != n and (o == vid or self.table.deleted.test(o)):
+                cand[start + i] = o
+        if not cand:
+            return []
+        lo, hi = min(cand), max(cand)
+        for e in self.table.live():
+            if e.vid == vid or not cand:
+                continue
+            buf = memoryview(bytearray(4 * (hi - lo + 1)))
+            try:
+                await self.gw.read(vid_to_vdi_oid(e.vid), data_vid_offset(lo), buf,
+                                   copies=e.copies)
+            except Exception:  # noqa: BLE001 - an unreadable inode: keep everything
+                return []
+            entries = struct.unpack(f"<{hi - lo + 1}I", buf)
+            for idx in [i for i, o in cand.items() if entries[i - lo] == o]:
+                del cand[idx]
+        freed = []
+        for idx, owner in sorted(cand.items()):
+            data_oid = vid_to_data_oid(owner, idx)
+            try:
+                await self.gw.remove(data_oid, copies=self._copies(owner))
+                freed.append(data_oid)
+            except Exception:  # noqa: BLE001 - already gone is fine
+                pass
+        return freed
 
     # ---- attributes (dog vdi setattr/getattr) ----
 

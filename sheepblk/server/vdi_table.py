@@ -125,6 +125,9 @@ class VdiTable:
             e.lock_state, e.owner = LockState.UNLOCKED, ""
             e.participants.clear()
 
+    def any_deleted(self) -> bool:
+        return any(e.deleted for e in self.entries.values())
+
     def live(self) -> list[VdiEntry]:
         return [e for e in self.entries.values() if not e.deleted]
 
