@@ -8,6 +8,8 @@ serves requests), then every VDI written to is flushed and unlocked.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import logging
 import os
@@ -98,6 +100,23 @@ def _fuse_options(opts: MountOptions) -> set[str]:
     return options
 
 
+def syncfs(path: str) -> None:
+    """syncfs(2) on the file system at `path`, without the GIL.
+
+    Why not pyfuse3.syncfs: it keeps the GIL during the call, and the
+    writeback it starts comes back to this very process as WRITE requests,
+    which then can never be served (a deadlock). ctypes drops the GIL.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
+
+
 async def _serve(fs: SheepFs, mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, fs, mountpoint)
@@ -112,7 +131,7 @@ async def _watch_signals(fs: SheepFs, mountpoint: str) -> None:
             with trio.move_on_after(SYNC_DEADLINE):
                 # Runs in a thread because the kernel's writeback comes back
                 # to us as WRITE requests this loop must serve.
-                await trio.to_thread.run_sync(pyfuse3.syncfs, mountpoint,
+                await trio.to_thread.run_sync(syncfs, mountpoint,
                                               abandon_on_cancel=True)
             await fs.flush_all()
             pyfuse3.terminate()

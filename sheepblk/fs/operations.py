@@ -39,7 +39,7 @@ from ..client import ClientError, SheepClient
 from ..proto import InodeHeader
 from . import status
 from .names import BadName, file_name, parse_control
-from .volumes import OpenVolume, Volumes, resolve
+from .volumes import OpenVolume, VolumeError, Volumes, resolve
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,21 @@ class SheepFs(pyfuse3.Operations):
         size = vol.size if vol is not None else hdr.vdi_size
         return self._attr(ino, mode, size=size, ns=ns or None, ttl=VOLUME_TTL)
 
+    def _retire(self, ino: int) -> None:
+        """Give a volume a new inode number after a write past its end.
+
+        Why: with the writeback cache the kernel grew its own i_size when the
+        write entered the page cache, and it never takes a smaller size from
+        us afterwards. Dropping the name and answering the next lookup with a
+        fresh inode makes stat and new opens see the VDI's real size again;
+        handles already open keep the old inode.
+        """
+        fname = self._ino_vol.get(ino)
+        if fname is not None and self._vol_ino.get(fname) == ino:
+            del self._vol_ino[fname]
+            pyfuse3.invalidate_entry_async(self.volume_dir,  # type: ignore[arg-type]
+                                           os.fsencode(fname), ignore_enoent=True)
+
     def _new_fh(self, h: Handle) -> int:
         fh = next(self._next_fh)
         self._handles[fh] = h
@@ -379,7 +394,12 @@ class SheepFs(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         h = self._handle(fh)
         if isinstance(h, VolumeHandle):
-            return await trio.to_thread.run_sync(h.vol.pwrite, off, buf)
+            try:
+                return await trio.to_thread.run_sync(h.vol.pwrite, off, buf)
+            except VolumeError as e:
+                if e.errno == errno.ENOSPC:
+                    self._retire(h.ino)
+                raise
         if isinstance(h, ControlHandle):
             # Each write(2) of `echo NAME > vdi/mount` carries whole names.
             names = parse_control(buf)
