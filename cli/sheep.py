@@ -53,7 +53,9 @@ def parse_log(spec: str | None) -> tuple[int, str | None]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sheep", description="Run a sheepblk storage node (a Sheepdog sheep).")
-    p.add_argument("store_dir", metavar="STORE_DIR", help="where this node keeps its objects")
+    p.add_argument("store_dir", metavar="STORE_DIR[,DISK...]",
+                   help="where this node keeps its state and objects; objects go on the "
+                        "DISKs instead when given (multi-disk node)")
     p.add_argument("-p", "--port", type=int, default=7000, help="TCP port (default 7000)")
     p.add_argument("-b", "--bindaddr", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1)")
@@ -167,9 +169,15 @@ def _run(ns: argparse.Namespace) -> int:
     import trio
 
     from sheepblk.server import Options, serve
-    from sheepblk.store import AlreadyRunning, PidLock, open_store
+    from sheepblk.store import AlreadyRunning, NodeConfig, PidLock, open_node_store
 
-    store_dir = Path(ns.store_dir).absolute()
+    # STORE_DIR[,DISK...]: config and epochs in the first, objects on the
+    # disks when given (a multi-disk node), else in STORE_DIR/obj.
+    parts = [p for p in ns.store_dir.split(",") if p]
+    if not parts:
+        raise QuietError("no store directory given")
+    store_dir = Path(parts[0]).absolute()
+    disks = [Path(p).absolute() for p in parts[1:]] or [store_dir]
     try:
         store_dir.mkdir(parents=True, exist_ok=True)
         lock = PidLock(store_dir)
@@ -202,7 +210,10 @@ def _run(ns: argparse.Namespace) -> int:
             os.close(ready_fd)
             ready_fd = -1
 
-    store = open_store("plain", str(store_dir), nosync=ns.nosync)
+    try:
+        store = open_node_store(NodeConfig.load(store_dir).store, disks, nosync=ns.nosync)
+    except OSError as e:
+        raise QuietError(f"cannot use the disks {','.join(map(str, disks))}: {e}") from None
     try:
         trio.run(lambda: serve(opts, store, driver, ready=ready))
     except OSError as e:

@@ -458,3 +458,57 @@ def wait_gone(pid: int, timeout: float = 30.0) -> None:
             return
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
+
+
+# ---- snapshots ----
+
+def test_snapshot_files_are_read_only(one_node: SheepProcess, tmp_path: Path) -> None:
+    from conftest import run_dog
+
+    make_vdi(one_node, "Alice", 8 * MIB)
+    with mounted(one_node, tmp_path) as m:
+        vol = m / "volume/Alice"
+        with open(vol, "r+b") as f:
+            f.write(b"before" * 1000)
+        run_dog(one_node, "vdi", "snapshot", "-s", "snap1", "Alice")
+        with open(vol, "r+b") as f:
+            f.write(b"after!" * 1000)
+        run_dog(one_node, "vdi", "snapshot", "Alice")  # untagged: NAME@ID
+        names = sorted(os.listdir(m / "volume"))
+        assert names[0] == "Alice" and "Alice@snap1" in names and len(names) == 3
+        untagged = next(n for n in names if n not in ("Alice", "Alice@snap1"))
+        assert untagged.split("@")[1].isdigit()
+        snap = m / "volume/Alice@snap1"
+        assert snap.stat().st_mode & 0o777 == 0o444
+        assert snap.stat().st_size == 8 * MIB
+        assert snap.read_bytes()[:6000] == b"before" * 1000
+        assert (m / "volume" / untagged).read_bytes()[:6000] == b"after!" * 1000
+        expect_errno(errno.EROFS, os.open, snap, os.O_RDWR)
+        expect_errno(errno.EROFS, os.open, snap, os.O_WRONLY)
+        expect_errno(errno.EROFS, (m / "vdi/mount").write_text, "Alice@snap1\n")
+        assert vol.read_bytes()[:6000] == b"after!" * 1000
+    with one_node.client() as c, Vdi(c, "Alice", tag="snap1", writable=False) as v:
+        assert bytes(v.pread(6000, 0)) == b"before" * 1000
+
+
+def test_writer_open_across_a_snapshot_follows_the_new_vdi(one_node: SheepProcess,
+                                                          tmp_path: Path) -> None:
+    from conftest import run_dog
+
+    make_vdi(one_node, "Alice", 8 * MIB)
+    with mounted(one_node, tmp_path) as m:
+        fd = os.open(m / "volume/Alice", os.O_RDWR)
+        try:
+            os.pwrite(fd, b"A" * 4096, 0)
+            os.fsync(fd)
+            run_dog(one_node, "vdi", "snapshot", "-s", "s1", "Alice")
+            os.pwrite(fd, b"B" * 4096, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    with one_node.client() as c:
+        with Vdi(c, "Alice", tag="s1", writable=False) as v:
+            assert bytes(v.pread(4096, 0)) == b"A" * 4096
+        with Vdi(c, "Alice", writable=False) as v:
+            assert bytes(v.pread(4096, 0)) == b"B" * 4096
+        assert lockable(c, "Alice")

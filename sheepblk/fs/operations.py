@@ -395,7 +395,7 @@ class SheepFs(pyfuse3.Operations):
         h = self._handle(fh)
         if isinstance(h, VolumeHandle):
             try:
-                return await trio.to_thread.run_sync(h.vol.pwrite, off, buf)
+                return await trio.to_thread.run_sync(self.volumes.write, h.vol, off, buf)
             except VolumeError as e:
                 if e.errno == errno.ENOSPC:
                     self._retire(h.ino)

@@ -183,6 +183,41 @@ class Volumes:
     def flush(self, vol: OpenVolume) -> None:
         vol.flush()
 
+    def write(self, vol: OpenVolume, offset: int, data: bytes) -> int:
+        """Write through `vol`; if a snapshot was taken meanwhile (the VDI
+        we write became read-only), follow the name to the new working VDI
+        and write there, as QEMU does, instead of failing the write."""
+        try:
+            return vol.pwrite(offset, data)
+        except SheepdogError as e:
+            if e.result != Res.READONLY or vol.ref.is_snapshot:
+                raise
+            if not self._follow_snapshot(vol):
+                raise
+        return vol.pwrite(offset, data)
+
+    def _follow_snapshot(self, vol: OpenVolume) -> bool:
+        with self._oc_lock:
+            info = self.client.lookup_vdi(vol.ref.name)
+            if info.vid == vol.vid:
+                return False
+            log.info("%s was snapshotted: writing to its new working VDI %x",
+                     vol.ref.name, info.vid)
+            old = vol.vdi
+            if vol.locked:
+                # The lock belongs to the working VDI: move it along.
+                self._release_quietly(old.vid)
+                try:
+                    self.client.lock_vdi(vol.ref.name)
+                except SheepdogError as e:
+                    if e.result != Res.VDI_LOCKED:
+                        raise
+            vol.vdi = Vdi(self.client, vol.ref.name, cache=True)
+            self._by_vid.pop(old.vid, None)
+            self._by_vid[vol.vid] = vol
+            old.close()
+            return True
+
     def _settle(self, vol: OpenVolume) -> None:
         if vol.writers == 0 and not vol.attached and vol.locked:
             vol.locked = False

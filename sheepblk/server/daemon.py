@@ -14,6 +14,7 @@ import trio
 
 from ..cluster.driver import ClusterDriver
 from ..store import ObjectStore
+from . import md_ops
 from .conn import serve_stream
 from .node import Options, Sheep
 from .transport import SocketTransport
@@ -34,6 +35,7 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     port is bound and the node has joined (the daemonising parent waits for
     it)."""
     node = Sheep(opts, store, driver)
+    md_ops.install(node)
     await node.load_vdis()
     listeners = await trio.open_tcp_listeners(opts.port, host=opts.bindaddr)
     log.info("listening on %s:%d, store %s, cluster driver %s", opts.bindaddr, opts.port,

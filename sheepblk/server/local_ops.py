@@ -162,7 +162,11 @@ async def run(node: Sheep, req: Request, data: memoryview | None, caller: Caller
             return Reply(Res.BUFFER_SMALL)
         return Reply(data=body)
     if op == Op.GET_STORE_LIST:
-        return Reply(data=b"plain "[:req.data_length])
+        return Reply(data=b"plain farm "[:req.data_length])
+    if op in (Op.MD_INFO, Op.MD_PLUG, Op.MD_UNPLUG):
+        from . import md_ops
+
+        return await md_ops.run(node, req, data)
     if op == Op.FLUSH_VDI:
         await node.gateway.flush(node.members or [node.me])
         return Reply()

@@ -44,8 +44,8 @@ from ..proto import (
 )
 from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
 from ..proto.inode import SD_INODE_HEADER_SIZE
-from ..store import EpochStore, NodeConfig, ObjectStore, StoreError
-from . import local_ops
+from ..store import BACKENDS, EpochStore, NodeConfig, ObjectStore, StoreError
+from . import local_ops, md_ops
 from .buffers import BufferPool
 from .gateway import Gateway, GatewayError
 from .messages import BadMessage, ClusterMsg
@@ -516,6 +516,8 @@ class Sheep:
             return Res.SUCCESS
         if op == Op.MAKE_FS:
             return await self._make_fs(req, msg)
+        if op == Op.NOTIFY_VDI_ADD:
+            return md_ops.notify_vdi_add(self.table, req)
         if op == Op.SHUTDOWN:
             self.status = ClusterStatus.SHUTDOWN
             self.config.shutdown = True
@@ -529,7 +531,11 @@ class Sheep:
         c = ClusterArgs.unpack(req.args)
         store_name = msg.data.split(b"\0", 1)[0].decode(errors="replace") or "plain"
         if store_name != self.store.name:
-            return Res.NO_STORE
+            # A multi-disk store switches every disk's backend (plain <-> farm).
+            reopen = getattr(self.store, "reopen", None)
+            if reopen is None or store_name not in BACKENDS:
+                return Res.NO_STORE
+            await trio.to_thread.run_sync(reopen, store_name)
         await trio.to_thread.run_sync(self.store.format)
         flags = c.flags
         if self.auto_vnodes:

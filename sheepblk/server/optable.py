@@ -69,5 +69,9 @@ OPS: dict[int, OpInfo] = {
     Op.GET_VNODES: OpInfo(L, force=True),
     Op.GET_OBJ_LIST: OpInfo(L),
     Op.GET_HASH: OpInfo(L),
+    Op.MD_INFO: OpInfo(L, force=True),
+    Op.MD_PLUG: OpInfo(L, force=True),
+    Op.MD_UNPLUG: OpInfo(L, force=True),
+    Op.NOTIFY_VDI_ADD: OpInfo(C, main=True),
     Op.REPAIR_REPLICA: OpInfo(L),
 }
