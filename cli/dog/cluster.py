@@ -11,6 +11,7 @@ from sheepblk.proto import SD_NODE_SIZE, ClusterFlag, EpochLog, Op, Res, strerro
 from sheepblk.proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_MAX_COPIES, STORE_LEN
 
 from .check import check_vdi
+from .cluster_snapshot import snapshot
 from .errors import EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE, QuietError
 from .format import cluster_time, ctime_seconds, node_addr, redundancy, sort_nodes
 from .inodes import walk_vdis
@@ -227,6 +228,9 @@ def cluster_check(target: Target) -> int:
                 click.echo(f"fix vdi {hdr.name}")
             check_vdi(c, nodes, inode)
     return EXIT_SUCCESS
+
+
+cluster.add_command(snapshot)
 
 
 @cluster.group("recover")

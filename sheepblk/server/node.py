@@ -48,6 +48,7 @@ from ..store import BACKENDS, EpochStore, NodeConfig, ObjectStore, StoreError
 from . import local_ops, md_ops
 from .buffers import BufferPool
 from .gateway import Gateway, GatewayError
+from .lock_lease import LockLeases, Release
 from .messages import BadMessage, ClusterMsg
 from .optable import OPS, Kind
 from .peer import PeerOps, result_of
@@ -120,6 +121,7 @@ class Sheep:
         self.gateway = Gateway(self.me, self.peer, self.peers, self.placement,
                                self.object_size, lambda: self.epoch)
         self.vdi = VdiOps(self.gateway, self.table)
+        self.leases = LockLeases()  # lock sessions of this node's clients
         self.loglevel = 6
         self.buffers = BufferPool()
         self.stopped = trio.Event()
@@ -178,7 +180,9 @@ class Sheep:
         return self.config.ctime != 0
 
     def new_caller(self, peer: str) -> Caller:
-        return Caller(f"{self.key}/{next(self._conn_ids)}", peer)
+        caller = Caller(f"{self.key}/{next(self._conn_ids)}", peer)
+        self.leases.opened(caller.key, peer)
+        return caller
 
     # ---- start-up ----
 
@@ -367,6 +371,10 @@ class Sheep:
         if self.status == ClusterStatus.WAIT and not info.force:
             return Reply(Res.WAIT_FOR_JOIN if self.formatted else Res.WAIT_FOR_FORMAT)
         try:
+            if self.leases.active and (info.kind is Kind.GATEWAY or req.opcode in (
+                    Op.DISCARD_OBJ, Op.FLUSH_VDI)):
+                vid = oid_to_vid(ObjArgs.unpack(req.args).oid)
+                await self._release_sessions(self.leases.touch(caller.key, vid))
             if info.kind is Kind.GATEWAY:
                 return await self._gateway_op(req, data)
             if info.kind is Kind.PEER:
@@ -374,7 +382,7 @@ class Sheep:
             if info.kind is Kind.LOCAL:
                 return await local_ops.run(self, req, data, caller)
             if req.opcode in (Op.LOCK_VDI, Op.RELEASE_VDI):
-                caller.holds_locks = True
+                return await self._lock_op(req, data, caller)
             if req.opcode == Op.GET_VDI_INFO and not self._queue and not self._running_block:
                 # A read-only lookup with nothing ordered ahead of it: answer
                 # now instead of paying a round trip through the stream.
@@ -509,7 +517,7 @@ class Sheep:
             return Res.SUCCESS if ok else Res.VDI_LOCKED
         if op == Op.RELEASE_VDI:
             if x.get("owner_gone"):
-                self.table.release_owner(msg.owner)
+                self.table.release_owner(msg.owner, x.get("vid"))
             else:
                 v = VdiArgs.unpack(req.args)
                 self.table.unlock(v.base_vdi_id, msg.owner, v.type)
@@ -555,12 +563,36 @@ class Sheep:
         log.info("formatted: %d copies, store %s", self.config.copies, store_name)
         return Res.SUCCESS
 
-    async def connection_closed(self, caller: Caller) -> None:
-        """A client went away: drop the locks it held (cluster-wide)."""
-        if not caller.holds_locks or self.status != ClusterStatus.OK or self.stopped.is_set():
+    async def _lock_op(self, req: Request, data: memoryview | None, caller: Caller) -> Reply:
+        """LOCK_VDI / RELEASE_VDI through the stream, then the lock
+        session bookkeeping of this node (see lock_lease.py)."""
+        caller.holds_locks = True
+        reply = await self.cluster_op(req, data, caller)
+        if reply.result == Res.SUCCESS:
+            v = VdiArgs.unpack(req.args)
+            if req.opcode == Op.LOCK_VDI:
+                self.leases.locked(caller.key, VdiResult.unpack(reply.args).vdi_id, v.type)
+            else:
+                self.leases.released(caller.key, v.base_vdi_id, v.type)
+        return reply
+
+    async def _release_sessions(self, releases: list[Release]) -> None:
+        """Release, cluster-wide, locks whose session has no member left;
+        owner-specific, so a lock re-taken by someone else meanwhile stays."""
+        if not releases or self.status != ClusterStatus.OK or self.stopped.is_set():
             return
-        req = Request(Op.RELEASE_VDI, 0, 0, 0, 0, VdiArgs().pack())
-        try:
-            await self.cluster_op(req, None, caller, extra={"owner_gone": True})
-        except Exception:
-            log.exception("releasing the locks of %s failed", caller.key)
+        for r in releases:
+            req = Request(Op.RELEASE_VDI, 0, 0, 0, 0,
+                          VdiArgs(base_vdi_id=r.vid, type=r.kind).pack())
+            try:
+                await self.cluster_op(req, None, Caller(r.owner),
+                                      extra={"owner_gone": True, "vid": r.vid})
+                log.info("released lock of %x: its client %s is gone", r.vid, r.owner)
+            except Exception:
+                log.exception("releasing the lock of %x held by %s failed", r.vid, r.owner)
+
+    async def connection_closed(self, caller: Caller) -> None:
+        """A client connection went away: release the locks whose session
+        it was the last member of (lock_lease.py says why not all of the
+        locks it took)."""
+        await self._release_sessions(self.leases.closed(caller.key))

@@ -160,16 +160,23 @@ class VdiTable:
             if not e.participants:
                 e.lock_state = LockState.UNLOCKED
 
-    def release_owner(self, prefix: str) -> list[int]:
-        """Drop every lock whose owner key starts with `prefix` (one client
-        connection, or every client of a node that left)."""
+    def release_owner(self, prefix: str, vid: int | None = None) -> list[int]:
+        """Drop the locks of one client (`prefix` is its exact owner key),
+        or of every client of a node that left (`prefix` ends with "/");
+        only those on `vid` when given."""
+
+        def owned(owner: str) -> bool:
+            return owner == prefix or (prefix.endswith("/") and owner.startswith(prefix))
+
         freed = []
         for e in self.entries.values():
-            if e.lock_state == LockState.LOCKED and e.owner.startswith(prefix):
+            if vid is not None and e.vid != vid:
+                continue
+            if e.lock_state == LockState.LOCKED and owned(e.owner):
                 e.lock_state, e.owner = LockState.UNLOCKED, ""
                 freed.append(e.vid)
             elif e.lock_state == LockState.SHARED:
-                gone = {p for p in e.participants if p.startswith(prefix)}
+                gone = {p for p in e.participants if owned(p)}
                 if gone:
                     e.participants -= gone
                     freed.append(e.vid)
