@@ -14,6 +14,7 @@ from sheepblk.proto import Op, RecoveryState, SdNode, strerror
 from .errors import EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE, QuietError
 from .format import NODE_LIST_HEADER, node_addr, node_list_row, sort_nodes, strnumber
 from .inodes import walk_vdis
+from .node_md import md
 from .options import Target, raw_option, target_options
 
 # enum rw_state in Sheepdog's recovery.c, as STAT_RECOVERY reports it.
@@ -38,6 +39,9 @@ def cluster_nodes(target: Target) -> list[SdNode]:
 @click.group("node")
 def node() -> None:
     """Node commands: list, info, recovery, kill."""
+
+
+node.add_command(md)
 
 
 @node.command("list")

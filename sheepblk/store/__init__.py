@@ -1,6 +1,7 @@
 """One node's persistent state: objects (backends), config, epochs, pid lock."""
 
 from collections.abc import Callable
+from pathlib import Path
 
 from .backend import ObjectStore
 from .errors import (
@@ -13,6 +14,7 @@ from .errors import (
 )
 from .farm import FarmStore
 from .files import AlreadyRunning, EpochStore, NodeConfig, PidLock, write_atomic
+from .md import MdStore
 from .plain import PlainStore
 
 BACKENDS: dict[str, Callable[..., ObjectStore]] = {"plain": PlainStore, "farm": FarmStore}
@@ -28,7 +30,14 @@ def open_store(kind: str, root: str, *, nosync: bool = False) -> ObjectStore:
 
 
 __all__ = [
-    "AlreadyRunning", "BACKENDS", "CorruptObject", "EpochStore", "FarmStore", "InvalidRange", "NoObject", "NoSpace",
+    "AlreadyRunning", "BACKENDS", "CorruptObject", "EpochStore", "FarmStore", "MdStore", "InvalidRange", "NoObject", "NoSpace",
     "NodeConfig", "ObjectStore", "PidLock", "PlainStore", "StoreError", "StoreIOError",
-    "open_store", "write_atomic",
+    "open_node_store", "open_store", "write_atomic",
 ]
+
+
+def open_node_store(kind: str, disks: list[Path], *, nosync: bool = False) -> MdStore:
+    """A node's store: `kind` backends on one or more disks (see md.py).
+    An unknown kind (a config from elsewhere) falls back to plain."""
+    kind = kind if kind in BACKENDS else "plain"
+    return MdStore(disks, kind, lambda k, p: open_store(k, str(p), nosync=nosync))

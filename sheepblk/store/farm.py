@@ -456,6 +456,14 @@ class FarmStore(ObjectStore):
         size = st.f_blocks * st.f_frsize
         return size, size - st.f_bavail * st.f_frsize
 
+    def object_size(self, oid: int) -> int:
+        """The logical size of a stored object (from its header)."""
+        fd = self._open(oid, os.O_RDONLY)
+        try:
+            return _Object(fd, oid).head.object_size
+        finally:
+            os.close(fd)
+
     def stored_bytes(self) -> int:
         """Bytes the object files occupy on disk (holes excluded)."""
         total = 0

@@ -1,0 +1,128 @@
+"""`dog cluster snapshot save|list|load|delete`: cluster snapshots in a
+directory (see sheepblk.farm), as Sheepdog's dog offers them.
+
+Progress goes to stderr, only when it is a terminal (scripts and pipes get
+the plain output). Messages and exit codes follow dog/cluster.c.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from sheepblk.client import SheepdogError
+from sheepblk.farm import Archive, FarmError
+from sheepblk.farm import load as farm_load
+from sheepblk.farm import save as farm_save
+from sheepblk.proto import Res, strerror
+from sheepblk.proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT
+
+from .errors import EXIT_SUCCESS, EXIT_SYSFAIL, QuietError
+from .options import Target, target_options
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; nothing otherwise."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.on = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.on or (done < total and now - self.last < 0.1):
+            return
+        self.last = now
+        pct = done * 100 // total if total else 100
+        bar = "=" * (pct // 4)
+        sys.stderr.write(f"\r{self.what} [{bar:<25}] {done}/{total} objects ({pct}%)")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+@click.group("snapshot")
+def snapshot() -> None:
+    """snapshot/restore the cluster"""
+
+
+@snapshot.command("save")
+@click.argument("tag")
+@click.argument("path", required=False)
+@target_options
+def snapshot_save(target: Target, tag: str, path: str | None) -> int:
+    """save a snapshot of every VDI to PATH"""
+    if not path:
+        raise QuietError("Please specify the path to save snapshot.", 64)
+    try:
+        with target.client() as c:
+            stats = farm_save(c, Archive(path), tag, _Progress("Saving"))
+    except (FarmError, OSError, SheepdogError) as e:
+        raise QuietError(f"{e}\nFail to save snapshot to path: {path}.", EXIT_SYSFAIL) from None
+    if sys.stderr.isatty():
+        click.echo(f"{stats.objects} objects, {stats.new_objects} new, "
+                   f"{stats.bytes_written} bytes written", err=True)
+    return EXIT_SUCCESS
+
+
+@snapshot.command("list")
+@click.argument("path")
+@target_options
+def snapshot_list(target: Target, path: str) -> int:
+    """list the snapshots in PATH"""
+    try:
+        logs = Archive(path).logs()
+    except (FarmError, OSError) as e:
+        raise QuietError(f"{e}\nFail to list snapshot.", EXIT_SYSFAIL) from None
+    click.echo("Index\t\tTag\t\tSnapshot Time")
+    for log in logs:
+        click.echo(f"{log.idx}\t\t{log.tag}\t\t{time.ctime(log.time)}")
+    return EXIT_SUCCESS
+
+
+@snapshot.command("load")
+@click.argument("tag")
+@click.argument("path", required=False)
+@click.option("-b", "--store", default=None,
+              help="backend store of the re-formatted cluster (default: its current one)")
+@target_options
+def snapshot_load(target: Target, tag: str, path: str | None, store: str | None) -> int:
+    """format the cluster and load snapshot TAG (or index) from PATH into it"""
+    if not path:
+        raise QuietError("Please specify the path to save snapshot.", 64)
+    archive = Archive(path)
+    try:
+        header = archive.read_header()
+        if header is None:
+            raise FarmError(f"no snapshot in {path}")
+        archive.find(tag)
+        copies, policy, shift = header
+        with target.client() as c:
+            if store is None:
+                result, logs = c.stat_cluster()
+                store = logs[0].drv_name if result == Res.SUCCESS and logs else "plain"
+            try:
+                c.make_fs(copies, copy_policy=policy, store=store or "plain",
+                          block_size_shift=shift or SD_DEFAULT_BLOCK_SIZE_SHIFT)
+            except SheepdogError as e:
+                raise FarmError(f"Format failed: {strerror(e.result)}") from None
+            farm_load(c, archive, tag, _Progress("Loading"))
+    except (FarmError, OSError, SheepdogError) as e:
+        raise QuietError(f"{e}\nFail to load snapshot", EXIT_SYSFAIL) from None
+    return EXIT_SUCCESS
+
+
+@snapshot.command("delete")
+@click.argument("tag")
+@click.argument("path")
+@target_options
+def snapshot_delete(target: Target, tag: str, path: str) -> int:
+    """delete snapshot TAG (or index) from PATH, freeing what only it used"""
+    try:
+        Archive(path).delete(tag)
+    except (FarmError, OSError) as e:
+        raise QuietError(f"{e}\nFail to delete snapshot.", EXIT_SYSFAIL) from None
+    return EXIT_SUCCESS

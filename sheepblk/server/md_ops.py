@@ -1,0 +1,107 @@
+"""The daemon's side of multi-disk nodes and farm loads.
+
+- SD_OP_MD_INFO / MD_PLUG / MD_UNPLUG (local ops, `dog node md ...`), in
+  Sheepdog's layouts: `struct sd_md_info` (64 x {int idx; u64 free; u64
+  used; char path[4096]} then int nr) and a NUL-terminated,
+  comma-separated path list.
+- the disk-lost hook: MdStore calls it from an I/O thread when it drops a
+  broken disk; the node then runs a recovery pass, which fetches from the
+  other nodes every object it owns but no longer holds.
+- SD_OP_NOTIFY_VDI_ADD's main half (`dog cluster snapshot load` registers
+  the VDIs it restored), as Sheepdog's cluster_notify_vdi_add.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..proto import Op, Request, Res, VdiStateArgs
+from ..proto.md_info import pack_md_info
+from ..store.md import DiskError, MdStore
+from .reply import Reply
+from .vdi_table import VdiEntry, VdiTable
+
+if TYPE_CHECKING:
+    from .node import Sheep
+
+log = logging.getLogger("sheep.md")
+
+def _paths(data: memoryview | None) -> list[Path]:
+    raw = bytes(data or b"").split(b"\0", 1)[0].decode(errors="replace")
+    return [Path(p.strip()).absolute() for p in raw.split(",") if p.strip()]
+
+
+async def run(node: Sheep, req: Request, data: memoryview | None) -> Reply:
+    store = node.store
+    if not isinstance(store, MdStore):
+        return Reply(Res.NO_SUPPORT)
+    if req.opcode == Op.MD_INFO:
+        body = pack_md_info(await trio.to_thread.run_sync(store.info))
+        return Reply(data=body[:req.data_length])
+    paths = _paths(data)
+    if not paths:
+        return Reply(Res.INVALID_PARMS)
+    fn = store.plug if req.opcode == Op.MD_PLUG else store.unplug
+    try:
+        moved = await trio.to_thread.run_sync(fn, paths)
+    except (DiskError, OSError) as e:
+        log.error("md %s %s: %s", "plug" if req.opcode == Op.MD_PLUG else "unplug",
+                  ",".join(map(str, paths)), e)
+        return Reply(Res.UNKNOWN)
+    log.info("md %s %s: %d objects moved", "plug" if req.opcode == Op.MD_PLUG else "unplug",
+             ",".join(map(str, paths)), moved)
+    return Reply()
+
+
+class DiskLostHook:
+    """Called by MdStore (from an I/O thread) when a disk is dropped."""
+
+    def __init__(self, node: Sheep) -> None:
+        self.node = node
+        self.token = trio.lowlevel.current_trio_token()
+
+    def __call__(self, path: Path) -> None:
+        try:
+            trio.from_thread.run_sync(self._kick, path, trio_token=self.token)
+        except RuntimeError:  # already in the trio thread
+            self._kick(path)
+
+    def _kick(self, path: Path) -> None:
+        node = self.node
+        recovery = getattr(node, "recovery", None)
+        nursery = getattr(node, "_nursery", None)
+        if len(node.members) > 1 and recovery is not None and nursery is not None:
+            log.warning("disk %s lost: recovering its objects from other nodes", path)
+            recovery.start(nursery, node.epoch)
+        else:
+            log.error("disk %s lost: its objects have no other copy on a single node", path)
+
+
+def install(node: Sheep) -> None:
+    """Hook a node's MdStore to the node (call inside trio): lost disks
+    start a recovery pass, corrupt objects a repair from another copy."""
+    from .farm_repair import Repairer
+
+    if isinstance(node.store, MdStore):
+        node.store.on_disk_lost = DiskLostHook(node)
+        node.store.on_corrupt = Repairer(node)
+
+
+def notify_vdi_add(table: VdiTable, req: Request) -> int:
+    """Register a VDI restored by `dog cluster snapshot load`: old_vid (if
+    any) becomes a snapshot, new_vid a VDI whose parent it is. old == new
+    marks a snapshot that no restored VDI names as parent."""
+    s = VdiStateArgs.unpack(req.args)
+    if not s.new_vid:
+        return Res.INVALID_PARMS
+    parent = s.old_vid if s.old_vid != s.new_vid else 0
+    prev = table.get(s.new_vid)
+    table.add(VdiEntry(s.new_vid, s.copies, s.copy_policy, s.block_size_shift or 22,
+                       snapshot=bool(prev and prev.snapshot), parent=parent))
+    if s.old_vid:
+        table.mark_snapshot(s.old_vid)
+    return Res.SUCCESS

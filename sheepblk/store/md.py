@@ -1,0 +1,351 @@
+"""Multi-disk nodes: one node's objects spread over several directories.
+
+`sheep /store,/disk1,/disk2` keeps its config and epochs in /store and its
+objects on /disk1 and /disk2; `sheep /store` keeps everything in /store.
+Each disk is a backend of its own (plain or farm, rooted at the disk, so
+objects sit in DISK/obj/). An object's home disk is found by consistent
+hashing over virtual disks as Sheepdog's md.c places them: a disk of S
+bytes gets ceil(S / 1 GiB) vdisks at sd_hash(path), sd_hash_next(...), and
+an oid lives on the first vdisk at or after sd_hash_oid(oid). So plugging
+or unplugging a disk moves only the objects whose home changes.
+
+Corruption: a CorruptObject from a disk's backend is passed on (EIO, so
+the gateway reads another copy) after `on_corrupt(oid)` is told, so the
+daemon can rewrite this copy from a good one.
+
+Failure model (the node stays up): a disk whose directory vanished, or
+that answers EIO, is dropped at once; `on_disk_lost` is told, so the
+daemon can fetch the objects it held from other nodes. Reads of those
+objects meanwhile answer EIO (the gateway then reads another copy); on a
+single node they are lost and say so. A planned `unplug` of a readable
+disk first moves its objects to their new homes: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..proto import sd_hash, sd_hash_next, sd_hash_oid
+from .backend import ObjectStore
+from .errors import CorruptObject, NoObject, StoreError, StoreIOError
+
+log = logging.getLogger("sheep.md")
+
+# As Sheepdog: one virtual disk per GiB of space, so bigger disks take
+# proportionally more objects.
+VDISK_SIZE = 1 << 30
+# At most this many disks per node (MD_MAX_DISK, the size of sd_md_info).
+MAX_DISKS = 64
+
+Factory = Callable[[str, Path], ObjectStore]
+
+
+class DiskError(StoreError):
+    """A plug/unplug request that cannot be done (unknown path, last disk,
+    too many disks)."""
+
+
+@dataclass
+class Disk:
+    path: Path  # as given on the command line / to `md plug`
+    store: ObjectStore
+    space: int
+
+    @property
+    def obj_dir(self) -> Path:
+        return Path(getattr(self.store, "obj_dir", self.path / "obj"))
+
+
+def _space(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize
+
+
+def _vdisk_hashes(disk: Disk) -> list[int]:
+    hval = sd_hash(str(disk.path).encode())
+    out = []
+    for _ in range(max(1, -(-disk.space // VDISK_SIZE))):
+        hval = sd_hash_next(hval)
+        out.append(hval)
+    return out
+
+
+class MdStore(ObjectStore):
+    """Resource handling: owns one backend per disk; a lock guards the disk
+    set (readers take it briefly to pick a disk, never across I/O).
+    Error handling: as ObjectStore; a broken disk becomes StoreIOError
+    (EIO) for the objects it held, after the disk is dropped."""
+
+    def __init__(self, disks: Sequence[Path], kind: str, factory: Factory, *,
+                 on_disk_lost: Callable[[Path], None] | None = None,
+                 on_corrupt: Callable[[int], None] | None = None) -> None:
+        if not disks:
+            raise ValueError("a node needs at least one disk")
+        self.kind = kind
+        self.factory = factory
+        self.on_disk_lost = on_disk_lost
+        self.on_corrupt = on_corrupt
+        self._lock = threading.RLock()
+        self.disks: list[Disk] = []
+        self.lost: list[Path] = []  # disks dropped since start (for md info and logs)
+        self._ring: list[tuple[int, int]] = []  # (hash, disk index)
+        for p in disks:
+            self._add(Path(p))
+        self._rebuild()
+
+    # ---- the disk set ----
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.kind
+
+    def _add(self, path: Path) -> Disk:
+        path.mkdir(parents=True, exist_ok=True)
+        disk = Disk(path, self.factory(self.kind, path), _space(path))
+        self.disks.append(disk)
+        return disk
+
+    def _rebuild(self) -> None:
+        ring: list[tuple[int, int]] = []
+        for i, d in enumerate(self.disks):
+            ring.extend((h, i) for h in _vdisk_hashes(d))
+        ring.sort()
+        self._ring = ring
+        self._hashes = [h for h, _ in ring]
+
+    def home(self, oid: int) -> Disk:
+        with self._lock:
+            if len(self.disks) == 1:
+                return self.disks[0]
+            if not self.disks:
+                raise StoreIOError("every disk of this node is broken")
+            i = bisect.bisect_left(self._hashes, sd_hash_oid(oid))
+            return self.disks[self._ring[i % len(self._ring)][1]]
+
+    def all_disks(self) -> list[Disk]:
+        with self._lock:
+            return list(self.disks)
+
+    def _others(self, disk: Disk) -> list[Disk]:
+        with self._lock:
+            return [d for d in self.disks if d is not disk]
+
+    def healthy(self, disk: Disk) -> bool:
+        return os.access(disk.obj_dir, os.R_OK | os.W_OK | os.X_OK)
+
+    def drop(self, disk: Disk, why: str) -> None:
+        """Forget a broken disk (idempotent) and tell the daemon."""
+        with self._lock:
+            if disk not in self.disks:
+                return
+            self.disks.remove(disk)
+            self.lost.append(disk.path)
+            self._rebuild()
+        log.error("disk %s dropped (%s); the objects it held must come from other "
+                  "nodes or are lost", disk.path, why)
+        if self.on_disk_lost is not None:
+            self.on_disk_lost(disk.path)
+
+    def _check(self, disk: Disk, e: StoreError) -> StoreError:
+        """Turn an error of `disk` into what the caller should see, dropping
+        the disk if it is the disk (not the object) that failed."""
+        if isinstance(e, StoreIOError) or not self.healthy(disk):
+            self.drop(disk, str(e))
+            return StoreIOError(f"{e} (disk {disk.path} dropped)")
+        return e
+
+    def reopen(self, kind: str) -> None:
+        """Switch every disk to another backend (cluster format -b)."""
+        with self._lock:
+            self.kind = kind
+            for d in self.disks:
+                d.store = self.factory(kind, d.path)
+
+    # ---- finding objects off their home (after plug/unplug) ----
+
+    def _elsewhere(self, oid: int, home: Disk) -> Disk | None:
+        for d in self._others(home):
+            if d.store.exists(oid):
+                return d
+        return None
+
+    def _locate(self, oid: int) -> Disk:
+        """The disk holding `oid`: its home, else any disk that has it."""
+        home = self.home(oid)
+        if home.store.exists(oid):
+            return home
+        return self._elsewhere(oid, home) or home
+
+    def _object_size(self, disk: Disk, oid: int) -> int:
+        """Logical size of an object on `disk`, read from its file."""
+        farm_size = getattr(disk.store, "object_size", None)
+        if callable(farm_size):
+            return int(farm_size(oid))
+        return os.stat(disk.obj_dir / f"{oid:016x}").st_size
+
+    def move(self, oid: int, src: Disk, dst: Disk) -> None:
+        """Copy an object to another disk, then remove it from `src`."""
+        size = self._object_size(src, oid)
+        buf = memoryview(bytearray(size))
+        src.store.read_into(oid, 0, buf)
+        dst.store.create_and_write(oid, size, 0, buf, sync=True)
+        src.store.remove(oid)
+
+    def _on_home(self, oid: int, op: Callable[[ObjectStore], None]) -> None:
+        """Run `op` on the disk holding `oid`: its home first (one try, no
+        lookup, the common case), then any other disk that has it."""
+        home = self.home(oid)
+        try:
+            op(home.store)
+            return
+        except CorruptObject:
+            if self.on_corrupt is not None:
+                self.on_corrupt(oid)
+            raise
+        except NoObject as e:
+            other = self._elsewhere(oid, home)
+            if other is None:
+                raise self._check(home, e) from e
+        except StoreIOError as e:
+            raise self._check(home, e) from e
+        try:
+            op(other.store)
+        except (NoObject, StoreIOError) as e:
+            raise self._check(other, e) from e
+
+    # ---- ObjectStore ----
+
+    def read_into(self, oid: int, offset: int, buf: memoryview) -> None:
+        self._on_home(oid, lambda s: s.read_into(oid, offset, buf))
+
+    def write(self, oid: int, offset: int, data: memoryview, *, sync: bool) -> None:
+        self._on_home(oid, lambda s: s.write(oid, offset, data, sync=sync))
+
+    def create_and_write(self, oid: int, size: int, offset: int, data: memoryview, *,
+                         cow_oid: int = 0, sync: bool) -> None:
+        disk = self.home(oid)
+        if cow_oid:
+            src = self._locate(cow_oid)
+            if src is not disk:
+                full = memoryview(bytearray(size))
+                src.store.read_into(cow_oid, 0, full)
+                full[offset:offset + len(data)] = data
+                data, offset, cow_oid = full, 0, 0
+        try:
+            disk.store.create_and_write(oid, size, offset, data, cow_oid=cow_oid, sync=sync)
+        except (NoObject, StoreIOError) as e:
+            raise self._check(disk, e) from e
+        for d in self._others(disk):  # an older copy elsewhere must not come back
+            if d.store.exists(oid):
+                d.store.remove(oid)
+
+    def remove(self, oid: int) -> None:
+        self._locate(oid).store.remove(oid)
+
+    def move_to_stale(self, oid: int, epoch: int) -> None:
+        self._locate(oid).store.move_to_stale(oid, epoch)
+
+    def exists(self, oid: int) -> bool:
+        return self._locate(oid).store.exists(oid)
+
+    def oids(self) -> Iterator[int]:
+        seen: set[int] = set()
+        for d in self._others(None):  # type: ignore[arg-type]
+            try:
+                for oid in d.store.oids():
+                    if oid not in seen:
+                        seen.add(oid)
+                        yield oid
+            except OSError as e:
+                self.drop(d, str(e))
+
+    def flush(self) -> None:
+        for d in self._others(None):  # type: ignore[arg-type]
+            try:
+                d.store.flush()
+            except StoreIOError as e:
+                self._check(d, e)
+
+    def format(self) -> None:
+        for d in self._others(None):  # type: ignore[arg-type]
+            d.store.format()
+
+    def space(self) -> tuple[int, int]:
+        size = used = 0
+        seen: set[int] = set()
+        for d in self._others(None):  # type: ignore[arg-type]
+            try:
+                dev = os.stat(d.path).st_dev
+            except OSError:
+                continue
+            if dev in seen:  # disks on one filesystem share its space
+                continue
+            seen.add(dev)
+            s, u = d.store.space()
+            size, used = size + s, used + u
+        return size, used
+
+    # ---- plug / unplug (dog node md plug|unplug) ----
+
+    def info(self) -> list[tuple[int, Path, int, int]]:
+        """(index, object directory, free, used) of every disk."""
+        out = []
+        for i, d in enumerate(self._others(None)):  # type: ignore[arg-type]
+            try:
+                st = os.statvfs(d.obj_dir)
+            except OSError:
+                continue
+            size = st.f_blocks * st.f_frsize
+            free = st.f_bavail * st.f_frsize
+            out.append((i, d.obj_dir, free, size - free))
+        return out
+
+    def _rebalance(self) -> int:
+        """Move every object that is not on its home disk; returns how many."""
+        moved = 0
+        for d in self._others(None):  # type: ignore[arg-type]
+            for oid in list(d.store.oids()):
+                home = self.home(oid)
+                if home is not d:
+                    self.move(oid, d, home)
+                    moved += 1
+        return moved
+
+    def plug(self, paths: Sequence[Path]) -> int:
+        with self._lock:
+            known = {d.path for d in self.disks}
+            new = [Path(p) for p in paths if Path(p) not in known]
+            if len(self.disks) + len(new) > MAX_DISKS:
+                raise DiskError(f"at most {MAX_DISKS} disks per node")
+            for p in new:
+                self._add(p)
+            self._rebuild()
+        return self._rebalance()
+
+    def unplug(self, paths: Sequence[Path]) -> int:
+        with self._lock:
+            gone = [d for d in self.disks if d.path in {Path(p) for p in paths}]
+            if len(gone) != len(set(paths)):
+                raise DiskError("no such disk on this node")
+            if len(gone) == len(self.disks):
+                raise DiskError("cannot unplug every disk of a node")
+            for d in gone:
+                self.disks.remove(d)
+            self._rebuild()
+        moved = 0
+        for d in gone:
+            if not self.healthy(d):
+                self.lost.append(d.path)
+                if self.on_disk_lost is not None:
+                    self.on_disk_lost(d.path)
+                continue
+            for oid in list(d.store.oids()):
+                self.move(oid, d, self.home(oid))
+                moved += 1
+        return moved
