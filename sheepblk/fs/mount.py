@@ -36,6 +36,11 @@ META_POOL_SIZE = 4
 META_TIMEOUT = STATUS_DEADLINE / 2
 # How long the kernel's dirty pages may take to reach us at shutdown.
 SYNC_DEADLINE = 120.0
+# Readahead of the mount's bdi. FUSE caps it at 128 KiB at INIT (pyfuse3
+# cannot ask for more), which leaves buffered sequential reads at a third of
+# what 1 MiB READ requests give; measured best at 1 MiB (one max-size
+# request ahead) on our 2-core machines: 198 -> 589 MB/s.
+READAHEAD_KB = 1024
 
 
 class MountError(Exception):
@@ -80,6 +85,30 @@ def check_mountpoint(path: str) -> str:
     return path
 
 
+def _mount_device(path: str) -> str | None:
+    """MAJOR:MINOR of the file system mounted at `path` (from mountinfo,
+    so the mount itself is not touched before it is served)."""
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and fields[4].encode().decode("unicode_escape") == path:
+                found = fields[2]
+    return found
+
+
+def tune_readahead(path: str, kb: int = READAHEAD_KB) -> None:
+    """Best effort (needs root and a writable sysfs): raise readahead."""
+    dev = _mount_device(path)
+    if dev is None:
+        return
+    try:
+        with open(f"/sys/class/bdi/{dev}/read_ahead_kb", "w") as f:
+            f.write(str(kb))
+    except OSError as e:
+        log.info("cannot set readahead of %s to %d KiB: %s", path, kb, e)
+
+
 def check_cluster(host: str, port: int) -> None:
     """Fail early with a clear message if no sheep answers at host:port."""
     try:
@@ -120,8 +149,17 @@ def syncfs(path: str) -> None:
 async def _serve(fs: SheepFs, mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, fs, mountpoint)
+        nursery.start_soon(_after_init, mountpoint)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
+
+
+async def _after_init(mountpoint: str) -> None:
+    """Raise readahead once the kernel has processed our INIT reply (which
+    sets the bdi's readahead itself): a stat of the root is answered only
+    after it."""
+    await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+    tune_readahead(mountpoint)
 
 
 async def _watch_signals(fs: SheepFs, mountpoint: str) -> None:
