@@ -1,0 +1,143 @@
+"""Multi-disk nodes end to end: `sheep STORE,DISK1,DISK2` spreads objects
+over the disks, `dog node md info|plug|unplug`, and a disk whose directory
+vanishes is dropped while the node stays up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import SheepProcess, bin_path, free_port, run_dog, wait_port
+
+from sheepblk.store.md import MdStore
+
+MiB = 1 << 20
+NOBJ = 12
+
+
+class _MdSheep(SheepProcess):
+    """A sheep started with STORE,DISK... (the fixture takes one dir)."""
+
+    def __init__(self, tmp: Path, disks: list[Path]) -> None:
+        super().__init__(tmp / "meta", free_port(), f"local:{tmp}/shm")
+        self.disks = disks
+
+    def start(self, wait: bool = True) -> _MdSheep:
+        spec = ",".join(str(p) for p in [self.store, *self.disks])
+        self.store.mkdir(parents=True, exist_ok=True)
+        err = open(self.store.parent / f"sheep-{self.port}.err", "ab")
+        self.proc = subprocess.Popen([bin_path("sheep"), "-f", "-p", str(self.port), "-c",
+                                      self.cluster, spec], stdout=subprocess.DEVNULL, stderr=err)
+        wait_port(self.port, self.proc)
+        return self
+
+
+@pytest.fixture
+def md_node(tmp_path: Path) -> Iterator[_MdSheep]:
+    node = _MdSheep(tmp_path, [tmp_path / "d1", tmp_path / "d2"]).start()
+    try:
+        run_dog(node, "cluster", "format", "-c", "1")
+        yield node
+    finally:
+        if node.proc is not None and node.proc.poll() is None:
+            os.kill(node.proc.pid, signal.SIGTERM)
+            node.proc.wait(15)
+
+
+def _objects(disk: Path) -> set[str]:
+    obj = disk / "obj"
+    return {p.name for p in obj.iterdir() if p.is_file()} if obj.exists() else set()
+
+
+def _md_paths(node: SheepProcess) -> list[str]:
+    rows = run_dog(node, "node", "md", "info", "-r").stdout.decode().splitlines()
+    return [r.split()[-1] for r in rows]
+
+
+def test_placement_matches_the_ring(tmp_path: Path) -> None:
+    """Unit check: homes are stable and spread; unplug moves only what
+    lived on the unplugged disk."""
+    from sheepblk.store import open_store
+
+    disks = [tmp_path / f"d{i}" for i in range(3)]
+    st = MdStore(disks, "plain", lambda k, p: open_store(k, str(p)))
+    oids = [0x00ABCD0000000000 | i for i in range(300)]
+    homes = {oid: st.home(oid).path for oid in oids}
+    assert len(set(homes.values())) == 3
+    for oid in oids[:30]:
+        st.create_and_write(oid, 4096, 0, memoryview(oid.to_bytes(8, "little")), sync=False)
+    moved = st.unplug([disks[2]])
+    assert moved == sum(1 for o in oids[:30] if homes[o] == disks[2])
+    for oid in oids[:30]:
+        buf = memoryview(bytearray(8))
+        st.read_into(oid, 0, buf)
+        assert bytes(buf) == oid.to_bytes(8, "little")
+        if homes[oid] != disks[2]:
+            assert st.home(oid).path == homes[oid]
+
+
+def test_md_info_plug_unplug(md_node: _MdSheep, tmp_path: Path) -> None:
+    node = md_node
+    d1, d2 = node.disks
+    assert _md_paths(node) == [str(d1 / "obj"), str(d2 / "obj")]
+    text = run_dog(node, "node", "md", "info").stdout.decode().splitlines()
+    assert text[0] == "Id\tSize\tUsed\tAvail\tUse%\tPath"
+    assert text[1].startswith(" 0\t") and text[1].endswith(str(d1 / "obj"))
+
+    run_dog(node, "vdi", "create", "A", f"{NOBJ * 4}M")
+    data = os.urandom(NOBJ * 4 * MiB)
+    run_dog(node, "vdi", "write", "A", input=data)
+    on1, on2 = _objects(d1), _objects(d2)
+    assert on1 and on2 and not on1 & on2  # spread, each object once
+    assert not (node.store / "obj").exists() or not _objects(node.store)
+
+    run_dog(node, "node", "md", "unplug", "-f", str(d2))
+    assert _md_paths(node) == [str(d1 / "obj")]
+    assert _objects(d1) == on1 | on2 and not _objects(d2)
+    assert run_dog(node, "vdi", "read", "A").stdout == data
+
+    d3 = tmp_path / "d3"
+    run_dog(node, "node", "md", "plug", "-f", f"{d2},{d3}")
+    assert _md_paths(node) == [str(d1 / "obj"), str(d2 / "obj"), str(d3 / "obj")]
+    assert _objects(d2) and _objects(d3)  # rebalanced onto the new disks
+    assert run_dog(node, "vdi", "read", "A").stdout == data
+
+    bad = run_dog(node, "node", "md", "unplug", "-f", str(tmp_path / "nope"), check=False)
+    assert bad.returncode != 0 and b"Failed to execute request" in bad.stderr
+
+
+def test_vanished_disk_is_dropped(md_node: _MdSheep) -> None:
+    node = md_node
+    d1, d2 = node.disks
+    run_dog(node, "vdi", "create", "A", f"{NOBJ * 4}M")
+    data = os.urandom(NOBJ * 4 * MiB)
+    run_dog(node, "vdi", "write", "A", input=data)
+    lost = {int(n[8:], 16) for n in _objects(d2) if n.startswith("00")}
+    assert lost
+    inode_on_d2 = any(n.startswith("80") for n in _objects(d2))
+    shutil.rmtree(d2)
+
+    # Objects that lived on d2 are lost on a single node: an error, not
+    # zeros; those on d1 still read; the node stays up and drops d2.
+    if not inode_on_d2:
+        for idx in range(NOBJ):
+            out = run_dog(node, "vdi", "read", "A", str(idx * 4 * MiB), str(4 * MiB),
+                          check=False)
+            if idx in lost:
+                assert out.returncode != 0
+            else:
+                assert out.stdout == data[idx * 4 * MiB:(idx + 1) * 4 * MiB]
+    else:
+        assert run_dog(node, "vdi", "read", "A", check=False).returncode != 0
+    assert _md_paths(node) == [str(d1 / "obj")]
+    run_dog(node, "node", "list")
+    run_dog(node, "vdi", "create", "B", "8M")
+    run_dog(node, "vdi", "write", "B", input=b"still works")
+    assert run_dog(node, "vdi", "read", "B", "0", "11").stdout == b"still works"
+    log = (node.store / "sheep.log").read_text()
+    assert f"disk {d2} dropped" in log
