@@ -1,22 +1,34 @@
 """Text in and out exactly as C `dog` prints and parses it.
 
-Sizes are parsed like Sheepdog's option_parse_size() and printed like its
-strnumber(); timestamps, raw-mode escaping and the fixed-width rows of the
-list commands live here so that every command formats the same way and the
-formats can be tested against recorded C output without a cluster.
+Sizes are parsed here like Sheepdog's option_parse_size(); the printing side
+(strnumber, rows of the list commands, timestamps, raw escaping) lives in
+sheepblk.client.report, shared with sheepfs, and is re-exported here.
 """
 
 from __future__ import annotations
 
-import time
-
-from sheepblk.proto import InodeHeader, NodeId, SdNode
+from sheepblk.client.report import (
+    NODE_LIST_HEADER,
+    VDI_LIST_HEADER,
+    cluster_time,
+    ctime_seconds,
+    localtime_str,
+    node_addr,
+    node_list_row,
+    raw_escape,
+    redundancy,
+    sort_nodes,
+    strnumber,
+    vdi_kind,
+    vdi_list_row,
+)
 
 from .errors import EXIT_USAGE, QuietError
 
 _SUFFIX_SHIFT = {"": 0, "b": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
-_UNITS = ("MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 U64_MAX = (1 << 64) - 1
+
+__all__ = ['NODE_LIST_HEADER', 'U64_MAX', 'VDI_LIST_HEADER', 'cluster_time', 'ctime_seconds', 'localtime_str', 'node_addr', 'node_list_row', 'parse_size', 'raw_escape', 'redundancy', 'sort_nodes', 'strnumber', 'vdi_kind', 'vdi_list_row']
 
 
 def parse_size(text: str) -> int:
@@ -47,101 +59,3 @@ def parse_size(text: str) -> int:
     if size > U64_MAX:
         raise QuietError(f"Invalid size '{text}': larger than 2^64 bytes", EXIT_USAGE)
     return size
-
-
-def strnumber(size: int, raw: bool = False) -> str:
-    """Bytes as dog prints them: '1.0 GB', '8.0 MB', '79 GB'; decimal bytes
-    in raw mode."""
-    if raw:
-        return str(size)
-    value = size / (1024 * 1024)
-    unit = 0
-    while unit < len(_UNITS) - 1 and value >= 1024:
-        unit += 1
-        value /= 1024
-    if value >= 10:
-        return f"{value:.0f} {_UNITS[unit]}"
-    return f"{value:.1f} {_UNITS[unit]}"
-
-
-def ctime_seconds(ctime: int) -> int:
-    """Sheepdog timestamps keep seconds in the high 32 bits."""
-    return ctime >> 32
-
-
-def localtime_str(seconds: int, fmt: str) -> str:
-    return time.strftime(fmt, time.localtime(seconds))
-
-
-def raw_escape(name: str) -> str:
-    """Raw output separates fields by spaces, so a VDI name escapes
-    whitespace and backslashes with a backslash (scripts unescape it)."""
-    return "".join("\\" + ch if ch.isspace() or ch == "\\" else ch for ch in name)
-
-
-def node_addr(nid: NodeId) -> str:
-    """HOST:PORT as Sheepdog's addr_to_str (no brackets around IPv6)."""
-    return f"{nid.addr}:{nid.port}"
-
-
-def sort_nodes(nodes: list[SdNode]) -> list[SdNode]:
-    """The order of dog's node tree: address bytes, then port. Node ids
-    given to `dog node kill` count in this order."""
-    from sheepblk.proto.node import addr_to_bytes
-
-    return sorted(nodes, key=lambda n: (addr_to_bytes(n.nid.addr), n.nid.port))
-
-
-def redundancy(nr_copies: int, copy_policy: int) -> str:
-    """'3' for replication, 'D:P' for erasure coding."""
-    if copy_policy:
-        data = (copy_policy >> 4) * 2
-        parity = copy_policy & 0x0F
-        return f"{data}:{parity}"
-    return str(nr_copies)
-
-
-# ---- rows of the list commands ----
-
-NODE_LIST_HEADER = "  Id   Host:Port         V-Nodes       Zone"
-
-
-def node_list_row(i: int, node: SdNode, raw: bool) -> str:
-    host = node_addr(node.nid)
-    if raw:
-        return f"{i} {host} {node.nr_vnodes} {node.zone}"
-    return f"{i:4d}   {host:<20s}\t{node.nr_vnodes:2d}{node.zone:11d}"
-
-
-VDI_LIST_HEADER = ("  Name        Id    Size    Used  Shared    Creation time   VDI id"
-                   "  Copies  Tag   Block Size Shift")
-
-
-def vdi_kind(hdr: InodeHeader, raw: bool) -> str:
-    """'s' snapshot, 'c' clone, then ' ' (or '=' in raw mode)."""
-    if hdr.is_snapshot:
-        return "s"
-    if hdr.snap_id == 1 and hdr.parent_vdi_id != 0:
-        return "c"
-    return "=" if raw else " "
-
-
-def vdi_list_row(hdr: InodeHeader, used: int, shared: int, raw: bool) -> str:
-    """One `dog vdi list` line; `used`/`shared` are bytes."""
-    snapid = hdr.snap_id if hdr.is_snapshot else 0
-    seconds = ctime_seconds(hdr.create_time)
-    copies = redundancy(hdr.nr_copies, hdr.copy_policy)
-    if raw:
-        return (f"{vdi_kind(hdr, raw)} {raw_escape(hdr.name)} {snapid} {hdr.vdi_size} "
-                f"{used} {shared} {seconds} {hdr.vdi_id:x} {copies} {hdr.tag} "
-                f"{hdr.block_size_shift}")
-    date = localtime_str(seconds, "%Y-%m-%d %H:%M")
-    return (f"{vdi_kind(hdr, raw)} {hdr.name:<8s} {snapid:5d} {strnumber(hdr.vdi_size):>7s} "
-            f"{strnumber(used):>7s} {strnumber(shared):>7s} {date}  {hdr.vdi_id:7x} "
-            f"{copies:>6s} {hdr.tag:>13s} {hdr.block_size_shift:3d}")
-
-
-def cluster_time(seconds: int, raw: bool) -> str:
-    if raw:
-        return str(seconds)
-    return localtime_str(seconds, "%Y-%m-%d %H:%M:%S")

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import itertools
 import socket
-from typing import Union
 
 from ..proto import SD_RSP_SIZE, Request, Res, Response
 from .errors import NetworkError, SheepdogError
 
 DEFAULT_PORT = 7000
 # collections.abc.Buffer is 3.12+; nbdkit embeds Debian's 3.11.
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 # Generous: a 64 MiB read from a loaded node can take seconds; a dead peer is
 # still noticed because the kernel closes the socket.
 DEFAULT_TIMEOUT = 120.0

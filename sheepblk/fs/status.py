@@ -6,8 +6,8 @@ runs those commands; we build the same text from client records instead of
 spawning a process per open).
 
 Formats follow dog/vdi.c, dog/node.c, dog/cluster.c and dog/common.c of
-Sheepdog v1.0.1. Note for later: cli/dog/format.py formats the same rows;
-once it is committed both should share one module under sheepblk/.
+Sheepdog v1.0.1; the pieces and rows come from sheepblk.client.report,
+which `dog` uses too.
 
 Functions named *_text take records and are pure; gather_* talk to the
 cluster through a SheepClient (blocking; callers run them in a thread).
@@ -20,51 +20,26 @@ import time
 from collections.abc import Iterable
 
 from ..client import ClientError, SheepClient
+from ..client.report import (
+    NODE_LIST_HEADER,
+    VDI_LIST_HEADER,
+    node_addr,
+    node_list_row,
+    sort_nodes,
+    strnumber,
+    vdi_list_row,
+)
 from ..proto import EpochLog, InodeHeader, NodeResult, Op, Res, SdNode, strerror
 from ..proto.constants import SD_NR_VDIS, ClusterFlag
 from ..proto.inode import data_vid_offset
-from ..proto.node import addr_to_bytes
 from ..proto.oid import vid_to_vdi_oid
 
-_UNITS = ("MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-
-VDI_LIST_HEADER = ("  Name        Id    Size    Used  Shared    Creation time   VDI id"
-                   "  Copies  Tag   Block Size Shift")
-NODE_LIST_HEADER = "  Id   Host:Port         V-Nodes       Zone"
 NODE_INFO_HEADER = "Id\tSize\tUsed\tAvail\tUse%"
 EPOCH_HEADER = "Epoch Time           Version [Host:Port:V-Nodes,,,]"
 
 
 class StatusError(Exception):
     """The cluster could not answer what a status file needs."""
-
-
-# ---- pieces (dog/common.c, lib/net.c) ----
-
-def strnumber(size: int) -> str:
-    """Bytes as dog's strnumber(): '1.0 GB', '8.0 MB', '79 GB'."""
-    value = size / (1024 * 1024)
-    unit = 0
-    while unit < len(_UNITS) - 1 and value >= 1024:
-        unit += 1
-        value /= 1024
-    return f"{value:.0f} {_UNITS[unit]}" if value >= 10 else f"{value:.1f} {_UNITS[unit]}"
-
-
-def node_addr(node: SdNode) -> str:
-    """HOST:PORT as addr_to_str() prints it (no brackets around IPv6)."""
-    return f"{node.nid.addr}:{node.nid.port}"
-
-
-def sort_nodes(nodes: Iterable[SdNode]) -> list[SdNode]:
-    """dog walks its node tree in node_id order: address bytes, then port."""
-    return sorted(nodes, key=lambda n: (addr_to_bytes(n.nid.addr), n.nid.port))
-
-
-def redundancy(nr_copies: int, copy_policy: int) -> str:
-    if copy_policy:
-        return f"{(copy_policy >> 4) * 2}:{copy_policy & 0x0F}"
-    return str(nr_copies)
 
 
 def _percent(used: int, total: int) -> int:
@@ -77,19 +52,8 @@ def vdi_row(hdr: InodeHeader, index: list[int]) -> str:
     """One `dog vdi list` line; `index` is data_vdi_id[] over the VDI's size."""
     my_objs = sum(1 for v in index if v == hdr.vdi_id)
     cow_objs = sum(1 for v in index if v and v != hdr.vdi_id)
-    if hdr.is_snapshot:
-        kind = "s"
-    elif hdr.snap_id == 1 and hdr.parent_vdi_id != 0:
-        kind = "c"
-    else:
-        kind = " "
-    snapid = hdr.snap_id if hdr.is_snapshot else 0
-    date = time.strftime("%Y-%m-%d %H:%M", time.localtime(hdr.create_time >> 32))
     osize = hdr.object_size
-    return (f"{kind} {hdr.name:<8s} {snapid:5d} {strnumber(hdr.vdi_size):>7s} "
-            f"{strnumber(my_objs * osize):>7s} {strnumber(cow_objs * osize):>7s} "
-            f"{date}  {hdr.vdi_id:7x} {redundancy(hdr.nr_copies, hdr.copy_policy):>6s} "
-            f"{hdr.tag:>13s} {hdr.block_size_shift:3d}")
+    return vdi_list_row(hdr, my_objs * osize, cow_objs * osize, raw=False)
 
 
 def vdi_list_text(vdis: Iterable[tuple[InodeHeader, list[int]]]) -> str:
@@ -102,7 +66,7 @@ def vdi_list_text(vdis: Iterable[tuple[InodeHeader, list[int]]]) -> str:
 def node_list_text(nodes: Iterable[SdNode]) -> str:
     lines = [NODE_LIST_HEADER]
     for i, n in enumerate(sort_nodes(nodes)):
-        lines.append(f"{i:4d}   {node_addr(n):<20s}\t{n.nr_vnodes:2d}{n.zone:11d}")
+        lines.append(node_list_row(i, n, raw=False))
     return "".join(line + "\n" for line in lines)
 
 
@@ -145,9 +109,9 @@ def cluster_info_text(result: int, logs: list[EpochLog]) -> str:
         out.append(EPOCH_HEADER + "\n")
     for log in logs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(log.time))
-        nodes = ", ".join(f"{node_addr(n)}:{n.nr_vnodes}" for n in log.nodes)
+        nodes = ", ".join(f"{node_addr(n.nid)}:{n.nr_vnodes}" for n in log.nodes)
         if log.flags & ClusterFlag.DISKMODE:
-            nodes = ", ".join(f"{node_addr(n)}:{n.nr_vnodes}(0)" for n in log.nodes)
+            nodes = ", ".join(f"{node_addr(n.nid)}:{n.nr_vnodes}(0)" for n in log.nodes)
         out.append(f"{when} {log.epoch:6d} [{nodes}]\n")
     return "".join(out)
 
