@@ -30,7 +30,7 @@ class NetworkError(ClientError):
     """The connection to a sheep failed or was closed mid-request."""
 
 
-_RESULT_ERRNO = {
+_RESULT_ERRNO: dict[int, int] = {
     Res.NO_OBJ: errno.ENOENT,
     Res.NO_VDI: errno.ENOENT,
     Res.NO_TAG: errno.ENOENT,
