@@ -5,6 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test || exit 1
 .venv/bin/ruff check sheepblk cli tests bench || exit 1
+.venv/bin/mypy sheepblk cli || exit 1
 .venv/bin/pytest -q -p no:cacheprovider "$@"
 rc=$?
 # pytest exits 5 when it collected nothing: that is a failure here.
