@@ -22,6 +22,9 @@ open:
   taken and have not yet touched any VDI ("pending": QEMU's I/O socket is
   silent until the guest's first request). A pending connection that
   touches a *different* VDI leaves the session: it belongs to another VM.
+  So does one that sends a VDI operation (lock, create, delete, lookup):
+  QEMU's I/O socket never does, so such a connection is another client,
+  e.g. a second QEMU or dog asking for the same lock.
 
 When the last member closes, the node releases the lock cluster-wide
 (RELEASE_VDI, owner-specific, through the ordered stream). An explicit
@@ -156,6 +159,27 @@ class LockLeases:
             if s.host == host:
                 s.pending.discard(key)
                 s.members.add(key)
+        return out
+
+    def used(self, key: str) -> None:
+        """`key` sent a request while no lock is held here: it is no
+        longer a silent, fresh connection."""
+        self._fresh.discard(key)
+
+    def not_io(self, key: str) -> list[Release]:
+        """`key` sent a VDI operation: it is no silent I/O socket, so it
+        leaves every pending list (returns the locks left without members)."""
+        out: list[Release] = []
+        if key not in self._fresh:
+            return out
+        self._fresh.discard(key)
+        for sessions in list(self._by_vid.values()):
+            for s in list(sessions):
+                if key in s.pending:
+                    s.pending.discard(key)
+                    if s.empty:
+                        out.append(s.release())
+                        self._drop(s)
         return out
 
     def sessions(self) -> list[Session]:

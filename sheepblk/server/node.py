@@ -371,8 +371,9 @@ class Sheep:
         if self.status == ClusterStatus.WAIT and not info.force:
             return Reply(Res.WAIT_FOR_JOIN if self.formatted else Res.WAIT_FOR_FORMAT)
         try:
-            if self.leases.active and (info.kind is Kind.GATEWAY or req.opcode in (
-                    Op.DISCARD_OBJ, Op.FLUSH_VDI)):
+            if not self.leases.active:
+                self.leases.used(caller.key)
+            elif info.kind is Kind.GATEWAY or req.opcode in (Op.DISCARD_OBJ, Op.FLUSH_VDI):
                 vid = oid_to_vid(ObjArgs.unpack(req.args).oid)
                 await self._release_sessions(self.leases.touch(caller.key, vid))
             if info.kind is Kind.GATEWAY:
@@ -381,6 +382,7 @@ class Sheep:
                 return await self._peer_op(req, data)
             if info.kind is Kind.LOCAL:
                 return await local_ops.run(self, req, data, caller)
+            await self._release_sessions(self.leases.not_io(caller.key))
             if req.opcode in (Op.LOCK_VDI, Op.RELEASE_VDI):
                 return await self._lock_op(req, data, caller)
             if req.opcode == Op.GET_VDI_INFO and not self._queue and not self._running_block:
