@@ -20,6 +20,11 @@ class ObjectStore(abc.ABC):
     """
 
     name: str
+    # True when a small read, or a write that need not reach the disk before
+    # the answer, costs microseconds (a page-cache pread/pwrite): the daemon
+    # then serves it on its event loop instead of paying a worker-thread hop.
+    # False for backends that decompress or checksum whole objects.
+    cheap_small_io: bool = False
 
     @abc.abstractmethod
     def read_into(self, oid: int, offset: int, buf: memoryview) -> None:

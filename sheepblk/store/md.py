@@ -105,6 +105,11 @@ class MdStore(ObjectStore):
     def name(self) -> str:  # type: ignore[override]
         return self.kind
 
+    @property
+    def cheap_small_io(self) -> bool:  # type: ignore[override]
+        """As cheap as the disks' backends (all of one kind)."""
+        return all(d.store.cheap_small_io for d in self.all_disks())
+
     def _add(self, path: Path) -> Disk:
         path.mkdir(parents=True, exist_ok=True)
         disk = Disk(path, self.factory(self.kind, path), _space(path))

@@ -73,6 +73,7 @@ class PlainStore(ObjectStore):
     Error handling: see ObjectStore; ENOENT on the object is NoObject."""
 
     name = "plain"
+    cheap_small_io = True
 
     def __init__(self, root: str | os.PathLike[str], *, nosync: bool = False) -> None:
         self.root = Path(root)
