@@ -6,6 +6,12 @@ table: gateway ops to the Gateway, peer ops to PeerOps, local ops to
 local_ops, cluster ops into the driver's ordered stream (see messages.py).
 Everything a cluster operation changes is applied in `_apply_main`, which
 every node runs for every operation in the same order.
+
+Membership (see membership.py): a joiner parks its events until the
+`sync` message of a member brings it the cluster's state; every
+membership change of a running cluster makes a new epoch and starts
+recovery (recovery.py); a restarted cluster waits for the nodes of its
+last epoch, learnt from the `claim` messages of the nodes that come back.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, Cl
 from ..proto.inode import SD_INODE_HEADER_SIZE
 from ..store import BACKENDS, EpochStore, NodeConfig, ObjectStore, StoreError
 from . import local_ops, md_ops
+from . import membership as mship
 from .buffers import BufferPool
 from .gateway import Gateway, GatewayError
 from .lock_lease import LockLeases, Release
@@ -53,6 +60,7 @@ from .messages import BadMessage, ClusterMsg
 from .optable import OPS, Kind
 from .peer import PeerOps, result_of
 from .peer_client import PeerClient, PeerError
+from .recovery import Recovery
 from .reply import Caller, Reply
 from .vdi_ops import VdiError, VdiOps, parse_name
 from .vdi_table import VdiEntry, VdiTable
@@ -63,6 +71,9 @@ log = logging.getLogger("sheep")
 # answer gets to leave (it is a courtesy to the client, not a correctness
 # requirement).
 STOP_DELAY = 0.2
+# A peer request from a node already at a newer epoch waits this long for
+# ours to catch up before it is answered NEW_NODE_VER (and retried).
+NEW_EPOCH_WAIT = 5.0
 
 
 @dataclass
@@ -118,8 +129,11 @@ class Sheep:
         self.table = VdiTable()
         self.peer = PeerOps(store)
         self.peers = PeerClient()
+        self.recovery = Recovery(self)
         self.gateway = Gateway(self.me, self.peer, self.peers, self.placement,
-                               self.object_size, lambda: self.epoch)
+                               self.object_size, lambda: self.epoch,
+                               wait_epoch=self.wait_epoch, ready=self.recovery.ready,
+                               halted=self.halted)
         self.vdi = VdiOps(self.gateway, self.table)
         self.leases = LockLeases()  # lock sessions of this node's clients
         self.loglevel = 6
@@ -134,21 +148,58 @@ class Sheep:
         self._joined = False
         self._ring: Ring | None = None
         self._ring_members: list[SdNode] = []
+        self._rings: dict[int, Ring | None] = {}
+        self._epoch_moved = trio.Event()
+        # Join protocol state (see membership.py).
+        self._sync_wait: int | None = None  # seq of our Joined, until synced
+        self._parked: list[Event] = []
+        self._pending_sync: dict[str, int] = {}  # joiner key -> its Joined seq
+        self._claimed: set[str] = set()
+        self._recovered: dict[int, set[str]] = {}
 
     # ---- placement and sizes ----
+
+    def current_ring(self) -> Ring:
+        if self._ring is None or self._ring_members != self.members:
+            self._ring = Ring(self.members or [self.me])
+            self._ring_members = list(self.members)
+        return self._ring
+
+    def copies_of(self, oid: int) -> int:
+        e = self.table.get(oid_to_vid(oid))
+        return (e.copies if e else 0) or self.config.copies or SD_DEFAULT_COPIES
 
     def placement(self, oid: int, copies: int) -> Sequence[SdNode]:
         """The owners of an object: this node alone while it is the only
         member, else the ring of the current members."""
         if len(self.members) <= 1:
             return [self.me]
-        if self._ring is None or self._ring_members != self.members:
-            self._ring = Ring(self.members)
-            self._ring_members = list(self.members)
-        if not copies:
-            e = self.table.get(oid_to_vid(oid))
-            copies = (e.copies if e else 0) or self.config.copies or SD_DEFAULT_COPIES
-        return self._ring.oid_to_nodes(oid, copies) or [self.me]
+        return self.current_ring().oid_to_nodes(oid, copies or self.copies_of(oid)) or [self.me]
+
+    def halted(self, oid: int, copies: int) -> bool:
+        """Too few zones alive for a majority of the object's copies."""
+        if len(self.members) <= 1:
+            return False
+        copies = copies or self.copies_of(oid)
+        return self.current_ring().nr_zones < copies // 2 + 1
+
+    def ring_at(self, epoch: int) -> Ring | None:
+        """The ring of a past (or the current) epoch, from epoch/."""
+        if epoch not in self._rings:
+            got = self.epochs.read(epoch) if epoch > 0 else None
+            self._rings[epoch] = Ring(got[0]) if got and got[0] else None
+        return self._rings[epoch]
+
+    async def wait_epoch(self, epoch: int, delay: float) -> None:
+        """Return when the epoch is no longer `epoch`, or after `delay`."""
+        with trio.move_on_after(delay):
+            while self.epoch == epoch:
+                await self._epoch_moved.wait()
+
+    def _set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        ev, self._epoch_moved = self._epoch_moved, trio.Event()
+        ev.set()
 
     def stop_soon(self) -> None:
         """Stop after the answer that asked for it has gone out."""
@@ -233,6 +284,12 @@ class Sheep:
     # ---- the ordered stream ----
 
     async def _on_event(self, ev: Event) -> None:
+        if self._sync_wait is not None:
+            await self._parked_event(ev)
+            return
+        if isinstance(ev, Joined) and ev.node.nid == self.me.nid:
+            await self._own_join(ev)
+            return
         if isinstance(ev, Message):
             try:
                 msg = ClusterMsg.decode(ev.payload)
@@ -245,6 +302,12 @@ class Sheep:
                         and head.origin == msg.origin and head.op_id == msg.op_id):
                     self._queue.popleft()
                     self._running_block = False
+                    await self._apply_main(msg)
+                elif not any(isinstance(q, ClusterMsg) and q.kind == "block"
+                             and q.origin == msg.origin and q.op_id == msg.op_id
+                             for q in self._queue):
+                    # Its block came before we joined: the sync's state may
+                    # or may not hold it; main halves are idempotent.
                     await self._apply_main(msg)
                 else:
                     log.warning("notify %s/%d matches no block", msg.origin, msg.op_id)
@@ -275,9 +338,12 @@ class Sheep:
                 return
             self._queue.popleft()
             if isinstance(head, ClusterMsg):
-                await self._apply_main(head)
+                if head.kind in mship.KINDS:
+                    await self._apply_member_msg(head)
+                else:
+                    await self._apply_main(head)
             elif isinstance(head, Joined | Left):
-                self._membership(head)
+                await self._membership(head)
 
     async def cluster_op(self, req: Request, data: memoryview | None, caller: Caller,
                          extra: dict | None = None) -> Reply:
@@ -329,37 +395,282 @@ class Sheep:
 
     # ---- membership ----
 
-    def _membership(self, ev: Joined | Left) -> None:
+    async def _own_join(self, ev: Joined) -> None:
+        """Our own Joined: alone, we are the cluster; else park events until
+        a member's sync message brings us its state."""
+        self._queue.clear()
+        self._running_block = False
         self.members = list(ev.members)
+        self._pending_sync.clear()
+        self._claimed.clear()
+        self._joined = True
+        if len(ev.members) > 1:
+            self._sync_wait = ev.seq
+            self._parked = []
+            if self.status == ClusterStatus.OK:
+                self.status = ClusterStatus.WAIT  # a re-join after a session loss
+            log.info("joined as one of %d nodes; waiting for the cluster's state",
+                     len(ev.members))
+            return
+        log.info("joined as the first node")
+        self._claimed.add(self.key)
+        self._maybe_resume()
+        self._after_synced()
+
+    def _after_synced(self) -> None:
+        if self.formatted and self.status == ClusterStatus.WAIT:
+            self._send(mship.CLAIM, {
+                "epoch": self.epoch,
+                "nodes": [mship.node_to_json(n) for n in self._epoch_nodes(self.epoch)],
+                "vdis": mship.entries_to_json(self.table, locks=False)})
+
+    def _epoch_nodes(self, epoch: int) -> list[SdNode]:
+        got = self.epochs.read(epoch) if epoch else None
+        return got[0] if got else []
+
+    async def _parked_event(self, ev: Event) -> None:
+        if isinstance(ev, Message):
+            try:
+                msg = ClusterMsg.decode(ev.payload)
+            except (BadMessage, KeyError, ValueError):
+                msg = None
+            if (msg is not None and msg.kind == mship.SYNC
+                    and msg.extra.get("to") == self.key
+                    and msg.extra.get("seq") == self._sync_wait):
+                parked, self._parked = self._parked, []
+                self._sync_wait = None
+                await self._apply_sync(msg)
+                for p in parked:
+                    await self._on_event(p)
+                return
+        if isinstance(ev, Joined) and ev.node.nid == self.me.nid:
+            await self._own_join(ev)  # joined again before the sync came
+            return
+        self._parked.append(ev)
+
+    async def _apply_sync(self, msg: ClusterMsg) -> None:
+        x = msg.extra
+        cfg = mship.config_from_json(x["config"])
+        status = ClusterStatus(int(x["status"]))
+        self._pending_sync = {k: int(v) for k, v in x["pending"].items()}
+        if cfg.ctime and self.formatted and cfg.ctime != self.config.ctime:
+            log.error("refusing to join: this node's store belongs to another cluster "
+                      "(created %#x, the cluster was created %#x)",
+                      self.config.ctime, cfg.ctime)
+            self.status = ClusterStatus.KILLED
+            self.stopped.set()
+            return
+        if not cfg.ctime:
+            log.info("joined an unformatted cluster")
+            return
+        rejoin = self.formatted
+        if not self.formatted:
+            await trio.to_thread.run_sync(self.store.format)
+            self.epochs.clear()
+        elif status == ClusterStatus.OK:
+            # We were away while the cluster ran: every copy we hold may be
+            # old. Keep them aside; recovery fetches the current ones.
+            moved = await trio.to_thread.run_sync(self._stale_all, self.epoch)
+            log.info("rejoining a running cluster: %d old objects moved to .stale", moved)
+        cfg.shutdown = False
+        self.config = cfg
+        self.config.save(self.root)
+        self._rings.clear()
+        history = mship.epochs_from_json(x["epochs"])
+        sync_epoch = int(x["epoch"])
+        if status == ClusterStatus.OK or not rejoin:
+            for ep, nodes, stamp in history:
+                self.epochs.write(ep, nodes, stamp)
+            self._set_epoch(sync_epoch)
+            mship.replace_entries(self.table, mship.entries_from_json(x["vdis"]))
+        else:
+            mship.merge_entries(self.table, mship.entries_from_json(x["vdis"]))
+            if sync_epoch > self.epoch:
+                for ep, nodes, stamp in history:
+                    if ep > self.epoch:
+                        self.epochs.write(ep, nodes, stamp)
+                self._set_epoch(sync_epoch)
+        self._claimed = set(x.get("claimed", []))
+        self.status = status
+        log.info("joined: cluster %s at epoch %d, %d VDIs", status.name, self.epoch,
+                 len(self.table.entries))
+        if status == ClusterStatus.OK:
+            self._start_recovery()
+        elif rejoin:
+            self._after_synced()
+
+    def _stale_all(self, epoch: int) -> int:
+        n = 0
+        for oid in list(self.store.oids()):
+            try:
+                self.store.move_to_stale(oid, epoch)
+                n += 1
+            except StoreError:
+                continue
+        return n
+
+    def _send(self, kind: str, extra: dict) -> None:
+        """Broadcast a membership message (without waiting for it)."""
+        msg = ClusterMsg(kind, 0, self.key, extra=extra).encode()
+
+        async def send() -> None:
+            try:
+                await self.driver.broadcast(msg)
+            except Exception:
+                log.exception("cannot broadcast a %s message", kind)
+
+        if self._nursery is not None:
+            self._nursery.start_soon(send)
+
+    def _syncer(self) -> str | None:
+        """The member that answers joiners: the first one already in sync."""
+        for n in self.members:
+            if str(n.nid) not in self._pending_sync:
+                return str(n.nid)
+        return None
+
+    def _send_sync(self, to: str, seq: int) -> None:
+        last = self.epoch
+        history = []
+        for ep in range(max(1, last - mship.SYNC_EPOCHS + 1), last + 1):
+            got = self.epochs.read(ep)
+            if got is not None:
+                history.append((ep, got[0], got[1]))
+        self._send(mship.SYNC, {
+            "to": to, "seq": seq, "config": mship.config_to_json(self.config),
+            "status": int(self.status), "epoch": self.epoch,
+            "epochs": mship.epochs_to_json(history),
+            "vdis": mship.entries_to_json(self.table, locks=True),
+            "pending": {k: v for k, v in self._pending_sync.items() if k != to},
+            "claimed": sorted(self._claimed)})
+
+    async def _membership(self, ev: Joined | Left) -> None:
+        before = self._syncer()
+        self.members = list(ev.members)
+        key = str(ev.node.nid)
         if isinstance(ev, Left):
+            self._pending_sync.pop(key, None)
+            self._claimed.discard(key)
             freed = self.table.release_owner(f"{ev.node.nid}/")
             if freed:
                 log.info("released locks of %s on %s", ev.node.nid,
                          ", ".join(f"{v:x}" for v in freed))
-        if isinstance(ev, Joined) and ev.node.nid == self.me.nid:
-            self._joined = True
-        if not self._joined or not self.formatted:
-            return
-        nids = {n.nid for n in self.members}
-        if self.status == ClusterStatus.WAIT:
-            last = self.epochs.read(self.epoch)
-            want = {n.nid for n in last[0]} if last else set()
-            if want <= nids:
-                self.status = ClusterStatus.OK
-                if want != nids:
-                    self._new_epoch()
-                log.info("cluster is running at epoch %d", self.epoch)
-        elif self.status == ClusterStatus.OK:
+            if before == key and self._syncer() == self.key:
+                for k, seq in self._pending_sync.items():
+                    self._send_sync(k, seq)
+        else:
+            self._pending_sync[key] = ev.seq
+        if self.formatted and self.status == ClusterStatus.OK:
             self._new_epoch()
+        if isinstance(ev, Joined) and self._syncer() == self.key:
+            self._send_sync(key, ev.seq)
+        if self.formatted and self.status == ClusterStatus.OK:
+            self._start_recovery()
+        elif self.status == ClusterStatus.WAIT:
+            self._maybe_resume()
+
+    async def _apply_member_msg(self, msg: ClusterMsg) -> None:
+        x = msg.extra
+        if msg.kind == mship.SYNC:
+            self._pending_sync.pop(str(x.get("to")), None)
+        elif msg.kind == mship.CLAIM:
+            if self.status != ClusterStatus.WAIT or not self.formatted:
+                return
+            mship.merge_entries(self.table, mship.entries_from_json(x["vdis"]))
+            ep = int(x["epoch"])
+            if ep > self.epoch:
+                self.epochs.write(ep, [mship.node_from_json(n) for n in x["nodes"]])
+                self._rings.pop(ep, None)
+                self._set_epoch(ep)
+            self._claimed.add(msg.origin)
+            self._maybe_resume()
+        elif msg.kind == mship.RECOVERED:
+            ep = int(x["epoch"])
+            if ep != self.epoch or self.status != ClusterStatus.OK:
+                return
+            done = self._recovered.setdefault(ep, set())
+            done.add(msg.origin)
+            if {str(n.nid) for n in self.members} <= done and self._nursery is not None:
+                self._nursery.start_soon(self._purge_stale, ep)
+        elif msg.kind == "force":
+            result = Res.FORCE_RECOVER
+            if self.status == ClusterStatus.WAIT and self.formatted:
+                self.status = ClusterStatus.OK
+                self._new_epoch()
+                self._start_recovery()
+                log.info("recovery forced: running with %d nodes at epoch %d",
+                         len(self.members), self.epoch)
+                result = Res.SUCCESS
+            if msg.origin == self.key:
+                waiter = self._waiters.get(msg.op_id)
+                if waiter is not None:
+                    waiter.reply = Reply(result)
+                    waiter.done.set()
+
+    def _maybe_resume(self) -> None:
+        """A waiting cluster runs once every node of its last epoch is back
+        (and has told us what it holds)."""
+        if not self.formatted or self.status != ClusterStatus.WAIT \
+                or self._sync_wait is not None:
+            return
+        want = {str(n.nid) for n in self._epoch_nodes(self.epoch)}
+        here = {str(n.nid) for n in self.members}
+        if not want or not want <= (here & self._claimed):
+            return
+        self.status = ClusterStatus.OK
+        if want != here:
+            self._new_epoch()
+            self._start_recovery()
+        log.info("cluster is running at epoch %d", self.epoch)
 
     def _new_epoch(self) -> None:
-        self.epoch += 1
-        self.epochs.write(self.epoch, self.members)
+        self.epochs.write(self.epoch + 1, self.members)
+        self._rings.pop(self.epoch + 1, None)
+        self._set_epoch(self.epoch + 1)
         log.info("epoch %d: %s", self.epoch, ", ".join(str(n.nid) for n in self.members))
+
+    def _start_recovery(self) -> None:
+        if self._nursery is not None:
+            self.recovery.start(self._nursery, self.epoch)
+
+    async def recovery_done(self, epoch: int) -> None:
+        """Our recovery for `epoch` finished: tell everybody."""
+        if epoch == self.epoch:
+            self._send(mship.RECOVERED, {"epoch": epoch})
+
+    async def _purge_stale(self, epoch: int) -> None:
+        """Every member has recovered `epoch`: objects we do not own under
+        its ring are no longer anybody's source; keep them aside."""
+        ring = self.ring_at(epoch)
+        if ring is None or self.me.nr_vnodes == 0:
+            return
+        me = self.me.nid
+
+        def purge() -> int:
+            n = 0
+            for oid in list(self.store.oids()):
+                if self.epoch != epoch:
+                    break
+                if any(o.nid == me for o in ring.oid_to_nodes(oid, self.copies_of(oid))):
+                    continue
+                try:
+                    self.store.move_to_stale(oid, epoch)
+                    n += 1
+                except StoreError:
+                    continue
+            return n
+
+        moved = await trio.to_thread.run_sync(purge)
+        if moved:
+            log.info("epoch %d: %d objects no longer ours moved to .stale", epoch, moved)
 
     # ---- dispatch ----
 
     async def handle(self, req: Request, data: memoryview | None, caller: Caller) -> Reply:
+        if req.opcode == Op.STAT_RECOVERY:
+            return Reply(data=self.recovery.state().pack()[:req.data_length])
+        if req.opcode == Op.FORCE_RECOVER:
+            return await self._force_recover()
         info = OPS.get(req.opcode)
         if info is None:
             log.warning("unknown opcode %#x from %s", req.opcode, caller.peer)
@@ -438,8 +749,43 @@ class Sheep:
                                                 cow_oid=cow, copies=a.copies)
         return Reply()
 
+    async def _force_recover(self) -> Reply:
+        """`dog cluster recover force`: run with the nodes that are here."""
+        if self.status != ClusterStatus.WAIT or not self.formatted:
+            return Reply(Res.FORCE_RECOVER)
+        op_id = next(self._op_ids)
+        waiter = self._waiters[op_id] = _Waiter()
+        try:
+            await self.driver.broadcast(ClusterMsg("force", op_id, self.key).encode())
+            await waiter.done.wait()
+        finally:
+            self._waiters.pop(op_id, None)
+        return waiter.reply
+
+    async def _check_epoch(self, req: Request) -> int:
+        """Sheepdog's check_request_epoch: a peer request must come from a
+        node at our epoch. An older sender retries; for a newer one we wait
+        a little for our own epoch to catch up."""
+        if not req.epoch or req.epoch == self.epoch:
+            return Res.SUCCESS
+        if req.epoch < self.epoch:
+            return Res.OLD_NODE_VER
+        with trio.move_on_after(NEW_EPOCH_WAIT):
+            while self.epoch < req.epoch:
+                await self._epoch_moved.wait()
+        if req.epoch == self.epoch:
+            return Res.SUCCESS
+        return Res.OLD_NODE_VER if req.epoch < self.epoch else Res.NEW_NODE_VER
+
     async def _peer_op(self, req: Request, data: memoryview | None) -> Reply:
         a = ObjArgs.unpack(req.args)
+        res = await self._check_epoch(req)
+        if res != Res.SUCCESS:
+            return Reply(res)
+        if not (req.opcode == Op.READ_PEER and a.tgt_epoch) and req.opcode != Op.FLUSH_PEER:
+            # Recovery's own reads (tgt_epoch set) are served as they are:
+            # waiting there could make two recovering nodes wait on each other.
+            await self.recovery.ready(a.oid)
         size = self.object_size(a.oid)
         sync = not (req.flags & Flag.CMD_CACHE)
         payload = data if data is not None else memoryview(b"")
@@ -529,6 +875,7 @@ class Sheep:
         if op == Op.NOTIFY_VDI_ADD:
             return md_ops.notify_vdi_add(self.table, req)
         if op == Op.SHUTDOWN:
+            self.recovery.stop()
             self.status = ClusterStatus.SHUTDOWN
             self.config.shutdown = True
             if self.formatted:
@@ -558,8 +905,10 @@ class Sheep:
                                  store=store_name)
         self.config.save(self.root)
         self.epochs.clear()
+        self._rings.clear()
         self.table.reset()
-        self.epoch = 0
+        self.recovery.stop()
+        self._set_epoch(0)
         self._new_epoch()
         self.status = ClusterStatus.OK
         log.info("formatted: %d copies, store %s", self.config.copies, store_name)

@@ -1,0 +1,284 @@
+"""Recovery: after an epoch change, pull the objects this node now owns.
+
+Why pull and not push: each node knows best what it owns under the new
+ring and what it already holds, so it asks the others (SD_OP_GET_OBJ_LIST),
+keeps the objects the new ring gives it, and reads each missing one from
+the nodes that owned it in the previous epochs (READ_PEER with tgt_epoch),
+newest epoch first. As Sheepdog's recovery.c does.
+
+What counts as missing: an object not in obj/, or one in obj/ that this
+node did not own in the previous epoch (its copy stopped receiving writes
+when it lost ownership, so it may be old); such a copy is replaced, never
+served. A client request for an object still to be recovered waits and
+recovers that object first (`ready`). While the object list is being built
+every request for an object waits (we do not know yet what is missing).
+
+Throttling: RECOVERY_PARALLEL objects in flight, so client I/O keeps most
+of the disk and network. A newer epoch cancels the running recovery and
+starts over from the new ring; objects already pulled are then kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..cluster.ring import Ring
+from ..proto import SD_SHEEP_PROTO_VER, ObjArgs, Op, RecoveryState, Request, Res, SdNode
+from ..store import StoreError
+from .peer_client import PeerError
+
+if TYPE_CHECKING:
+    from .node import Sheep
+
+log = logging.getLogger("sheep.recovery")
+
+# enum rw_state in Sheepdog's recovery.c, as STAT_RECOVERY reports it.
+RW_PREPARE_LIST, RW_RECOVER_OBJ, RW_NOTIFY_COMPLETION = 0, 1, 2
+# Objects recovered at once: enough to overlap a read from a peer with a
+# local write, few enough that client requests are not queued behind us.
+RECOVERY_PARALLEL = 2
+# How many older epochs are searched for an object's previous owners.
+EPOCHS_BACK = 8
+# Object-list answer buffer (8 bytes per object); grown on BUFFER_SMALL.
+OBJ_LIST_BYTES = 1 << 20
+# A peer at another epoch answers OLD/NEW_NODE_VER: wait and ask again.
+EPOCH_RETRY_DELAY = 0.2
+EPOCH_RETRIES = 50
+
+
+class _Run:
+    """One epoch's recovery on this node."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.state = RW_PREPARE_LIST
+        self.prepared = trio.Event()
+        self.finished = False
+        self.pending: dict[int, trio.Event] = {}  # oid -> set when settled
+        self.inflight: set[int] = set()
+        self.total = 0
+        self.done = 0
+        self.lists: dict[int, list[SdNode]] = {}  # oid -> nodes that listed it
+        self.cancel = trio.CancelScope()
+        self.scopes: list[trio.CancelScope] = []  # urgent recoveries
+
+    def stop(self) -> None:
+        self.cancel.cancel()
+        for scope in self.scopes:
+            scope.cancel()
+        self.finished = True
+        self.release_all()
+
+    def release_all(self) -> None:
+        """Wake every waiter (the run was superseded or finished)."""
+        self.prepared.set()
+        for ev in self.pending.values():
+            ev.set()
+
+
+class Recovery:
+    """Resource handling: runs its work in the node's nursery; `start`
+    cancels a previous run. Error handling: an object no node can give is
+    logged and counted as done; recovery never raises into the node."""
+
+    def __init__(self, node: Sheep) -> None:
+        self.node = node
+        self.current: _Run | None = None
+
+    def state(self) -> RecoveryState:
+        r = self.current
+        if r is None or r.finished:
+            return RecoveryState()
+        return RecoveryState(1, r.state, r.done, r.total)
+
+    @property
+    def active(self) -> bool:
+        return self.current is not None and not self.current.finished
+
+    def start(self, nursery: trio.Nursery, epoch: int) -> None:
+        if self.current is not None:
+            self.current.stop()
+        run = self.current = _Run(epoch)
+        nursery.start_soon(self._main, run)
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.stop()
+
+    async def ready(self, oid: int) -> None:
+        """Return once `oid` may be served from this node's store."""
+        while True:
+            r = self.current
+            if r is None or r.finished:
+                return
+            if not r.prepared.is_set():
+                await r.prepared.wait()
+                continue
+            ev = r.pending.get(oid)
+            if ev is None or ev.is_set():
+                return
+            if oid not in r.inflight and self.node._nursery is not None:
+                self.node._nursery.start_soon(self._recover_one, r, oid, True)
+            await ev.wait()
+            if self.current is r:
+                return
+
+    # ---- the run ----
+
+    async def _main(self, run: _Run) -> None:
+        with run.cancel:
+            try:
+                await self._prepare(run)
+                run.state = RW_RECOVER_OBJ
+                run.prepared.set()
+                log.info("epoch %d: recovering %d objects", run.epoch, run.total)
+                slots = trio.Semaphore(RECOVERY_PARALLEL)
+                async with trio.open_nursery() as nursery:
+                    for oid in list(run.pending):
+                        await slots.acquire()
+                        if run.pending[oid].is_set() or oid in run.inflight:
+                            slots.release()
+                            continue
+                        run.inflight.add(oid)
+                        nursery.start_soon(self._one_slot, run, oid, slots)
+                run.state = RW_NOTIFY_COMPLETION
+                await trio.to_thread.run_sync(self.node.store.flush)
+                log.info("epoch %d: recovery done, %d objects", run.epoch, run.done)
+            except Exception:
+                log.exception("epoch %d: recovery failed", run.epoch)
+            finally:
+                run.release_all()
+        if self.current is run and not run.finished:
+            run.finished = True
+            await self.node.recovery_done(run.epoch)
+
+    def _ring(self, epoch: int) -> Ring | None:
+        return self.node.ring_at(epoch)
+
+    async def _prepare(self, run: _Run) -> None:
+        node = self.node
+        new = self._ring(run.epoch)
+        if new is None or node.me.nr_vnodes == 0:
+            return
+        prev = self._ring(run.epoch - 1) if run.epoch > 1 else None
+        local = set(await trio.to_thread.run_sync(lambda: list(node.store.oids())))
+        seen: dict[int, list[SdNode]] = {}
+        for peer in node.members:
+            if peer.nid == node.me.nid or peer.nr_vnodes == 0:
+                continue
+            for oid in await self._obj_list(peer, run.epoch):
+                seen.setdefault(oid, []).append(peer)
+        for oid in local:
+            seen.setdefault(oid, [])
+        me = node.me.nid
+        for oid, holders in seen.items():
+            copies = node.copies_of(oid)
+            if not any(n.nid == me for n in new.oid_to_nodes(oid, copies)):
+                continue
+            if oid in local and prev is not None and any(
+                    n.nid == me for n in prev.oid_to_nodes(oid, copies)):
+                continue  # ours through the last epoch: up to date
+            if oid in local and not holders:
+                continue  # nobody else has it: our copy is the best there is
+            run.pending[oid] = trio.Event()
+            run.lists[oid] = holders
+        run.total = len(run.pending)
+
+    async def _obj_list(self, peer: SdNode, epoch: int) -> list[int]:
+        size = OBJ_LIST_BYTES
+        while True:
+            buf = bytearray(size)
+            req = Request(Op.GET_OBJ_LIST, 0, epoch, 0, size,
+                          ObjArgs(tgt_epoch=epoch).pack(), SD_SHEEP_PROTO_VER)
+            try:
+                rsp, n = await self.node.peers.request(peer.nid, req, None, memoryview(buf))
+            except PeerError as e:
+                log.warning("no object list from %s: %s", peer.nid, e)
+                return []
+            if rsp.result == Res.BUFFER_SMALL:
+                size *= 4
+                continue
+            if rsp.result != Res.SUCCESS:
+                log.warning("object list from %s: result %#x", peer.nid, rsp.result)
+                return []
+            return [v for (v,) in struct.iter_unpack("<Q", bytes(buf[:n - n % 8]))]
+
+    def _sources(self, run: _Run, oid: int) -> list[tuple[SdNode, int]]:
+        """(node, tgt_epoch) to try, previous owners of the newest epoch first."""
+        node = self.node
+        alive = {n.nid: n for n in node.members}
+        copies = node.copies_of(oid)
+        out: list[tuple[SdNode, int]] = []
+        tried: set[object] = {node.me.nid}
+        for ep in range(run.epoch - 1, max(0, run.epoch - 1 - EPOCHS_BACK), -1):
+            ring = self._ring(ep)
+            if ring is None:
+                continue
+            for n in ring.oid_to_nodes(oid, copies):
+                if n.nid in alive and n.nid not in tried:
+                    tried.add(n.nid)
+                    out.append((alive[n.nid], ep))
+        for n in run.lists.get(oid, []):
+            if n.nid not in tried:
+                tried.add(n.nid)
+                out.append((n, run.epoch - 1))
+        return out
+
+    async def _one_slot(self, run: _Run, oid: int, slots: trio.Semaphore) -> None:
+        try:
+            await self._recover_one(run, oid, False)
+        finally:
+            slots.release()
+
+    async def _recover_one(self, run: _Run, oid: int, urgent: bool) -> None:
+        if urgent:
+            if oid in run.inflight or run.finished:
+                return
+            run.inflight.add(oid)
+        ev = run.pending.get(oid)
+        scope = trio.CancelScope()
+        run.scopes.append(scope)
+        try:
+            with scope:
+                await self._fetch(run, oid)
+        finally:
+            if ev is not None and not ev.is_set():
+                run.done += 1
+                ev.set()
+            if not urgent:
+                run.inflight.discard(oid)
+
+    async def _fetch(self, run: _Run, oid: int) -> None:
+        node = self.node
+        size = node.object_size(oid)
+        buf = bytearray(size)
+        for src, tgt in self._sources(run, oid):
+            req = Request(Op.READ_PEER, 0, run.epoch, 0, size,
+                          ObjArgs(oid=oid, tgt_epoch=tgt).pack(), SD_SHEEP_PROTO_VER)
+            for _ in range(EPOCH_RETRIES):
+                try:
+                    rsp, n = await node.peers.request(src.nid, req, None, memoryview(buf))
+                except PeerError as e:
+                    log.debug("recover %016x from %s: %s", oid, src.nid, e)
+                    break
+                if rsp.result in (Res.OLD_NODE_VER, Res.NEW_NODE_VER):
+                    if node.epoch != run.epoch:
+                        return  # superseded; the next run takes over
+                    await trio.sleep(EPOCH_RETRY_DELAY)
+                    continue
+                if rsp.result != Res.SUCCESS:
+                    break
+                if n < size:
+                    buf[n:] = bytes(size - n)
+                try:
+                    await node.peer.create_and_write(oid, 0, memoryview(buf), size, sync=False)
+                except StoreError as e:
+                    log.error("cannot store recovered %016x: %s", oid, e)
+                    return
+                log.debug("recovered %016x from %s (epoch %d)", oid, src.nid, tgt)
+                return
+        log.warning("epoch %d: no node could give object %016x", run.epoch, oid)
