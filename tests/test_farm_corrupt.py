@@ -53,7 +53,13 @@ def test_single_node_refuses_bad_bytes(sheep_factory: SheepFactory) -> None:
 
 def test_two_copies_serve_good_and_repair(sheep_factory: SheepFactory) -> None:
     nodes = sheep_factory.start(2)
-    time.sleep(1.0)  # let both join before the format (as bench/common does)
+    deadline = time.monotonic() + REPAIR_WAIT
+    while True:  # both must be members before the format, or one holds all
+        with nodes[0].client() as c:
+            if len(c.node_list()) == 2:
+                break
+        assert time.monotonic() < deadline, "the second node never joined"
+        time.sleep(0.1)
     run_dog(nodes[0], "cluster", "format", "-b", "farm", "-c", "2")
     run_dog(nodes[0], "vdi", "create", "A", "8M")
     data = os.urandom(OBJ)
