@@ -4,11 +4,26 @@ For each object it asks `placement` for the owners (this node alone on a
 single-node cluster; the ring of the current epoch once there are more),
 serves its own copy through PeerOps and forwards *_PEER requests to the
 others in parallel. A write is answered once every copy is written.
+
+Why retries live here: a membership change races with every request. A
+peer at another epoch answers OLD/NEW_NODE_VER, a node that just died
+refuses the connection before the driver reports it. The gateway waits for
+its own epoch to move (or a short pause) and sends again to the owners of
+the then-current ring, until RETRY_TIMEOUT; the client never sees these.
+Writes are idempotent (same bytes at the same offset), so resending to a
+copy that already took them is harmless.
+
+Halt: with fewer live zones than a majority of an object's copies
+(copies // 2 + 1), I/O is refused with SD_RES_HALT instead of taking writes
+that too few copies would hold; 2 zones of copies=3 go on, 1 zone of
+copies=2 halts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import trio
 
@@ -22,9 +37,28 @@ from ..proto import (
     SdNode,
 )
 from .peer import PeerOps, result_of
-from .peer_client import PeerClient
+from .peer_client import PeerClient, PeerError
 
 Placement = Callable[[int, int], Sequence[SdNode]]
+T = TypeVar("T")
+log = logging.getLogger("sheep.gateway")
+
+# Results that mean "the cluster is changing under us": retried, not answered.
+RETRYABLE = frozenset({Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.NETWORK_ERROR,
+                       Res.WAIT_FOR_JOIN, Res.WAIT_FOR_FORMAT, Res.KILLED, Res.SHUTDOWN})
+# How long a request keeps retrying; a dead node is noticed within seconds
+# (flock release, ZooKeeper session timeout), this leaves a wide margin.
+RETRY_TIMEOUT = 60.0
+# The pause between retries when the epoch does not move.
+RETRY_PAUSE = 0.3
+
+
+async def _no_wait(epoch: int, delay: float) -> None:
+    await trio.sleep(delay)
+
+
+async def _no_gate(oid: int) -> None:
+    return None
 
 
 class GatewayError(Exception):
@@ -39,13 +73,34 @@ class Gateway:
 
     def __init__(self, me: SdNode, peer: PeerOps, peers: PeerClient,
                  placement: Placement, object_size: Callable[[int], int],
-                 epoch: Callable[[], int]) -> None:
+                 epoch: Callable[[], int],
+                 wait_epoch: Callable[[int, float], Awaitable[None]] = _no_wait,
+                 ready: Callable[[int], Awaitable[None]] = _no_gate,
+                 halted: Callable[[int, int], bool] = lambda oid, copies: False) -> None:
         self.me = me
         self.peer = peer
         self.peers = peers
         self.placement = placement
         self.object_size = object_size
         self.epoch = epoch
+        self.wait_epoch = wait_epoch
+        self.ready = ready
+        self.halted = halted
+
+    async def _retry(self, oid: int, copies: int, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt` until it succeeds or fails for a reason of its own."""
+        deadline = trio.current_time() + RETRY_TIMEOUT
+        while True:
+            if self.halted(oid, copies):
+                raise GatewayError(Res.HALT, "too few living nodes")
+            epoch = self.epoch()
+            try:
+                return await attempt()
+            except GatewayError as e:
+                if e.result not in RETRYABLE or trio.current_time() > deadline:
+                    raise
+                log.debug("retrying %016x at epoch %d: %s", oid, epoch, e)
+            await self.wait_epoch(epoch, RETRY_PAUSE)
 
     def owners(self, oid: int, copies: int) -> Sequence[SdNode]:
         return self.placement(oid, copies)
@@ -90,18 +145,24 @@ class Gateway:
 
     async def read(self, oid: int, offset: int, buf: memoryview, *, copies: int = 0,
                    flags: int = 0) -> None:
+        await self._retry(oid, copies, lambda: self._read(oid, offset, buf, copies, flags))
+
+    async def _read(self, oid: int, offset: int, buf: memoryview, copies: int,
+                    flags: int) -> None:
         nodes = self.owners(oid, copies)
         size = self.object_size(oid)
         last: BaseException | None = None
         for node in nodes:  # our own copy first: no network
             if self._is_me(node):
                 try:
+                    await self.ready(oid)
                     await self.peer.read(oid, offset, buf, size)
                     return
-                except Exception as e:  # noqa: BLE001 - e.g. CorruptObject: try another copy
+                except Exception as e:  # noqa: BLE001 - fail over to another copy
                     last = e
                     if len(nodes) == 1:
                         raise
+        retry: BaseException | None = None
         for node in nodes:
             if self._is_me(node):
                 continue
@@ -110,20 +171,29 @@ class Gateway:
                                    length=len(buf), flags=flags)
                 return
             except Exception as e:  # noqa: BLE001 - try the next copy
-                last = e
                 if isinstance(e, GatewayError) and e.result in (Res.INVALID_PARMS,):
                     raise
-        raise GatewayError(result_of(last) if last else Res.NO_OBJ, str(last))
+                if result_of(e) in RETRYABLE:
+                    retry = e
+                else:
+                    last = e
+        # A copy that could not answer for now beats one that is missing.
+        err = retry or last
+        raise GatewayError(result_of(err) if err else Res.NO_OBJ, str(err))
 
     async def write(self, oid: int, offset: int, data: memoryview, *, sync: bool,
                     copies: int = 0) -> None:
         size = self.object_size(oid)
         flags = 0 if sync else Flag.CMD_CACHE
-        await self._all(
-            self.owners(oid, copies),
-            lambda: self.peer.write(oid, offset, data, size, sync=sync),
+
+        async def local() -> None:
+            await self.ready(oid)
+            await self.peer.write(oid, offset, data, size, sync=sync)
+
+        await self._retry(oid, copies, lambda: self._all(
+            self.owners(oid, copies), local,
             lambda n: self._remote(n, Op.WRITE_PEER, oid, offset=offset, data=data,
-                                   flags=flags))
+                                   flags=flags)))
 
     async def create_and_write(self, oid: int, offset: int, data: memoryview, *, sync: bool,
                                cow_oid: int = 0, copies: int = 0) -> None:
@@ -136,19 +206,37 @@ class Gateway:
             full[offset:offset + len(data)] = data
             data, offset, cow_oid = full, 0, 0
         flags = 0 if sync else Flag.CMD_CACHE
-        await self._all(
-            nodes,
-            lambda: self.peer.create_and_write(oid, offset, data, size, cow_oid=cow_oid,
-                                               sync=sync),
+
+        async def local() -> None:
+            await self.ready(oid)
+            await self.peer.create_and_write(oid, offset, data, size, cow_oid=cow_oid,
+                                             sync=sync)
+
+        await self._retry(oid, copies, lambda: self._all(
+            self.owners(oid, copies), local,
             lambda n: self._remote(n, Op.CREATE_AND_WRITE_PEER, oid, offset=offset,
-                                   data=data, flags=flags, cow_oid=cow_oid, copies=copies))
+                                   data=data, flags=flags, cow_oid=cow_oid, copies=copies)))
 
     async def remove(self, oid: int, *, copies: int = 0) -> None:
-        await self._all(
-            self.owners(oid, copies),
-            lambda: self.peer.remove(oid),
-            lambda n: self._remote(n, Op.REMOVE_PEER, oid))
+        async def local() -> None:
+            await self.ready(oid)
+            await self.peer.remove(oid)
+
+        await self._retry(oid, copies, lambda: self._all(
+            self.owners(oid, copies), local,
+            lambda n: self._remote(n, Op.REMOVE_PEER, oid)))
 
     async def flush(self, nodes: Sequence[SdNode]) -> None:
-        await self._all(nodes, self.peer.flush,
-                        lambda n: self._remote(n, Op.FLUSH_PEER, 0))
+        """Flush every node's cached writes; a node that cannot be reached
+        has left (or is leaving) and its copies no longer count."""
+
+        async def remote(n: SdNode) -> None:
+            try:
+                await self._remote(n, Op.FLUSH_PEER, 0)
+            except GatewayError as e:
+                if e.result not in RETRYABLE:
+                    raise
+            except PeerError:
+                pass
+
+        await self._all(nodes, self.peer.flush, remote)
