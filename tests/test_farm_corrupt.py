@@ -85,5 +85,8 @@ def test_two_copies_serve_good_and_repair(sheep_factory: SheepFactory) -> None:
             assert time.monotonic() < deadline, "bad copy never repaired"
             time.sleep(0.1)
     assert bytes(buf) == data
-    log = (nodes[0].store / "sheep.log").read_text()
-    assert "was corrupt here: rewritten from" in log
+    # The log line follows the rewrite: wait for it the same way.
+    log = nodes[0].store / "sheep.log"
+    while "was corrupt here: rewritten from" not in log.read_text():
+        assert time.monotonic() < deadline, "repair not logged"
+        time.sleep(0.1)
