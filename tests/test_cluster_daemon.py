@@ -213,7 +213,7 @@ def test_two_of_three_die_with_copies_2_halts_then_resumes(
 def test_gateway_only_node_serves_io(sheep_factory: SheepFactory) -> None:
     nodes = three(sheep_factory, n=2, copies=2)
     (gw,) = sheep_factory.start(1, cluster=nodes[0].cluster, extra=["-g"])
-    wait_for(lambda: node_count(gw) == 3, "gateway joined")
+    wait_for(lambda: node_count(gw) == 3 and running(gw), "gateway joined")
     with gw.client() as c:
         c.create_vdi("Alice", 64 * MiB)
         with Vdi(c, "Alice") as v:
@@ -262,7 +262,7 @@ def test_force_recover_with_a_node_missing(sheep_factory: SheepFactory) -> None:
     nodes[0].start()
     nodes[1].start()
     wait_for(lambda: node_count(nodes[0]) == 2, "2 nodes")
-    run_dog(nodes[0], "cluster", "recover", "force", "-y")
+    run_dog(nodes[0], "cluster", "recover", "force", "-f")
     with nodes[1].client() as c:
         wait_for(lambda: c.lookup_vdi("Alice").vid > 0, "running after force")
     assert epoch_of(nodes[0]) == 2

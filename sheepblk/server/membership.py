@@ -15,7 +15,8 @@ cluster that waits for its last epoch's nodes (a restart): its latest epoch
 and the VDIs whose inodes it stores, so every node folds the same claims
 and agrees on the epoch to resume from and on the full VDI table.
 
-A `recovered` message says a node finished recovery for an epoch; once
+A `force` message (`dog cluster recover force`) makes a waiting cluster
+run with the nodes it has. A `recovered` message says a node finished recovery for an epoch; once
 every member said so, objects a node no longer owns go to obj/.stale/.
 """
 
@@ -29,8 +30,8 @@ from ..proto import SdNode
 from ..store import NodeConfig
 from .vdi_table import VdiEntry, VdiTable
 
-SYNC, CLAIM, RECOVERED = "sync", "claim", "recovered"
-KINDS = (SYNC, CLAIM, RECOVERED)
+SYNC, CLAIM, RECOVERED, FORCE = "sync", "claim", "recovered", "force"
+KINDS = (SYNC, CLAIM, RECOVERED, FORCE)
 
 # Epochs a joiner receives in its sync message (for `dog cluster info` and
 # for recovery's older rings); a ZooKeeper message must stay well under 1 MB.

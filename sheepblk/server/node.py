@@ -149,6 +149,7 @@ class Sheep:
         self._ring: Ring | None = None
         self._ring_members: list[SdNode] = []
         self._rings: dict[int, Ring | None] = {}
+        self._max_zones_seen, self._zones_at = 1, -1
         self._epoch_moved = trio.Event()
         # Join protocol state (see membership.py).
         self._sync_wait: int | None = None  # seq of our Joined, until synced
@@ -177,11 +178,22 @@ class Sheep:
         return self.current_ring().oid_to_nodes(oid, copies or self.copies_of(oid)) or [self.me]
 
     def halted(self, oid: int, copies: int) -> bool:
-        """Too few zones alive for a majority of the object's copies."""
-        if len(self.members) <= 1:
-            return False
-        copies = copies or self.copies_of(oid)
+        """Too few zones alive for a majority of the object's copies (as
+        many as the cluster ever had zones for: a one-node cluster with
+        copies=3 runs, a three-node one down to one zone does not)."""
+        copies = min(copies or self.copies_of(oid), self._max_zones())
         return self.current_ring().nr_zones < copies // 2 + 1
+
+    def _max_zones(self) -> int:
+        """The most zones any epoch of this cluster had."""
+        if self._zones_at != self.epoch:
+            best = 1
+            for ep in range(1, self.epoch + 1):
+                ring = self.ring_at(ep)
+                if ring is not None:
+                    best = max(best, ring.nr_zones)
+            self._max_zones_seen, self._zones_at = best, self.epoch
+        return self._max_zones_seen
 
     def ring_at(self, epoch: int) -> Ring | None:
         """The ring of a past (or the current) epoch, from epoch/."""
@@ -469,9 +481,11 @@ class Sheep:
             self.epochs.clear()
         elif status == ClusterStatus.OK:
             # We were away while the cluster ran: every copy we hold may be
-            # old. Keep them aside; recovery fetches the current ones.
-            moved = await trio.to_thread.run_sync(self._stale_all, self.epoch)
-            log.info("rejoining a running cluster: %d old objects moved to .stale", moved)
+            # old. We were in no ring of the epochs since, so recovery
+            # treats each as missing: a request for one waits until it is
+            # fetched from a node that stayed; one nobody else has is kept.
+            log.info("rejoining a running cluster at epoch %d (ours was %d)",
+                     int(x["epoch"]), self.epoch)
         cfg.shutdown = False
         self.config = cfg
         self.config.save(self.root)
@@ -498,16 +512,6 @@ class Sheep:
             self._start_recovery()
         elif rejoin:
             self._after_synced()
-
-    def _stale_all(self, epoch: int) -> int:
-        n = 0
-        for oid in list(self.store.oids()):
-            try:
-                self.store.move_to_stale(oid, epoch)
-                n += 1
-            except StoreError:
-                continue
-        return n
 
     def _send(self, kind: str, extra: dict) -> None:
         """Broadcast a membership message (without waiting for it)."""
@@ -592,7 +596,7 @@ class Sheep:
             done.add(msg.origin)
             if {str(n.nid) for n in self.members} <= done and self._nursery is not None:
                 self._nursery.start_soon(self._purge_stale, ep)
-        elif msg.kind == "force":
+        elif msg.kind == mship.FORCE:
             result = Res.FORCE_RECOVER
             if self.status == ClusterStatus.WAIT and self.formatted:
                 self.status = ClusterStatus.OK
@@ -681,6 +685,9 @@ class Sheep:
             return Reply(Res.SHUTDOWN)
         if self.status == ClusterStatus.WAIT and not info.force:
             return Reply(Res.WAIT_FOR_JOIN if self.formatted else Res.WAIT_FOR_FORMAT)
+        if (not info.force and info.kind in (Kind.GATEWAY, Kind.CLUSTER)
+                and self.halted(0, self.config.copies)):
+            return Reply(Res.HALT)
         try:
             if not self.leases.active:
                 self.leases.used(caller.key)
@@ -756,7 +763,7 @@ class Sheep:
         op_id = next(self._op_ids)
         waiter = self._waiters[op_id] = _Waiter()
         try:
-            await self.driver.broadcast(ClusterMsg("force", op_id, self.key).encode())
+            await self.driver.broadcast(ClusterMsg(mship.FORCE, op_id, self.key).encode())
             await waiter.done.wait()
         finally:
             self._waiters.pop(op_id, None)

@@ -48,6 +48,7 @@ OBJ_LIST_BYTES = 1 << 20
 # A peer at another epoch answers OLD/NEW_NODE_VER: wait and ask again.
 EPOCH_RETRY_DELAY = 0.2
 EPOCH_RETRIES = 50
+LAGGING = frozenset({Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.WAIT_FOR_JOIN})
 
 
 class _Run:
@@ -190,6 +191,7 @@ class Recovery:
 
     async def _obj_list(self, peer: SdNode, epoch: int) -> list[int]:
         size = OBJ_LIST_BYTES
+        tries = 0
         while True:
             buf = bytearray(size)
             req = Request(Op.GET_OBJ_LIST, 0, epoch, 0, size,
@@ -201,6 +203,10 @@ class Recovery:
                 return []
             if rsp.result == Res.BUFFER_SMALL:
                 size *= 4
+                continue
+            if rsp.result in LAGGING and tries < EPOCH_RETRIES and self.node.epoch == epoch:
+                tries += 1  # the peer has not applied this epoch yet
+                await trio.sleep(EPOCH_RETRY_DELAY)
                 continue
             if rsp.result != Res.SUCCESS:
                 log.warning("object list from %s: result %#x", peer.nid, rsp.result)
@@ -265,7 +271,7 @@ class Recovery:
                 except PeerError as e:
                     log.debug("recover %016x from %s: %s", oid, src.nid, e)
                     break
-                if rsp.result in (Res.OLD_NODE_VER, Res.NEW_NODE_VER):
+                if rsp.result in LAGGING:
                     if node.epoch != run.epoch:
                         return  # superseded; the next run takes over
                     await trio.sleep(EPOCH_RETRY_DELAY)
