@@ -628,7 +628,11 @@ class Sheep:
         log.info("cluster is running at epoch %d", self.epoch)
 
     def _new_epoch(self) -> None:
-        self.epochs.write(self.epoch + 1, self.members)
+        # Sorted by node id, as Sheepdog keeps an epoch's node list.
+        from ..proto.node import addr_to_bytes
+
+        nodes = sorted(self.members, key=lambda n: (addr_to_bytes(n.nid.addr), n.nid.port))
+        self.epochs.write(self.epoch + 1, nodes)
         self._rings.pop(self.epoch + 1, None)
         self._set_epoch(self.epoch + 1)
         log.info("epoch %d: %s", self.epoch, ", ".join(str(n.nid) for n in self.members))

@@ -199,6 +199,13 @@ class Recovery:
             try:
                 rsp, n = await self.node.peers.request(peer.nid, req, None, memoryview(buf))
             except PeerError as e:
+                # A node just (re)started may drop us while it syncs; one
+                # that died leaves the membership, which restarts us.
+                if tries < EPOCH_RETRIES and self.node.epoch == epoch and any(
+                        n.nid == peer.nid for n in self.node.members):
+                    tries += 1
+                    await trio.sleep(EPOCH_RETRY_DELAY)
+                    continue
                 log.warning("no object list from %s: %s", peer.nid, e)
                 return []
             if rsp.result == Res.BUFFER_SMALL:
