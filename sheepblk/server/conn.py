@@ -30,6 +30,11 @@ MAX_INFLIGHT = 64
 CLOSE_GRACE = 2.0
 # Scratch for skipping the payload of a refused request.
 _SKIP_CHUNK = 1 << 16
+# Answers served inline are gathered into one sendmsg up to this many bytes.
+BATCH_BYTES = 256 << 10
+# Inline requests the read loop may serve without yielding to other tasks
+# (a client that keeps the socket full must not starve the others).
+INLINE_BEFORE_YIELD = 32
 
 
 class Handler(Protocol):
@@ -38,6 +43,10 @@ class Handler(Protocol):
     def new_caller(self, peer: str) -> Caller: ...
 
     async def connection_closed(self, caller: Caller) -> None: ...
+
+    # Optional: handle_nowait(req, data, caller) -> Reply | None answers a
+    # request at once when it can do so without waiting for anything, or
+    # returns None, having changed nothing, for `handle` to serve it.
 
     @property
     def epoch(self) -> int: ...
@@ -53,6 +62,12 @@ class Connection:
         self.slots = trio.Semaphore(MAX_INFLIGHT)
         self.broken = False
         self.buffers: BufferPool | None = getattr(handler, "buffers", None)
+        self.nowait = getattr(handler, "handle_nowait", None)
+        # Inline answers not sent yet: header/payload parts, pooled buffers.
+        self._out: list[memoryview] = []
+        self._out_bytes = 0
+        self._out_pooled: list[bytearray] = []
+        self._since_yield = 0
 
     async def _fill(self) -> bool:
         space = self.decoder.recv_buffer()
@@ -85,22 +100,67 @@ class Connection:
             if reply.pooled is not None and self.buffers is not None:
                 self.buffers.put(reply.pooled)
 
-    async def _send(self, req: Request, reply: Reply) -> None:
+    def _parts(self, req: Request, reply: Reply) -> list[memoryview]:
         data = reply.data
         n = len(data) if data is not None else 0
         hdr = response_header(req, reply.result, args=reply.args, data_length=n,
                               epoch=self.handler.epoch)
-        parts = [memoryview(hdr)]
-        if n:
-            assert data is not None
-            parts.append(memoryview(data).cast("B"))
-        async with self.send_lock:
+        if not n:
+            return [memoryview(hdr)]
+        assert data is not None
+        return [memoryview(hdr), memoryview(data).cast("B")]
+
+    async def _send(self, req: Request, reply: Reply) -> None:
+        await self._send_parts(self._parts(req, reply))
+
+    async def _send_parts(self, parts: list[memoryview]) -> None:
+        lock = self.send_lock
+        try:
+            lock.acquire_nowait()  # uncontended: no trip through the scheduler
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             if self.broken:
                 return
             try:
                 await self.t.send_all(parts)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 self.broken = True
+        finally:
+            lock.release()
+
+    def _queue(self, req: Request, reply: Reply) -> None:
+        """Keep an inline answer for the next _flush (one sendmsg for all)."""
+        parts = self._parts(req, reply)
+        self._out.extend(parts)
+        self._out_bytes += sum(len(p) for p in parts)
+        if reply.pooled is not None:
+            self._out_pooled.append(reply.pooled)
+
+    async def _flush(self) -> None:
+        if not self._out:
+            return
+        parts, pooled = self._out, self._out_pooled
+        self._out, self._out_pooled, self._out_bytes = [], [], 0
+        try:
+            await self._send_parts(parts)
+        finally:
+            if self.buffers is not None:
+                for buf in pooled:
+                    self.buffers.put(buf)
+
+    def _serve_now(self, req: Request, data: memoryview | None) -> bool:
+        """Answer `req` inline if the handler can without waiting."""
+        assert self.nowait is not None
+        try:
+            reply = self.nowait(req, data, self.caller)
+        except Exception:
+            log.exception("request %#x failed", req.opcode)
+            reply = Reply(Res.SYSTEM_ERROR)
+        if reply is None:
+            return False
+        self._queue(req, reply)
+        return True
 
     async def _serve_one(self, req: Request, data: memoryview | None,
                          pooled: bytearray | None) -> None:
@@ -119,7 +179,11 @@ class Connection:
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                await self._read_loop(nursery)
+                try:
+                    await self._read_loop(nursery)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._flush()
         finally:
             # Shielded so a cancelled connection still releases its locks,
             # bounded so a stopping node does not wait on a dead stream.
@@ -134,6 +198,12 @@ class Connection:
         while not self.broken:
             req = self.decoder.next_header()
             if req is None:
+                # Nothing more parsed: answer what was served inline
+                # before possibly waiting for the client.
+                await self._flush()
+                if self._since_yield >= INLINE_BEFORE_YIELD:
+                    self._since_yield = 0
+                    await trio.lowlevel.checkpoint()
                 try:
                     if not await self._fill():
                         return
@@ -144,6 +214,7 @@ class Connection:
             if verdict.result != Res.SUCCESS:
                 log.warning("refusing request %#x from %s: result %#x", req.opcode,
                             self.caller.peer, verdict.result)
+                await self._flush()
                 await self.send(req, Reply(verdict.result))
                 if verdict.close or not await self._skip(verdict.payload):
                     return
@@ -151,6 +222,8 @@ class Connection:
             data = None
             pooled = None
             if verdict.payload:
+                if self.decoder.buffered < verdict.payload:
+                    await self._flush()
                 pooled = self._get_buffer(verdict.payload)
                 buf = memoryview(pooled)
                 try:
@@ -159,6 +232,15 @@ class Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     return
                 data = buf
+            if self.nowait is not None and self._serve_now(req, data):
+                if pooled is not None and self.buffers is not None:
+                    self.buffers.put(pooled)
+                self._since_yield += 1
+                if self._out_bytes >= BATCH_BYTES:
+                    await self._flush()
+                continue
+            await self._flush()
+            self._since_yield = 0
             await self.slots.acquire()
             nursery.start_soon(self._serve_one, req, data, pooled)
 

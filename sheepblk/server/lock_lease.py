@@ -161,6 +161,10 @@ class LockLeases:
                 s.members.add(key)
         return out
 
+    def fresh(self, key: str) -> bool:
+        """`key` has sent nothing yet (its first I/O may release locks)."""
+        return key in self._fresh
+
     def used(self, key: str) -> None:
         """`key` sent a request while no lock is held here: it is no
         longer a silent, fresh connection."""

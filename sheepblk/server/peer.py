@@ -42,20 +42,34 @@ class PeerOps:
                 f"{offset}+{length} outside object {oid:016x} of {size} bytes")
         return size
 
-    async def read(self, oid: int, offset: int, buf: memoryview, object_size: int) -> None:
+    def inline_ok(self, n: int) -> bool:
+        """Whether an I/O of `n` bytes without fdatasync may run on the event loop."""
+        return n <= INLINE_IO_MAX and self.store.cheap_small_io
+
+    def read_now(self, oid: int, offset: int, buf: memoryview, object_size: int) -> None:
+        """A read on the calling thread (see inline_ok)."""
         self._check(oid, offset, len(buf), object_size)
-        if self.store.cheap_small_io and len(buf) <= INLINE_IO_MAX:
-            self.store.read_into(oid, offset, buf)
+        self.store.read_into(oid, offset, buf)
+
+    def write_now(self, oid: int, offset: int, data: memoryview, object_size: int) -> None:
+        """A cached (not yet durable) write on the calling thread (see inline_ok)."""
+        self._check(oid, offset, len(data), object_size)
+        self.store.write(oid, offset, data, sync=False)
+
+    async def read(self, oid: int, offset: int, buf: memoryview, object_size: int) -> None:
+        if self.inline_ok(len(buf)):
+            self.read_now(oid, offset, buf, object_size)
             return
+        self._check(oid, offset, len(buf), object_size)
         await trio.to_thread.run_sync(self.store.read_into, oid, offset, buf,
                                       limiter=self.limiter)
 
     async def write(self, oid: int, offset: int, data: memoryview, object_size: int, *,
                     sync: bool) -> None:
-        self._check(oid, offset, len(data), object_size)
-        if not sync and self.store.cheap_small_io and len(data) <= INLINE_IO_MAX:
-            self.store.write(oid, offset, data, sync=False)
+        if not sync and self.inline_ok(len(data)):
+            self.write_now(oid, offset, data, object_size)
             return
+        self._check(oid, offset, len(data), object_size)
         await trio.to_thread.run_sync(lambda: self.store.write(oid, offset, data, sync=sync),
                                       limiter=self.limiter)
 

@@ -37,26 +37,47 @@ class Transport(abc.ABC):
 
 
 class SocketTransport(Transport):
+    """Why raw syscalls: trio's socket methods wrap every call in two
+    scheduler checkpoints, which cost more than a 4 KiB request's whole
+    syscall. Here the non-blocking syscall is tried first and the task waits
+    (a checkpoint) only when the kernel has nothing for it; callers that may
+    loop without blocking must checkpoint themselves (Connection does)."""
+
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.sock = stream.socket
+        # The stdlib socket under trio's wrapper: non-blocking already.
+        self._raw: socket.socket = getattr(self.sock, "_sock", None) or socket.socket(
+            fileno=self.sock.fileno())
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
 
     async def recv_into(self, buf: memoryview) -> int:
-        return await self.sock.recv_into(buf)
+        while True:
+            try:
+                return self._raw.recv_into(buf)
+            except BlockingIOError:
+                pass
+            await trio.lowlevel.wait_readable(self._raw)
 
     async def send_all(self, parts: list[memoryview]) -> None:
         parts = [p for p in parts if len(p)]
         while parts:
-            sent = await self.sock.sendmsg(parts)
+            try:
+                sent = self._raw.sendmsg(parts)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._raw)
+                continue
             while parts and sent >= len(parts[0]):
                 sent -= len(parts[0])
                 parts.pop(0)
-            if parts and sent:
-                parts[0] = parts[0][sent:]
+            if parts:
+                if sent:
+                    parts[0] = parts[0][sent:]
+                # The socket buffer is full: wait instead of spinning.
+                await trio.lowlevel.wait_writable(self._raw)
 
     async def aclose(self) -> None:
         await self.stream.aclose()
