@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+import trio
+
 from ..proto import (
     SD_NODE_SIZE,
     SD_SHEEP_PROTO_VER,
@@ -16,6 +18,7 @@ from ..proto import (
     ClusterDefaultResult,
     ClusterStatus,
     EpochLog,
+    Flag,
     NodeResult,
     ObjArgs,
     Op,
@@ -196,8 +199,13 @@ async def run(node: Sheep, req: Request, data: memoryview | None, caller: Caller
     if op == Op.GET_VNODES:
         return Reply(data=_I32.pack(node.me.nr_vnodes))
     if op == Op.GET_OBJ_LIST:
-        oids = sorted(node.store.oids())
-        body = b"".join(struct.pack("<Q", o) for o in oids)
+        if req.flags & Flag.CMD_WILDCARD:
+            # Our extension for recovery: the stale copies, (oid, epoch) pairs.
+            pairs = await trio.to_thread.run_sync(lambda: sorted(node.store.stale_copies()))
+            body = b"".join(struct.pack("<QQ", o, e) for o, e in pairs)
+        else:
+            oids = sorted(node.store.oids())
+            body = b"".join(struct.pack("<Q", o) for o in oids)
         if len(body) > req.data_length:
             return Reply(Res.BUFFER_SMALL)
         return Reply(data=body)

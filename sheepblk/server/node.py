@@ -50,7 +50,7 @@ from ..proto import (
 )
 from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
 from ..proto.inode import SD_INODE_HEADER_SIZE
-from ..store import BACKENDS, EpochStore, NodeConfig, ObjectStore, StoreError
+from ..store import BACKENDS, EpochStore, NodeConfig, NoObject, ObjectStore, StoreError
 from . import local_ops, md_ops
 from . import membership as mship
 from .buffers import BufferPool
@@ -60,7 +60,7 @@ from .messages import BadMessage, ClusterMsg
 from .optable import OPS, Kind
 from .peer import PeerOps, result_of
 from .peer_client import PeerClient, PeerError
-from .recovery import Recovery
+from .recovery import EPOCHS_BACK, Recovery
 from .reply import Caller, Reply
 from .vdi_ops import VdiError, VdiOps, parse_name
 from .vdi_table import VdiEntry, VdiTable
@@ -157,6 +157,7 @@ class Sheep:
         self._pending_sync: dict[str, int] = {}  # joiner key -> its Joined seq
         self._claimed: set[str] = set()
         self._recovered: dict[int, set[str]] = {}
+        self._recovered_ok: dict[int, set[str]] = {}
 
     # ---- placement and sizes ----
 
@@ -594,8 +595,12 @@ class Sheep:
                 return
             done = self._recovered.setdefault(ep, set())
             done.add(msg.origin)
-            if {str(n.nid) for n in self.members} <= done and self._nursery is not None:
-                self._nursery.start_soon(self._purge_stale, ep)
+            ok = self._recovered_ok.setdefault(ep, set())
+            if x.get("ok", True):
+                ok.add(msg.origin)
+            alive = {str(n.nid) for n in self.members}
+            if alive <= done and self._nursery is not None:
+                self._nursery.start_soon(self._purge_stale, ep, alive <= ok)
         elif msg.kind == mship.FORCE:
             result = Res.FORCE_RECOVER
             if self.status == ClusterStatus.WAIT and self.formatted:
@@ -641,36 +646,71 @@ class Sheep:
         if self._nursery is not None:
             self.recovery.start(self._nursery, self.epoch)
 
-    async def recovery_done(self, epoch: int) -> None:
-        """Our recovery for `epoch` finished: tell everybody."""
+    async def recovery_done(self, epoch: int, ok: bool = True) -> None:
+        """Our recovery for `epoch` finished (`ok`: every object we own is
+        here): tell everybody."""
         if epoch == self.epoch:
-            self._send(mship.RECOVERED, {"epoch": epoch})
+            self._send(mship.RECOVERED, {"epoch": epoch, "ok": ok})
 
-    async def _purge_stale(self, epoch: int) -> None:
+    async def _purge_stale(self, epoch: int, full: bool) -> None:
         """Every member has recovered `epoch`: objects we do not own under
-        its ring are no longer anybody's source; keep them aside."""
+        its ring move to obj/.stale/OID.LAST, LAST being the last epoch we
+        owned them in (the copy is the object as of that epoch), older stale
+        copies of the same object go. When the recovery was `full` (no
+        member missed an object), stale copies made before this epoch
+        (LAST < epoch - 1) are no longer needed and are deleted."""
         ring = self.ring_at(epoch)
         if ring is None or self.me.nr_vnodes == 0:
             return
         me = self.me.nid
+        back = [(ep, r) for ep in range(epoch - 1, max(0, epoch - 1 - EPOCHS_BACK), -1)
+                if (r := self.ring_at(ep)) is not None]
 
-        def purge() -> int:
-            n = 0
+        def last_owned(oid: int, copies: int) -> int:
+            for ep, r in back:
+                if any(o.nid == me for o in r.oid_to_nodes(oid, copies)):
+                    return ep
+            return 1
+
+        def purge() -> tuple[int, int]:
+            tags: dict[int, list[int]] = {}
+            for oid, ep in self.store.stale_copies():
+                tags.setdefault(oid, []).append(ep)
+            moved = dropped = 0
             for oid in list(self.store.oids()):
                 if self.epoch != epoch:
-                    break
-                if any(o.nid == me for o in ring.oid_to_nodes(oid, self.copies_of(oid))):
+                    return moved, dropped
+                copies = self.copies_of(oid)
+                if any(o.nid == me for o in ring.oid_to_nodes(oid, copies)):
                     continue
+                tag = last_owned(oid, copies)
                 try:
-                    self.store.move_to_stale(oid, epoch)
-                    n += 1
+                    self.store.move_to_stale(oid, tag)
+                    moved += 1
                 except StoreError:
                     continue
-            return n
+                for old in tags.pop(oid, []):
+                    if old != tag:
+                        self.store.remove_stale(oid, old)
+                tags[oid] = [tag]
+            if full:
+                for oid, eps in tags.items():
+                    for ep in eps:
+                        if ep < epoch - 1 and self.epoch == epoch:
+                            self.store.remove_stale(oid, ep)
+                            dropped += 1
+            return moved, dropped
 
-        moved = await trio.to_thread.run_sync(purge)
-        if moved:
-            log.info("epoch %d: %d objects no longer ours moved to .stale", epoch, moved)
+        moved, dropped = await trio.to_thread.run_sync(purge)
+        if moved or dropped:
+            log.info("epoch %d: %d objects no longer ours moved to .stale, %d older stale "
+                     "copies deleted", epoch, moved, dropped)
+
+    def _stale_copy(self, oid: int, since: int) -> int | None:
+        """The epoch of our newest stale copy of `oid` if it is at least
+        `since` (the object as of epoch `since` or later), else None."""
+        best = max((ep for o, ep in self.store.stale_copies() if o == oid), default=None)
+        return best if best is not None and best >= since else None
 
     # ---- dispatch ----
 
@@ -866,7 +906,12 @@ class Sheep:
         if req.opcode == Op.READ_PEER:
             buf = self.buffers.get(req.data_length)
             try:
-                await self.peer.read(a.oid, a.offset, memoryview(buf), size)
+                try:
+                    await self.peer.read(a.oid, a.offset, memoryview(buf), size)
+                except NoObject:
+                    if not a.tgt_epoch:
+                        raise
+                    await self._read_stale(a.oid, a.offset, memoryview(buf), a.tgt_epoch)
             except BaseException:
                 self.buffers.put(buf)
                 raise
@@ -882,6 +927,27 @@ class Sheep:
         elif req.opcode == Op.FLUSH_PEER:
             await self.peer.flush()
         return Reply()
+
+    async def _read_stale(self, oid: int, offset: int, buf: memoryview, since: int) -> None:
+        """Recovery asks for the object as of epoch `since` and our obj/
+        has none: answer from a stale copy at least that new (NoObject if
+        there is none)."""
+        size = self.object_size(oid)
+
+        def read() -> None:
+            ep = self._stale_copy(oid, since)
+            if ep is None:
+                raise NoObject(f"{oid:016x}: no copy as of epoch {since}")
+            if offset == 0 and len(buf) >= size:
+                self.store.read_stale(oid, ep, buf)
+                return
+            whole = memoryview(bytearray(size))
+            self.store.read_stale(oid, ep, whole)
+            n = max(0, min(len(buf), size - offset))
+            buf[:n] = whole[offset:offset + n]
+            buf[n:] = bytes(len(buf) - n)
+
+        await trio.to_thread.run_sync(read)
 
     # ---- cluster operations: work (asking node) and main (every node) ----
 

@@ -13,6 +13,24 @@ served. A client request for an object still to be recovered waits and
 recovers that object first (`ready`). While the object list is being built
 every request for an object waits (we do not know yet what is missing).
 
+Stale copies (obj/.stale/OID.EPOCH, EPOCH being the last epoch the node
+owned the object, see Sheep._purge_stale) are the sources of last resort:
+a previous owner that no longer has the object in obj/ answers a READ_PEER
+for an old epoch from a stale copy at least that new, and when no current
+copy answers, the stale copies the members report (GET_OBJ_LIST with the
+wildcard flag, ours) and our own are tried, newest first. So a double
+failure that leaves the only copy of an object in some .stale/ loses
+nothing. Stale copies are deleted only after a full recovery at a later
+epoch (every member recovered every object it owns).
+
+Deleted objects do not come back: an object that no previous owner (by
+the previous epoch's ring) holds, found only on nodes that were away or
+held it as a leftover, is a suspect. If it is a data object that no live
+inode's data_vdi_id[] names any more (its VDI was deleted, it was
+discarded or freed while the holder was away), it is dropped instead of
+being kept or pulled; when the inodes cannot be read (a halted cluster)
+it is kept, as before.
+
 Throttling: RECOVERY_PARALLEL objects in flight, so client I/O keeps most
 of the disk and network. A newer epoch cancels the running recovery and
 starts over from the new ring; objects already pulled are then kept.
@@ -20,6 +38,7 @@ starts over from the new ring; objects already pulled are then kept.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 from typing import TYPE_CHECKING
@@ -27,8 +46,18 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..cluster.ring import Ring
-from ..proto import SD_SHEEP_PROTO_VER, ObjArgs, Op, RecoveryState, Request, Res, SdNode
-from ..store import StoreError
+from ..proto import (
+    SD_SHEEP_PROTO_VER,
+    Flag,
+    ObjArgs,
+    Op,
+    RecoveryState,
+    Request,
+    Res,
+    SdNode,
+    is_data_obj,
+)
+from ..store import NoObject, StoreError
 from .peer_client import PeerError
 
 if TYPE_CHECKING:
@@ -64,6 +93,10 @@ class _Run:
         self.total = 0
         self.done = 0
         self.lists: dict[int, list[SdNode]] = {}  # oid -> nodes that listed it
+        self.stale: dict[int, list[tuple[SdNode, int]]] = {}  # oid -> (node, epoch)
+        self.verify: set[int] = set()  # suspects: still referenced by an inode?
+        self.keep: set[int] = set()  # local copies nobody else has: kept as they are
+        self.failed = 0  # objects no node could give
         self.cancel = trio.CancelScope()
         self.scopes: list[trio.CancelScope] = []  # urgent recoveries
 
@@ -155,7 +188,8 @@ class Recovery:
                 run.release_all()
         if self.current is run and not run.finished:
             run.finished = True
-            await self.node.recovery_done(run.epoch)
+            ok = run.failed == 0 and run.state == RW_NOTIFY_COMPLETION
+            await self.node.recovery_done(run.epoch, ok)
 
     def _ring(self, epoch: int) -> Ring | None:
         return self.node.ring_at(epoch)
@@ -166,25 +200,39 @@ class Recovery:
         if new is None or node.me.nr_vnodes == 0:
             return
         prev = self._ring(run.epoch - 1) if run.epoch > 1 else None
-        local = set(await trio.to_thread.run_sync(lambda: list(node.store.oids())))
+        me = node.me.nid
+
+        def scan() -> tuple[set[int], list[tuple[int, int]]]:
+            return set(node.store.oids()), list(node.store.stale_copies())
+
+        local, stale = await trio.to_thread.run_sync(scan)
         seen: dict[int, list[SdNode]] = {}
         for peer in node.members:
-            if peer.nid == node.me.nid or peer.nr_vnodes == 0:
+            if peer.nid == me or peer.nr_vnodes == 0:
                 continue
             for oid in await self._obj_list(peer, run.epoch):
                 seen.setdefault(oid, []).append(peer)
-        for oid in local:
+            for oid, ep in await self._stale_list(peer, run.epoch):
+                run.stale.setdefault(oid, []).append((peer, ep))
+        for oid, ep in stale:
+            run.stale.setdefault(oid, []).append((node.me, ep))
+        for oid in itertools.chain(local, run.stale):
             seen.setdefault(oid, [])
-        me = node.me.nid
         for oid, holders in seen.items():
             copies = node.copies_of(oid)
             if not any(n.nid == me for n in new.oid_to_nodes(oid, copies)):
                 continue
-            if oid in local and prev is not None and any(
-                    n.nid == me for n in prev.oid_to_nodes(oid, copies)):
+            was = {n.nid for n in prev.oid_to_nodes(oid, copies)} if prev is not None else set()
+            if oid in local and me in was:
                 continue  # ours through the last epoch: up to date
+            if is_data_obj(oid) and not any(h.nid in was for h in holders):
+                # Nobody who owned it last epoch has it: deleted while its
+                # holders were away, or a double failure. Ask the inodes.
+                run.verify.add(oid)
             if oid in local and not holders:
-                continue  # nobody else has it: our copy is the best there is
+                if oid not in run.verify:
+                    continue  # nobody else has it: our copy is the best there is
+                run.keep.add(oid)
             run.pending[oid] = trio.Event()
             run.lists[oid] = holders
         run.total = len(run.pending)
@@ -220,8 +268,28 @@ class Recovery:
                 return []
             return [v for (v,) in struct.iter_unpack("<Q", bytes(buf[:n - n % 8]))]
 
+    async def _stale_list(self, peer: SdNode, epoch: int) -> list[tuple[int, int]]:
+        """The (oid, epoch) stale copies `peer` keeps ([] when it cannot say)."""
+        size = OBJ_LIST_BYTES
+        while True:
+            buf = bytearray(size)
+            req = Request(Op.GET_OBJ_LIST, Flag.CMD_WILDCARD, epoch, 0, size,
+                          ObjArgs(tgt_epoch=epoch).pack(), SD_SHEEP_PROTO_VER)
+            try:
+                rsp, n = await self.node.peers.request(peer.nid, req, None, memoryview(buf))
+            except PeerError:
+                return []
+            if rsp.result == Res.BUFFER_SMALL:
+                size *= 4
+                continue
+            if rsp.result != Res.SUCCESS:
+                return []
+            return list(struct.iter_unpack("<QQ", bytes(buf[:n - n % 16])))
+
     def _sources(self, run: _Run, oid: int) -> list[tuple[SdNode, int]]:
-        """(node, tgt_epoch) to try, previous owners of the newest epoch first."""
+        """(node, tgt_epoch) to try: previous owners of the newest epoch
+        first, then the nodes that listed it, then stale copies, newest
+        first (this node's own among them: read locally)."""
         node = self.node
         alive = {n.nid: n for n in node.members}
         copies = node.copies_of(oid)
@@ -239,6 +307,9 @@ class Recovery:
             if n.nid not in tried:
                 tried.add(n.nid)
                 out.append((n, run.epoch - 1))
+        for n, ep in sorted(run.stale.get(oid, []), key=lambda s: -s[1]):
+            if n.nid == node.me.nid or n.nid in alive:
+                out.append((n, max(ep, 1)))
         return out
 
     async def _one_slot(self, run: _Run, oid: int, slots: trio.Semaphore) -> None:
@@ -257,7 +328,10 @@ class Recovery:
         run.scopes.append(scope)
         try:
             with scope:
-                await self._fetch(run, oid)
+                if oid in run.verify and await self._unreferenced(oid):
+                    return
+                if oid not in run.keep and not await self._fetch(run, oid):
+                    run.failed += 1
         finally:
             if ev is not None and not ev.is_set():
                 run.done += 1
@@ -265,11 +339,37 @@ class Recovery:
             if not urgent:
                 run.inflight.discard(oid)
 
-    async def _fetch(self, run: _Run, oid: int) -> None:
+    async def _unreferenced(self, oid: int) -> bool:
+        """True when no live inode names this data object: then our copy,
+        if any, is removed and nothing is pulled."""
+        if await self.node.vdi.is_mapped(oid) is not False:
+            return False
+        try:
+            await trio.to_thread.run_sync(self.node.store.remove, oid)
+            log.info("dropped %016x: no inode refers to it (removed while away)", oid)
+        except NoObject:
+            log.info("not recovering %016x: no inode refers to it", oid)
+        except StoreError as e:
+            log.warning("cannot drop unreferenced %016x: %s", oid, e)
+        return True
+
+    async def _fetch(self, run: _Run, oid: int) -> bool:
+        """Pull `oid` from the first source that has it; False when none did."""
         node = self.node
         size = node.object_size(oid)
         buf = bytearray(size)
         for src, tgt in self._sources(run, oid):
+            if src.nid == node.me.nid:
+                try:
+                    await trio.to_thread.run_sync(node.store.read_stale, oid, tgt,
+                                                  memoryview(buf))
+                    await node.peer.create_and_write(oid, 0, memoryview(buf), size,
+                                                     sync=False)
+                except StoreError as e:
+                    log.debug("recover %016x from our stale copy: %s", oid, e)
+                    continue
+                log.info("recovered %016x from our stale copy of epoch %d", oid, tgt)
+                return True
             req = Request(Op.READ_PEER, 0, run.epoch, 0, size,
                           ObjArgs(oid=oid, tgt_epoch=tgt).pack(), SD_SHEEP_PROTO_VER)
             for _ in range(EPOCH_RETRIES):
@@ -280,7 +380,7 @@ class Recovery:
                     break
                 if rsp.result in LAGGING:
                     if node.epoch != run.epoch:
-                        return  # superseded; the next run takes over
+                        return True  # superseded; the next run takes over
                     await trio.sleep(EPOCH_RETRY_DELAY)
                     continue
                 if rsp.result != Res.SUCCESS:
@@ -291,7 +391,8 @@ class Recovery:
                     await node.peer.create_and_write(oid, 0, memoryview(buf), size, sync=False)
                 except StoreError as e:
                     log.error("cannot store recovered %016x: %s", oid, e)
-                    return
+                    return False
                 log.debug("recovered %016x from %s (epoch %d)", oid, src.nid, tgt)
-                return
+                return True
         log.warning("epoch %d: no node could give object %016x", run.epoch, oid)
+        return False

@@ -25,6 +25,7 @@ from ..proto import (
     SD_NR_VDIS,
     InodeHeader,
     Res,
+    data_oid_to_idx,
     data_vid_offset,
     is_vdi_obj,
     oid_to_vid,
@@ -45,6 +46,7 @@ _HEAD_LEN = _INODE_HEADER.size  # name .. btree_counter
 SNAP_CTIME_OFFSET = 2 * SD_MAX_VDI_LEN + 8
 VDI_SIZE_OFFSET = 2 * SD_MAX_VDI_LEN + 24
 _U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
 _ATTR_KEY_OFF = 2 * SD_MAX_VDI_LEN + 16
 
 
@@ -368,6 +370,25 @@ class VdiOps:
             except Exception:  # noqa: BLE001 - already gone is fine
                 pass
         return freed
+
+    async def is_mapped(self, oid: int) -> bool | None:
+        """Whether some live inode's data_vdi_id[] names data object `oid`
+        (its own VDI's first, then the others'); None when that cannot be
+        told (an unknown VDI, an unreadable inode)."""
+        owner, idx = oid_to_vid(oid), data_oid_to_idx(oid)
+        if self.table.get(owner) is None:
+            return None
+        live = sorted(self.table.live(), key=lambda e: e.vid != owner)
+        for e in live:
+            buf = memoryview(bytearray(4))
+            try:
+                await self.gw.read(vid_to_vdi_oid(e.vid), data_vid_offset(idx), buf,
+                                   copies=e.copies)
+            except Exception:  # noqa: BLE001 - cannot tell: the caller keeps it
+                return None
+            if _U32.unpack(buf)[0] == owner:
+                return True
+        return False
 
     # ---- attributes (dog vdi setattr/getattr) ----
 

@@ -9,7 +9,9 @@ writes from them, it never copies a payload into new bytes.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 
 class ObjectStore(abc.ABC):
@@ -48,6 +50,66 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def move_to_stale(self, oid: int, epoch: int) -> None:
         """Keep an object this node no longer owns aside, for recovery."""
+
+    # ---- stale copies: obj/.stale/OID.EPOCH ----
+    #
+    # EPOCH is the last epoch in which this node owned the object, so the
+    # copy holds the object as it was at the end of that epoch. Recovery
+    # reads them when no current copy is left (see server/recovery.py).
+    # The defaults below work on `stale_dir` with files in the object's own
+    # format read raw (plain); a backend that encodes objects overrides
+    # `read_stale`.
+
+    stale_dir: Path | None = None
+
+    def _stale_path(self, oid: int, epoch: int) -> str:
+        return f"{self.stale_dir}/{oid:016x}.{epoch}"
+
+    def stale_copies(self) -> Iterator[tuple[int, int]]:
+        """(oid, epoch) of every stale copy kept here."""
+        if self.stale_dir is None:
+            return
+        try:
+            with os.scandir(self.stale_dir) as it:
+                names = [e.name for e in it if e.is_file(follow_symlinks=False)]
+        except FileNotFoundError:
+            return
+        for name in names:
+            head, _, tail = name.partition(".")
+            if len(head) == 16 and tail.isdigit():
+                try:
+                    yield int(head, 16), int(tail)
+                except ValueError:
+                    continue
+
+    def read_stale(self, oid: int, epoch: int, buf: memoryview) -> None:
+        """Fill `buf` from the start of the stale copy OID.EPOCH (zeros past
+        its end); NoObject when there is none."""
+        from .errors import NoObject, StoreIOError
+
+        try:
+            fd = os.open(self._stale_path(oid, epoch), os.O_RDONLY)
+        except FileNotFoundError as e:
+            raise NoObject(f"stale {oid:016x}.{epoch}") from e
+        except OSError as e:
+            raise StoreIOError(f"stale {oid:016x}.{epoch}: {e.strerror}") from e
+        try:
+            got = 0
+            while got < len(buf):
+                n = os.preadv(fd, [buf[got:]], got)
+                if n == 0:
+                    break
+                got += n
+            buf[got:] = bytes(len(buf) - got)
+        finally:
+            os.close(fd)
+
+    def remove_stale(self, oid: int, epoch: int) -> None:
+        """Drop one stale copy (absent is fine)."""
+        try:
+            os.unlink(self._stale_path(oid, epoch))
+        except FileNotFoundError:
+            pass
 
     @abc.abstractmethod
     def exists(self, oid: int) -> bool: ...

@@ -420,6 +420,18 @@ class FarmStore(ObjectStore):
             except OSError as e:
                 raise _store_error(e, f"stale {oid:016x}") from e
 
+    def read_stale(self, oid: int, epoch: int, buf: memoryview) -> None:
+        try:
+            fd = os.open(self._stale_path(oid, epoch), os.O_RDONLY)
+        except OSError as e:
+            raise _store_error(e, f"stale {oid:016x}.{epoch}") from e
+        try:
+            self._read_locked(_Object(fd, oid), 0, buf)
+        except OSError as e:
+            raise _store_error(e, f"stale {oid:016x}.{epoch}") from e
+        finally:
+            os.close(fd)
+
     def flush(self) -> None:
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()

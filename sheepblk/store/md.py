@@ -256,6 +256,27 @@ class MdStore(ObjectStore):
     def move_to_stale(self, oid: int, epoch: int) -> None:
         self._locate(oid).store.move_to_stale(oid, epoch)
 
+    def stale_copies(self) -> Iterator[tuple[int, int]]:
+        for d in self._others(None):  # type: ignore[arg-type]
+            try:
+                yield from d.store.stale_copies()
+            except OSError as e:
+                self.drop(d, str(e))
+
+    def read_stale(self, oid: int, epoch: int, buf: memoryview) -> None:
+        last: StoreError = NoObject(f"stale {oid:016x}.{epoch}")
+        for d in self._others(None):  # type: ignore[arg-type]
+            try:
+                d.store.read_stale(oid, epoch, buf)
+                return
+            except StoreError as e:
+                last = e
+        raise last
+
+    def remove_stale(self, oid: int, epoch: int) -> None:
+        for d in self._others(None):  # type: ignore[arg-type]
+            d.store.remove_stale(oid, epoch)
+
     def exists(self, oid: int) -> bool:
         return self._locate(oid).store.exists(oid)
 
