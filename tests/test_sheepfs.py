@@ -8,6 +8,8 @@ through the client, not through the mount that wrote them.
 from __future__ import annotations
 
 import errno
+import hashlib
+import mmap
 import os
 import signal
 import subprocess
@@ -185,6 +187,46 @@ def test_large_io_matches_a_model(one_node: SheepProcess, tmp_path: Path) -> Non
         r = dd(f"if={vol}", "of=/dev/stdout", "bs=1M", "iflag=direct")
         assert r.stdout == model
     # Durable and visible to another client after the unmount.
+    assert vdi_bytes(one_node, "Alice", size) == model
+
+
+def test_sequential_reader_sees_writes_made_ahead_of_it(one_node: SheepProcess,
+                                                       tmp_path: Path) -> None:
+    """sheepfs reads objects ahead of a sequential reader: a write through
+    the mount into what it already fetched must still be what it reads."""
+    size = 32 * MIB
+    make_vdi(one_node, "Alice", size)
+    model = bytearray(os.urandom(size))
+    with mounted(one_node, tmp_path) as m:
+        vol = m / "volume/Alice"
+        with open(vol, "r+b") as f:
+            f.write(model)
+            os.fsync(f.fileno())
+        rfd = os.open(vol, os.O_RDONLY | os.O_DIRECT)
+        wfd = os.open(vol, os.O_RDWR | os.O_DIRECT)
+        buf = mmap.mmap(-1, MIB)
+        try:
+            for i in range(size // MIB):
+                if i % 3 == 1:
+                    # Into the object being read, and into the next one.
+                    for target in (i + 1, i + 4):
+                        if target < size // MIB:
+                            patch = os.urandom(MIB)
+                            buf[:] = patch
+                            assert os.pwritev(wfd, [buf], target * MIB) == MIB
+                            model[target * MIB:(target + 1) * MIB] = patch
+                assert os.preadv(rfd, [buf], i * MIB) == MIB
+                assert buf[:] == model[i * MIB:(i + 1) * MIB], i
+        finally:
+            os.close(rfd)
+            os.close(wfd)
+        # Concurrent readers of both halves, buffered.
+        r = subprocess.run(f"dd if={vol} bs=1M count=16 status=none | md5sum & "
+                           f"dd if={vol} bs=1M skip=16 status=none | md5sum; wait",
+                           shell=True, capture_output=True, check=True, timeout=120)
+        sums = sorted(line.split()[0] for line in r.stdout.decode().splitlines())
+        assert sums == sorted(hashlib.md5(model[a:a + 16 * MIB]).hexdigest()
+                              for a in (0, 16 * MIB))
     assert vdi_bytes(one_node, "Alice", size) == model
 
 

@@ -28,6 +28,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -39,6 +40,7 @@ from ..client import ClientError, SheepClient
 from ..proto import InodeHeader
 from . import status
 from .names import BadName, file_name, parse_control
+from .readahead import Readahead
 from .volumes import OpenVolume, VolumeError, Volumes, resolve
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,9 @@ VOLUME_TTL = 1.0
 # cp) then send requests as large as FUSE carries (1 MiB).
 IO_BLKSIZE = 1 << 20
 FIRST_VOLUME_INO = 1000
+# Threads fetching objects ahead of sequential readers (readahead.py), for
+# the whole mount: AHEAD_OBJECTS for two readers at once.
+READAHEAD_THREADS = 4
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -145,6 +150,8 @@ class SheepFs(pyfuse3.Operations):
         self._handles: dict[int, Handle] = {}
         self._next_fh = itertools.count(1)
         self._dir_handles: dict[int, list[tuple[bytes, pyfuse3.EntryAttributes]]] = {}
+        self._readahead_pool = ThreadPoolExecutor(READAHEAD_THREADS,
+                                                  thread_name_prefix="readahead")
 
     # ---- the fixed tree ----
 
@@ -374,6 +381,8 @@ class SheepFs(pyfuse3.Operations):
     async def _open_volume(self, inode: int, write: bool) -> pyfuse3.FileInfo:
         fname = self._ino_vol[inode]
         vol, held_before = await trio.to_thread.run_sync(self.volumes.open, fname, write)
+        if not held_before:
+            vol.readahead = None  # the VDI was re-read: fetched bytes may be stale
         fh = self._new_fh(VolumeHandle(vol, write, inode))
         # The page cache stays valid only while this mount held the VDI
         # lock: otherwise another client may have written.
@@ -384,11 +393,31 @@ class SheepFs(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self._handle(fh)
         if isinstance(h, VolumeHandle):
-            data = await trio.to_thread.run_sync(h.vol.pread, off, size)
-            return data  # type: ignore[return-value]
+            return await self._read_volume(h.vol, off, size)  # type: ignore[return-value]
         if isinstance(h, StatusHandle):
             return h.data[off:off + size]
         raise FUSEError(errno.EBADF)
+
+    def _readahead(self, vol: OpenVolume) -> Readahead:
+        ra = vol.readahead
+        if ra is None:
+            ra = vol.readahead = Readahead(
+                self._readahead_pool, vol.vdi.object_size, vol.size,
+                owner=lambda idx: vol.vdi.index[idx],
+                pread_into=lambda: vol.vdi.pread_into)
+        return ra
+
+    async def _read_volume(self, vol: OpenVolume, off: int,
+                           size: int) -> bytes | bytearray | memoryview:
+        """Served from read-ahead (or a hole) on this thread when it can,
+        else read from the sheep in a thread."""
+        size = max(0, min(size, vol.size - off))
+        if size == 0:
+            return b""
+        data = await self._readahead(vol).read(off, size)
+        if data is not None:
+            return data
+        return await trio.to_thread.run_sync(vol.pread, off, size)
 
     @_boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -400,6 +429,9 @@ class SheepFs(pyfuse3.Operations):
                 if e.errno == errno.ENOSPC:
                     self._retire(h.ino)
                 raise
+            finally:
+                if h.vol.readahead is not None:
+                    h.vol.readahead.invalidate(off, len(buf))
         if isinstance(h, ControlHandle):
             # Each write(2) of `echo NAME > vdi/mount` carries whole names.
             names = parse_control(buf)
@@ -441,4 +473,5 @@ class SheepFs(pyfuse3.Operations):
         await trio.to_thread.run_sync(self.volumes.flush_all)
 
     def close_all(self) -> None:
+        self._readahead_pool.shutdown(wait=True, cancel_futures=True)
         self.volumes.close_all()

@@ -28,11 +28,15 @@ import errno
 import logging
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..client import ClientError, SheepClient, Vdi
 from ..client.errors import SheepdogError
 from ..proto import InodeHeader, Res
 from .names import VolumeRef, candidates
+
+if TYPE_CHECKING:
+    from .readahead import Readahead
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ class OpenVolume:
     attached: bool = False
     locked: bool = False
     dirty: bool = False
+    # Owned by the trio thread (operations.py), never touched here.
+    readahead: Readahead | None = None
 
     @property
     def vid(self) -> int:
