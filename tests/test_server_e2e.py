@@ -107,28 +107,30 @@ def _answers(s: socket.socket, n: int) -> dict[int, tuple[int, bytes]]:
 
 def test_pipelined_mix_of_inline_and_slow_requests(one_node: SheepProcess) -> None:
     """Small cached writes and small reads (answered inline, several per
-    sendmsg), a large read (a worker thread), a durable write and a missing
+    sendmsg), a large read (sendfile), a durable write and a missing
     object, pipelined in one buffer: every answer carries its own id, result
     and bytes, and each write is seen by the reads sent after it."""
     with one_node.client() as c:
         vid = c.create_vdi("mix", 64 * MiB)
         for i in range(4):
             c.create_and_write_obj(vid_to_data_oid(vid, i), bytes(4096))
+        c.write_obj(vid_to_data_oid(vid, 2), b"z" * MiB, 3 * MiB)
     oid = [vid_to_data_oid(vid, i) for i in range(5)]
 
     def req(rid: int, op: int, o: int, *, length: int = 4096, data: bytes = b"",
-            flags: int = 0) -> bytes:
+            flags: int = 0, offset: int = 0) -> bytes:
         if data:
             flags |= Flag.CMD_WRITE
             length = len(data)
-        return Request(op, flags, 0, rid, length, ObjArgs(oid=o).pack()).pack() + data
+        return Request(op, flags, 0, rid, length,
+                       ObjArgs(oid=o, offset=offset).pack()).pack() + data
 
     stream = b"".join([
         req(1, Op.WRITE_OBJ, oid[0], data=b"a" * 4096, flags=Flag.CMD_CACHE),
         req(2, Op.READ_OBJ, oid[0]),
         req(3, Op.WRITE_OBJ, oid[1], data=b"b" * 512),  # durable: not inline
         req(4, Op.READ_OBJ, oid[4]),  # never written
-        req(5, Op.READ_OBJ, oid[2], length=4 * MiB),
+        req(5, Op.READ_OBJ, oid[2], length=2 * MiB, offset=2 * MiB),  # sendfile
         req(6, Op.WRITE_OBJ, oid[3], data=b"d" * 100, flags=Flag.CMD_CACHE),
         req(7, Op.READ_OBJ, oid[3], length=200),
     ])
@@ -141,7 +143,7 @@ def test_pipelined_mix_of_inline_and_slow_requests(one_node: SheepProcess) -> No
     assert got[2] == (Res.SUCCESS, b"a" * 4096)
     assert got[3] == (Res.SUCCESS, b"")
     assert got[4][0] == Res.NO_OBJ
-    assert got[5] == (Res.SUCCESS, bytes(4 * MiB))
+    assert got[5] == (Res.SUCCESS, bytes(MiB) + b"z" * MiB)
     assert got[6] == (Res.SUCCESS, b"")
     assert got[7] == (Res.SUCCESS, b"d" * 100 + bytes(100))
     assert got[8] == (Res.SUCCESS, b"b" * 512 + bytes(512))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from .constants import SD_DATA_OBJ_SIZE
+from .inode import SD_INODE_SIZE
+from .vdi_attr import SD_ATTR_OBJ_SIZE
 
 VDI_SPACE_SHIFT = 32
 SD_VDI_MASK = 0x00FFFFFF00000000
@@ -13,6 +15,8 @@ VDI_BTREE_BIT = 1 << 60
 LEDGER_BIT = 1 << 59
 _TYPE_BITS = VDI_BIT | VMSTATE_BIT | VDI_ATTR_BIT | VDI_BTREE_BIT | LEDGER_BIT
 _DATA_IDX_MASK = (1 << 32) - 1
+# Kinds of objects whose size is not the VDI's object size.
+_SIZED_BITS = VDI_BIT | VDI_ATTR_BIT | VDI_BTREE_BIT | LEDGER_BIT
 
 
 def is_vdi_obj(oid: int) -> bool:
@@ -69,9 +73,8 @@ def vid_to_vmstate_oid(vid: int, idx: int) -> int:
 
 def get_objsize(oid: int, object_size: int = SD_DATA_OBJ_SIZE) -> int:
     """The size an object of this oid has (an inode is 12 MiB and change)."""
-    from .inode import SD_INODE_SIZE
-    from .vdi_attr import SD_ATTR_OBJ_SIZE
-
+    if not oid & _SIZED_BITS:  # data (and vmstate) objects: the hot path
+        return object_size
     if is_vdi_obj(oid):
         return SD_INODE_SIZE
     if is_vdi_attr_obj(oid):

@@ -11,6 +11,7 @@ then the connection closes; nothing stored changes.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Protocol
 
 import trio
@@ -18,7 +19,7 @@ import trio
 from ..proto import Request, Res
 from .buffers import BufferPool
 from .framing import ProtocolError, RequestDecoder, check_header, response_header
-from .reply import Caller, Reply
+from .reply import Caller, FileSpan, Reply
 from .transport import Transport
 
 log = logging.getLogger("sheep.conn")
@@ -35,6 +36,8 @@ BATCH_BYTES = 256 << 10
 # Inline requests the read loop may serve without yielding to other tasks
 # (a client that keeps the socket full must not starve the others).
 INLINE_BEFORE_YIELD = 32
+# Zeros for the part of a file-backed answer past the file's end.
+_ZEROS = memoryview(bytes(1 << 20))
 
 
 class Handler(Protocol):
@@ -95,10 +98,15 @@ class Connection:
 
     async def send(self, req: Request, reply: Reply) -> None:
         try:
-            await self._send(req, reply)
+            if reply.file is not None:
+                await self._send_file(req, reply, reply.file)
+            else:
+                await self._send_parts(self._parts(req, reply))
         finally:
             if reply.pooled is not None and self.buffers is not None:
                 self.buffers.put(reply.pooled)
+            if reply.file is not None:
+                os.close(reply.file.fd)
 
     def _parts(self, req: Request, reply: Reply) -> list[memoryview]:
         data = reply.data
@@ -110,15 +118,14 @@ class Connection:
         assert data is not None
         return [memoryview(hdr), memoryview(data).cast("B")]
 
-    async def _send(self, req: Request, reply: Reply) -> None:
-        await self._send_parts(self._parts(req, reply))
+    async def _lock(self) -> None:
+        try:
+            self.send_lock.acquire_nowait()  # uncontended: no trip through the scheduler
+        except trio.WouldBlock:
+            await self.send_lock.acquire()
 
     async def _send_parts(self, parts: list[memoryview]) -> None:
-        lock = self.send_lock
-        try:
-            lock.acquire_nowait()  # uncontended: no trip through the scheduler
-        except trio.WouldBlock:
-            await lock.acquire()
+        await self._lock()
         try:
             if self.broken:
                 return
@@ -127,7 +134,26 @@ class Connection:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 self.broken = True
         finally:
-            lock.release()
+            self.send_lock.release()
+
+    async def _send_file(self, req: Request, reply: Reply, span: FileSpan) -> None:
+        hdr = response_header(req, reply.result, args=reply.args, data_length=span.length,
+                              epoch=self.handler.epoch)
+        await self._lock()
+        try:
+            if self.broken:
+                return
+            try:
+                await self.t.send_all([memoryview(hdr)])
+                rest = span.length - await self.t.sendfile(span.fd, span.offset, span.count)
+                while rest > 0:  # past the file's end, or it shrank meanwhile
+                    n = min(rest, len(_ZEROS))
+                    await self.t.send_all([_ZEROS[:n]])
+                    rest -= n
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                self.broken = True
+        finally:
+            self.send_lock.release()
 
     def _queue(self, req: Request, reply: Reply) -> None:
         """Keep an inline answer for the next _flush (one sendmsg for all)."""

@@ -61,7 +61,7 @@ from .optable import OPS, Kind
 from .peer import PeerOps, result_of
 from .peer_client import PeerClient, PeerError
 from .recovery import EPOCHS_BACK, Recovery
-from .reply import Caller, Reply
+from .reply import Caller, FileSpan, Reply
 from .vdi_ops import VdiError, VdiOps, parse_name
 from .vdi_table import VdiEntry, VdiTable
 
@@ -813,6 +813,27 @@ class Sheep:
         self._lease_io(key, oid)
         return Reply(data=buf, pooled=buf)
 
+    async def _read_span(self, a: ObjArgs, n: int) -> FileSpan | None:
+        """A large read of this node's own copy as a span of its file, sent
+        with sendfile (no worker thread, no copy through our memory), when
+        that copy is in the page cache; otherwise None and the gateway reads
+        it (failing over to other copies as it does)."""
+        if self.peer.inline_ok(n) or self.halted(a.oid, a.copies):
+            return None
+        owners = self.gateway.owners(a.oid, a.copies)
+        if not any(o.nid == self.me.nid for o in owners):
+            return None
+        await self.gateway.ready(a.oid)
+        try:
+            got = self.peer.open_span(a.oid, a.offset, n, self.object_size(a.oid))
+        except StoreError:
+            if len(owners) > 1:
+                return None
+            raise
+        if got is None:
+            return None
+        return FileSpan(got[0], a.offset, got[1], n)
+
     def _lease_io(self, key: str, oid: int) -> None:
         """handle_nowait's share of `handle`'s lease bookkeeping (a key that
         is not fresh releases nothing)."""
@@ -837,6 +858,9 @@ class Sheep:
     async def _gateway_op(self, req: Request, data: memoryview | None) -> Reply:
         a = ObjArgs.unpack(req.args)
         if req.opcode == Op.READ_OBJ:
+            span = await self._read_span(a, req.data_length)
+            if span is not None:
+                return Reply(file=span)
             buf = self.buffers.get(req.data_length)
             try:
                 await self.gateway.read(a.oid, a.offset, memoryview(buf), copies=a.copies)

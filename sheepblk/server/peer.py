@@ -8,6 +8,7 @@ payload buffers are the request's own, passed through as memoryviews.
 from __future__ import annotations
 
 import logging
+import os
 
 import trio
 
@@ -56,6 +57,23 @@ class PeerOps:
         self._check(oid, offset, len(data), object_size)
         self.store.write(oid, offset, data, sync=False)
 
+    def open_span(self, oid: int, offset: int, length: int,
+                  object_size: int) -> tuple[int, int] | None:
+        """For sendfile: a new fd of the object (the caller closes it) and
+        how many of the `length` bytes at `offset` the file holds (zeros
+        after). None when the store has no files to send from, or when the
+        range is not in the page cache: sendfile would then block the event
+        loop on the disk, and the thread path reads it instead."""
+        if not getattr(self.store, "can_open_read", hasattr(self.store, "open_read")):
+            return None
+        self._check(oid, offset, length, object_size)
+        fd, size = self.store.open_read(oid)  # type: ignore[attr-defined]
+        count = max(0, min(length, size - offset))
+        if count and not _in_page_cache(fd, offset, count):
+            os.close(fd)
+            return None
+        return fd, count
+
     async def read(self, oid: int, offset: int, buf: memoryview, object_size: int) -> None:
         if self.inline_ok(len(buf)):
             self.read_now(oid, offset, buf, object_size)
@@ -89,6 +107,20 @@ class PeerOps:
 
     async def flush(self) -> None:
         await trio.to_thread.run_sync(self.store.flush, limiter=self.limiter)
+
+
+_PROBE = memoryview(bytearray(1))
+
+
+def _in_page_cache(fd: int, offset: int, count: int) -> bool:
+    """Whether the first, middle and last byte of the range are cached (a
+    read with RWF_NOWAIT fails with EAGAIN rather than wait for the disk)."""
+    try:
+        for pos in (offset, offset + count // 2, offset + count - 1):
+            os.preadv(fd, [_PROBE], pos, os.RWF_NOWAIT)
+    except OSError:
+        return False
+    return True
 
 
 def result_of(exc: BaseException) -> int:

@@ -11,12 +11,26 @@ _ZERO28 = bytes(28)
 
 
 @dataclass
+class FileSpan:
+    """A payload sent straight from an open file (sendfile): `count` bytes
+    at `offset` of `fd`, then zeros up to `length`. The connection owns
+    `fd` once it is in a Reply and closes it after sending."""
+
+    fd: int
+    offset: int
+    count: int
+    length: int
+
+
+@dataclass
 class Reply:
     result: int = Res.SUCCESS
     args: bytes = _ZERO28
     data: Buffer | None = None
     # A pooled buffer behind `data`, returned to the pool once sent.
     pooled: bytearray | None = None
+    # Or the payload from a file, instead of `data`.
+    file: FileSpan | None = None
 
 
 def error(result: int) -> Reply:

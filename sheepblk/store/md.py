@@ -232,6 +232,18 @@ class MdStore(ObjectStore):
     def write(self, oid: int, offset: int, data: memoryview, *, sync: bool) -> None:
         self._on_home(oid, lambda s: s.write(oid, offset, data, sync=sync))
 
+    @property
+    def can_open_read(self) -> bool:
+        """Whether open_read works: every disk's store has one (plain)."""
+        return all(hasattr(d.store, "open_read") for d in self.all_disks())
+
+    def open_read(self, oid: int) -> tuple[int, int]:
+        """The fd and file size of the object on the disk holding it (see
+        PlainStore.open_read)."""
+        got: list[tuple[int, int]] = []
+        self._on_home(oid, lambda s: got.append(s.open_read(oid)))  # type: ignore[attr-defined]
+        return got[0]
+
     def create_and_write(self, oid: int, size: int, offset: int, data: memoryview, *,
                          cow_oid: int = 0, sync: bool) -> None:
         disk = self.home(oid)

@@ -116,6 +116,19 @@ class PlainStore(ObjectStore):
         finally:
             os.close(fd)
 
+    def open_read(self, oid: int) -> tuple[int, int]:
+        """A new fd of the object, open for reading (the caller closes it),
+        and the file's size (bytes past it read as zeros)."""
+        try:
+            fd = os.open(self._path(oid), os.O_RDONLY)
+        except OSError as e:
+            raise _store_error(e, f"object {oid:016x}") from e
+        try:
+            return fd, os.fstat(fd).st_size
+        except OSError as e:
+            os.close(fd)
+            raise _store_error(e, f"object {oid:016x}") from e
+
     def exists(self, oid: int) -> bool:
         return os.path.exists(self._path(oid))
 
