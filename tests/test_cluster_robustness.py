@@ -113,3 +113,30 @@ def test_objects_removed_while_away_stay_removed(sheep_factory: SheepFactory) ->
     check_slots(c, "Alice", kept)
     with c.client() as cl, Vdi(cl, "Alice") as v:
         assert v.pread(SLOT, 3 * 4 * MiB + 4096 * 3) == bytes(SLOT)
+
+
+def test_write_to_an_object_its_owner_never_recovered(sheep_factory: SheepFactory) -> None:
+    """An owner whose copy is missing (its recovery never saw the object in
+    any list) pulls the object when a write reaches it, instead of failing
+    the write with NO_OBJ: through a peer's gateway and through its own."""
+    a, b, c = three(sheep_factory, copies=3)
+    with a.client() as cl:
+        cl.create_vdi("Alice", 64 * MiB)
+        alice = cl.lookup_vdi("Alice").vid
+    written = write_slots(a, "Alice", 4)
+    wait_settled([a, b, c], 3)
+    (b.store / "obj" / f"{vid_to_data_oid(alice, 1):016x}").unlink()
+    (c.store / "obj" / f"{vid_to_data_oid(alice, 2):016x}").unlink()
+    patch = os.urandom(4096)
+    with a.client() as cl, Vdi(cl, "Alice") as v:  # b's copy: a WRITE_PEER
+        v.pwrite(patch, 4 * MiB + 8192)
+    with c.client() as cl, Vdi(cl, "Alice") as v:  # c's copy: c's own gateway
+        v.pwrite(patch, 8 * MiB + 8192)
+    for base in (4 * MiB, 8 * MiB):
+        off = base + 4096 * (base // (4 * MiB) % 7)
+        old = bytearray(written[off])
+        old[8192 - (off - base):8192 - (off - base) + 4096] = patch
+        written[off] = bytes(old)
+    wait_settled([a, b, c], 3)
+    for n in (a, b, c):
+        check_slots(n, "Alice", written)

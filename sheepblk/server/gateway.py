@@ -36,6 +36,7 @@ from ..proto import (
     Res,
     SdNode,
 )
+from ..store import NoObject
 from .peer import PeerOps, result_of
 from .peer_client import PeerClient, PeerError
 
@@ -61,6 +62,10 @@ async def _no_gate(oid: int) -> None:
     return None
 
 
+async def _no_fetch(oid: int) -> bool:
+    return False
+
+
 class GatewayError(Exception):
     def __init__(self, result: int, msg: str = "") -> None:
         super().__init__(msg or f"result {result:#x}")
@@ -76,7 +81,8 @@ class Gateway:
                  epoch: Callable[[], int],
                  wait_epoch: Callable[[int, float], Awaitable[None]] = _no_wait,
                  ready: Callable[[int], Awaitable[None]] = _no_gate,
-                 halted: Callable[[int, int], bool] = lambda oid, copies: False) -> None:
+                 halted: Callable[[int, int], bool] = lambda oid, copies: False,
+                 fetch_missing: Callable[[int], Awaitable[bool]] = _no_fetch) -> None:
         self.me = me
         self.peer = peer
         self.peers = peers
@@ -86,6 +92,7 @@ class Gateway:
         self.wait_epoch = wait_epoch
         self.ready = ready
         self.halted = halted
+        self.fetch_missing = fetch_missing
 
     async def _retry(self, oid: int, copies: int, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt` until it succeeds or fails for a reason of its own."""
@@ -188,7 +195,13 @@ class Gateway:
 
         async def local() -> None:
             await self.ready(oid)
-            await self.peer.write(oid, offset, data, size, sync=sync)
+            try:
+                await self.peer.write(oid, offset, data, size, sync=sync)
+            except NoObject:
+                # Our recovery never saw it in any list: pull it, then write.
+                if not await self.fetch_missing(oid):
+                    raise
+                await self.peer.write(oid, offset, data, size, sync=sync)
 
         await self._retry(oid, copies, lambda: self._all(
             self.owners(oid, copies), local,

@@ -133,7 +133,7 @@ class Sheep:
         self.gateway = Gateway(self.me, self.peer, self.peers, self.placement,
                                self.object_size, lambda: self.epoch,
                                wait_epoch=self.wait_epoch, ready=self.recovery.ready,
-                               halted=self.halted)
+                               halted=self.halted, fetch_missing=self.recovery.fetch_missing)
         self.vdi = VdiOps(self.gateway, self.table)
         self.leases = LockLeases()  # lock sessions of this node's clients
         self.loglevel = 6
@@ -154,6 +154,7 @@ class Sheep:
         # Join protocol state (see membership.py).
         self._sync_wait: int | None = None  # seq of our Joined, until synced
         self._parked: list[Event] = []
+        self._sync_from: set[str] = set()  # members when we joined, still here
         self._pending_sync: dict[str, int] = {}  # joiner key -> its Joined seq
         self._claimed: set[str] = set()
         self._recovered: dict[int, set[str]] = {}
@@ -420,6 +421,7 @@ class Sheep:
         if len(ev.members) > 1:
             self._sync_wait = ev.seq
             self._parked = []
+            self._sync_from = {str(n.nid) for n in ev.members} - {self.key}
             if self.status == ClusterStatus.OK:
                 self.status = ClusterStatus.WAIT  # a re-join after a session loss
             log.info("joined as one of %d nodes; waiting for the cluster's state",
@@ -460,6 +462,25 @@ class Sheep:
             await self._own_join(ev)  # joined again before the sync came
             return
         self._parked.append(ev)
+        if isinstance(ev, Left):
+            self._sync_from.discard(str(ev.node.nid))
+            if not self._sync_from:
+                await self._take_over()
+
+    async def _take_over(self) -> None:
+        """Every node that was a member when we joined has left before any
+        could sync us: nobody left knows more than we do. Go on as the
+        first node (what the remaining later joiners will sync from): a
+        formatted node waits for its last epoch's nodes, as after a restart."""
+        log.warning("every member left before syncing us; going on with our own state")
+        parked, self._parked = self._parked, []
+        self._sync_wait = None
+        self._pending_sync.clear()
+        self._claimed = {self.key}
+        self._maybe_resume()
+        self._after_synced()
+        for p in parked:
+            await self._on_event(p)
 
     async def _apply_sync(self, msg: ClusterMsg) -> None:
         x = msg.extra
@@ -511,8 +532,8 @@ class Sheep:
                  len(self.table.entries))
         if status == ClusterStatus.OK:
             self._start_recovery()
-        elif rejoin:
-            self._after_synced()
+        else:
+            self._after_synced()  # a waiting cluster waits for our claim too
 
     def _send(self, kind: str, extra: dict) -> None:
         """Broadcast a membership message (without waiting for it)."""
@@ -624,7 +645,10 @@ class Sheep:
             return
         want = {str(n.nid) for n in self._epoch_nodes(self.epoch)}
         here = {str(n.nid) for n in self.members}
-        if not want or not want <= (here & self._claimed):
+        # Every node here must have claimed, not only the last epoch's: a
+        # node that joined but whose claim is still on its way may hold a
+        # later epoch (with other nodes to wait for).
+        if not want or not want <= here or not here <= self._claimed:
             return
         self.status = ClusterStatus.OK
         if want != here:
@@ -941,7 +965,13 @@ class Sheep:
                 raise
             return Reply(data=buf, pooled=buf)
         if req.opcode == Op.WRITE_PEER:
-            await self.peer.write(a.oid, a.offset, payload, size, sync=sync)
+            try:
+                await self.peer.write(a.oid, a.offset, payload, size, sync=sync)
+            except NoObject:
+                # We own it but our recovery never saw it: pull, then write.
+                if not await self.recovery.fetch_missing(a.oid):
+                    raise
+                await self.peer.write(a.oid, a.offset, payload, size, sync=sync)
         elif req.opcode == Op.CREATE_AND_WRITE_PEER:
             cow = a.cow_oid if req.flags & Flag.CMD_COW else 0
             await self.peer.create_and_write(a.oid, a.offset, payload, size, cow_oid=cow,

@@ -122,6 +122,7 @@ class Recovery:
     def __init__(self, node: Sheep) -> None:
         self.node = node
         self.current: _Run | None = None
+        self._missing: dict[int, trio.Event] = {}
 
     def state(self) -> RecoveryState:
         r = self.current
@@ -160,6 +161,50 @@ class Recovery:
             await ev.wait()
             if self.current is r:
                 return
+
+    async def fetch_missing(self, oid: int) -> bool:
+        """A write found no copy of `oid` here although we own it (our
+        recovery never saw it in any list, e.g. a list taken before it was
+        created): pull it from a member that has it, current owners first,
+        then previous owners, then stale copies. True when it is here now.
+        One pull per object at a time; later callers wait for it."""
+        ev = self._missing.get(oid)
+        if ev is not None:
+            await ev.wait()
+            return await self.node.peer.exists(oid)
+        ev = self._missing[oid] = trio.Event()
+        try:
+            return await self._pull_missing(oid)
+        finally:
+            del self._missing[oid]
+            ev.set()
+
+    async def _pull_missing(self, oid: int) -> bool:
+        node = self.node
+        epoch = node.epoch
+        run = _Run(epoch + 1)  # sources as seen from a run after this epoch
+        sources = self._sources(run, oid)
+        if not sources:
+            return False
+        size = node.object_size(oid)
+        buf = bytearray(size)
+        for src, tgt in sources:
+            req = Request(Op.READ_PEER, 0, epoch, 0, size,
+                          ObjArgs(oid=oid, tgt_epoch=tgt).pack(), SD_SHEEP_PROTO_VER)
+            try:
+                rsp, n = await node.peers.request(src.nid, req, None, memoryview(buf))
+            except PeerError:
+                continue
+            if rsp.result != Res.SUCCESS:
+                continue
+            if n < size:
+                buf[n:] = bytes(size - n)
+            if await node.peer.exists(oid):
+                return True  # created meanwhile (recovery or a client)
+            await node.peer.create_and_write(oid, 0, memoryview(buf), size, sync=True)
+            log.info("pulled %016x from %s: a write found no copy here", oid, src.nid)
+            return True
+        return False
 
     # ---- the run ----
 
