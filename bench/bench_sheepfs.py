@@ -2,17 +2,19 @@
 
     .venv/bin/python bench/bench_sheepfs.py [--size-mib 512] [--profile DIR]
 
-One run, same disk, one sheep (copies=1), the same source bytes:
-- plain file: `dd bs=1M conv=fdatasync` (write) and `dd bs=1M iflag=direct`
-  (read) in the bench directory: what the disk and page cache give;
-- sheepfs: `dd` into volume/Bench (buffered through the writeback cache
-  then fdatasync; and oflag=direct), reads buffered on a fresh open and
-  with iflag=direct;
-- NBD: the same dd through `nbdfuse` over `nbdkit python
-  sheepblk/nbd_plugin.py` (another FUSE file, same sheep), if the plugin
-  exists.
-Prints MB/s and the ratio of each to its plain-file baseline. With
---profile DIR, py-spy records the sheepfs process during each sheepfs job.
+One run, same disk, one sheep (copies=1), the same source bytes, the same
+jobs on each target: dd bs=1M write buffered + fdatasync, write
+oflag=direct, read on a cold cache, read iflag=direct, and two readers of
+the two halves at once (cold cache). Targets:
+- plain file: a file in the bench directory (what disk and page cache give);
+- sheepfs: volume/Bench of a sheepfs mount;
+- with --baseline-tree DIR: the sheepfs of another checkout (e.g.
+  `git worktree add /tmp/old HEAD~3`), same sheep, for before/after;
+- NBD: `nbdfuse` over `nbdkit python sheepblk/nbd_plugin.py` (another FUSE
+  file, same sheep), if the plugin exists.
+Prints MB/s with the ratio to the plain file, then sheepfs against NBD
+(and against the baseline tree). With --profile DIR, py-spy records the
+sheepfs process during each sheepfs job.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -80,10 +82,17 @@ def one_sheep(tmp: Path) -> Iterator[int]:
 
 
 @contextmanager
-def sheepfs(mnt: Path, port: int, log: Path) -> Iterator[int]:
+def sheepfs(mnt: Path, port: int, log: Path, tree: Path | None = None) -> Iterator[int]:
+    """sheepfs -f on `mnt`; from the checkout `tree` instead of ours if given."""
     mnt.mkdir(exist_ok=True)
-    proc = subprocess.Popen([tool("sheepfs"), str(mnt), "-f", "-p", str(port),
-                             "--log", str(log)])
+    if tree is None:
+        cmd, env = [tool("sheepfs")], None
+    else:
+        tree = tree.resolve()
+        cmd = [sys.executable, str(tree / "cli/sheepfs.py")]
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.Popen([*cmd, str(mnt), "-f", "-p", str(port), "--log", str(log)],
+                            env=env)
     try:
         _wait_mounted(mnt, proc)
         yield proc.pid
@@ -138,76 +147,113 @@ def dd(*args: str) -> float:
                                         check=True, capture_output=True))
 
 
+def two_readers(path: Path, n: int) -> float:
+    """Seconds for two dd reading the two halves of `path` at once."""
+    half = n // 2
+    cmds = [["dd", f"if={path}", "of=/dev/null", "bs=1M", "status=none", f"count={half}"],
+            ["dd", f"if={path}", "of=/dev/null", "bs=1M", "status=none", f"skip={half}",
+             f"count={half}"]]
+
+    def run() -> None:
+        procs = [subprocess.Popen(c) for c in cmds]
+        if any(p.wait() for p in procs):
+            raise RuntimeError(f"dd failed on {path}")
+
+    return timed(run)
+
+
+KINDS = ("write", "write direct", "read", "read direct", "2 readers")
+LABELS = {
+    "write": "dd write (buffered, fdatasync)",
+    "write direct": "dd write oflag=direct",
+    "read": "dd read (fresh, cold cache)",
+    "read direct": "dd read iflag=direct",
+    "2 readers": "2 dd readers at once (halves)",
+}
+
+
+def jobs(src: Path, target: Path, n: int, prof: Callable[[str], AbstractContextManager[object]],
+         fresh_target: bool = False) -> dict[str, float]:
+    """MB/s of each kind of job on `target` (an existing file or volume)."""
+    mb = (n * MIB) / 1e6
+    out: dict[str, float] = {}
+    trunc = [] if fresh_target else ["conv=notrunc,fdatasync"]
+    with prof("write"):
+        out["write"] = mb / dd(f"if={src}", f"of={target}", *(trunc or ["conv=fdatasync"]))
+    with prof("write-direct"):
+        out["write direct"] = mb / dd(f"if={src}", f"of={target}", "oflag=direct",
+                                      "conv=notrunc,fdatasync")
+    drop_caches()
+    with prof("read"):
+        out["read"] = mb / dd(f"if={target}", "of=/dev/null")
+    with prof("read-direct"):
+        out["read direct"] = mb / dd(f"if={target}", "of=/dev/null", "iflag=direct")
+    drop_caches()
+    with prof("2-readers"):
+        out["2 readers"] = mb / two_readers(target, n)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--profile", type=Path, help="write py-spy flame graphs here")
+    ap.add_argument("--baseline-tree", type=Path,
+                    help="also run the sheepfs of this checkout (e.g. a git worktree of an "
+                         "older commit), same sheep, same run")
     args = ap.parse_args()
     n = args.size_mib
-    mb = (n * MIB) / 1e6
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
 
-    def prof(name: str) -> Path | None:
-        return args.profile / f"sheepfs-{name}.svg" if args.profile else None
+    def no_prof(name: str) -> AbstractContextManager[object]:
+        return nullcontext()
 
+    results: dict[str, dict[str, float]] = {}
     with workdir("sheepblk-bench-fs-") as tmp:
         src = tmp / "src.raw"
         with open(src, "wb") as f:
             for _ in range(n // 4):
                 f.write(os.urandom(4 * MIB))
         plain = tmp / "plain.raw"
-        base = {
-            "write": mb / dd(f"if={src}", f"of={plain}", "conv=fdatasync"),
-            "write direct": mb / dd(f"if={src}", f"of={plain}", "oflag=direct",
-                                    "conv=notrunc,fdatasync"),
-        }
-        drop_caches()
-        base["read"] = mb / dd(f"if={plain}", "of=/dev/null")
-        base["read direct"] = mb / dd(f"if={plain}", "of=/dev/null", "iflag=direct")
+        results["plain file"] = jobs(src, plain, n, no_prof, fresh_target=True)
         os.unlink(plain)
 
-        rows: list[tuple[str, str, float]] = []
         with one_sheep(tmp) as port:
             with SheepClient("127.0.0.1", port) as c:
                 c.create_vdi("Bench", n * MIB)
             mnt = tmp / "mnt"
             with sheepfs(mnt, port, tmp / "sheepfs.log") as pid:
-                vol = mnt / "volume/Bench"
-                with profiler(pid, prof("write")):
-                    t = dd(f"if={src}", f"of={vol}", "conv=notrunc,fdatasync")
-                rows.append(("sheepfs dd write (writeback, fdatasync)", "write", mb / t))
-                with profiler(pid, prof("write-direct")):
-                    t = dd(f"if={src}", f"of={vol}", "oflag=direct", "conv=notrunc,fdatasync")
-                rows.append(("sheepfs dd write oflag=direct", "write direct", mb / t))
-                drop_caches()
-                with profiler(pid, prof("read")):
-                    t = dd(f"if={vol}", "of=/dev/null")
-                rows.append(("sheepfs dd read (fresh open)", "read", mb / t))
-                with profiler(pid, prof("read-direct")):
-                    t = dd(f"if={vol}", "of=/dev/null", "iflag=direct")
-                rows.append(("sheepfs dd read iflag=direct", "read direct", mb / t))
+
+                def prof(name: str) -> AbstractContextManager[object]:
+                    out = args.profile / f"sheepfs-{name}.svg" if args.profile else None
+                    return profiler(pid, out)
+
+                results["sheepfs"] = jobs(src, mnt / "volume/Bench", n, prof)
+            if args.baseline_tree:
+                with sheepfs(mnt, port, tmp / "sheepfs-base.log", args.baseline_tree) as pid:
+                    results[f"sheepfs ({args.baseline_tree.name})"] = jobs(
+                        src, mnt / "volume/Bench", n, no_prof)
             if (ROOT / "sheepblk/nbd_plugin.py").exists() and shutil.which("nbdfuse"):
                 with nbd_file(tmp / "nbdmnt", tmp, port) as nf:
-                    t = dd(f"if={src}", f"of={nf}", "conv=notrunc,fdatasync")
-                    rows.append(("nbdfuse+nbdkit plugin dd write (fdatasync)", "write", mb / t))
-                    t = dd(f"if={src}", f"of={nf}", "oflag=direct", "conv=notrunc,fdatasync")
-                    rows.append(("nbdfuse+nbdkit plugin dd write direct", "write direct", mb / t))
-                    drop_caches()
-                    t = dd(f"if={nf}", "of=/dev/null")
-                    rows.append(("nbdfuse+nbdkit plugin dd read", "read", mb / t))
-                    t = dd(f"if={nf}", "of=/dev/null", "iflag=direct")
-                    rows.append(("nbdfuse+nbdkit plugin dd read direct", "read direct", mb / t))
+                    results["nbdfuse+plugin"] = jobs(src, nf, n, no_prof)
 
-    print(f"\nsequential 1 MiB dd, {n} MiB, one sheep copies=1 (MB/s)")
-    print(f"{'what':46} {'MB/s':>8} {'plain file':>11} {'ratio':>7}")
-    for label, kind, v in rows:
-        print(f"{label:46} {v:8.1f} {base[kind]:11.1f} {v / base[kind]:6.2f}x")
-    fs = {k: v for label, k, v in rows if label.startswith("sheepfs")}
-    nbd = {k: v for label, k, v in rows if label.startswith("nbdfuse")}
-    if nbd:
+    base = results["plain file"]
+    print(f"\nsequential 1 MiB dd, {n} MiB, one sheep copies=1: MB/s (ratio to plain file)")
+    names = list(results)
+    print(f"{'':32}" + "".join(f"{name[:22]:>24}" for name in names))
+    for kind in KINDS:
+        cells = "".join(f"{r[kind]:10.1f} ({r[kind] / base[kind]:5.2f}x)      "
+                        for r in results.values())
+        print(f"{LABELS[kind]:32}{cells}")
+    if "nbdfuse+plugin" in results:
+        fs, nbd = results["sheepfs"], results["nbdfuse+plugin"]
         print("\nsheepfs / nbdfuse+plugin: " + ", ".join(
-            f"{k} {fs[k] / nbd[k]:.2f}x" for k in fs if k in nbd))
+            f"{k} {fs[k] / nbd[k]:.2f}x" for k in KINDS))
+    for name in names:
+        if name.startswith("sheepfs ("):
+            fs, old = results["sheepfs"], results[name]
+            print(f"sheepfs / {name}: " + ", ".join(f"{k} {fs[k] / old[k]:.2f}x" for k in KINDS))
 
 
 if __name__ == "__main__":

@@ -56,8 +56,8 @@ VOLUME_TTL = 1.0
 IO_BLKSIZE = 1 << 20
 FIRST_VOLUME_INO = 1000
 # Threads fetching objects ahead of sequential readers (readahead.py), for
-# the whole mount: AHEAD_OBJECTS for two readers at once.
-READAHEAD_THREADS = 4
+# the whole mount: a window (AHEAD_OBJECTS) for two readers at once.
+READAHEAD_THREADS = 6
 
 T = TypeVar("T")
 P = ParamSpec("P")
