@@ -48,9 +48,11 @@ log = logging.getLogger(__name__)
 AHEAD_OBJECTS = 3
 # Distinct sequential readers followed per volume (least recent replaced).
 MAX_STREAMS = 4
-# Buffers per volume (4 MiB each): two streams' full windows; more streams
-# share them (the oldest fetched object is dropped first).
-MAX_CHUNKS = 2 * (AHEAD_OBJECTS + 1)
+# Buffers per volume (4 MiB each): two streams' windows, each with the
+# object being read and the one about to be fetched. When they are all
+# taken, fetching waits: a fetched object is kept until it is read or
+# expires, never dropped for another's (readers would take turns missing).
+MAX_CHUNKS = 2 * (AHEAD_OBJECTS + 2)
 # A read this close to where a stream ended continues it (a reader that
 # skips a little, or two of the kernel's readahead requests served out of
 # order); small, so random readers seldom look sequential.
@@ -173,7 +175,7 @@ class Readahead:
                 return
             if idx in self._chunks or not self._owner(idx):
                 continue
-            if len(self._chunks) >= MAX_CHUNKS and not self._evict():
+            if len(self._chunks) >= MAX_CHUNKS and not self._evict_expired():
                 return
             self._start(idx, start, end)
 
@@ -223,13 +225,13 @@ class Readahead:
             self._retired.append(chunk.buf)
         # else its buffer is retired when the fetch ends (_finish)
 
-    def _evict(self) -> bool:
-        """Drop the oldest finished chunk; False if all are in flight."""
-        done = [(c.t_done, i) for i, c in self._chunks.items() if c.done.is_set()]
-        if not done:
-            return False
-        self._drop(min(done)[1])
-        return True
+    def _evict_expired(self) -> bool:
+        """Drop the chunks nobody read in time; False if none was."""
+        limit = time.monotonic() - MAX_AGE
+        old = [i for i, c in self._chunks.items() if c.done.is_set() and c.t_done < limit]
+        for idx in old:
+            self._drop(idx)
+        return bool(old)
 
     def _recycle(self) -> None:
         # Called at the start of a trio step: pyfuse3 has replied with every
