@@ -820,6 +820,8 @@ class Sheep:
                 return Reply(Res.READONLY)
             try:
                 self.peer.write_now(oid, a.offset, data, self.object_size(oid))
+            except NoObject:
+                return None  # `handle` may pull it first (recovery never saw it)
             except StoreError as e:
                 return Reply(result_of(e))
             return Reply()
