@@ -5,7 +5,8 @@
 One run, same disk, one sheep (copies=1), the same source bytes, the same
 jobs on each target: dd bs=1M write buffered + fdatasync, write
 oflag=direct, read on a cold cache, read iflag=direct, and two readers of
-the two halves at once (cold cache). Targets:
+the two halves at once (cold cache). The VDI is filled before the first
+target, so every target overwrites allocated objects. Targets:
 - plain file: a file in the bench directory (what disk and page cache give);
 - sheepfs: volume/Bench of a sheepfs mount;
 - with --baseline-tree DIR: the sheepfs of another checkout (e.g.
@@ -33,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, drop_caches, free_port, timed, tool, wait_port, workdir  # noqa: E402
-from sheepblk.client import SheepClient  # noqa: E402
+from sheepblk.client import SheepClient, Vdi  # noqa: E402
 
 MIB = 1 << 20
 
@@ -222,6 +223,11 @@ def main() -> None:
         with one_sheep(tmp) as port:
             with SheepClient("127.0.0.1", port) as c:
                 c.create_vdi("Bench", n * MIB)
+                # Allocate every object first, so that each target overwrites
+                # (otherwise the first one alone pays for the allocation).
+                with Vdi(c, "Bench") as v, open(src, "rb") as f:
+                    for off in range(0, n * MIB, 4 * MIB):
+                        v.pwrite(f.read(4 * MIB), off)
             mnt = tmp / "mnt"
             with sheepfs(mnt, port, tmp / "sheepfs.log") as pid:
 
