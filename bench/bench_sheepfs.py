@@ -225,9 +225,9 @@ def main() -> None:
                 c.create_vdi("Bench", n * MIB)
                 # Allocate every object first, so that each target overwrites
                 # (otherwise the first one alone pays for the allocation).
-                with Vdi(c, "Bench") as v, open(src, "rb") as f:
+                with Vdi(c, "Bench") as v, open(src, "rb") as srcf:
                     for off in range(0, n * MIB, 4 * MIB):
-                        v.pwrite(f.read(4 * MIB), off)
+                        v.pwrite(srcf.read(4 * MIB), off)
             mnt = tmp / "mnt"
             with sheepfs(mnt, port, tmp / "sheepfs.log") as pid:
 
