@@ -27,18 +27,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import os
 import threading
 import zlib
-from collections.abc import Iterator
-from pathlib import Path
 
 import zstandard
 
-from ..proto import oid_name
-from .backend import ObjectStore
-from .errors import CorruptObject, NoObject, NoSpace, StoreError, StoreIOError
+from .errors import CorruptObject
 from .farm_format import (
     CODEC_RAW,
     CODEC_ZERO,
@@ -50,6 +45,7 @@ from .farm_format import (
     Header,
     unpack_table,
 )
+from .filestore import FileStore, pwrite_all, store_error
 
 # zstd level 1: ~3x the speed of the default level 3 on these 2-core
 # machines for a few percent less compression of disk images.
@@ -60,17 +56,6 @@ LOCK_STRIPES = 256
 _FALLOC_PUNCH = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-
-
-def _store_error(e: OSError, what: str) -> StoreError:
-    if e.errno == errno.ENOENT:
-        return NoObject(what)
-    if e.errno in _SPACE_ERRNOS:
-        return NoSpace(f"{what}: {e.strerror}")
-    return StoreIOError(f"{what}: {e.strerror or e}")
-
-
 def punch_hole(fd: int, offset: int, length: int) -> None:
     """Give the blocks of a byte range back to the filesystem. Best effort:
     a filesystem without hole punching only keeps the space."""
@@ -86,14 +71,6 @@ def _pread_exact(fd: int, length: int, offset: int) -> bytes:
             break
         out += more
     return out
-
-
-def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while len(view):
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
 
 
 class _Codec(threading.local):
@@ -126,7 +103,7 @@ class _Object:
             raise CorruptObject(f"object {oid:016x}: {e}") from None
 
 
-class FarmStore(ObjectStore):
+class FarmStore(FileStore):
     """Resource handling: every operation opens and closes its own file;
     holds lock stripes and per-thread zstd contexts.
     Error handling: see the module docstring."""
@@ -134,24 +111,9 @@ class FarmStore(ObjectStore):
     name = "farm"
 
     def __init__(self, root: str | os.PathLike[str], *, nosync: bool = False) -> None:
-        self.root = Path(root)
-        self.obj_dir = self.root / "obj"
-        self.stale_dir = self.obj_dir / ".stale"
-        self.tmp_dir = self.obj_dir / ".tmp"
-        self.nosync = nosync
-        for d in (self.obj_dir, self.stale_dir, self.tmp_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        for leftover in self.tmp_dir.iterdir():  # half-made objects of a crash
-            leftover.unlink(missing_ok=True)
+        super().__init__(root, nosync=nosync)
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._codec = _Codec()
-        self._dirty: set[str] = set()
-        self._dirty_lock = threading.Lock()
-        self._dir_dirty = False
-        self._tmp_seq = 0
-
-    def _path(self, oid: int) -> str:
-        return f"{self.obj_dir}/{oid_name(oid)}"
 
     def _stripe(self, oid: int) -> int:
         return (oid ^ (oid >> 32) ^ (oid >> 17)) % LOCK_STRIPES
@@ -160,7 +122,7 @@ class FarmStore(ObjectStore):
         try:
             return os.open(self._path(oid), flags)
         except OSError as e:
-            raise _store_error(e, f"object {oid:016x}") from e
+            raise store_error(e, f"object {oid:016x}") from e
 
     # ---- chunks ----
 
@@ -216,7 +178,7 @@ class FarmStore(ObjectStore):
             try:
                 self._read_locked(_Object(fd, oid), offset, buf)
             except OSError as e:
-                raise _store_error(e, f"read {oid:016x}") from e
+                raise store_error(e, f"read {oid:016x}") from e
             finally:
                 os.close(fd)
 
@@ -240,26 +202,7 @@ class FarmStore(ObjectStore):
                 dst[:] = chunk[pos - lo:pos - lo + n]
             pos += n
 
-    def exists(self, oid: int) -> bool:
-        return os.path.exists(self._path(oid))
-
-    def oids(self) -> Iterator[int]:
-        with os.scandir(self.obj_dir) as it:
-            for entry in it:
-                name = entry.name
-                if len(name) == 16 and not name.startswith("."):
-                    try:
-                        yield int(name, 16)
-                    except ValueError:
-                        continue
-
     # ---- writes ----
-
-    def _mark_dirty(self, path: str, *, dir_too: bool = False) -> None:
-        with self._dirty_lock:
-            self._dirty.add(path)
-            if dir_too:
-                self._dir_dirty = True
 
     def write(self, oid: int, offset: int, data: memoryview, *, sync: bool) -> None:
         sync = sync and not self.nosync
@@ -276,7 +219,7 @@ class FarmStore(ObjectStore):
                         self._mark_dirty(self._path(oid))
                     return
             except OSError as e:
-                raise _store_error(e, f"write {oid:016x}") from e
+                raise store_error(e, f"write {oid:016x}") from e
             finally:
                 os.close(fd)
             # Several chunks: a new file, renamed over the old one.
@@ -292,11 +235,11 @@ class FarmStore(ObjectStore):
         old = obj.table[idx]
         slot = 1 - old.slot
         if blob:
-            _pwrite_all(fd, blob, head.slot_offset(idx, slot))
+            pwrite_all(fd, blob, head.slot_offset(idx, slot))
             if sync:
                 os.fdatasync(fd)  # the bytes before the entry that names them
         entry = Entry(slot, codec, len(blob), zlib.crc32(blob) if blob else 0)
-        _pwrite_all(fd, entry.pack(idx), head.entry_offset(idx))
+        pwrite_all(fd, entry.pack(idx), head.entry_offset(idx))
         if sync:
             os.fdatasync(fd)
         if old.codec != CODEC_ZERO:
@@ -340,17 +283,14 @@ class FarmStore(ObjectStore):
                 src, offset, data = None, 0, memoryview(buf)
             self._build(oid, head, src, offset, data, sync)
         except OSError as e:
-            raise _store_error(e, f"create {oid:016x}") from e
+            raise store_error(e, f"create {oid:016x}") from e
         finally:
             if src_fd >= 0:
                 os.close(src_fd)
 
     def _build(self, oid: int, head: Header, src: _Object | None, offset: int,
                data: memoryview, sync: bool) -> None:
-        with self._dirty_lock:
-            self._tmp_seq += 1
-            seq = self._tmp_seq
-        tmp = f"{self.tmp_dir}/{oid_name(oid)}.{os.getpid()}.{seq}"
+        tmp = self._tmp_path(oid)
         path = self._path(oid)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -375,10 +315,10 @@ class FarmStore(ObjectStore):
                     else:
                         codec, blob, crc = CODEC_ZERO, b"", 0
                     if blob:
-                        _pwrite_all(fd, blob, head.slot_offset(idx, 0))
+                        pwrite_all(fd, blob, head.slot_offset(idx, 0))
                     table += Entry(0, codec, len(blob), crc).pack(idx)
                 assert len(table) == HEADER_SIZE + head.nr_chunks * ENTRY_SIZE
-                _pwrite_all(fd, table, 0)
+                pwrite_all(fd, table, 0)
                 if sync:
                     os.fdatasync(fd)
             finally:
@@ -397,76 +337,33 @@ class FarmStore(ObjectStore):
         else:
             self._mark_dirty(path, dir_too=True)
 
-    def _fsync_dir(self) -> None:
-        dfd = os.open(self.obj_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
     def remove(self, oid: int) -> None:
         with self._locks[self._stripe(oid)]:
             try:
                 os.unlink(self._path(oid))
             except OSError as e:
-                raise _store_error(e, f"remove {oid:016x}") from e
+                raise store_error(e, f"remove {oid:016x}") from e
         if not self.nosync:
-            self._dir_dirty = True
+            self._mark_dirty(dir_too=True)
 
     def move_to_stale(self, oid: int, epoch: int) -> None:
         with self._locks[self._stripe(oid)]:
             try:
-                os.rename(self._path(oid), f"{self.stale_dir}/{oid_name(oid)}.{epoch}")
+                os.rename(self._path(oid), self._stale_path(oid, epoch))
             except OSError as e:
-                raise _store_error(e, f"stale {oid:016x}") from e
+                raise store_error(e, f"stale {oid:016x}") from e
 
     def read_stale(self, oid: int, epoch: int, buf: memoryview) -> None:
         try:
             fd = os.open(self._stale_path(oid, epoch), os.O_RDONLY)
         except OSError as e:
-            raise _store_error(e, f"stale {oid:016x}.{epoch}") from e
+            raise store_error(e, f"stale {oid:016x}.{epoch}") from e
         try:
             self._read_locked(_Object(fd, oid), 0, buf)
         except OSError as e:
-            raise _store_error(e, f"stale {oid:016x}.{epoch}") from e
+            raise store_error(e, f"stale {oid:016x}.{epoch}") from e
         finally:
             os.close(fd)
-
-    def flush(self) -> None:
-        with self._dirty_lock:
-            dirty, self._dirty = self._dirty, set()
-            dir_dirty, self._dir_dirty = self._dir_dirty, False
-        for path in dirty:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise _store_error(e, f"flush {path}") from e
-            try:
-                os.fdatasync(fd)
-            except OSError as e:
-                raise _store_error(e, f"flush {path}") from e
-            finally:
-                os.close(fd)
-        if dir_dirty:
-            self._fsync_dir()
-
-    def format(self) -> None:
-        for d in (self.obj_dir, self.stale_dir, self.tmp_dir):
-            with os.scandir(d) as it:
-                for entry in it:
-                    if entry.is_file(follow_symlinks=False):
-                        os.unlink(entry.path)
-        with self._dirty_lock:
-            self._dirty.clear()
-        if not self.nosync:
-            self._fsync_dir()
-
-    def space(self) -> tuple[int, int]:
-        st = os.statvfs(self.root)
-        size = st.f_blocks * st.f_frsize
-        return size, size - st.f_bavail * st.f_frsize
 
     def object_size(self, oid: int) -> int:
         """The logical size of a stored object (from its header)."""

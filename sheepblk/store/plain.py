@@ -12,30 +12,9 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 
-from ..proto import oid_name
-from .backend import ObjectStore
-from .errors import NoObject, NoSpace, StoreError, StoreIOError
-
-_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-
-
-def _store_error(e: OSError, what: str) -> StoreError:
-    if e.errno == errno.ENOENT:
-        return NoObject(what)
-    if e.errno in _SPACE_ERRNOS:
-        return NoSpace(f"{what}: {e.strerror}")
-    return StoreIOError(f"{what}: {e.strerror or e}")
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while len(data):
-        n = os.pwrite(fd, data, offset)
-        data = data[n:]
-        offset += n
+from .errors import StoreError
+from .filestore import FileStore, pwrite_all, store_error
 
 
 def _discard(path: str) -> None:
@@ -67,31 +46,13 @@ def _copy_sparse(src: int, dst: int) -> None:
         pos = stop
 
 
-class PlainStore(ObjectStore):
+class PlainStore(FileStore):
     """Resource handling: holds only a directory fd for directory fsyncs;
     every operation opens and closes its own file.
     Error handling: see ObjectStore; ENOENT on the object is NoObject."""
 
     name = "plain"
     cheap_small_io = True
-
-    def __init__(self, root: str | os.PathLike[str], *, nosync: bool = False) -> None:
-        self.root = Path(root)
-        self.obj_dir = self.root / "obj"
-        self.stale_dir = self.obj_dir / ".stale"
-        self.tmp_dir = self.obj_dir / ".tmp"
-        self.nosync = nosync
-        for d in (self.obj_dir, self.stale_dir, self.tmp_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        for leftover in self.tmp_dir.iterdir():  # half-made objects of a crash
-            leftover.unlink(missing_ok=True)
-        self._dirty: set[str] = set()
-        self._dirty_lock = threading.Lock()
-        self._dir_dirty = False
-        self._tmp_seq = 0
-
-    def _path(self, oid: int) -> str:
-        return f"{self.obj_dir}/{oid_name(oid)}"
 
     # ---- reads ----
 
@@ -100,7 +61,7 @@ class PlainStore(ObjectStore):
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as e:
-            raise _store_error(e, f"object {oid:016x}") from e
+            raise store_error(e, f"object {oid:016x}") from e
         try:
             got = 0
             total = len(buf)
@@ -112,7 +73,7 @@ class PlainStore(ObjectStore):
             if got < total:
                 buf[got:] = bytes(total - got)
         except OSError as e:
-            raise _store_error(e, f"read {oid:016x}") from e
+            raise store_error(e, f"read {oid:016x}") from e
         finally:
             os.close(fd)
 
@@ -122,40 +83,23 @@ class PlainStore(ObjectStore):
         try:
             fd = os.open(self._path(oid), os.O_RDONLY)
         except OSError as e:
-            raise _store_error(e, f"object {oid:016x}") from e
+            raise store_error(e, f"object {oid:016x}") from e
         try:
             return fd, os.fstat(fd).st_size
         except OSError as e:
             os.close(fd)
-            raise _store_error(e, f"object {oid:016x}") from e
-
-    def exists(self, oid: int) -> bool:
-        return os.path.exists(self._path(oid))
-
-    def oids(self) -> Iterator[int]:
-        with os.scandir(self.obj_dir) as it:
-            for entry in it:
-                name = entry.name
-                if len(name) == 16 and not name.startswith("."):
-                    try:
-                        yield int(name, 16)
-                    except ValueError:
-                        continue
+            raise store_error(e, f"object {oid:016x}") from e
 
     # ---- writes ----
-
-    def _mark_dirty(self, path: str) -> None:
-        with self._dirty_lock:
-            self._dirty.add(path)
 
     def write(self, oid: int, offset: int, data: memoryview, *, sync: bool) -> None:
         path = self._path(oid)
         try:
             fd = os.open(path, os.O_WRONLY)
         except OSError as e:
-            raise _store_error(e, f"object {oid:016x}") from e
+            raise store_error(e, f"object {oid:016x}") from e
         try:
-            _pwrite_all(fd, data, offset)
+            pwrite_all(fd, data, offset)
             if self.nosync:
                 pass
             elif sync:
@@ -163,34 +107,31 @@ class PlainStore(ObjectStore):
             else:
                 self._mark_dirty(path)
         except OSError as e:
-            raise _store_error(e, f"write {oid:016x}") from e
+            raise store_error(e, f"write {oid:016x}") from e
         finally:
             os.close(fd)
 
     def create_and_write(self, oid: int, size: int, offset: int, data: memoryview, *,
                          cow_oid: int = 0, sync: bool) -> None:
-        with self._dirty_lock:
-            self._tmp_seq += 1
-            seq = self._tmp_seq
-        tmp = f"{self.tmp_dir}/{oid_name(oid)}.{os.getpid()}.{seq}"
+        tmp = self._tmp_path(oid)
         path = self._path(oid)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as e:
-            raise _store_error(e, f"create {oid:016x}") from e
+            raise store_error(e, f"create {oid:016x}") from e
         try:
             try:
                 if cow_oid:
                     try:
                         src = os.open(self._path(cow_oid), os.O_RDONLY)
                     except OSError as e:
-                        raise _store_error(e, f"object {cow_oid:016x}") from e
+                        raise store_error(e, f"object {cow_oid:016x}") from e
                     try:
                         _copy_sparse(src, fd)
                     finally:
                         os.close(src)
                 os.ftruncate(fd, size)
-                _pwrite_all(fd, data, offset)
+                pwrite_all(fd, data, offset)
                 if sync and not self.nosync:
                     os.fdatasync(fd)
             finally:
@@ -198,7 +139,7 @@ class PlainStore(ObjectStore):
             os.rename(tmp, path)
         except OSError as e:
             _discard(tmp)
-            raise _store_error(e, f"create {oid:016x}") from e
+            raise store_error(e, f"create {oid:016x}") from e
         except StoreError:
             _discard(tmp)
             raise
@@ -207,62 +148,18 @@ class PlainStore(ObjectStore):
         if sync:
             self._fsync_dir()
         else:
-            self._mark_dirty(path)
-            self._dir_dirty = True
-
-    def _fsync_dir(self) -> None:
-        dfd = os.open(self.obj_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            self._mark_dirty(path, dir_too=True)
 
     def remove(self, oid: int) -> None:
         try:
             os.unlink(self._path(oid))
         except OSError as e:
-            raise _store_error(e, f"remove {oid:016x}") from e
+            raise store_error(e, f"remove {oid:016x}") from e
         if not self.nosync:
-            self._dir_dirty = True
+            self._mark_dirty(dir_too=True)
 
     def move_to_stale(self, oid: int, epoch: int) -> None:
         try:
-            os.rename(self._path(oid), f"{self.stale_dir}/{oid_name(oid)}.{epoch}")
+            os.rename(self._path(oid), self._stale_path(oid, epoch))
         except OSError as e:
-            raise _store_error(e, f"stale {oid:016x}") from e
-
-    def flush(self) -> None:
-        with self._dirty_lock:
-            dirty, self._dirty = self._dirty, set()
-            dir_dirty, self._dir_dirty = self._dir_dirty, False
-        for path in dirty:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue  # removed since: nothing to make durable
-            except OSError as e:
-                raise _store_error(e, f"flush {path}") from e
-            try:
-                os.fdatasync(fd)
-            except OSError as e:
-                raise _store_error(e, f"flush {path}") from e
-            finally:
-                os.close(fd)
-        if dir_dirty:
-            self._fsync_dir()
-
-    def format(self) -> None:
-        for d in (self.obj_dir, self.stale_dir, self.tmp_dir):
-            with os.scandir(d) as it:
-                for entry in it:
-                    if entry.is_file(follow_symlinks=False):
-                        os.unlink(entry.path)
-        with self._dirty_lock:
-            self._dirty.clear()
-        if not self.nosync:
-            self._fsync_dir()
-
-    def space(self) -> tuple[int, int]:
-        st = os.statvfs(self.root)
-        size = st.f_blocks * st.f_frsize
-        return size, size - st.f_bavail * st.f_frsize
+            raise store_error(e, f"stale {oid:016x}") from e

@@ -1,0 +1,138 @@
+"""What every file-per-object backend shares: the directory layout, dirty
+tracking for cached writes, flush, format and space.
+
+Both `plain` and `farm` keep one file per object at STORE_DIR/obj/<16 hex
+digits>, stale copies in obj/.stale/ and half-made creations in obj/.tmp/;
+they differ only in how an object's bytes sit in its file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..proto import oid_name
+from .backend import ObjectStore
+from .errors import NoObject, NoSpace, StoreError, StoreIOError
+
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def store_error(e: OSError, what: str) -> StoreError:
+    """The typed store error for an OSError (ENOENT, ENOSPC, the rest)."""
+    if e.errno == errno.ENOENT:
+        return NoObject(what)
+    if e.errno in _SPACE_ERRNOS:
+        return NoSpace(f"{what}: {e.strerror}")
+    return StoreIOError(f"{what}: {e.strerror or e}")
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while len(view):
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+class FileStore(ObjectStore):
+    """Resource handling: owns the obj/ directory tree under `root`; leftovers
+    of a crash in obj/.tmp/ are removed when the store opens.
+    Error handling: OSErrors become StoreError subclasses via store_error."""
+
+    def __init__(self, root: str | os.PathLike[str], *, nosync: bool = False) -> None:
+        self.root = Path(root)
+        self.obj_dir = self.root / "obj"
+        self.stale_dir = self.obj_dir / ".stale"
+        self.tmp_dir = self.obj_dir / ".tmp"
+        self.nosync = nosync
+        for d in (self.obj_dir, self.stale_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp_dir.iterdir():  # half-made objects of a crash
+            leftover.unlink(missing_ok=True)
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._dir_dirty = False
+        self._tmp_seq = 0
+
+    def _path(self, oid: int) -> str:
+        return f"{self.obj_dir}/{oid_name(oid)}"
+
+    def _tmp_path(self, oid: int) -> str:
+        """A fresh staging name for a creation (renamed over the object)."""
+        with self._dirty_lock:
+            self._tmp_seq += 1
+            seq = self._tmp_seq
+        return f"{self.tmp_dir}/{oid_name(oid)}.{os.getpid()}.{seq}"
+
+    def exists(self, oid: int) -> bool:
+        return os.path.exists(self._path(oid))
+
+    def oids(self) -> Iterator[int]:
+        with os.scandir(self.obj_dir) as it:
+            for entry in it:
+                name = entry.name
+                if len(name) == 16 and not name.startswith("."):
+                    try:
+                        yield int(name, 16)
+                    except ValueError:
+                        continue
+
+    # ---- durability ----
+
+    def _mark_dirty(self, path: str | None = None, *, dir_too: bool = False) -> None:
+        """Remember what a cached write left for the next flush: the file
+        (data) and, for creations and removals, the directory."""
+        with self._dirty_lock:
+            if path is not None:
+                self._dirty.add(path)
+            if dir_too:
+                self._dir_dirty = True
+
+    def _fsync_dir(self) -> None:
+        dfd = os.open(self.obj_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def flush(self) -> None:
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
+        for path in dirty:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # removed since: nothing to make durable
+            except OSError as e:
+                raise store_error(e, f"flush {path}") from e
+            try:
+                os.fdatasync(fd)
+            except OSError as e:
+                raise store_error(e, f"flush {path}") from e
+            finally:
+                os.close(fd)
+        if dir_dirty:
+            self._fsync_dir()
+
+    # ---- the whole store ----
+
+    def format(self) -> None:
+        for d in (self.obj_dir, self.stale_dir, self.tmp_dir):
+            with os.scandir(d) as it:
+                for entry in it:
+                    if entry.is_file(follow_symlinks=False):
+                        os.unlink(entry.path)
+        with self._dirty_lock:
+            self._dirty.clear()
+        if not self.nosync:
+            self._fsync_dir()
+
+    def space(self) -> tuple[int, int]:
+        st = os.statvfs(self.root)
+        size = st.f_blocks * st.f_frsize
+        return size, size - st.f_bavail * st.f_frsize
