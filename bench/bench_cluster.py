@@ -16,7 +16,6 @@ For orientation, C Sheepdog 1.0 here: 3 nodes copies=3 `dog vdi write`
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import subprocess
@@ -29,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
     free_port,
     print_table,
+    random_file,
     sheep_cluster,
+    stop_processes,
     timed,
     tool,
     wait_port,
@@ -104,15 +105,7 @@ def recovery(tmp: Path, src: Path, size: int) -> tuple[float, int, Path]:
         after = sum(obj_count(tmp / f"store{i}") for i in (0, 1))
         return elapsed, (after - before) * OBJ, tmp / "store2" / "obj"
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
 
 
 def main() -> None:
@@ -123,10 +116,7 @@ def main() -> None:
     mb = size / 1e6
 
     with workdir() as tmp:
-        src = tmp / "disk.raw"
-        with open(src, "wb") as f:
-            for _ in range(size // OBJ):
-                f.write(os.urandom(OBJ))
+        src = random_file(tmp / "disk.raw", size)
 
         rows = []
         for label, extra in (("durable", []), ("-n", ["-n"])):

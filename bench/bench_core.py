@@ -23,7 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import print_table, sheep_cluster, timed, tool, workdir  # noqa: E402
+from bench.common import (  # noqa: E402
+    print_table,
+    random_file,
+    sheep_cluster,
+    timed,
+    tool,
+    workdir,
+)
 from sheepblk.client import SheepClient, Vdi  # noqa: E402
 
 CHUNK = 32 << 20
@@ -57,10 +64,7 @@ def main() -> None:
     dog = tool("dog")
 
     with workdir() as tmp:
-        src = tmp / "disk.raw"
-        with open(src, "wb") as f:
-            for _ in range(size // (4 << 20)):
-                f.write(os.urandom(4 << 20))
+        src = random_file(tmp / "disk.raw", size)
 
         dd_t = timed(lambda: subprocess.run(
             ["dd", f"if={src}", f"of={tmp / 'dd.out'}", "bs=4M", "conv=fdatasync"],

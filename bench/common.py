@@ -74,15 +74,28 @@ def sheep_cluster(tmp: Path, nodes: int = 1, copies: int = 1,
                         "-p", str(ports[0])], check=True, capture_output=True)
         yield ports
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    """SIGTERM every process we started, then SIGKILL what did not exit."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def random_file(path: Path, size: int, chunk: int = 4 << 20) -> Path:
+    """`size` bytes of random data (incompressible, so no backend cheats)."""
+    with open(path, "wb") as f:
+        for off in range(0, size, chunk):
+            f.write(os.urandom(min(chunk, size - off)))
+    return path
 
 
 def timed(fn: Callable[[], object]) -> float:
