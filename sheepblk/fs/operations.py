@@ -20,8 +20,8 @@ unreachable cluster gives EIO quickly instead of a hung `cat`.
 Volume reads: a sequential reader is served from whole objects fetched
 ahead of it, and holes from shared zeros, both on the trio thread without a
 thread hop or a copy (readahead.py); other reads go to the sheep in a
-thread. Measured (bench/bench_sheepfs.py, 512 MiB, 2 cores): dd
-iflag=direct 0.43 -> 0.96 GB/s, buffered reads on a cold cache x1.2-1.7.
+thread. Measured against the code before (bench/bench_sheepfs.py, 512 MiB,
+2 cores, same run): dd iflag=direct x1.4-1.6, buffered x1.3-1.6.
 """
 
 from __future__ import annotations
