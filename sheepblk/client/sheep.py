@@ -11,6 +11,7 @@ import time
 from typing import NamedTuple
 
 from ..proto import (
+    MAX_DATA_LENGTH,
     SD_INODE_HEADER_SIZE,
     SD_NODE_SIZE,
     SD_NR_VDIS,
@@ -26,6 +27,7 @@ from ..proto import (
     Op,
     RecoveryState,
     Request,
+    Res,
     Response,
     SdNode,
     VdiArgs,
@@ -36,10 +38,13 @@ from ..proto import (
 from ..proto.constants import SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN
 from ..proto.records import EPOCH_LOG_SIZE, RECOVERY_STATE_SIZE
 from .connection import Buffer, Connection
+from .errors import SheepdogError
 from .pool import ConnectionPool
 
-# Enough node slots per epoch for any cluster we run; dog asks again with
-# twice as many when the answer says the buffer was small.
+# First guess of node slots per epoch and of epochs for STAT_CLUSTER; as
+# dog does, we ask again with twice as many node slots when the answer is
+# BUFFER_SMALL, and with twice as many epochs while the answer fills every
+# slot and has not reached epoch 1 (a long-lived cluster has many epochs).
 STAT_CLUSTER_NODES = 64
 STAT_CLUSTER_EPOCHS = 64
 
@@ -226,13 +231,28 @@ class SheepClient:
         return NodeResult.unpack(rsp.args)
 
     def stat_cluster(self) -> tuple[int, list[EpochLog]]:
-        """The cluster status code (result) and epoch history, newest first."""
-        nodes = STAT_CLUSTER_NODES
-        stride = EPOCH_LOG_SIZE + nodes * SD_NODE_SIZE
-        rsp, out = self.request(Op.STAT_CLUSTER, ClusterArgs(nodes_nr=nodes).pack(),
-                                data_length=stride * STAT_CLUSTER_EPOCHS, check=False)
-        logs = [EpochLog.unpack(out, off) for off in range(0, len(out) - stride + 1, stride)]
-        return rsp.result, logs
+        """The cluster status code (result) and epoch history, newest first.
+
+        The buffer grows until the whole history fits (BUFFER_SMALL: more
+        nodes in an epoch than slots; every slot filled: more epochs), but
+        never past MAX_DATA_LENGTH, where the newest epochs that fit are
+        returned."""
+        nodes, epochs = STAT_CLUSTER_NODES, STAT_CLUSTER_EPOCHS
+        while True:
+            stride = EPOCH_LOG_SIZE + nodes * SD_NODE_SIZE
+            rsp, out = self.request(Op.STAT_CLUSTER, ClusterArgs(nodes_nr=nodes).pack(),
+                                    data_length=stride * epochs, check=False)
+            if rsp.result == Res.BUFFER_SMALL:
+                nodes *= 2
+                if (EPOCH_LOG_SIZE + nodes * SD_NODE_SIZE) * epochs > MAX_DATA_LENGTH:
+                    raise SheepdogError(rsp.result, "stat cluster")
+                continue
+            logs = [EpochLog.unpack(out, off) for off in range(0, len(out) - stride + 1, stride)]
+            if (len(logs) == epochs and logs[-1].epoch > 1
+                    and stride * epochs * 2 <= MAX_DATA_LENGTH):
+                epochs *= 2
+                continue
+            return rsp.result, logs
 
     def stat_recovery(self) -> RecoveryState:
         _, out = self.request(Op.STAT_RECOVERY, data_length=RECOVERY_STATE_SIZE)
