@@ -89,6 +89,7 @@ def scripted_sheep() -> Iterator[tuple[int, list[int]]]:
     try:
         yield port, seen
     finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept()
         listener.close()
         t.join(timeout=10)
         assert not t.is_alive()

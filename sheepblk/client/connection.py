@@ -146,6 +146,11 @@ class Connection:
             if isinstance(e, NetworkError):
                 raise
             raise NetworkError(f"{self.host}:{self.port}: {e.strerror or e}") from e
+        except BaseException:
+            # Interrupted half-way (KeyboardInterrupt, a bad header): the
+            # stream is out of step, so the connection must never be reused.
+            self.close()
+            raise
         if check and rsp.result != Res.SUCCESS:
             raise SheepdogError(rsp.result, context)
         return rsp, out

@@ -19,6 +19,13 @@ DEFAULT_POOL_SIZE = 8
 
 
 class ConnectionPool:
+    """Up to `size` connections to one sheep, lent one at a time.
+
+    Resource handling: idle connections are kept for reuse and closed by
+    close(); a connection that broke (closed) is dropped when it comes back.
+    Borrowing blocks while all `size` are lent.
+    """
+
     def __init__(self, host: str = "127.0.0.1", port: int = 7000,
                  size: int = DEFAULT_POOL_SIZE, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         self.host, self.port, self.size, self.timeout = host, port, size, timeout
@@ -28,22 +35,12 @@ class ConnectionPool:
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:
-        """Lend a connection; blocks while all `size` are in use."""
-        self._slots.acquire()
+        """Lend a connection for a `with` block (get() and put() around it)."""
+        conn = self.get()
         try:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                conn = Connection(self.host, self.port, self.timeout)
-            try:
-                yield conn
-            finally:
-                if conn.closed or self._closed:
-                    conn.close()
-                else:
-                    self._idle.put(conn)
+            yield conn
         finally:
-            self._slots.release()
+            self.put(conn)
 
     def get(self) -> Connection:
         """Borrow a connection without a context manager (the hot path of

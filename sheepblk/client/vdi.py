@@ -48,10 +48,13 @@ class Extent(NamedTuple):
 
 
 class ReadOnlyError(ClientError):
+    """A write to a VDI opened read-only (EROFS)."""
+
     errno = 30  # EROFS
 
 
 def split(offset: int, length: int, object_size: int) -> Iterator[Chunk]:
+    """The pieces of an I/O at `offset` of `length` bytes, one per object."""
     pos = 0
     while pos < length:
         idx, off = divmod(offset + pos, object_size)

@@ -134,7 +134,6 @@ class Flag(enum.IntFlag):
     CMD_DIRECT = 0x08
     CMD_PIGGYBACK = 0x10
     CMD_TGT = 0x20
-    CMD_FWD = 0x40
     CMD_RECOVERY = 0x0080
     # 0x0100 means WILDCARD on object ops and CREAT on VDI ops, as in Sheepdog.
     CMD_WILDCARD = 0x0100
@@ -274,12 +273,16 @@ class ClusterStatus(enum.IntEnum):
 
 
 class LockState(enum.IntEnum):
+    """A VDI's lock state in struct vdi_state (`dog vdi lock list`)."""
+
     UNLOCKED = 1
     LOCKED = 2
     SHARED = 3
 
 
 class ClusterFlag(enum.IntFlag):
+    """Cluster-wide flags set at format (SD_CLUSTER_FLAG_*, epoch log `flags`)."""
+
     STRICT = 0x0001
     DISKMODE = 0x0002
     AUTO_VNODES = 0x0004

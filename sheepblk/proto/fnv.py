@@ -25,20 +25,24 @@ def fnv_64a_64(value: int, hval: int) -> int:
 
 
 def sd_hash(data: bytes) -> int:
+    """A ring position for a byte string (a node's first vnode)."""
     h = fnv_64a_buf(data)
     return fnv_64a_64(h, h)
 
 
 def sd_hash_64(value: int) -> int:
+    """sd_hash over the 8 little-endian bytes of `value`."""
     h = fnv_64a_64(value, FNV1A_64_INIT)
     return fnv_64a_64(h, h)
 
 
 def sd_hash_next(hval: int) -> int:
+    """The position after `hval` (a node's next vnode)."""
     return fnv_64a_64(hval, hval)
 
 
 def sd_hash_oid(oid: int) -> int:
+    """An object's position on the ring."""
     return sd_hash_64(oid)
 
 

@@ -70,10 +70,12 @@ class SdNode(NamedTuple):
 
 
 def pack_nodes(nodes: list[SdNode]) -> bytes:
+    """Nodes back to back, SD_NODE_SIZE bytes each (GET_NODE_LIST)."""
     return b"".join(n.pack() for n in nodes)
 
 
 def unpack_nodes(data: bytes | bytearray | memoryview, count: int | None = None) -> list[SdNode]:
+    """The first `count` nodes of `data` (all that fit when None)."""
     if count is None:
         count = len(data) // SD_NODE_SIZE
     return [SdNode.unpack(data, i * SD_NODE_SIZE) for i in range(count)]

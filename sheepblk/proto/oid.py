@@ -20,6 +20,7 @@ _SIZED_BITS = VDI_BIT | VDI_ATTR_BIT | VDI_BTREE_BIT | LEDGER_BIT
 
 
 def is_vdi_obj(oid: int) -> bool:
+    """Whether `oid` names an inode object (VDI_BIT)."""
     return bool(oid & VDI_BIT)
 
 
@@ -28,6 +29,7 @@ def is_vmstate_obj(oid: int) -> bool:
 
 
 def is_vdi_attr_obj(oid: int) -> bool:
+    """Whether `oid` names a VDI attribute object."""
     return bool(oid & VDI_ATTR_BIT)
 
 
@@ -40,26 +42,32 @@ def is_ledger_obj(oid: int) -> bool:
 
 
 def is_data_obj(oid: int) -> bool:
+    """Whether `oid` names a data object (no type bit set)."""
     return not oid & _TYPE_BITS
 
 
 def data_oid_to_idx(oid: int) -> int:
+    """The index of a data object within its VDI (bits 0-31)."""
     return oid & _DATA_IDX_MASK
 
 
 def vid_to_vdi_oid(vid: int) -> int:
+    """The oid of VDI `vid`'s inode object."""
     return VDI_BIT | (vid << VDI_SPACE_SHIFT)
 
 
 def vid_to_data_oid(vid: int, idx: int) -> int:
+    """The oid of data object `idx` owned by VDI `vid`."""
     return (vid << VDI_SPACE_SHIFT) | idx
 
 
 def oid_to_vid(oid: int) -> int:
+    """The VDI id an oid belongs to (bits 32-55)."""
     return (oid & SD_VDI_MASK) >> VDI_SPACE_SHIFT
 
 
 def vid_to_attr_oid(vid: int, attrid: int) -> int:
+    """The oid of attribute slot `attrid` of VDI `vid`."""
     return (vid << VDI_SPACE_SHIFT) | VDI_ATTR_BIT | attrid
 
 
@@ -68,6 +76,7 @@ def vid_to_btree_oid(vid: int, btreeid: int) -> int:
 
 
 def vid_to_vmstate_oid(vid: int, idx: int) -> int:
+    """The oid of vmstate object `idx` of VDI `vid` (QEMU savevm)."""
     return VMSTATE_BIT | (vid << VDI_SPACE_SHIFT) | idx
 
 
