@@ -38,11 +38,18 @@ KINDS = (SYNC, CLAIM, RECOVERED, FORCE)
 SYNC_EPOCHS = 64
 
 
+_NAMES = 12  # a row's fields before the lock fields
+
+
 def entries_to_json(table: VdiTable, *, locks: bool) -> list[list[Any]]:
+    """Rows: vid, copies, policy, shift, snapshot, deleted, parent, named,
+    name (hex), tag (hex), snap_id, create_time [, lock state, owner,
+    participants]."""
     out = []
     for e in table.entries.values():
         row: list[Any] = [e.vid, e.copies, e.copy_policy, e.block_size_shift,
-                          int(e.snapshot), int(e.deleted), e.parent]
+                          int(e.snapshot), int(e.deleted), e.parent, int(e.named),
+                          e.name.hex(), e.tag.hex(), e.snap_id, e.create_time]
         if locks:
             row += [e.lock_state, e.owner, sorted(e.participants)]
         out.append(row)
@@ -53,23 +60,30 @@ def entries_from_json(rows: list[list[Any]]) -> list[VdiEntry]:
     out = []
     for row in rows:
         e = VdiEntry(int(row[0]), int(row[1]), int(row[2]), int(row[3]), bool(row[4]),
-                     bool(row[5]), int(row[6]))
-        if len(row) > 7:
-            e.lock_state, e.owner, e.participants = int(row[7]), str(row[8]), set(row[9])
+                     bool(row[5]), int(row[6]), named=bool(row[7]),
+                     name=bytes.fromhex(row[8]), tag=bytes.fromhex(row[9]),
+                     snap_id=int(row[10]), create_time=int(row[11]))
+        if len(row) > _NAMES:
+            e.lock_state, e.owner, e.participants = \
+                int(row[_NAMES]), str(row[_NAMES + 1]), set(row[_NAMES + 2])
         out.append(e)
     return out
 
 
 def merge_entries(table: VdiTable, entries: list[VdiEntry]) -> None:
     """Union another node's view into `table` (restart: each node stores the
-    inodes of only some VDIs). Snapshot and deleted flags only ever get set."""
+    inodes of only some VDIs, some copies older than others). Snapshot and
+    deleted flags only ever get set; naming facts come from the most
+    advanced copy (a snapshot's over a working VDI's: its tag is final)."""
     for e in entries:
         old = table.get(e.vid)
         if old is None:
             table.add(e)
             continue
+        if e.named and (not old.named or (e.snapshot and not old.snapshot)):
+            table.set_names(e.vid, e.name, e.tag, e.snap_id, e.create_time)
         if e.snapshot:
-            old.snapshot = True
+            table.mark_snapshot(e.vid)
         if e.deleted:
             table.mark_deleted(e.vid)
 

@@ -42,11 +42,13 @@ from ..proto import (
     SdNode,
     VdiArgs,
     VdiResult,
+    VdiStateArgs,
     data_vid_offset,
     get_objsize,
     is_data_obj,
     is_vdi_obj,
     oid_to_vid,
+    vid_to_vdi_oid,
 )
 from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
 from ..proto.inode import SD_INODE_HEADER_SIZE
@@ -62,7 +64,7 @@ from .peer import PeerOps, result_of
 from .peer_client import PeerClient, PeerError
 from .recovery import EPOCHS_BACK, Recovery
 from .reply import Caller, FileSpan, Reply
-from .vdi_ops import VdiError, VdiOps, parse_name
+from .vdi_ops import VdiError, VdiOps, inode_names, parse_name
 from .vdi_table import VdiEntry, VdiTable
 
 log = logging.getLogger("sheep")
@@ -273,9 +275,12 @@ class Sheep:
             h = InodeHeader.unpack(raw)
             if not h.vdi_id:
                 continue
+            name, tag = inode_names(raw)
             self.table.add(VdiEntry(h.vdi_id, h.nr_copies, h.copy_policy,
-                                    h.block_size_shift, h.is_snapshot, deleted=not h.name,
-                                    parent=h.parent_vdi_id))
+                                    h.block_size_shift, h.is_snapshot, deleted=not name,
+                                    parent=h.parent_vdi_id, name=name, tag=tag,
+                                    snap_id=h.snap_id, create_time=h.create_time,
+                                    named=True))
         log.info("loaded %d VDIs", len(self.table.entries))
 
     async def run_cluster(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -1024,7 +1029,9 @@ class Sheep:
             args = VdiResult(vdi_id=out.vid, copies=copies, block_size_shift=shift).pack()
             return Reply(args=args), {"vid": out.vid, "copies": copies, "policy": policy,
                                       "shift": shift, "old_vid": out.old_vid,
-                                      "parent": out.parent, "snapshot": bool(v.snapid)}
+                                      "parent": out.parent, "snapshot": bool(v.snapid),
+                                      "name": out.name.hex(), "snap_id": out.snap_id,
+                                      "ctime": out.create_time, "old_tag": out.old_tag.hex()}
         if op in (Op.GET_VDI_INFO, Op.LOCK_VDI, Op.DEL_VDI):
             name, tag = parse_name(data)
             if op == Op.DEL_VDI:
@@ -1041,16 +1048,40 @@ class Sheep:
                                       delete=bool(req.flags & Flag.CMD_DEL))
             args = VdiResult(vdi_id=out.vid, attr_id=out.attr_id, copies=out.copies).pack()
             return Reply(args=args), {}
+        if op == Op.NOTIFY_VDI_ADD:
+            return Reply(), await self._restored_names(req)
         return Reply(Res.NO_SUPPORT), {}
+
+    async def _restored_names(self, req: Request) -> dict:
+        """NOTIFY_VDI_ADD's work half: the registered VDI's naming facts
+        from its inode, for every node's name index. Sheepdog's dog sends
+        the notify before it writes the inode: then nothing is carried and
+        the entry stays unnamed (lookups read its inode)."""
+        s = VdiStateArgs.unpack(req.args)
+        buf = memoryview(bytearray(SD_INODE_HEADER_SIZE))
+        try:
+            await self.gateway.read(vid_to_vdi_oid(s.new_vid), 0, buf, copies=s.copies)
+        except (GatewayError, StoreError, PeerError) as e:
+            log.debug("NOTIFY_VDI_ADD %x: inode not readable yet: %s", s.new_vid, e)
+            return {}
+        h = InodeHeader.unpack(buf)
+        name, tag = inode_names(buf)
+        if h.vdi_id != s.new_vid or not name:
+            return {}
+        return {"names": [name.hex(), tag.hex(), h.snap_id, h.create_time, h.parent_vdi_id]}
 
     async def _main(self, req: Request, msg: ClusterMsg) -> int:
         op = req.opcode
         x = msg.extra
         if op == Op.NEW_VDI:
             self.table.add(VdiEntry(x["vid"], x["copies"], x["policy"], x["shift"],
-                                    parent=x["parent"]))
+                                    parent=x["parent"], name=bytes.fromhex(x.get("name", "")),
+                                    snap_id=x.get("snap_id", 0), create_time=x.get("ctime", 0),
+                                    named="name" in x))
             if x.get("old_vid") and x.get("snapshot"):
-                self.table.mark_snapshot(x["old_vid"])
+                tag = x.get("old_tag")
+                self.table.mark_snapshot(x["old_vid"],
+                                         bytes.fromhex(tag) if tag is not None else None)
             return Res.SUCCESS
         if op == Op.DEL_VDI:
             self.table.mark_deleted(x["vid"])
@@ -1069,7 +1100,13 @@ class Sheep:
         if op == Op.MAKE_FS:
             return await self._make_fs(req, msg)
         if op == Op.NOTIFY_VDI_ADD:
-            return md_ops.notify_vdi_add(self.table, req)
+            res = md_ops.notify_vdi_add(self.table, req)
+            if res == Res.SUCCESS and x.get("names"):
+                name, tag, snap_id, ctime, parent = x["names"]
+                vid = VdiStateArgs.unpack(req.args).new_vid
+                self.table.set_names(vid, bytes.fromhex(name), bytes.fromhex(tag),
+                                     snap_id, ctime, parent=parent)
+            return res
         if op == Op.SHUTDOWN:
             self.recovery.stop()
             self.status = ClusterStatus.SHUTDOWN

@@ -72,6 +72,6 @@ OPS: dict[int, OpInfo] = {
     Op.MD_INFO: OpInfo(L, force=True),
     Op.MD_PLUG: OpInfo(L, force=True),
     Op.MD_UNPLUG: OpInfo(L, force=True),
-    Op.NOTIFY_VDI_ADD: OpInfo(C, main=True),
+    Op.NOTIFY_VDI_ADD: OpInfo(C, work=True, main=True),  # work: read its names
     Op.REPAIR_REPLICA: OpInfo(L),
 }

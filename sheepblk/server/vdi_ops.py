@@ -10,6 +10,19 @@ afterwards (a new id in the bitmap, a snapshot flag) is returned in
 VDI ids: the FNV-1a hash of the name, then the next free bit; a name's
 family (its snapshots and the working VDI) sits in one run of set bits,
 the working VDI last.
+
+Lookups read no inode: the table's name index (vdi_table.py) holds each
+VDI's name, tag and snap_id, and `lookup` walks the name's family in
+Sheepdog's scan order over the bitmap. Two fallbacks read inodes: a VDI
+whose name is unknown (its inode could not be read when it was
+registered), and a lookup by tag that finds the name but no snapshot with
+that tag. Why the second: the tag is the one naming field clients write
+themselves (QEMU and dog write it into the working inode just before
+NEW_VDI, which reads it then), and a WRITE_OBJ lands on one node only;
+telling every node would cost a trip through the stream for each inode
+header write. Writes to a snapshot's inode header are refused (READONLY),
+so a snapshot's tag changes only by a client racing its own snapshot; a
+miss then finds the new tag in the inodes, as Sheepdog would.
 """
 
 from __future__ import annotations
@@ -99,10 +112,20 @@ class VdiOutcome:
     old_vid: int = 0  # became a snapshot
     parent: int = 0
     attr_id: int = 0
+    name: bytes = b""
+    snap_id: int = 0
+    create_time: int = 0
+    old_tag: bytes = b""  # the tag old_vid's inode held when it became a snapshot
 
 
 def _cstr(raw: bytes) -> bytes:
     return raw.split(b"\0", 1)[0]
+
+
+def inode_names(raw: bytes | memoryview) -> tuple[bytes, bytes]:
+    """(name, tag) from the first bytes of an inode, as stored."""
+    b = bytes(raw[:2 * SD_MAX_VDI_LEN])
+    return _cstr(b[:SD_MAX_VDI_LEN]), _cstr(b[SD_MAX_VDI_LEN:])
 
 
 class VdiOps:
@@ -144,38 +167,61 @@ class VdiOps:
                 raise VdiError(Res.FULL_VDI)
         return left, right
 
+    def _candidates(self, left: int, right: int, name: bytes, scan: bool) -> list[int]:
+        """The ids in [left, right) whose inode may carry `name`, in
+        Sheepdog's scan order (downwards): with `scan`, every id in use."""
+        t = self.table
+        if scan:
+            return [i for i in range(right - 1, max(left, 1) - 1, -1)
+                    if t.inuse.test(i) or t.deleted.test(i)]
+        vids = t.family(name) | t.unnamed if t.unnamed else t.family(name)
+        return sorted((v for v in vids if left <= v < right and v), reverse=True)
+
+    async def _facts(self, vid: int, scan: bool) -> tuple[bytes, bytes, int, bool, int]:
+        """(name, tag, snap_id, is snapshot, create_time) of `vid`: from the
+        index, or from its inode when unknown there (or when `scan`)."""
+        e = self.table.get(vid)
+        if e is not None and e.named and not scan:
+            return e.name, e.tag, e.snap_id, e.snapshot, e.create_time
+        iname, itag, head = await self.read_head(vid)
+        return iname, itag, head.snap_id, head.is_snapshot, head.create_time
+
     async def _fill_range(self, left: int, right: int, name: bytes, tag: bytes,
-                          snapid: int, info: LookupInfo) -> int:
+                          snapid: int, info: LookupInfo, scan: bool = False) -> int:
         has_tag = bool(tag) or bool(snapid)
         found = False
-        i = right - 1
-        while i >= left and i:
-            if self.table.inuse.test(i) or self.table.deleted.test(i):
-                iname, itag, head = await self.read_head(i)
-                if iname == name:
-                    if has_tag:
-                        if not head.is_snapshot:
-                            found = True
-                            info.vid = head.vdi_id
-                            i -= 1
-                            continue
-                        if not ((itag and itag == tag) or snapid == head.snap_id):
-                            i -= 1
-                            continue
-                    else:
-                        info.snapid = head.snap_id + 1
-                        if head.is_snapshot:  # the working VDI was deleted
-                            info.vid = head.vdi_id
-                            break
-                    info.create_time = head.create_time
-                    info.vid = head.vdi_id
-                    return Res.SUCCESS
-            i -= 1
+        for i in self._candidates(left, right, name, scan):
+            iname, itag, isnap, is_snapshot, ctime = await self._facts(i, scan)
+            if iname != name:
+                continue
+            if has_tag:
+                if not is_snapshot:
+                    found = True
+                    info.vid = i
+                    continue
+                if not ((itag and itag == tag) or snapid == isnap):
+                    continue
+            else:
+                info.snapid = isnap + 1
+                if is_snapshot:  # the working VDI was deleted
+                    info.vid = i
+                    break
+            info.create_time = ctime
+            info.vid = i
+            return Res.SUCCESS
         return Res.NO_TAG if found else Res.NO_VDI
 
     async def lookup(self, name: bytes, tag: bytes = b"", snapid: int = 0) -> tuple[int, LookupInfo]:
         """Sheepdog's vdi_lookup: (result, info); info.free_bit is where a
-        new VDI of this name would go."""
+        new VDI of this name would go. Reads no inode unless a fallback of
+        the module docstring applies."""
+        ret, info = await self._lookup(name, tag, snapid, scan=False)
+        if ret == Res.NO_TAG and tag and not snapid:
+            ret, info = await self._lookup(name, tag, snapid, scan=True)
+        return ret, info
+
+    async def _lookup(self, name: bytes, tag: bytes, snapid: int, *,
+                      scan: bool) -> tuple[int, LookupInfo]:
         info = LookupInfo()
         try:
             left, right = self._bitmap_range(name)
@@ -184,12 +230,12 @@ class VdiOps:
             return Res.NO_VDI, info
         info.free_bit = right
         if left < right:
-            return await self._fill_range(left, right, name, tag, snapid, info), info
+            return await self._fill_range(left, right, name, tag, snapid, info, scan), info
         ret: int = Res.NO_VDI
         if right > 1:
-            ret = await self._fill_range(1, right, name, tag, snapid, info)
+            ret = await self._fill_range(1, right, name, tag, snapid, info, scan)
         if ret in (Res.NO_VDI, Res.NO_TAG):
-            ret = await self._fill_range(left, SD_NR_VDIS, name, tag, snapid, info)
+            ret = await self._fill_range(left, SD_NR_VDIS, name, tag, snapid, info, scan)
         return ret, info
 
     async def find(self, name: bytes, tag: bytes = b"", snapid: int = 0) -> int:
@@ -207,10 +253,11 @@ class VdiOps:
         await self.gw.create_and_write(vid_to_vdi_oid(head.vdi_id), 0, memoryview(body),
                                        sync=True, copies=head.nr_copies)
 
-    async def _base(self, vid: int) -> tuple[InodeHeader, list[int]]:
+    async def _base(self, vid: int) -> tuple[bytes, InodeHeader, list[int]]:
+        """(tag, header, index) of the VDI a new one is made from."""
         try:
-            _, _, head = await self.read_head(vid)
-            return head, await self.read_index(vid, head.nr_objects)
+            _, tag, head = await self.read_head(vid)
+            return tag, head, await self.read_index(vid, head.nr_objects)
         except VdiError:
             raise
         except Exception as e:  # noqa: BLE001 - any read failure is "no base"
@@ -227,13 +274,21 @@ class VdiOps:
             raise VdiError(Res.INVALID_PARMS, f"VDI size {size} too large")
         ret, info = await self.lookup(name)
         ctime = now_ctime()
+        old_tag = b""
         if snapshot:
             if ret != Res.SUCCESS:
                 raise VdiError(ret)
             cur = info.vid
             base_vid = base_vid or cur
             new_vid = info.free_bit
-            base, index = await self._base(base_vid)
+            old_tag, base, index = await self._base(base_vid)
+            # The snapshot's tag: what the client wrote into the inode just
+            # before (QEMU, dog), so it is read now, not taken from NEW_VDI.
+            if base_vid != cur:
+                try:
+                    _, old_tag, _ = await self.read_head(cur)
+                except Exception as e:  # noqa: BLE001
+                    raise VdiError(Res.BASE_VDI_READ, str(e)) from e
             await self._set_snap_ctime(cur, ctime)
             snap_id, old_vid = info.snapid, cur
             size = size or base.vdi_size
@@ -247,7 +302,7 @@ class VdiOps:
             index = []
             old_vid = base_vid or info.vid
             if base_vid:
-                base, index = await self._base(base_vid)
+                _, base, index = await self._base(base_vid)
         head = InodeHeader(
             name=name.decode("utf-8", "surrogateescape"), create_time=ctime, vdi_size=size,
             copy_policy=copy_policy, store_policy=store_policy, nr_copies=copies,
@@ -262,7 +317,8 @@ class VdiOps:
                                            sync=True, copies=copies)
         except Exception as e:  # noqa: BLE001
             raise VdiError(Res.VDI_WRITE, str(e)) from e
-        return VdiOutcome(new_vid, copies, copy_policy, block_size_shift, old_vid, base_vid)
+        return VdiOutcome(new_vid, copies, copy_policy, block_size_shift, old_vid, base_vid,
+                          name=name, snap_id=snap_id, create_time=ctime, old_tag=old_tag)
 
     # ---- deletion ----
 
@@ -297,7 +353,9 @@ class VdiOps:
     # itself or a deleted VDI, the other inodes' entry idx are read and the
     # object is removed if none names that owner. Objects of a live
     # snapshot or of another live VDI are never candidates: their own inode
-    # still maps them.
+    # still maps them. "The other inodes" are only those that may name the
+    # owner's objects (VdiTable.may_name: the owner's descendants), not
+    # every live VDI's.
 
     def index_range(self, oid: int, offset: int, length: int) -> tuple[int, int] | None:
         """(first entry, count) when a write at offset..offset+length of
@@ -349,7 +407,7 @@ class VdiOps:
         if not cand:
             return []
         lo, hi = min(cand), max(cand)
-        for e in self.table.live():
+        for e in self.table.may_name(set(cand.values())):
             if e.vid == vid or not cand:
                 continue
             buf = memoryview(bytearray(4 * (hi - lo + 1)))
@@ -378,7 +436,7 @@ class VdiOps:
         owner, idx = oid_to_vid(oid), data_oid_to_idx(oid)
         if self.table.get(owner) is None:
             return None
-        live = sorted(self.table.live(), key=lambda e: e.vid != owner)
+        live = sorted(self.table.may_name([owner]), key=lambda e: e.vid != owner)
         for e in live:
             buf = memoryview(bytearray(4))
             try:

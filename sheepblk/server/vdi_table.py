@@ -5,11 +5,23 @@ Why in memory and identical everywhere: it changes only when a cluster
 operation's result is applied, in the driver's delivered order, so every
 node holds the same table without reading objects; it is rebuilt from the
 inode objects at start-up (as Sheepdog's init_vdi_state does).
+
+The name index: each entry also carries its inode's name, tag, snap_id and
+create_time, and `families` maps a name to the ids of the live VDIs that
+carry it (its working VDI and its snapshots). Lookups by name, by (name,
+tag) or by (name, snapid) then read no inode (see VdiOps.lookup). These
+facts are set where the inode gets them, in the ordered stream: NEW_VDI
+(the name, and the tag the snapshotted VDI's inode holds, read by the
+op's work half), DEL_VDI (the name is cleared, as in the inode),
+NOTIFY_VDI_ADD (read by its work half), the join sync and restart claims
+(carried in the rows), and the start-up scan. An entry whose inode could
+not be read has `named` False: lookups read that inode instead.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..proto import SD_NR_VDIS, LockState, NodeId, VdiState
@@ -77,6 +89,12 @@ class VdiEntry:
     lock_state: int = LockState.UNLOCKED
     owner: str = ""  # exclusive holder
     participants: set[str] = field(default_factory=set)  # shared holders
+    # The inode's naming facts (see the module docstring).
+    name: bytes = b""
+    tag: bytes = b""
+    snap_id: int = 0
+    create_time: int = 0
+    named: bool = False
 
     def state(self) -> VdiState:
         return VdiState(self.vid, self.copies, int(self.snapshot), int(self.deleted),
@@ -89,11 +107,32 @@ class VdiTable:
         self.inuse = Bitmap()
         self.deleted = Bitmap()
         self.entries: dict[int, VdiEntry] = {}
+        # name -> ids of the live, named entries with that name
+        self.families: dict[bytes, set[int]] = {}
+        self.unnamed: set[int] = set()  # live entries whose name is unknown
 
     def reset(self) -> None:
         self.inuse.reset()
         self.deleted.reset()
         self.entries.clear()
+        self.families.clear()
+        self.unnamed.clear()
+
+    def _unindex(self, e: VdiEntry) -> None:
+        self.unnamed.discard(e.vid)
+        fam = self.families.get(e.name)
+        if fam is not None:
+            fam.discard(e.vid)
+            if not fam:
+                del self.families[e.name]
+
+    def _index(self, e: VdiEntry) -> None:
+        if e.deleted:
+            return
+        if not e.named:
+            self.unnamed.add(e.vid)
+        elif e.name:
+            self.families.setdefault(e.name, set()).add(e.vid)
 
     def add(self, entry: VdiEntry) -> None:
         self.inuse.set(entry.vid)
@@ -101,9 +140,49 @@ class VdiTable:
         if old is not None:  # keep lock state across a re-add
             entry.lock_state, entry.owner = old.lock_state, old.owner
             entry.participants = old.participants
+            self._unindex(old)
+            if not entry.named and old.named:  # keep what we knew of its inode
+                entry.name, entry.tag = old.name, old.tag
+                entry.snap_id, entry.create_time, entry.named = \
+                    old.snap_id, old.create_time, True
         self.entries[entry.vid] = entry
         if entry.deleted:
             self.deleted.set(entry.vid)
+        self._index(entry)
+
+    def set_names(self, vid: int, name: bytes, tag: bytes, snap_id: int,
+                  create_time: int, *, parent: int = 0) -> None:
+        """Record what `vid`'s inode says (name, tag, snap_id, ctime; its
+        parent when the entry had none)."""
+        e = self.entries.get(vid)
+        if e is None:
+            return
+        self._unindex(e)
+        e.name, e.tag, e.snap_id, e.create_time, e.named = \
+            name, tag, snap_id, create_time, True
+        e.parent = e.parent or parent
+        if e.deleted:
+            e.name = b""
+        self._index(e)
+
+    def family(self, name: bytes) -> set[int]:
+        """Ids of the live VDIs named `name` (working VDI and snapshots)."""
+        return self.families.get(name, set())
+
+    def working(self, name: bytes) -> int | None:
+        """The working VDI of `name` (the newest when, oddly, several)."""
+        vids = [v for v in self.family(name) if not self.entries[v].snapshot]
+        return max(vids) if vids else None
+
+    def snapshot_by_tag(self, name: bytes, tag: bytes) -> int | None:
+        vids = [v for v in self.family(name)
+                if self.entries[v].snapshot and self.entries[v].tag == tag]
+        return max(vids) if vids else None
+
+    def snapshot_by_id(self, name: bytes, snap_id: int) -> int | None:
+        vids = [v for v in self.family(name)
+                if self.entries[v].snapshot and self.entries[v].snap_id == snap_id]
+        return max(vids) if vids else None
 
     def get(self, vid: int) -> VdiEntry | None:
         return self.entries.get(vid)
@@ -112,16 +191,22 @@ class VdiTable:
         e = self.entries.get(vid)
         return bool(e and e.snapshot)
 
-    def mark_snapshot(self, vid: int) -> None:
+    def mark_snapshot(self, vid: int, tag: bytes | None = None) -> None:
+        """`vid` became a snapshot; `tag`: what its inode's tag field held
+        then (None: unknown, keep what we have)."""
         e = self.entries.get(vid)
         if e is not None:
             e.snapshot = True
+            if tag is not None:
+                e.tag = tag
 
     def mark_deleted(self, vid: int) -> None:
         self.deleted.set(vid)
         e = self.entries.get(vid)
         if e is not None:
+            self._unindex(e)
             e.deleted = True
+            e.name = b""  # as DEL_VDI leaves the inode
             e.lock_state, e.owner = LockState.UNLOCKED, ""
             e.participants.clear()
 
@@ -130,6 +215,28 @@ class VdiTable:
 
     def live(self) -> list[VdiEntry]:
         return [e for e in self.entries.values() if not e.deleted]
+
+    def may_name(self, roots: Iterable[int]) -> list[VdiEntry]:
+        """The live VDIs whose data_vdi_id[] may name an object of one of
+        `roots`: the roots, every VDI made from one (by parent, clones and
+        the working VDIs after snapshots, recursively) and every unnamed
+        VDI (registered without reading its inode, so its parent may be
+        unknown). Why this is all: a new VDI's index is a copy of its
+        base's, and clients (QEMU, dog, ours) only ever write their own id
+        or 0 into an index."""
+        children: dict[int, list[int]] = {}
+        for e in self.entries.values():
+            if e.parent and e.parent != e.vid:
+                children.setdefault(e.parent, []).append(e.vid)
+        seen: set[int] = set()
+        todo = list(roots)
+        while todo:
+            v = todo.pop()
+            if v not in seen:
+                seen.add(v)
+                todo.extend(children.get(v, ()))
+        seen |= self.unnamed
+        return [x for v in seen if (x := self.entries.get(v)) is not None and not x.deleted]
 
     # ---- locks (owner is an opaque client key: node address + connection) ----
 
