@@ -9,7 +9,8 @@ import time
 import click
 
 from sheepblk.client import ClientError, SheepdogError
-from sheepblk.proto import Op, RecoveryState, SdNode, strerror
+from sheepblk.proto import Op, RecoveryState, RecoveryThrottle, SdNode, strerror
+from sheepblk.proto.records import RECOVERY_THROTTLE_SIZE
 
 from .errors import EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE, QuietError
 from .format import NODE_LIST_HEADER, node_addr, node_list_row, sort_nodes, strnumber
@@ -185,6 +186,53 @@ def _recovery_info(target: Target, progress: bool, raw: bool) -> int:
         else:
             pct = 100 * state.nr_finished / state.nr_total if state.nr_total else 0.0
             click.echo(f"{i:4d}   {host:<20s}{n.nr_vnodes:5d}{n.zone:11d}{pct:11.1f}%")
+    return EXIT_SUCCESS
+
+
+_U32_MAX = (1 << 32) - 1
+
+
+@node_recovery.command("set-throttle")
+@click.argument("max_arg", metavar="[MAX]", required=False)
+@click.argument("interval_arg", metavar="[INTERVAL]", required=False)
+@click.option("--max-exec-count", "max_opt", type=int, default=None,
+              help="objects recovered at most per interval (0: no throttling)")
+@click.option("--interval", "interval_opt", type=int, default=None,
+              help="interval in milliseconds (0: no throttling)")
+@target_options
+def recovery_set_throttle(target: Target, max_arg: str | None, interval_arg: str | None,
+                          max_opt: int | None, interval_opt: int | None) -> int:
+    """set new throttling (MAX objects every INTERVAL ms; 0 0 turns it off)"""
+    raw_max = max_arg if max_opt is None else str(max_opt)
+    raw_interval = interval_arg if interval_opt is None else str(interval_opt)
+    if raw_max is None or raw_interval is None:
+        raise QuietError(f"Invalid interval max ({raw_max}), interval ({raw_interval})",
+                         EXIT_USAGE)
+    if not raw_max.isdigit() or int(raw_max) > _U32_MAX:
+        raise QuietError(f"Invalid max ({raw_max})", EXIT_USAGE)
+    if not raw_interval.isdigit():
+        raise QuietError(f"Invalid interval ({raw_interval})", EXIT_USAGE)
+    mx, interval = int(raw_max), int(raw_interval)
+    if (mx == 0) != (interval == 0):
+        raise QuietError(f"Invalid interval max ({mx}), interval ({interval})", EXIT_USAGE)
+    body = RecoveryThrottle(mx, interval, mx > 0).pack()
+    with target.client(pool_size=1) as c:
+        rsp, _ = c.request(Op.SET_RECOVERY, data=body, check=False)
+    if rsp.result != 0:
+        raise QuietError("Failed to execute request", EXIT_FAILURE)
+    return EXIT_SUCCESS
+
+
+@node_recovery.command("get-throttle")
+@target_options
+def recovery_get_throttle(target: Target) -> int:
+    """get current throttling"""
+    with target.client(pool_size=1) as c:
+        rsp, out = c.request(Op.GET_RECOVERY, data_length=RECOVERY_THROTTLE_SIZE, check=False)
+    if rsp.result != 0:
+        raise QuietError("Failed to execute request", EXIT_FAILURE)
+    t = RecoveryThrottle.unpack(out)
+    click.echo(f"max ({t.max_exec_count}), interval ({t.queue_work_interval})")
     return EXIT_SUCCESS
 
 

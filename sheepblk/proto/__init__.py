@@ -64,7 +64,7 @@ from .oid import (
     vid_to_vdi_oid,
     vid_to_vmstate_oid,
 )
-from .records import EpochLog, RecoveryState, VdiState
+from .records import EpochLog, RecoveryState, RecoveryThrottle, VdiState
 from .vdi_attr import SD_ATTR_OBJ_SIZE, VdiAttr
 
 __all__ = [
@@ -86,6 +86,7 @@ __all__ = [
     "ObjResult",
     "Op",
     "RecoveryState",
+    "RecoveryThrottle",
     "Request",
     "Res",
     "Response",

@@ -69,6 +69,29 @@ class RecoveryState(NamedTuple):
         return cls(*_RECOVERY_STATE.unpack_from(data))
 
 
+_RECOVERY_THROTTLE = struct.Struct("<I4xQ?7x")
+RECOVERY_THROTTLE_SIZE = _RECOVERY_THROTTLE.size
+
+
+class RecoveryThrottle(NamedTuple):
+    """struct recovery_throttling: SD_OP_GET_RECOVERY's answer and
+    SD_OP_SET_RECOVERY's payload (`dog node recovery set-throttle MAX
+    INTERVAL`): at most `max_exec_count` objects started every
+    `queue_work_interval` milliseconds; both 0 means no throttling."""
+
+    max_exec_count: int = 0
+    queue_work_interval: int = 0
+    throttling: bool = False
+
+    def pack(self) -> bytes:
+        return _RECOVERY_THROTTLE.pack(*self)
+
+    @classmethod
+    def unpack(cls, data: bytes | bytearray | memoryview) -> RecoveryThrottle:
+        m, i, t = _RECOVERY_THROTTLE.unpack_from(bytes(data).ljust(RECOVERY_THROTTLE_SIZE, b"\0"))
+        return cls(m, i, t)
+
+
 SD_MAX_COPIES_STATE = 31
 _VDI_STATE = struct.Struct("<IBBBBB3xII")
 VDI_STATE_SIZE = _VDI_STATE.size + 40 + 4 + 4 * SD_MAX_COPIES_STATE + 40 * SD_MAX_COPIES_STATE

@@ -23,6 +23,7 @@ from ..proto import (
     ObjArgs,
     Op,
     RecoveryState,
+    RecoveryThrottle,
     Request,
     Res,
     data_oid_to_idx,
@@ -198,6 +199,16 @@ async def run(node: Sheep, req: Request, data: memoryview | None, caller: Caller
         return Reply()
     if op == Op.GET_VNODES:
         return Reply(data=_I32.pack(node.me.nr_vnodes))
+    if op == Op.GET_RECOVERY:
+        return Reply(data=node.recovery.throttle.pack()[:req.data_length])
+    if op == Op.SET_RECOVERY:
+        if data is None or len(data) < 16:
+            return Reply(Res.INVALID_PARMS)
+        t = RecoveryThrottle.unpack(data)
+        if (t.max_exec_count == 0) != (t.queue_work_interval == 0):
+            return Reply(Res.INVALID_PARMS)  # one without the other, as dog refuses
+        node.recovery.set_throttle(t.max_exec_count, t.queue_work_interval)
+        return Reply()
     if op == Op.GET_OBJ_LIST:
         if req.flags & Flag.CMD_WILDCARD:
             # Our extension for recovery: the stale copies, (oid, epoch) pairs.

@@ -67,6 +67,8 @@ OPS: dict[int, OpInfo] = {
     Op.GET_LOGLEVEL: OpInfo(L, force=True),
     Op.SET_LOGLEVEL: OpInfo(L, force=True),
     Op.GET_VNODES: OpInfo(L, force=True),
+    Op.GET_RECOVERY: OpInfo(L, force=True),
+    Op.SET_RECOVERY: OpInfo(L, force=True),
     Op.GET_OBJ_LIST: OpInfo(L),
     Op.GET_HASH: OpInfo(L),
     Op.MD_INFO: OpInfo(L, force=True),

@@ -31,8 +31,13 @@ discarded or freed while the holder was away), it is dropped instead of
 being kept or pulled; when the inodes cannot be read (a halted cluster)
 it is kept, as before.
 
-Throttling: RECOVERY_PARALLEL objects in flight, so client I/O keeps most
-of the disk and network. A newer epoch cancels the running recovery and
+Throttling, as Sheepdog's `dog node recovery set-throttle MAX INTERVAL`
+(SD_OP_SET_RECOVERY, per node): at most MAX objects are started every
+INTERVAL milliseconds, and no more than MAX are in flight. Without a
+throttle (the default, MAX = INTERVAL = 0) RECOVERY_PARALLEL objects are
+in flight with no pause, so client I/O keeps most of the disk and network;
+a client request for an object not yet recovered is never throttled. A
+throttle set during a recovery applies from its next object. A newer epoch cancels the running recovery and
 starts over from the new ring; objects already pulled are then kept.
 """
 
@@ -52,6 +57,7 @@ from ..proto import (
     ObjArgs,
     Op,
     RecoveryState,
+    RecoveryThrottle,
     Request,
     Res,
     SdNode,
@@ -90,6 +96,8 @@ class _Run:
         self.finished = False
         self.pending: dict[int, trio.Event] = {}  # oid -> set when settled
         self.inflight: set[int] = set()
+        self.running = 0  # objects the run loop started, not finished yet
+        self.slot_freed = trio.Event()
         self.total = 0
         self.done = 0
         self.lists: dict[int, list[SdNode]] = {}  # oid -> nodes that listed it
@@ -123,6 +131,16 @@ class Recovery:
         self.node = node
         self.current: _Run | None = None
         self._missing: dict[int, trio.Event] = {}
+        self.throttle = RecoveryThrottle()
+        self._throttle_set = trio.Event()
+
+    def set_throttle(self, max_exec_count: int, interval_ms: int) -> None:
+        """Sheepdog's set_recovery: both nonzero throttles, both 0 stops
+        throttling (the caller refuses one without the other)."""
+        on = max_exec_count > 0 and interval_ms > 0
+        self.throttle = RecoveryThrottle(max_exec_count, interval_ms, on)
+        ev, self._throttle_set = self._throttle_set, trio.Event()
+        ev.set()
 
     def state(self) -> RecoveryState:
         r = self.current
@@ -215,15 +233,8 @@ class Recovery:
                 run.state = RW_RECOVER_OBJ
                 run.prepared.set()
                 log.info("epoch %d: recovering %d objects", run.epoch, run.total)
-                slots = trio.Semaphore(RECOVERY_PARALLEL)
                 async with trio.open_nursery() as nursery:
-                    for oid in list(run.pending):
-                        await slots.acquire()
-                        if run.pending[oid].is_set() or oid in run.inflight:
-                            slots.release()
-                            continue
-                        run.inflight.add(oid)
-                        nursery.start_soon(self._one_slot, run, oid, slots)
+                    await self._feed(run, nursery)
                 run.state = RW_NOTIFY_COMPLETION
                 await trio.to_thread.run_sync(self.node.store.flush)
                 log.info("epoch %d: recovery done, %d objects", run.epoch, run.done)
@@ -357,11 +368,42 @@ class Recovery:
                 out.append((n, max(ep, 1)))
         return out
 
-    async def _one_slot(self, run: _Run, oid: int, slots: trio.Semaphore) -> None:
+    def _limit(self) -> int:
+        t = self.throttle
+        return t.max_exec_count if t.throttling else RECOVERY_PARALLEL
+
+    async def _feed(self, run: _Run, nursery: trio.Nursery) -> None:
+        """Start the run's objects, as many in flight as the throttle allows,
+        and with a throttle at most its max per interval."""
+        todo = list(run.pending)
+        started = 0  # in this interval
+        i = 0
+        while i < len(todo):
+            t = self.throttle
+            if t.throttling and started >= t.max_exec_count:
+                with trio.move_on_after(t.queue_work_interval / 1000):
+                    await self._throttle_set.wait()  # a new throttle: go on at once
+                started = 0
+                continue
+            if run.running >= self._limit():
+                ev = run.slot_freed = trio.Event()
+                await ev.wait()
+                continue
+            oid = todo[i]
+            i += 1
+            if run.pending[oid].is_set() or oid in run.inflight:
+                continue
+            run.inflight.add(oid)
+            run.running += 1
+            started += 1
+            nursery.start_soon(self._one_slot, run, oid)
+
+    async def _one_slot(self, run: _Run, oid: int) -> None:
         try:
             await self._recover_one(run, oid, False)
         finally:
-            slots.release()
+            run.running -= 1
+            run.slot_freed.set()
 
     async def _recover_one(self, run: _Run, oid: int, urgent: bool) -> None:
         if urgent:
