@@ -34,18 +34,22 @@ class Member:
         self.lines: list[dict[str, Any]] = []
         self.stderr = b""
         self._lock = threading.Lock()
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_err, daemon=True).start()
+        self._readers = [threading.Thread(target=self._read, daemon=True),
+                         threading.Thread(target=self._read_err, daemon=True)]
+        for t in self._readers:
+            t.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            with self._lock:
-                self.lines.append(json.loads(raw))
+        with self.proc.stdout:  # closed at EOF: the member exited
+            for raw in self.proc.stdout:
+                with self._lock:
+                    self.lines.append(json.loads(raw))
 
     def _read_err(self) -> None:
         assert self.proc.stderr is not None
-        self.stderr = self.proc.stderr.read()
+        with self.proc.stderr:
+            self.stderr = self.proc.stderr.read()
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -63,20 +67,37 @@ class Member:
         return ms[-1] if ms else []
 
     def kill9(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
     def stop(self) -> None:
-        """SIGTERM (a clean leave), then SIGKILL if it lingers."""
+        """SIGTERM (a clean leave), then SIGKILL if it lingers; then wait
+        for the readers to see EOF, so every event it printed is in."""
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill9()
+        for t in self._readers:
+            t.join(timeout=15)
 
     def __repr__(self) -> str:
         return f"Member({self.port}, rc={self.proc.poll()}, err={self.stderr[-2000:]!r})"
+
+
+def start(started: list[Member], spec: str, port: int, **kw: int) -> Member:
+    """Start a member and record it in `started` (the `spawn` fixture's
+    list), so the test's teardown stops it."""
+    m = Member(spec, port, **kw)
+    started.append(m)
+    return m
+
+
+def stop_all(started: list[Member]) -> None:
+    for m in started:
+        m.stop()
 
 
 def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT,

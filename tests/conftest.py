@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_harness import Member, stop_all
 
 from sheepblk.client import SheepClient
 
@@ -72,13 +73,18 @@ class SheepProcess:
         args = [bin_path("sheep"), "-f", "-p", str(self.port), "-c", self.cluster]
         if self.zone is not None:
             args += ["-z", str(self.zone)]
-        args += self.extra + [str(self.store)]
+        args += self.extra + [self.store_arg()]
         self.store.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.store.parent / f"sheep-{self.port}.err", "ab"))
+        # The child keeps its own copy of the log's descriptor; ours closes.
+        with open(self.store.parent / f"sheep-{self.port}.err", "ab") as err:
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
         if wait:
             wait_port(self.port, self.proc)
         return self
+
+    def store_arg(self) -> str:
+        """The STORE argument of `sheep` (a multi-disk node lists its disks)."""
+        return str(self.store)
 
     def client(self, **kw) -> SheepClient:  # type: ignore[no-untyped-def]
         return SheepClient("127.0.0.1", self.port, **kw)
@@ -147,3 +153,12 @@ def run_dog(node: SheepProcess, *args: str, input: bytes | None = None,
     """Run our `dog` against a node and return the finished process."""
     cmd = [bin_path("dog"), *args, "-a", "127.0.0.1", "-p", str(node.port)]
     return subprocess.run(cmd, input=input, capture_output=True, check=check, timeout=300)
+
+
+@pytest.fixture
+def spawn() -> Iterator[list[Member]]:
+    """Cluster-driver test members (cluster_harness.start records them
+    here); every one is stopped when the test ends."""
+    started: list[Member] = []
+    yield started
+    stop_all(started)

@@ -98,6 +98,12 @@ class Sock:
     def close(self) -> None:
         self.s.close()
 
+    def __enter__(self) -> Sock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def obj_req(opcode: int, oid: int, *, length: int, offset: int = 0, flags: int = 0,
             cow_oid: int = 0, copies: int = 0, rid: int = 0) -> Request:

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
-from cluster_harness import Member, check_same_order, wait_until
+from cluster_harness import Member, check_same_order, start, wait_until
 
 from sheepblk.cluster import local
 from sheepblk.cluster.driver import Event, Joined, Left, Message, make_driver
 from sheepblk.proto import NodeId, SdNode
-
-
-@pytest.fixture
-def spawn() -> Iterator[list[Member]]:
-    started: list[Member] = []
-    yield started
-    for m in started:
-        m.stop()
-
-
-def start(spawn: list[Member], spec: str, port: int, **kw: int) -> Member:
-    m = Member(spec, port, **kw)
-    spawn.append(m)
-    return m
 
 
 def test_same_order_for_everyone(tmp_path: Path, spawn: list[Member]) -> None:

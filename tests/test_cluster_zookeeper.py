@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from cluster_harness import Member, check_same_order, wait_until
+from cluster_harness import Member, check_same_order, start, wait_until
 from kazoo.client import KazooClient
 from zk import ZooKeeperServer, missing
 
@@ -29,22 +29,8 @@ def zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
     server.stop()
 
 
-@pytest.fixture
-def spawn() -> Iterator[list[Member]]:
-    started: list[Member] = []
-    yield started
-    for m in started:
-        m.stop()
-
-
 def spec(zk: ZooKeeperServer, cluster: str) -> str:
     return f"zookeeper:{zk.hosts},timeout={SESSION},cluster={cluster}"
-
-
-def start(spawn: list[Member], s: str, port: int, **kw: int) -> Member:
-    m = Member(s, port, **kw)
-    spawn.append(m)
-    return m
 
 
 def test_parse_spec() -> None:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SheepProcess, bin_path, free_port, run_dog, wait_port
+from conftest import SheepProcess, free_port, run_dog
 
 from sheepblk.store.md import MdStore
 
@@ -27,14 +25,8 @@ class _MdSheep(SheepProcess):
         super().__init__(tmp / "meta", free_port(), f"local:{tmp}/shm")
         self.disks = disks
 
-    def start(self, wait: bool = True) -> _MdSheep:
-        spec = ",".join(str(p) for p in [self.store, *self.disks])
-        self.store.mkdir(parents=True, exist_ok=True)
-        err = open(self.store.parent / f"sheep-{self.port}.err", "ab")
-        self.proc = subprocess.Popen([bin_path("sheep"), "-f", "-p", str(self.port), "-c",
-                                      self.cluster, spec], stdout=subprocess.DEVNULL, stderr=err)
-        wait_port(self.port, self.proc)
-        return self
+    def store_arg(self) -> str:
+        return ",".join(str(p) for p in [self.store, *self.disks])
 
 
 @pytest.fixture
@@ -44,9 +36,7 @@ def md_node(tmp_path: Path) -> Iterator[_MdSheep]:
         run_dog(node, "cluster", "format", "-c", "1")
         yield node
     finally:
-        if node.proc is not None and node.proc.poll() is None:
-            os.kill(node.proc.pid, signal.SIGTERM)
-            node.proc.wait(15)
+        node.stop(timeout=15)
 
 
 def _objects(disk: Path) -> set[str]:

@@ -72,11 +72,12 @@ class Writer:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("sha256 "):
-                self.digest = line.split()[1]
-            elif line.strip().isdigit():
-                self.done = int(line)
+        with self.proc.stdout:  # closed at EOF: the writer exited
+            for line in self.proc.stdout:
+                if line.startswith("sha256 "):
+                    self.digest = line.split()[1]
+                elif line.strip().isdigit():
+                    self.done = int(line)
 
     def wait_more(self, n: int) -> None:
         start = self.done
@@ -94,7 +95,9 @@ class Writer:
                 self.proc.wait()
         self.thread.join(30)  # reads stdout to its end
         assert self.proc.stderr is not None
-        assert self.proc.returncode == 0, self.proc.stderr.read()
+        with self.proc.stderr:
+            err = self.proc.stderr.read()
+        assert self.proc.returncode == 0, err
         assert self.digest
         return self.digest
 

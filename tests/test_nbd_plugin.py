@@ -463,6 +463,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def _background(args: list[str], err: Path) -> subprocess.Popen[bytes]:
+    """Start a daemon in the foreground mode with stderr in a file (a pipe
+    nobody reads could fill and block it); our copy of the file closes."""
+    with open(err, "wb") as f:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=f)
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 def test_ext4_through_nbdfuse_and_fuse2fs(one_node, tmp_path: Path) -> None:
     size = 64 * MIB
@@ -473,9 +480,8 @@ def test_ext4_through_nbdfuse_and_fuse2fs(one_node, tmp_path: Path) -> None:
     image = fdir / "nbd"
     payload = os.urandom(3 * MIB + 17)
     with export(tmp_path, one_node.port, "vdi=Alice") as nk:
-        nbdfuse = subprocess.Popen(["nbdfuse", "-P", str(tmp_path / "nbdfuse.pid"), str(fdir),
-                                    "--unix", str(nk.sock)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        nbdfuse = _background(["nbdfuse", "-P", str(tmp_path / "nbdfuse.pid"), str(fdir),
+                               "--unix", str(nk.sock)], tmp_path / "nbdfuse.err")
         fuse2fs = None
         try:
             wait_for(lambda: (tmp_path / "nbdfuse.pid").exists() and os.path.ismount(fdir),
@@ -483,8 +489,8 @@ def test_ext4_through_nbdfuse_and_fuse2fs(one_node, tmp_path: Path) -> None:
             assert image.stat().st_size == size
             subprocess.run(["mkfs.ext4", "-F", "-q", str(image)], check=True,
                            capture_output=True, timeout=300)
-            fuse2fs = subprocess.Popen(["fuse2fs", "-f", str(image), str(mnt)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            fuse2fs = _background(["fuse2fs", "-f", str(image), str(mnt)],
+                                  tmp_path / "fuse2fs.err")
             wait_for(lambda: os.path.ismount(mnt), "fuse2fs mounted")
             (mnt / "dir").mkdir()
             (mnt / "dir" / "payload").write_bytes(payload)
@@ -496,8 +502,8 @@ def test_ext4_through_nbdfuse_and_fuse2fs(one_node, tmp_path: Path) -> None:
                                timeout=300)
             assert r.returncode == 0, r.stdout + r.stderr
             # mount again read-only and read the files back
-            fuse2fs = subprocess.Popen(["fuse2fs", "-f", str(image), str(mnt), "-o", "ro"],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            fuse2fs = _background(["fuse2fs", "-f", str(image), str(mnt), "-o", "ro"],
+                                  tmp_path / "fuse2fs-ro.err")
             wait_for(lambda: os.path.ismount(mnt), "fuse2fs mounted again")
             assert (mnt / "dir" / "payload").read_bytes() == payload
             assert (mnt / "hello.txt").read_text() == "hello sheep\n"

@@ -136,13 +136,12 @@ def test_our_client_lock_released_when_its_process_dies(one_node: SheepProcess) 
             f"c = SheepClient('127.0.0.1', {one_node.port})\n"
             "v = Vdi(c, 'D', lock=True); v.pwrite(b'x' * 512, 0)\n"
             "print('locked', flush=True); time.sleep(600)\n")
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-    try:
-        assert p.stdout is not None and p.stdout.readline() == b"locked\n"
-        assert_locked(one_node, "D")
-    finally:
-        p.kill()
-        p.wait()
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as p:
+        try:
+            assert p.stdout is not None and p.stdout.readline() == b"locked\n"
+            assert_locked(one_node, "D")
+        finally:
+            p.kill()  # leaving the with block closes its stdout and reaps it
     wait_unlocked(one_node, "D")
 
 
@@ -170,8 +169,9 @@ def test_snapshot_cow_and_discard(one_node: SheepProcess) -> None:
             assert snap.inode.vm_clock_nsec == 123
             assert snap.pread(3 * OBJ, 0) == v1
         # A snapshot's objects are read-only to everyone.
-        rsp, _ = Sock(one_node.port).do_req(
-            obj_req(Op.WRITE_OBJ, vid_to_data_oid(old_vid, 0), length=3, flags=1), b"abc")
+        with Sock(one_node.port) as probe:
+            rsp, _ = probe.do_req(
+                obj_req(Op.WRITE_OBJ, vid_to_data_oid(old_vid, 0), length=3, flags=1), b"abc")
         assert rsp.result == Res.READONLY
     # Discard QEMU 5.2's way (index write) and 2.x's way (DISCARD_OBJ).
     disk.discard(OBJ, OBJ)  # own object 1: freed

@@ -57,14 +57,18 @@ class Mount:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
         self.log = path.parent / f"{path.name}.log"
-        self.proc = subprocess.Popen(
-            [bin_path("sheepfs"), str(path), "-f", "-p", str(node.port), "--log",
-             str(self.log), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr to a file, not a pipe nobody reads (a full pipe would block
+        # sheepfs), and our descriptor closed at once: the child has its own.
+        self.err = path.parent / f"{path.name}.err"
+        with open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(
+                [bin_path("sheepfs"), str(path), "-f", "-p", str(node.port), "--log",
+                 str(self.log), *extra], stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while not is_mounted(path):
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"sheepfs exited with {self.proc.returncode}: {err}")
+                raise RuntimeError(f"sheepfs exited with {self.proc.returncode}: "
+                                   f"{self.err.read_text(errors='replace')}")
             if time.monotonic() > deadline:
                 raise TimeoutError("sheepfs did not mount")
             time.sleep(0.05)
