@@ -201,3 +201,27 @@ def test_snapshot_open_is_refused_writes(one_node: SheepProcess) -> None:
     assert e.value.result == Res.READONLY
     assert snap.readv(0, 4096) == b"r" * 4096
     snap.close()
+
+
+def test_snapshot_moves_the_lock_to_the_new_working_vdi(one_node: SheepProcess) -> None:
+    """qemu-img snapshot while QEMU runs: the writer keeps its lock on the
+    new working VDI (a second writer is refused), the snapshot is free to
+    open at once, and QEMU's close releases the lock it holds."""
+    with one_node.client() as c:
+        c.create_vdi("M", OBJ)
+    disk = QemuDisk(one_node.port, "M").open()
+    disk.writev(0, b"m" * 4096)
+    old_vid = disk.vid
+    new_vid = disk.snapshot("t")
+    assert new_vid != old_vid
+    assert_locked(one_node, "M")
+    with one_node.client() as c:
+        snap = c.lock_vdi("M", tag="t")  # not held by anyone: granted now
+        assert snap == old_vid
+        c.release_vdi(snap)
+    disk.writev(4096, b"n" * 4096)  # QEMU goes on writing the new VDI
+    assert_locked(one_node, "M")
+    disk.close()
+    wait_unlocked(one_node, "M")
+    with one_node.client() as c, Vdi(c, "M") as v:
+        assert v.pread(8192, 0) == b"m" * 4096 + b"n" * 4096

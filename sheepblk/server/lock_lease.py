@@ -121,6 +121,13 @@ class LockLeases:
             if s.kind == kind and (kind == 0 or key == s.owner or key in s.members):
                 self._drop(s)
 
+    def moved(self, old_vid: int, new_vid: int) -> None:
+        """The lock moved to a new working VDI (a snapshot was taken): its
+        sessions go with it."""
+        for s in self._by_vid.pop(old_vid, []):
+            s.vid = new_vid
+            self._by_vid.setdefault(new_vid, []).append(s)
+
     def forget(self, vid: int) -> None:
         for s in list(self._by_vid.get(vid, [])):
             self._drop(s)

@@ -1082,6 +1082,8 @@ class Sheep:
                 tag = x.get("old_tag")
                 self.table.mark_snapshot(x["old_vid"],
                                          bytes.fromhex(tag) if tag is not None else None)
+                self.table.move_lock(x["old_vid"], x["vid"])
+                self.leases.moved(x["old_vid"], x["vid"])
             return Res.SUCCESS
         if op == Op.DEL_VDI:
             self.table.mark_deleted(x["vid"])

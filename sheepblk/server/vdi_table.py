@@ -256,6 +256,16 @@ class VdiTable:
                 return True
         return False
 
+    def move_lock(self, old_vid: int, new_vid: int) -> None:
+        """A snapshot of a locked VDI: the writer goes on writing the new
+        working VDI (QEMU releases that one at close), so the lock moves
+        there and the read-only snapshot is free to open at once."""
+        old, new = self.entries.get(old_vid), self.entries.get(new_vid)
+        if old is None or new is None or old.lock_state == LockState.UNLOCKED:
+            return
+        new.lock_state, new.owner, new.participants = old.lock_state, old.owner, old.participants
+        old.lock_state, old.owner, old.participants = LockState.UNLOCKED, "", set()
+
     def unlock(self, vid: int, owner: str, kind: int) -> None:
         e = self.entries.get(vid)
         if e is None:
