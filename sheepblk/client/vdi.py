@@ -103,6 +103,8 @@ class Vdi:
         self.writable = writable and not self.inode.is_snapshot
         self._alloc_lock = threading.Lock()
         self._idx_locks: dict[int, threading.Lock] = {}
+        # Objects allocated by cached writes since the last flush (see pwrite).
+        self._unflushed_allocs: set[int] = set()
         self._zero_buf: memoryview | None = None
         self._pool = ThreadPoolExecutor(MAX_PARALLEL_OBJECTS, thread_name_prefix="vdi-io")
 
@@ -219,6 +221,9 @@ class Vdi:
                 vid_to_data_oid(self.vid, c.idx), data, c.offset, cow_oid=cow,
                 copies=self.inode.nr_copies, flags=flags)
             self._set_index(c.idx, self.vid, flags)
+            if flags & Flag.CMD_CACHE:
+                with self._alloc_lock:
+                    self._unflushed_allocs.add(c.idx)
 
     def pwrite(self, buf: Buffer, offset: int, *, fua: bool = False) -> None:
         """Write `buf` at `offset`. With `fua` (force unit access) this write,
@@ -232,10 +237,20 @@ class Vdi:
         idx, off = divmod(offset, self.object_size)
         if 0 < n <= self.object_size - off and 0 <= offset <= self.inode.vdi_size - n:
             self._write_chunk(Chunk(idx, off, n, 0), view, flags)  # one object: no fan-out
-            return
-        self._check_range(offset, n)
-        self._run(list(split(offset, len(view), self.object_size)),
-                  lambda c: self._write_chunk(c, view[c.pos:c.pos + c.length], flags))
+            chunks = [idx]
+        else:
+            self._check_range(offset, n)
+            parts = list(split(offset, len(view), self.object_size))
+            self._run(parts, lambda c: self._write_chunk(c, view[c.pos:c.pos + c.length], flags))
+            chunks = [c.idx for c in parts]
+        if fua and self._unflushed_allocs:
+            # The object, or its index entry, came from a cached write not
+            # flushed yet: this write's data would be durable but unreachable
+            # after a crash. Flushing makes the allocation durable too.
+            with self._alloc_lock:
+                pending = any(i in self._unflushed_allocs for i in chunks)
+            if pending:
+                self.flush()
 
     def _zeros(self, length: int) -> memoryview:
         """A read-only view of `length` zero bytes, shared by every caller
@@ -278,7 +293,14 @@ class Vdi:
 
     def flush(self) -> None:
         """Make every acknowledged write durable on every copy."""
-        self.client.flush(self.vid)
+        with self._alloc_lock:
+            flushed, self._unflushed_allocs = self._unflushed_allocs, set()
+        try:
+            self.client.flush(self.vid)
+        except BaseException:
+            with self._alloc_lock:
+                self._unflushed_allocs |= flushed
+            raise
 
     def prefetch(self, length: int, offset: int) -> None:
         """Read the allocated part of a range and drop the bytes: warms the
