@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 import threading
 import time
@@ -241,15 +242,17 @@ class Archive:
 # ---- reading a cluster ----
 
 
+_NONZERO = re.compile(rb"[^\x00]")
+
+
 def _bits(bitmap: bytes) -> list[int]:
+    """The set bits of a bitmap, in order. The VDI bitmap is 2 MiB with a
+    handful of bits set at hashed positions: the scan for non-zero bytes runs
+    in C (a Python loop over every byte took ~0.15 s per save)."""
     out: list[int] = []
-    pos = 0
-    stripped = bitmap.rstrip(b"\0")
-    while pos < len(stripped):
-        byte = stripped[pos]
-        if byte:
-            out.extend(pos * 8 + b for b in range(8) if byte & (1 << b))
-        pos += 1
+    for m in _NONZERO.finditer(bitmap):
+        pos, byte = m.start(), bitmap[m.start()]
+        out.extend(pos * 8 + b for b in range(8) if byte & (1 << b))
     return out
 
 
