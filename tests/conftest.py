@@ -89,6 +89,22 @@ class SheepProcess:
     def client(self, **kw) -> SheepClient:  # type: ignore[no-untyped-def]
         return SheepClient("127.0.0.1", self.port, **kw)
 
+    def wait_running(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until a formatted node serves I/O: a restarted cluster first
+        answers "Waiting for other nodes to join cluster" while it settles
+        its epoch through the ordered stream."""
+        from sheepblk.proto import Res
+
+        deadline = time.monotonic() + timeout
+        with self.client(pool_size=1) as c:
+            while True:
+                result, _ = c.stat_cluster()
+                if result == Res.SUCCESS:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"node {self.port} still answers {result:#x}")
+                time.sleep(0.05)
+
     def kill9(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)

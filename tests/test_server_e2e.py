@@ -180,6 +180,7 @@ def test_restart_keeps_vdis(sheep_factory: SheepFactory) -> None:
             v.pwrite(b"persist", MiB)
     node.stop()
     node.start()
+    node.wait_running()
     with node.client() as c:
         with Vdi(c, "keep") as v:
             assert v.pread(7, MiB) == b"persist"
