@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sheepblk.store import CorruptObject, FarmStore, NoObject
-from sheepblk.store.farm_format import CHUNK_SIZE, Header
+from sheepblk.store.farm_format import CHUNK_SIZE, CODEC_RAW, Entry, Header
 
 MiB = 1 << 20
 OBJ = 4 * MiB
@@ -142,3 +142,28 @@ def test_format_and_stale(tmp_path: Path) -> None:
     s.flush()
     s.format()
     assert list(s.oids()) == []
+
+
+def test_raw_chunks_read_in_place_and_checked(tmp_path: Path) -> None:
+    """Incompressible chunks (random, or shrinking by < 5%) are stored raw
+    and read straight into the caller's buffer; a flipped bit in one is
+    still refused, in a whole-chunk and in a partial read."""
+    s = FarmStore(tmp_path)
+    rnd = random.Random(5)
+    data = bytearray(rnd.randbytes(OBJ))
+    # Chunk 1: ~3% zeros, which zstd can squeeze a little: still raw.
+    data[CHUNK_SIZE:CHUNK_SIZE + 2000] = bytes(2000)
+    s.create_and_write(30, OBJ, 0, memoryview(data), sync=True)
+    path = tmp_path / "obj" / f"{30:016x}"
+    head = Header.for_size(OBJ)
+    with open(path, "rb") as f:
+        table = f.read(head.table_end)
+    codecs = {Entry.unpack(table, i, head.entry_offset(i)).codec for i in range(3)}
+    assert codecs == {CODEC_RAW}
+    assert _read(s, 30, 0, OBJ) == data
+    assert _read(s, 30, CHUNK_SIZE - 5, CHUNK_SIZE + 10) == data[CHUNK_SIZE - 5:2 * CHUNK_SIZE + 5]
+    _flip(path, head.slot_offset(1, 0) + 77)
+    for off, n in ((0, OBJ), (CHUNK_SIZE, CHUNK_SIZE), (CHUNK_SIZE + 4096, 4096)):
+        with pytest.raises(CorruptObject):
+            _read(s, 30, off, n)
+    assert _read(s, 30, 2 * CHUNK_SIZE, CHUNK_SIZE) == data[2 * CHUNK_SIZE:3 * CHUNK_SIZE]

@@ -52,6 +52,10 @@ from .filestore import FileStore, pwrite_all, store_error
 ZSTD_LEVEL = 1
 # Lock stripes: enough that unrelated objects rarely share one.
 LOCK_STRIPES = 256
+# A chunk zstd cannot shrink below this share of its size is stored raw
+# (CODEC_RAW): already-compressed data (media, archives in an image) then
+# reads with one pread and no decompression, for at most 5% of its space.
+RAW_THRESHOLD = 0.95
 
 _FALLOC_PUNCH = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -81,12 +85,24 @@ class _Codec(threading.local):
         self.d = zstandard.ZstdDecompressor()
 
 
-_ZEROS = bytes(1 << 20)
+_ZEROS = memoryview(bytes(1 << 20))  # sliced without a copy
 
 
 def _is_zero(data: memoryview) -> bool:
     n = len(data)
     return data == _ZEROS[:n] if n <= len(_ZEROS) else not any(data)
+
+
+def _preadv_exact(fd: int, dst: memoryview, offset: int) -> int:
+    """Fill `dst` from `offset` (straight into the caller's buffer, no
+    intermediate bytes); returns how many bytes were read (fewer at EOF)."""
+    got = 0
+    while got < len(dst):
+        n = os.preadv(fd, [dst[got:]], offset + got)
+        if not n:
+            break
+        got += n
+    return got
 
 
 class _Object:
@@ -146,12 +162,14 @@ class FarmStore(FileStore):
             raise CorruptObject(f"object {obj.oid:016x} chunk {idx}: wrong length")
         return out
 
-    def _encode(self, data: memoryview) -> tuple[int, bytes]:
+    def _encode(self, data: memoryview) -> tuple[int, bytes | memoryview]:
+        """(codec, bytes to store). A raw chunk is returned as the caller's
+        view, not copied: it is written before the caller's buffer changes."""
         if _is_zero(data):
             return CODEC_ZERO, b""
         packed = self._codec.c.compress(data)
-        if len(packed) >= len(data):
-            return CODEC_RAW, bytes(data)
+        if len(packed) >= len(data) * RAW_THRESHOLD:
+            return CODEC_RAW, data
         return CODEC_ZSTD, packed
 
     def _patched(self, obj: _Object | None, idx: int, head: Header, offset: int,
@@ -194,8 +212,17 @@ class FarmStore(FileStore):
             idx = pos // head.chunk_size
             lo = idx * head.chunk_size
             n = min(lo + head.chunk_len(idx), end) - pos
-            chunk = self._load_chunk(obj, idx)
             dst = buf[pos - offset:pos - offset + n]
+            e = obj.table[idx]
+            if e.codec == CODEC_RAW and pos == lo and n == e.length:
+                # A whole raw chunk: read into `buf` and check it there.
+                got = _preadv_exact(obj.fd, dst, head.slot_offset(idx, e.slot))
+                if got != n or zlib.crc32(dst) != e.crc:
+                    raise CorruptObject(
+                        f"object {obj.oid:016x} chunk {idx} fails its checksum")
+                pos += n
+                continue
+            chunk = self._load_chunk(obj, idx)
             if chunk is None:
                 dst[:] = bytes(n)
             else:
