@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -111,10 +112,12 @@ def test_restart_after_everyone_died(zk: ZooKeeperServer, spawn: list[Member]) -
     wait_until(lambda: all(sorted(m.members()) == [8500, 8503] for m in new),
                "only the new members left", timeout=SESSION * 2 + 15, members=new)
     # 8500 may talk before 8503 joins; 8503 sees what follows its join.
+    # Either may join first (8500 replaces its old incarnation, 8503 is new).
     def talked() -> bool:
-        late_start = new[1].events[0]["seq"]
-        late_part = [e for e in new[0].events if e["ev"] == "msg" and e["seq"] >= late_start]
-        return len(new[0].messages()) == 6 and len(new[1].messages()) == len(late_part)
+        early, late = sorted(new, key=lambda m: int(m.events[0]["seq"]))
+        late_start = late.events[0]["seq"]
+        late_part = [e for e in early.events if e["ev"] == "msg" and e["seq"] >= late_start]
+        return len(early.messages()) == 6 and len(late.messages()) == len(late_part)
 
     wait_until(talked, "restarted cluster talks", members=new)
     time.sleep(1.0)
@@ -219,3 +222,150 @@ def test_session_expiry_rejoins(zk: ZooKeeperServer) -> None:
     rejoin = [e for e in seen[2] if isinstance(e, Joined) and e.node == _node(1)][-1]
     assert set(rejoin.members) == {_node(1), _node(2)}
     _check_consistent(seen)
+
+
+# -- compaction and split messages ------------------------------------------
+
+
+async def _start(nursery: trio.Nursery, s: str, port: int, seen: dict[int, list[Event]],
+                 compact_at: int) -> ZooKeeperDriver:
+    d = ZooKeeperDriver(s.removeprefix("zookeeper:"))
+    d.compact_at = compact_at
+    seen[port] = []
+    send, recv = trio.open_memory_channel[Event](0)
+
+    async def collect() -> None:
+        async for ev in recv:
+            seen[port].append(ev)
+
+    nursery.start_soon(collect)
+    await nursery.start(d.run, _node(port), send)
+    return d
+
+
+def _queue_len(zk: ZooKeeperServer, root: str) -> int:
+    client = KazooClient(zk.hosts)
+    client.start()
+    try:
+        return len(client.get_children(f"{root}/queue"))
+    finally:
+        client.stop()
+        client.close()
+
+
+async def _talk(d: ZooKeeperDriver, tag: str, n: int) -> None:
+    for i in range(n):
+        await d.broadcast(f"{tag}{i}".encode())
+
+
+def test_compaction_bounds_the_queue_and_a_joiner_starts_from_the_checkpoint(
+        zk: ZooKeeperServer) -> None:
+    s, root, compact_at = spec(zk, "compact"), "/sheepdog-compact", 200
+    lengths: list[int] = []
+
+    async def main() -> dict[int, list[Event]]:
+        seen: dict[int, list[Event]] = {}
+        async with trio.open_nursery() as nursery:
+            d = {p: await _start(nursery, s, p, seen, compact_at) for p in (1, 2)}
+            await _wait_for(lambda: all(len(x.members) == 2 for x in d.values()))
+
+            async def sample() -> None:
+                while True:
+                    lengths.append(await trio.to_thread.run_sync(_queue_len, zk, root))
+                    await trio.sleep(0.3)
+
+            nursery.start_soon(sample)
+            with trio.fail_after(60):
+                async with trio.open_nursery() as talkers:
+                    talkers.start_soon(_talk, d[1], "a", 1500)
+                    talkers.start_soon(_talk, d[2], "b", 1500)
+                await _wait_for(lambda: all(len(_msgs(v)) == 3000 for v in seen.values()))
+                # Wait for a compaction past the burst, then join.
+                await _wait_for(lambda: bool(lengths) and lengths[-1] <= compact_at)
+                d[3] = await _start(nursery, s, 3, seen, compact_at)
+                await _wait_for(lambda: all(len(x.members) == 3 for x in d.values()))
+                for p in (1, 2, 3):
+                    await d[p].broadcast(b"late%d" % p)
+                await _wait_for(lambda: all(len(_msgs(v)) >= 3 for v in seen.values()))
+                await _wait_for(lambda: len(_msgs(seen[1])) == 3003)
+            nursery.cancel_scope.cancel()
+        return seen
+
+    seen = trio.run(main)
+    for p in (1, 2):
+        msgs = _msgs(seen[p])
+        assert len(msgs) == 3003
+        assert [m for m in msgs if m.startswith(b"a")] == [b"a%d" % i for i in range(1500)]
+        assert [m for m in msgs if m.startswith(b"b")] == [b"b%d" % i for i in range(1500)]
+    joined = seen[3][0]
+    assert isinstance(joined, Joined) and set(joined.members) == {_node(1), _node(2), _node(3)}
+    assert sorted(_msgs(seen[3])) == [b"late1", b"late2", b"late3"]
+    for p in (1, 2):
+        assert [e for e in seen[p] if e.seq >= joined.seq] == seen[3]
+    _check_consistent({1: seen[1], 2: seen[2]})
+    # Never anywhere near 3000 nodes: compaction keeps up with the burst.
+    assert max(lengths) < 4 * compact_at, lengths
+    assert lengths[-1] <= compact_at
+
+
+def test_big_message_is_split_and_delivered_whole(zk: ZooKeeperServer) -> None:
+    s = spec(zk, "big")
+    big = os.urandom(2 << 20)
+
+    async def body(d: dict[int, ZooKeeperDriver], seen: dict[int, list[Event]]) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_talk, d[2], "small", 20)
+            await d[1].broadcast(b"before")
+            await d[1].broadcast(big)
+            await d[1].broadcast(b"after")
+        await _wait_for(lambda: all(len(_msgs(v)) == 23 for v in seen.values()))
+
+    seen = trio.run(_two_members, s, body)
+    for evs in seen.values():
+        msgs = _msgs(evs)
+        assert [m for m in msgs if m in (b"before", big, b"after")] == [b"before", big, b"after"]
+        assert [m for m in msgs if m.startswith(b"small")] == [b"small%d" % i for i in range(20)]
+    _check_consistent(seen)
+
+
+def test_session_expiry_rejoins_after_compaction(zk: ZooKeeperServer) -> None:
+    s, compact_at = spec(zk, "expire-compact"), 100
+
+    async def main() -> dict[int, list[Event]]:
+        seen: dict[int, list[Event]] = {}
+        async with trio.open_nursery() as nursery:
+            d = {p: await _start(nursery, s, p, seen, compact_at) for p in (1, 2)}
+            with trio.fail_after(60):
+                await _wait_for(lambda: all(len(x.members) == 2 for x in d.values()))
+                async with trio.open_nursery() as talkers:
+                    talkers.start_soon(_talk, d[1], "a", 300)
+                    talkers.start_soon(_talk, d[2], "b", 300)
+                await _wait_for(lambda: all(len(_msgs(v)) == 600 for v in seen.values()))
+                # A checkpoint exists and the queue was trimmed.
+                await _wait_for(lambda: _queue_len(zk, "/sheepdog-expire-compact") <= compact_at)
+                client = d[1]._client
+                assert client is not None
+                thief = KazooClient(zk.hosts, client_id=client.client_id, timeout=SESSION)
+                await trio.to_thread.run_sync(thief.start)
+                await trio.to_thread.run_sync(thief.stop)
+                thief.close()
+                await _wait_for(lambda: any(isinstance(e, Left) and e.node == _node(1)
+                                            for e in seen[2]))
+                await _wait_for(lambda: len(d[1].members) == 2 and len(d[2].members) == 2)
+                async with trio.open_nursery() as talkers:
+                    talkers.start_soon(_talk, d[1], "c", 150)
+                    talkers.start_soon(_talk, d[2], "d", 150)
+                await _wait_for(lambda: all(len(_msgs(v)) == 900 for v in seen.values()))
+                d[3] = await _start(nursery, s, 3, seen, compact_at)
+                await _wait_for(lambda: all(len(x.members) == 3 for x in d.values()))
+            nursery.cancel_scope.cancel()
+        return seen
+
+    seen = trio.run(main)
+    for p in (1, 2):
+        msgs = _msgs(seen[p])
+        for tag, n in ((b"a", 300), (b"b", 300), (b"c", 150), (b"d", 150)):
+            assert [m for m in msgs if m.startswith(tag)] == [tag + b"%d" % i for i in range(n)]
+        assert [e.node for e in seen[p] if isinstance(e, Left)] == [_node(1)]
+    assert set(seen[3][0].members) == {_node(1), _node(2), _node(3)}
+    _check_consistent({1: seen[1], 2: seen[2]})

@@ -14,6 +14,14 @@ answer, so nothing needs a leader):
   whose previous incarnation's death was not yet noticed, or a re-join
   after a ZooKeeper session loss) first emits Left for the old incarnation;
 - a `msg` from an incarnation that is not a member is dropped.
+
+A payload too big for one record (a ZooKeeper znode is limited to ~1 MB)
+is sent as `part` records (encode_parts): each carries a slice of the
+payload, the writer's key for the message and its index out of `n`. The
+fold buffers the slices and emits one Message at the position of the
+LAST part; parts from a non-member are dropped, and a sender that leaves
+mid-message takes its partial message with it. Partial buffers are not
+part of `to_json`: a checkpoint must be taken where `busy` is False.
 Members are identified by an incarnation id (`uid`), unique per join, so a
 node that leaves and comes back is a new member.
 """
@@ -54,12 +62,20 @@ def encode_msg(uid: str, payload: bytes) -> bytes:
     return json.dumps({"t": "msg", "id": uid, "p": base64.b64encode(payload).decode()}).encode()
 
 
+def encode_parts(uid: str, key: int, payload: bytes, chunk: int) -> list[bytes]:
+    """`payload` as part records of at most `chunk` payload bytes each."""
+    pieces = [payload[i:i + chunk] for i in range(0, len(payload), chunk)] or [b""]
+    return [json.dumps({"t": "part", "id": uid, "k": key, "i": i, "n": len(pieces),
+                        "p": base64.b64encode(piece).decode()}).encode()
+            for i, piece in enumerate(pieces)]
+
+
 def decode(raw: bytes) -> dict[str, Any]:
     try:
         rec = json.loads(raw)
     except ValueError as e:
         raise LogFormatError(f"unreadable record {raw[:60]!r}") from e
-    if not isinstance(rec, dict) or rec.get("t") not in ("join", "leave", "msg", "base", "rotate"):
+    if not isinstance(rec, dict) or rec.get("t") not in ("join", "leave", "msg", "part", "base", "rotate"):
         raise LogFormatError(f"unknown record {raw[:60]!r}")
     return rec
 
@@ -70,6 +86,13 @@ class Membership:
 
     seq: int = 0
     members: dict[str, SdNode] = field(default_factory=dict)  # uid -> node, join order
+    # (uid, key) -> the slices of a split message received so far
+    partial: dict[tuple[str, int], list[bytes]] = field(default_factory=dict)
+
+    @property
+    def busy(self) -> bool:
+        """A split message is half-way: this state cannot be checkpointed."""
+        return bool(self.partial)
 
     def nodes(self) -> tuple[SdNode, ...]:
         return tuple(self.members.values())
@@ -92,10 +115,26 @@ class Membership:
             node_or_none = self.members.pop(uid, None)
             if node_or_none is not None:
                 out.append(Left(self._next(), node_or_none, self.nodes()))
+            for key in [k for k in self.partial if k[0] == uid]:
+                del self.partial[key]
         elif kind == "msg":
             sender = self.members.get(uid)
             if sender is not None:
                 out.append(Message(self._next(), sender, base64.b64decode(rec["p"])))
+        elif kind == "part":
+            if uid not in self.members:  # never buffered: it could not complete
+                return out
+            key = (uid, int(rec["k"]))
+            pieces = self.partial.setdefault(key, [])
+            if int(rec["i"]) != len(pieces):  # a gap: the writer re-sends it whole
+                del self.partial[key]
+                return out
+            pieces.append(base64.b64decode(rec["p"]))
+            if len(pieces) == int(rec["n"]):
+                del self.partial[key]
+                sender = self.members.get(uid)
+                if sender is not None:
+                    out.append(Message(self._next(), sender, b"".join(pieces)))
         return out
 
     def _next(self) -> int:

@@ -14,6 +14,33 @@ one ensemble):
   a connection loss a writer can tell whether its create went through
   before pushing again (no duplicates).
 
+- ROOT/applied/UID: persistent, one per incarnation (data: the sequence
+  number of the last queue node that incarnation has folded), written about
+  once a second.
+- ROOT/checkpoint: `{"floor": F, "trim": T, "state": Membership}`: the fold's
+  state after queue node F, and the highest sequence number the compaction
+  may have deleted (T <= F).
+
+Compaction keeps the queue bounded. When the queue holds more than
+`compact_at` nodes, the first live member (in join order) takes the minimum
+of every applied/ entry (entries of incarnations that are neither live nor
+written within APPLIED_GRACE are stale and removed), writes a checkpoint at
+its own cursor (only where no split message is half-way, see stream.py),
+then deletes the queue nodes up to that minimum. A joiner writes its
+applied/ entry (-1: holds any compaction) before reading the checkpoint,
+starts its fold there instead of at sequence 0, and until its own join is
+folded re-checks the checkpoint after each listing: a compaction that raced
+its first read restarts it from the newer checkpoint (it delivers nothing
+before its own Joined, so restarting costs nothing). A member's applied/
+entry is kept across a session loss until its new incarnation has one, so
+the re-join still resumes at its cursor; only if it was gone for longer
+than APPLIED_GRACE and the queue was compacted past it does run() fail with
+DriverError (events were lost: the daemon must restart and join afresh).
+
+A payload bigger than PART_PAYLOAD is pushed as several `part` records
+(stream.py); readers deliver it as one Message at the position of its last
+part.
+
 Leaves go through the queue too, so they are ordered with everything else:
 when a member's znode is gone, the first live member (in join order)
 appends its `leave`; any other member does so too if it is still missing
@@ -41,13 +68,21 @@ from typing import Any, TypeVar
 
 import trio
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from ..proto import SdNode
 from .driver import ClusterDriver, DriverError, Event, Message
-from .stream import Membership, decode, encode_join, encode_leave, encode_msg, node_to_json
+from .stream import (
+    Membership,
+    decode,
+    encode_join,
+    encode_leave,
+    encode_msg,
+    encode_parts,
+    node_to_json,
+)
 
 DEFAULT_ROOT = "/sheepdog"
 # Sheepdog uses 30 s; shorter notices crashes sooner at the price of
@@ -60,6 +95,17 @@ POLL_FALLBACK = 1.0
 # A missing member not reported by the designated member within this long
 # is reported by anyone (the designated one may be dead or slow itself).
 LEAVE_GRACE = 2.0
+# Compact the queue once it holds more nodes than this (a reply listing
+# 100,000 names would pass ZooKeeper's 1 MB limit).
+COMPACT_AT = 1000
+# How often a member records its cursor in applied/, and the compactor runs.
+APPLIED_EVERY = 1.0
+# The applied/ entry of an incarnation that is not live holds compaction
+# back this long (a member re-joining after a session loss resumes from it).
+APPLIED_GRACE = 120.0
+# A payload bigger than this goes out in parts (a record must stay well
+# under jute.maxbuffer, ~1 MB; base64 makes 384 KiB into 512 KiB).
+PART_PAYLOAD = 384 * 1024
 # Retries on shutdown are bounded: leaving must not hang on a dead ensemble.
 LEAVE_DEADLINE = 5.0
 
@@ -122,6 +168,15 @@ class ZooKeeperDriver(ClusterDriver):
         self._wake = trio.Event()
         self._progress = trio.Event()
         self._joined = trio.Event()
+        self.compact_at = COMPACT_AT
+        self._my_uids: set[str] = set()  # every incarnation of ours
+        self._inflight: dict[str, str] = {}  # push prefix -> its name once folded
+        self._cp_version = -1  # checkpoint version our fold started from
+        self._queue_len = 0
+        self._applied_written = -2
+        self._applied_at = 0.0
+        self._compacted_at = 0.0
+        self._first_live = False
 
     # -- paths and kazoo plumbing ------------------------------------------
 
@@ -132,6 +187,14 @@ class ZooKeeperDriver(ClusterDriver):
     @property
     def _member_dir(self) -> str:
         return f"{self.root}/member"
+
+    @property
+    def _applied_dir(self) -> str:
+        return f"{self.root}/applied"
+
+    @property
+    def _checkpoint(self) -> str:
+        return f"{self.root}/checkpoint"
 
     def _retry(self, func: Callable[..., T], *args: Any, deadline: float | None = None,
                **kwargs: Any) -> T:
@@ -165,11 +228,15 @@ class ZooKeeperDriver(ClusterDriver):
         """Append a record; exactly once even across connection loss."""
         prefix = f"{self._uid}-{next(self._counts):08d}-"
         attempted = False
+        self._inflight[prefix] = ""
 
         def once() -> str:
             nonlocal attempted
             assert self._client is not None
             if attempted:
+                # Folded already (and maybe compacted away since), or listed.
+                if self._inflight.get(prefix):
+                    return self._inflight[prefix]
                 for child in self._client.get_children(self._queue):
                     if child.startswith(prefix):
                         return str(child)
@@ -177,7 +244,20 @@ class ZooKeeperDriver(ClusterDriver):
             path = self._client.create(f"{self._queue}/{prefix}", record, sequence=True)
             return str(path).rsplit("/", 1)[1]
 
-        return self._retry(once, deadline=deadline)
+        try:
+            return self._retry(once, deadline=deadline)
+        finally:
+            self._inflight.pop(prefix, None)
+
+    def _push_message(self, payload: bytes) -> str:
+        """Push a message, in parts if it is big; the name of its last record."""
+        uid = self._uid
+        if len(payload) <= PART_PAYLOAD:
+            return self._push(encode_msg(uid, payload))
+        name = ""
+        for record in encode_parts(uid, next(self._counts), payload, PART_PAYLOAD):
+            name = self._push(record)
+        return name
 
     def _register(self) -> None:
         """Join under a fresh incarnation id: ephemeral member node, then
@@ -185,10 +265,26 @@ class ZooKeeperDriver(ClusterDriver):
         assert self._client is not None and self._me is not None
         client = self._client
         with self._mutex:
+            old_uid = self._uid
             self._uid = uuid.uuid4().hex
+            self._my_uids.add(self._uid)
             self._counts = itertools.count(1)
-            for path in (self._queue, self._member_dir):
+            for path in (self._queue, self._member_dir, self._applied_dir):
                 self._retry(client.ensure_path, path)
+            # Our applied/ entry before anything else: it holds compaction
+            # at our cursor (a fresh joiner's -1 holds it entirely).
+            self._set_applied(force=True)
+            if old_uid:
+                with contextlib.suppress(NoNodeError):
+                    self._retry(client.delete, f"{self._applied_dir}/{old_uid}")
+            if not self._joined_stream:
+                self._load_checkpoint()
+            else:
+                cp = self._read_checkpoint()
+                if cp is not None and cp[0]["trim"] > self._cursor:
+                    raise DriverError(
+                        f"the queue was compacted past our cursor {self._cursor} while our "
+                        "session was lost: events were missed, restart and join afresh")
             path = f"{self._member_dir}/{self._uid}"
             data = json.dumps(node_to_json(self._me)).encode()
             try:
@@ -212,23 +308,67 @@ class ZooKeeperDriver(ClusterDriver):
             self._push(encode_join(self._uid, self._me))
             self._lost = False
 
+    def _read_checkpoint(self) -> tuple[dict[str, Any], int] | None:
+        assert self._client is not None
+        try:
+            raw, stat = self._retry(self._client.get, self._checkpoint)
+        except NoNodeError:
+            return None
+        return json.loads(raw), int(stat.version)
+
+    def _load_checkpoint(self) -> None:
+        """Before our own join is folded: start (again) from the checkpoint
+        if it is past our cursor."""
+        cp = self._read_checkpoint()
+        if cp is None:
+            self._cp_version = -1
+            return
+        data, self._cp_version = cp
+        if int(data["floor"]) > self._cursor:
+            self._state = Membership.from_json(data["state"])
+            self._cursor = int(data["floor"])
+
+    def _checkpoint_moved(self) -> bool:
+        assert self._client is not None
+        stat = self._retry(self._client.exists, self._checkpoint)
+        return (-1 if stat is None else int(stat.version)) != self._cp_version
+
     def _fold_new(self) -> list[Event]:
         """Fold queue nodes past the cursor; arm the queue watch."""
         assert self._client is not None
         out: list[Event] = []
-        children = self._retry(self._client.get_children, self._queue, watch=self._kick)
+        while True:
+            children = self._retry(self._client.get_children, self._queue, watch=self._kick)
+            self._queue_len = len(children)
+            # Not yet joined: a compaction may have deleted nodes after the
+            # checkpoint we started from (it writes the checkpoint first).
+            if not self._joined_stream and self._checkpoint_moved():
+                self._load_checkpoint()
+                continue
+            if self._fold_names(children, out):
+                return out
+            if self._joined_stream:
+                raise DriverError("a queue node was compacted before this member read it")
+            self._load_checkpoint()
+
+    def _fold_names(self, children: list[str], out: list[Event]) -> bool:
+        """Fold the listed nodes past the cursor; False if one is gone."""
+        assert self._client is not None
         for name in sorted((c for c in children if _seq(c) > self._cursor), key=_seq):
             try:
                 raw, _ = self._retry(self._client.get, f"{self._queue}/{name}")
             except NoNodeError:
-                continue
+                return False
             rec = decode(raw)
+            if name[:-10] in self._inflight:
+                self._inflight[name[:-10]] = name
             was_member = self._uid in self._state.members
             events = self._state.apply(rec)
             if was_member and self._uid not in self._state.members:
                 self._lost = True  # expelled without noticing: join again
             self._cursor = _seq(name)
-            if rec["t"] == "msg" and not events and rec["id"] == self._uid:
+            last = rec["t"] == "msg" or (rec["t"] == "part" and rec["i"] == rec["n"] - 1)
+            if last and not events and rec["id"] in self._my_uids:
                 self._dropped.add(name)
             if not self._joined_stream:
                 if rec["t"] == "join" and rec["id"] == self._uid:
@@ -236,7 +376,74 @@ class ZooKeeperDriver(ClusterDriver):
                     out.append(events[-1])
                 continue
             out.extend(events)
-        return out
+        return True
+
+    def _set_applied(self, force: bool = False) -> None:
+        """Record our cursor in applied/ (at most every APPLIED_EVERY)."""
+        assert self._client is not None
+        now = time.monotonic()
+        if not force and (self._cursor == self._applied_written
+                          or now - self._applied_at < APPLIED_EVERY):
+            return
+        path, data = f"{self._applied_dir}/{self._uid}", str(self._cursor).encode()
+        try:
+            self._retry(self._client.set, path, data)
+        except NoNodeError:
+            with contextlib.suppress(NodeExistsError):
+                self._retry(self._client.create, path, data)
+        self._applied_written, self._applied_at = self._cursor, now
+
+    def _compact(self) -> None:
+        """As the first live member: checkpoint at our cursor, then delete
+        the queue nodes every applied/ entry has passed."""
+        assert self._client is not None
+        client = self._client
+        now = time.monotonic()
+        if (not self._first_live or self._queue_len <= self.compact_at or self._state.busy
+                or now - self._compacted_at < APPLIED_EVERY):
+            return
+        self._compacted_at = now
+        self._set_applied(force=True)
+        names = set(self._retry(client.get_children, self._applied_dir))
+        live = set(self._retry(client.get_children, self._member_dir))
+        entries: dict[str, tuple[int, int]] = {}
+        for uid in names:
+            try:
+                raw, stat = self._retry(client.get, f"{self._applied_dir}/{uid}")
+            except NoNodeError:
+                continue  # its incarnation re-registered, or another compactor pruned it
+            entries[uid] = (int(raw), int(stat.mtime))
+        if not entries or set(self._retry(client.get_children, self._applied_dir)) - names:
+            return  # a new entry appeared after we listed: its cursor may be lower
+        newest = max(mtime for _, mtime in entries.values())
+        held = []
+        for uid, (value, mtime) in entries.items():
+            if uid not in live and newest - mtime > APPLIED_GRACE * 1000:
+                with contextlib.suppress(NoNodeError):
+                    self._retry(client.delete, f"{self._applied_dir}/{uid}")
+            else:
+                held.append(value)
+        cp = self._read_checkpoint()
+        old_floor, old_trim = (-1, -1) if cp is None else (cp[0]["floor"], cp[0]["trim"])
+        trim = min(min(held), self._cursor)
+        if self._cursor <= old_floor or trim <= old_trim:
+            return
+        data = json.dumps({"floor": self._cursor, "trim": trim,
+                           "state": self._state.to_json()}).encode()
+        try:
+            if cp is None:
+                self._retry(client.create, self._checkpoint, data)
+            else:
+                self._retry(client.set, self._checkpoint, data, version=cp[1])
+        except (BadVersionError, NodeExistsError):
+            return  # another compactor got there first
+        children = self._retry(client.get_children, self._queue)
+        doomed = [c for c in children if _seq(c) <= trim]
+        for i in range(0, len(doomed), 500):
+            futures = [client.delete_async(f"{self._queue}/{c}") for c in doomed[i:i + 500]]
+            for f in futures:
+                with contextlib.suppress(KazooException):
+                    f.get()  # gone already, or connection loss: the next round redoes it
 
     def _reconcile(self) -> None:
         """Append a leave for members whose ephemeral node is gone."""
@@ -253,6 +460,7 @@ class ZooKeeperDriver(ClusterDriver):
             return
         now = time.monotonic()
         first_live = next((u for u in self._state.members if u in live), None)
+        self._first_live = first_live == self._uid
         for uid in list(self._state.members):
             if uid in live:
                 self._missing_since.pop(uid, None)
@@ -269,6 +477,9 @@ class ZooKeeperDriver(ClusterDriver):
             events = self._pending + self._fold_new()
             self._pending = []
             self._reconcile()
+            if not self._lost and self._joined_stream:
+                self._set_applied()
+                self._compact()
             return events, self._lost
 
     def _leave(self) -> None:
@@ -280,6 +491,10 @@ class ZooKeeperDriver(ClusterDriver):
         try:
             if self._uid and client.connected and not self._lost:
                 self._push(encode_leave(self._uid), deadline=LEAVE_DEADLINE)
+            if self._uid and client.connected:
+                with contextlib.suppress(NoNodeError):
+                    self._retry(client.delete, f"{self._applied_dir}/{self._uid}",
+                                deadline=LEAVE_DEADLINE)
         except KazooException:
             pass
         finally:
@@ -346,8 +561,8 @@ class ZooKeeperDriver(ClusterDriver):
         expelled, around a session loss), push it again as the new one."""
         await self._joined.wait()
         while True:
-            name = await trio.to_thread.run_sync(
-                lambda: self._push(encode_msg(self._uid, payload)), abandon_on_cancel=True)
+            name = await trio.to_thread.run_sync(self._push_message, payload,
+                                                 abandon_on_cancel=True)
             self._wake.set()
             while self._cursor < _seq(name):
                 if self._closing:

@@ -34,7 +34,8 @@ SYNC, CLAIM, RECOVERED, FORCE = "sync", "claim", "recovered", "force"
 KINDS = (SYNC, CLAIM, RECOVERED, FORCE)
 
 # Epochs a joiner receives in its sync message (for `dog cluster info` and
-# for recovery's older rings); a ZooKeeper message must stay well under 1 MB.
+# for recovery's older rings). The zookeeper driver splits a message past
+# 384 KiB into parts, so the sync may grow with the VDIs; this keeps it lean.
 SYNC_EPOCHS = 64
 
 
