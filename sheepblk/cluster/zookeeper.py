@@ -13,7 +13,6 @@ one ensemble):
   the same events. The UID-COUNTER prefix names the writer's push, so after
   a connection loss a writer can tell whether its create went through
   before pushing again (no duplicates).
-
 - ROOT/applied/UID: persistent, one per incarnation (data: the sequence
   number of the last queue node that incarnation has folded), written about
   once a second.
@@ -36,6 +35,8 @@ entry is kept across a session loss until its new incarnation has one, so
 the re-join still resumes at its cursor; only if it was gone for longer
 than APPLIED_GRACE and the queue was compacted past it does run() fail with
 DriverError (events were lost: the daemon must restart and join afresh).
+Every member must run a version that writes applied/: one that does not
+is invisible to the compactor, which may delete records it has not read.
 
 A payload bigger than PART_PAYLOAD is pushed as several `part` records
 (stream.py); readers deliver it as one Message at the position of its last
