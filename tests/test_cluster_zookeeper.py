@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -13,7 +14,7 @@ from cluster_harness import Member, check_same_order, start, wait_until
 from kazoo.client import KazooClient
 from zk import ZooKeeperServer, missing
 
-from sheepblk.cluster.driver import Event, Joined, Left, Message
+from sheepblk.cluster.driver import DriverError, Event, Joined, Left, Message
 from sheepblk.cluster.zookeeper import ZooKeeperDriver, parse_spec
 from sheepblk.proto import NodeId, SdNode
 
@@ -380,3 +381,48 @@ def test_session_expiry_rejoins_after_compaction(zk: ZooKeeperServer) -> None:
         assert [e.node for e in seen[p] if isinstance(e, Left)] == [_node(1)]
     assert set(seen[3][0].members) == {_node(1), _node(2), _node(3)}
     _check_consistent({1: seen[1], 2: seen[2]})
+
+
+def test_compacted_past_a_lost_member_fails_loudly(zk: ZooKeeperServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member whose session was lost for longer than APPLIED_GRACE, while
+    the others compacted past it, must not resume with a gap: DriverError."""
+    import sheepblk.cluster.zookeeper as zkmod
+
+    monkeypatch.setattr(zkmod, "APPLIED_GRACE", 0.0)
+    s = spec(zk, "gap")
+    errors: list[DriverError] = []
+
+    async def main() -> None:
+        seen: dict[int, list[Event]] = {1: []}
+        async with trio.open_nursery() as nursery:
+            d1 = ZooKeeperDriver(s.removeprefix("zookeeper:"))
+            send, recv = trio.open_memory_channel[Event](math.inf)
+
+            async def guarded(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                try:
+                    await d1.run(_node(1), send, task_status=task_status)
+                except DriverError as e:
+                    errors.append(e)
+
+            await nursery.start(guarded)
+            d2 = await _start(nursery, s, 2, seen, 20)
+            with trio.fail_after(30):
+                await _wait_for(lambda: len(d2.members) == 2)
+                # Freeze node 1's fold (and so its re-join), then end its session.
+                await trio.to_thread.run_sync(d1._mutex.acquire)
+                client = d1._client
+                assert client is not None
+                thief = KazooClient(zk.hosts, client_id=client.client_id, timeout=SESSION)
+                await trio.to_thread.run_sync(thief.start)
+                await trio.to_thread.run_sync(thief.stop)
+                thief.close()
+                await _wait_for(lambda: len(d2.members) == 1)
+                await _talk(d2, "m", 40)  # past compact_at: node 2 compacts alone
+                await _wait_for(lambda: _queue_len(zk, "/sheepdog-gap") <= 20)
+                d1._mutex.release()
+                await _wait_for(lambda: bool(errors))
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert "compacted past" in str(errors[0])

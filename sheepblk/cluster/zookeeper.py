@@ -526,20 +526,34 @@ class ZooKeeperDriver(ClusterDriver):
             self._joined.set()
             task_status.started()
             send, recv = trio.open_memory_channel[Event](math.inf)
+            failure: DriverError | None = None  # raised bare, not in an ExceptionGroup
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._deliver, recv, events)
                 while True:
                     self._wake = trio.Event()
-                    batch, lost = await trio.to_thread.run_sync(self._poll, abandon_on_cancel=True)
+                    try:
+                        batch, lost = await trio.to_thread.run_sync(self._poll,
+                                                                    abandon_on_cancel=True)
+                    except DriverError as e:
+                        failure = e
+                        nursery.cancel_scope.cancel()
+                        break
                     for ev in batch:
                         send.send_nowait(ev)
                     self._progress.set()
                     self._progress = trio.Event()
                     if lost:
-                        await trio.to_thread.run_sync(self._register, abandon_on_cancel=True)
+                        try:
+                            await trio.to_thread.run_sync(self._register, abandon_on_cancel=True)
+                        except DriverError as e:
+                            failure = e
+                            nursery.cancel_scope.cancel()
+                            break
                         continue
                     with trio.move_on_after(POLL_FALLBACK):
                         await self._wake.wait()
+            if failure is not None:
+                raise failure
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return  # the consumer went away: leave quietly
         finally:
