@@ -108,10 +108,8 @@ def _make_driver(spec: str):  # type: ignore[no-untyped-def]
 
     try:
         return make_driver(spec)
-    except ImportError:  # driver module not available: run as one node
-        from sheepblk.cluster.solo import SoloDriver
-
-        return SoloDriver()
+    except ImportError as e:  # e.g. kazoo missing: never fall back silently
+        raise QuietError(f"cluster driver {spec.split(':')[0]!r} is not available: {e}") from e
     except ValueError as e:
         raise QuietError(str(e)) from e
 
