@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import SheepFactory, SheepProcess, run_dog
+from conftest import SheepFactory, SheepProcess, run_dog, wait_for
 
 from sheepblk.client import SheepClient, SheepdogError, Vdi
 from sheepblk.cluster.ring import Ring
@@ -23,18 +22,6 @@ from sheepblk.proto import Res
 
 MiB = 1 << 20
 WAIT = 90.0
-
-
-def wait_for(cond, what: str, timeout: float = WAIT) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if cond():
-                return
-        except Exception:  # noqa: BLE001 - a node may be between states
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def node_count(node: SheepProcess) -> int:

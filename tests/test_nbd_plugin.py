@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from sheepblk.client import SheepClient, Vdi
 from sheepblk.proto import vid_to_vdi_oid
@@ -440,14 +441,6 @@ def test_nbdcopy_round_trip(one_node, tmp_path: Path) -> None:
     assert sha256(back) == sha256(src)
 
 
-def wait_for(cond, what: str, timeout: float = START_TIMEOUT) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
-
-
 def unmount(path: Path, tool: str) -> None:
     if os.path.ismount(path):
         subprocess.run([tool, "-u", str(path)], check=False, capture_output=True, timeout=60)
@@ -485,13 +478,13 @@ def test_ext4_through_nbdfuse_and_fuse2fs(one_node, tmp_path: Path) -> None:
         fuse2fs = None
         try:
             wait_for(lambda: (tmp_path / "nbdfuse.pid").exists() and os.path.ismount(fdir),
-                     "nbdfuse mounted")
+                     "nbdfuse mounted", START_TIMEOUT)
             assert image.stat().st_size == size
             subprocess.run(["mkfs.ext4", "-F", "-q", str(image)], check=True,
                            capture_output=True, timeout=300)
             fuse2fs = _background(["fuse2fs", "-f", str(image), str(mnt)],
                                   tmp_path / "fuse2fs.err")
-            wait_for(lambda: os.path.ismount(mnt), "fuse2fs mounted")
+            wait_for(lambda: os.path.ismount(mnt), "fuse2fs mounted", START_TIMEOUT)
             (mnt / "dir").mkdir()
             (mnt / "dir" / "payload").write_bytes(payload)
             (mnt / "hello.txt").write_text("hello sheep\n")
@@ -504,7 +497,7 @@ def test_ext4_through_nbdfuse_and_fuse2fs(one_node, tmp_path: Path) -> None:
             # mount again read-only and read the files back
             fuse2fs = _background(["fuse2fs", "-f", str(image), str(mnt), "-o", "ro"],
                                   tmp_path / "fuse2fs-ro.err")
-            wait_for(lambda: os.path.ismount(mnt), "fuse2fs mounted again")
+            wait_for(lambda: os.path.ismount(mnt), "fuse2fs mounted again", START_TIMEOUT)
             assert (mnt / "dir" / "payload").read_bytes() == payload
             assert (mnt / "hello.txt").read_text() == "hello sheep\n"
         finally:

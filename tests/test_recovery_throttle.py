@@ -7,10 +7,8 @@ recovery for ten minutes per object, so what is checked does not race it."""
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 
-from conftest import SheepFactory, SheepProcess, run_dog
+from conftest import SheepFactory, SheepProcess, run_dog, wait_for
 
 from sheepblk.client import Vdi
 from sheepblk.proto import Op, RecoveryThrottle
@@ -19,18 +17,6 @@ from sheepblk.proto.records import RECOVERY_THROTTLE_SIZE
 MiB = 1 << 20
 WAIT = 120.0
 HOLD_MS = 600_000  # one object per ten minutes: recovery stays held
-
-
-def wait_for(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        try:
-            if cond():
-                return
-        except Exception:  # noqa: BLE001 - a node may be between states
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def get_throttle(node: SheepProcess) -> str:
@@ -81,7 +67,7 @@ def test_recovery_under_a_throttle(sheep_factory: SheepFactory) -> None:
     live = nodes[:2]
     # Each survivor pulls the objects it shared with the dead node: one is
     # started, then the throttle holds the rest.
-    wait_for(lambda: all(progress(n) is not None for n in live), "recovery started")
+    wait_for(lambda: all(progress(n) is not None for n in live), "recovery started", WAIT)
     before = {n.port: progress(n) for n in live}
     for p in before.values():
         assert p is not None and p[0] < p[1]
@@ -99,6 +85,6 @@ def test_recovery_under_a_throttle(sheep_factory: SheepFactory) -> None:
     # Loosen the throttle: recovery finishes (no need to wait ten minutes).
     for n in live:
         run_dog(n, "node", "recovery", "set-throttle", "2", "1")
-    wait_for(lambda: all(progress(n) is None for n in live), "recovery done")
+    wait_for(lambda: all(progress(n) is None for n in live), "recovery done", WAIT)
     with live[0].client() as c, Vdi(c, "T", writable=False) as v:
         assert v.pread(48 * MiB, 0) == data

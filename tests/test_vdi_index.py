@@ -6,11 +6,10 @@ name the freed objects."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import SheepFactory, SheepProcess, run_dog
+from conftest import SheepFactory, SheepProcess, run_dog, wait_for
 from qemu_replay import QemuDisk
 from test_server_inproc import Raw, name_payload, new_vdi, read, run_node, write
 
@@ -30,7 +29,6 @@ from sheepblk.server.node import Sheep
 
 MiB = 1 << 20
 OBJ = 4 * MiB
-WAIT = 90.0
 
 
 def count_inode_reads(node: Sheep) -> list[int]:
@@ -122,18 +120,6 @@ def test_lookups_read_no_inode(tmp_path) -> None:  # type: ignore[no-untyped-def
         assert vid_to_vdi_oid(other) not in reads
 
     run_node(tmp_path, body)
-
-
-def wait_for(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        try:
-            if cond():
-                return
-        except Exception:  # noqa: BLE001 - a node may be between states
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def check_names(node: SheepProcess, vids: dict[str, int]) -> bool:
