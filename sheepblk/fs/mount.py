@@ -162,18 +162,28 @@ async def _after_init(mountpoint: str) -> None:
     tune_readahead(mountpoint)
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Signals that arrived after the mount was made but before trio's receiver
+# existed: without this, SIGTERM in that window kills the process with the
+# default action and leaves a dead mount behind.
+_early_signals: list[int] = []
+
+
+def _remember_signal(signum: int, _frame: object) -> None:
+    _early_signals.append(signum)
+
+
 async def _watch_signals(fs: SheepFs, mountpoint: str) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
-        async for signum in sigs:
-            log.info("signal %d: writing back and unmounting", signum)
-            with trio.move_on_after(SYNC_DEADLINE):
-                # Runs in a thread because the kernel's writeback comes back
-                # to us as WRITE requests this loop must serve.
-                await trio.to_thread.run_sync(syncfs, mountpoint,
-                                              abandon_on_cancel=True)
-            await fs.flush_all()
-            pyfuse3.terminate()
-            return
+    with trio.open_signal_receiver(*_STOP_SIGNALS) as sigs:
+        signum = _early_signals[0] if _early_signals else await sigs.__anext__()
+        log.info("signal %d: writing back and unmounting", signum)
+        with trio.move_on_after(SYNC_DEADLINE):
+            # Runs in a thread because the kernel's writeback comes back
+            # to us as WRITE requests this loop must serve.
+            await trio.to_thread.run_sync(syncfs, mountpoint,
+                                          abandon_on_cancel=True)
+        await fs.flush_all()
+        pyfuse3.terminate()
 
 
 def run(opts: MountOptions, ready: Callable[[str | None], None] | None = None) -> int:
@@ -184,6 +194,8 @@ def run(opts: MountOptions, ready: Callable[[str | None], None] | None = None) -
     meta = SheepClient(opts.host, opts.port,
                        pool=ConnectionPool(opts.host, opts.port, META_POOL_SIZE, META_TIMEOUT))
     fs = SheepFs(io, meta)
+    for sig in _STOP_SIGNALS:  # until trio's receiver takes over (_watch_signals)
+        signal.signal(sig, _remember_signal)
     try:
         pyfuse3.init(fs, opts.mountpoint, _fuse_options(opts))
     except Exception as e:  # noqa: BLE001 - reported to the user as one line
