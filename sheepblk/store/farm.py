@@ -357,12 +357,7 @@ class FarmStore(FileStore):
             except OSError:
                 pass
             raise
-        if self.nosync:
-            return
-        if sync:
-            self._fsync_dir()
-        else:
-            self._mark_dirty(path, dir_too=True)
+        self._created(path, sync=sync)
 
     def remove(self, oid: int) -> None:
         with self._locks[self._stripe(oid)]:

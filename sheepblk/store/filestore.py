@@ -92,6 +92,17 @@ class FileStore(ObjectStore):
             if dir_too:
                 self._dir_dirty = True
 
+    def _created(self, path: str, *, sync: bool) -> None:
+        """After an object file was renamed into place: make the new name
+        durable now (`sync`), or remember file and directory for the next
+        flush."""
+        if self.nosync:
+            return
+        if sync:
+            self._fsync_dir()
+        else:
+            self._mark_dirty(path, dir_too=True)
+
     def _fsync_dir(self) -> None:
         dfd = os.open(self.obj_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:

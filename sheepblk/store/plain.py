@@ -143,12 +143,7 @@ class PlainStore(FileStore):
         except StoreError:
             _discard(tmp)
             raise
-        if self.nosync:
-            return
-        if sync:
-            self._fsync_dir()
-        else:
-            self._mark_dirty(path, dir_too=True)
+        self._created(path, sync=sync)
 
     def remove(self, oid: int) -> None:
         try:
