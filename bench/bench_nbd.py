@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -34,7 +32,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, free_port, tool, wait_port, workdir  # noqa: E402
+from bench.common import (  # noqa: E402
+    ROOT,
+    free_port,
+    profiler,
+    stop_processes,
+    tool,
+    wait_port,
+    workdir,
+)
 from sheepblk.client import SheepClient  # noqa: E402
 
 # (name, fio rw, block size, what the table shows)
@@ -105,13 +111,7 @@ def nbdkit(sock: Path, *args: str) -> Iterator[int]:
             time.sleep(0.05)
         yield proc.pid
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes([proc], timeout=30)
 
 
 @contextmanager
@@ -127,13 +127,7 @@ def one_sheep(tmp: Path) -> Iterator[int]:
             c.make_fs(copies=1)
         yield port
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes([proc], timeout=30)
 
 
 def fio(sock: Path, name: str, rw: str, bs: str, size_mib: int, runtime: int | None) -> dict:
@@ -146,22 +140,6 @@ def fio(sock: Path, name: str, rw: str, bs: str, size_mib: int, runtime: int | N
     job = json.loads(out[out.index("{"):])["jobs"][0]
     side = job["read"] if "read" in rw else job["write"]
     return {"MB/s": side["bw_bytes"] / 1e6, "IOPS": side["iops"]}
-
-
-@contextmanager
-def profiler(pid: int, out: Path | None) -> Iterator[None]:
-    if out is None:
-        yield
-        return
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--output", str(out),
-                             "--threads", "--nonblocking", "--rate", "200"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
 
 
 def run_target(label: str, sock: Path, pid: int, size_mib: int, runtime: int,

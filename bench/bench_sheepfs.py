@@ -33,7 +33,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, drop_caches, free_port, timed, tool, wait_port, workdir  # noqa: E402
+from bench.common import (  # noqa: E402
+    ROOT,
+    drop_caches,
+    free_port,
+    profiler,
+    timed,
+    tool,
+    wait_port,
+    workdir,
+)
 from sheepblk.client import SheepClient, Vdi  # noqa: E402
 
 MIB = 1 << 20
@@ -125,22 +134,6 @@ def nbd_file(mnt: Path, tmp: Path, port: int) -> Iterator[Path]:
         if fuse is not None:
             _stop(fuse)
         _stop(nbdkit)
-
-
-@contextmanager
-def profiler(pid: int, out: Path | None) -> Iterator[None]:
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if out is None or not os.path.exists(spy):
-        yield
-        return
-    proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--output", str(out),
-                             "--threads", "--nonblocking", "--rate", "200"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
 
 
 def dd(*args: str) -> float:

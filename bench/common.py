@@ -7,6 +7,7 @@ same disk, because absolute figures on these machines are noisy.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,3 +122,21 @@ def print_table(title: str, rows: list[tuple[str, float, float]], unit: str = "M
         ratio = ours / base if base else float("nan")
         print(f"{label:44} {ours:10.1f} {base:10.1f} {ratio:7.2f}x")
     print(f"({unit})")
+
+
+@contextmanager
+def profiler(pid: int, out: Path | None) -> Iterator[None]:
+    """py-spy flame graph of `pid` while the block runs, written to `out`;
+    nothing when `out` is None or py-spy is not installed."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if out is None or not os.path.exists(spy):
+        yield
+        return
+    proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--output", str(out),
+                             "--threads", "--nonblocking", "--rate", "200"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
