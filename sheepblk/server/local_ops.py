@@ -152,6 +152,10 @@ async def run(node: Sheep, req: Request, data: memoryview | None, caller: Caller
         c = node.config
         return Reply(args=ClusterDefaultResult(c.copies, c.copy_policy,
                                                c.block_size_shift).pack())
+    if op in (Op.READ_VDIS, Op.READ_DEL_VDIS, Op.GET_VDI_COPIES):
+        # What `dog vdi list` reads: never older than a VDI another node
+        # has just reported created or deleted.
+        await node.caught_up()
     if op == Op.READ_VDIS:
         if req.data_length != len(node.table.inuse.bits):
             return Reply(Res.INVALID_PARMS)

@@ -367,11 +367,30 @@ class Sheep:
     async def cluster_op(self, req: Request, data: memoryview | None, caller: Caller,
                          extra: dict | None = None) -> Reply:
         info = OPS[req.opcode]
+        return await self._through_stream(
+            "block" if info.work else "notify", req.pack(),
+            bytes(data) if data is not None else b"", caller.key, extra or {})
+
+    async def barrier(self) -> None:
+        """Return once every cluster event ordered before this call has
+        been applied here. Why: each node applies the stream at its own
+        pace, and a client told "deleted" (or "created") by one node may
+        ask another at once; a local answer given after this is never
+        older than that. An empty notify (opcode 0, no main half) is one
+        broadcast, and it blocks no one."""
+        await self._through_stream("notify", bytes(48), b"", "", {})
+
+    async def caught_up(self) -> None:
+        """The barrier, where it can matter: a running cluster of several
+        nodes (alone, a node applied everything before it answered)."""
+        if self.status == ClusterStatus.OK and len(self.members) > 1:
+            await self.barrier()
+
+    async def _through_stream(self, kind: str, req: bytes, data: bytes, owner: str,
+                              extra: dict) -> Reply:
         op_id = next(self._op_ids)
         waiter = self._waiters[op_id] = _Waiter()
-        msg = ClusterMsg("block" if info.work else "notify", op_id, self.key, req.pack(),
-                         bytes(data) if data is not None else b"", caller.key,
-                         extra=extra or {})
+        msg = ClusterMsg(kind, op_id, self.key, req, data, owner, extra=extra)
         try:
             await self.driver.broadcast(msg.encode())
             await waiter.done.wait()
@@ -778,7 +797,9 @@ class Sheep:
                 return await self._lock_op(req, data, caller)
             if req.opcode == Op.GET_VDI_INFO and not self._queue and not self._running_block:
                 # A read-only lookup with nothing ordered ahead of it: answer
-                # now instead of paying a round trip through the stream.
+                # here, after a barrier, instead of blocking every node for
+                # the block / notify pair Sheepdog sends.
+                await self.caught_up()
                 reply, _ = await self._work(req, data if data is not None else memoryview(b""),
                                             caller.key)
                 return reply
