@@ -29,6 +29,8 @@ from .sheep import SheepClient
 
 # How many object requests of one large I/O run at once.
 MAX_PARALLEL_OBJECTS = 8
+# Far more stripes than parallel objects: two allocations rarely share one.
+IDX_LOCK_STRIPES = 64
 _U32 = struct.Struct("<I")
 
 
@@ -102,7 +104,9 @@ class Vdi:
             raise
         self.writable = writable and not self.inode.is_snapshot
         self._alloc_lock = threading.Lock()
-        self._idx_locks: dict[int, threading.Lock] = {}
+        # Allocation locks, striped by object index: bounded however many
+        # objects a VDI has, and no thread ever holds two.
+        self._idx_locks = [threading.Lock() for _ in range(IDX_LOCK_STRIPES)]
         # Objects allocated by cached writes since the last flush (see pwrite).
         self._unflushed_allocs: set[int] = set()
         self._zero_buf: memoryview | None = None
@@ -185,11 +189,7 @@ class Vdi:
     # ---- writes ----
 
     def _idx_lock(self, idx: int) -> threading.Lock:
-        with self._alloc_lock:
-            lock = self._idx_locks.get(idx)
-            if lock is None:
-                lock = self._idx_locks[idx] = threading.Lock()
-            return lock
+        return self._idx_locks[idx % IDX_LOCK_STRIPES]
 
     def _require_writable(self) -> None:
         if not self.writable:
