@@ -72,10 +72,12 @@ head -c $((64 << 20)) /dev/urandom > "$DEMO_DIR/disk.raw"
 "${DOG[@]}" vdi list "${P[@]}"
 
 echo "== NBD: nbdkit python sheepblk/nbd_plugin.py vdi=Alice (unix socket $NBD_SOCKET)"
-nbdkit -f -U "$NBD_SOCKET" python "$ROOT/sheepblk/nbd_plugin.py" vdi=Alice \
-  address=127.0.0.1:$BASE_PORT >"$DEMO_DIR/nbdkit.out" 2>&1 &
-echo "$! nbdkit" >> "$PIDS"
-for _ in $(seq 1 100); do [ -S "$NBD_SOCKET" ] && break; sleep 0.1; done
+# nbdkit daemonizes itself (-P: its pid, written once it listens). Not -f in
+# the background: Debian's nbdkit 1.32 then exits when this script does.
+nbdkit -P "$DEMO_DIR/nbdkit.pid" -U "$NBD_SOCKET" --log=stderr \
+  python "$ROOT/sheepblk/nbd_plugin.py" vdi=Alice address=127.0.0.1:$BASE_PORT \
+  >"$DEMO_DIR/nbdkit.out" 2>&1
+echo "$(cat "$DEMO_DIR/nbdkit.pid") nbdkit" >> "$PIDS"
 nbdinfo "nbd+unix:///?socket=$NBD_SOCKET" | grep -E 'export-size|can_flush|can_trim' || true
 nbdcopy "nbd+unix:///?socket=$NBD_SOCKET" "$DEMO_DIR/nbd-copy.raw"   # holes are skipped
 cmp -n $((64 << 20)) "$DEMO_DIR/nbd-copy.raw" "$DEMO_DIR/disk.raw"
@@ -83,8 +85,16 @@ rm -f "$DEMO_DIR/nbd-copy.raw"
 echo "NBD export reads back the bytes dog wrote"
 
 echo "== sheepfs $MNT"
-"$BIN/sheepfs" -p "$BASE_PORT" "$MNT"
-pgrep -f "sheepfs.*$MNT" | head -1 | sed 's/$/ sheepfs/' >> "$PIDS" || true
+# In front (-f) and in the background, as the daemons: $! is its pid.
+"$BIN/sheepfs" -f -p "$BASE_PORT" "$MNT" >"$DEMO_DIR/sheepfs.out" 2>&1 &
+echo "$! sheepfs" >> "$PIDS"
+sheepfs_pid=$!
+for _ in $(seq 1 150); do
+  mountpoint -q "$MNT" && break
+  kill -0 "$sheepfs_pid" 2>/dev/null || { cat "$DEMO_DIR/sheepfs.out" >&2; exit 1; }
+  sleep 0.2
+done
+mountpoint -q "$MNT" || { echo "sheepfs did not mount $MNT" >&2; exit 1; }
 ls "$MNT" "$MNT/volume"
 cat "$MNT/node/list"
 echo "(volume/Alice is locked by the NBD export, so sheepfs serves it read-only here)"

@@ -66,8 +66,16 @@ def test_demo_runs_and_stops(tmp_path: Path) -> None:
         assert rc == 0, text
         assert "NBD export reads back the bytes dog wrote" in text
         assert "sheepfs volume/Alice reads back the same bytes" in text
-        # Three sheep, nbdkit and sheepfs, all running after the script ended.
+        # Three sheep, nbdkit and sheepfs, all running after the script ended,
+        # and both frontends still serving Alice.
         assert len(pids) == 5 and all(alive(p) for p in pids), text
+        sock = demo_dir / "nbd.sock"
+        size = subprocess.run(["nbdinfo", "--size", f"nbd+unix:///?socket={sock}"],
+                              capture_output=True, timeout=60, check=True).stdout
+        assert int(size) == 1 << 30
+        head = (demo_dir / "disk.raw").read_bytes()[:1 << 20]
+        with open(demo_dir / "mnt" / "volume" / "Alice", "rb") as f:
+            assert f.read(1 << 20) == head
     finally:
         subprocess.run(["bash", str(DEMO), "stop"], env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=120)
