@@ -53,8 +53,11 @@ def _tar(store: Path, tarball: Path) -> tuple[float, int]:
 def make_image(tmp: Path, size_mib: int, src: Path) -> tuple[Path, int]:
     img = tmp / "ext4.img"
     subprocess.run(["truncate", "-s", f"{size_mib}M", str(img)], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(src), str(img)], check=True,
-                   capture_output=True)
+    done = subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(src), str(img)],
+                          capture_output=True)
+    if done.returncode != 0:
+        sys.exit(f"mkfs.ext4 -d {src} into {size_mib} MiB failed (does it fit? use a larger "
+                 f"--size or a smaller --src): {done.stderr.decode(errors='replace').strip()}")
     return img, _blocks(img)
 
 
