@@ -381,9 +381,11 @@ class Sheep:
         await self._through_stream("notify", bytes(48), b"", "", {})
 
     async def caught_up(self) -> None:
-        """The barrier, where it can matter: a running cluster of several
-        nodes (alone, a node applied everything before it answered)."""
-        if self.status == ClusterStatus.OK and len(self.members) > 1:
+        """The barrier, where it can matter: on a joined node of a cluster
+        of several, not parked for its join sync (alone, a node applied
+        everything before it answered; parked, it applies nothing yet)."""
+        if (self._joined and self._sync_wait is None and len(self.members) > 1
+                and self.status in (ClusterStatus.OK, ClusterStatus.WAIT)):
             await self.barrier()
 
     async def _through_stream(self, kind: str, req: bytes, data: bytes, owner: str,
@@ -776,7 +778,17 @@ class Sheep:
         if self.status == ClusterStatus.SHUTDOWN:
             return Reply(Res.SHUTDOWN)
         if self.status == ClusterStatus.WAIT and not info.force:
-            return Reply(Res.WAIT_FOR_JOIN if self.formatted else Res.WAIT_FOR_FORMAT)
+            # Another node may have just formatted (or resumed) the cluster
+            # and acted on it: answer "waiting" only if it still holds once
+            # this node has caught up. A client's request waits at the
+            # barrier; a peer's waits for the epoch it was sent at (a barrier
+            # could wait behind the very block whose work sent it).
+            if info.kind is Kind.PEER:
+                await self._check_epoch(req)
+            else:
+                await self.caught_up()
+            if self.status == ClusterStatus.WAIT:
+                return Reply(Res.WAIT_FOR_JOIN if self.formatted else Res.WAIT_FOR_FORMAT)
         if (not info.force and info.kind in (Kind.GATEWAY, Kind.CLUSTER)
                 and self.halted(0, self.config.copies)):
             return Reply(Res.HALT)
