@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test || exit 1
 .venv/bin/ruff check sheepblk cli tests bench || exit 1
-.venv/bin/mypy sheepblk cli || exit 1
+.venv/bin/mypy sheepblk cli tests bench || exit 1
 # Every test must run: a skip (a missing tool) fails the run.
 SHEEPBLK_NO_SKIP=1 .venv/bin/pytest -q -p no:cacheprovider "$@"
 rc=$?

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sheepblk.proto import (
@@ -182,10 +183,10 @@ class QemuDisk:
 
     # ---- I/O on the long-lived socket, pipelined ----
 
-    def _collect(self, pending: dict[int, object]) -> dict[int, tuple[Response, bytes]]:
+    def _collect(self, pending: Mapping[int, object]) -> dict[int, tuple[Response, bytes]]:
         """aio_read_response(): answers in whatever order they come."""
         assert self.fd is not None
-        out = {}
+        out: dict[int, tuple[Response, bytes]] = {}
         while len(out) < len(pending):
             rsp, body = self.fd.recv()
             assert rsp.id in pending and rsp.id not in out, rsp

@@ -31,7 +31,8 @@ class _MdSheep(SheepProcess):
 
 @pytest.fixture
 def md_node(tmp_path: Path) -> Iterator[_MdSheep]:
-    node = _MdSheep(tmp_path, [tmp_path / "d1", tmp_path / "d2"]).start()
+    node = _MdSheep(tmp_path, [tmp_path / "d1", tmp_path / "d2"])
+    node.start()
     try:
         run_dog(node, "cluster", "format", "-c", "1")
         yield node

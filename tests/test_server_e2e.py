@@ -78,7 +78,7 @@ def test_pipelined_requests_on_one_socket(one_node: SheepProcess) -> None:
             Request(Op.READ_OBJ, 0, 0, 100 + i, 4096, ObjArgs(oid=vid_to_data_oid(vid, i)).pack())
             .pack() for i in range(8))
         s.sendall(reqs)
-        got = {}
+        got: dict[int, bytes] = {}
         buf = b""
         while len(got) < 8:
             while len(buf) < 48:
