@@ -780,12 +780,14 @@ class Sheep:
         if self.status == ClusterStatus.WAIT and not info.force:
             # Another node may have just formatted (or resumed) the cluster
             # and acted on it: answer "waiting" only if it still holds once
-            # this node has caught up. A client's request waits at the
-            # barrier; a peer's waits for the epoch it was sent at (a barrier
-            # could wait behind the very block whose work sent it).
+            # this node has caught up. A client's I/O or cluster op waits at
+            # the barrier; a peer's waits for the epoch it was sent at (a
+            # barrier could wait behind the very block whose work sent it);
+            # the local ops sheep ask each other (object lists, epochs) are
+            # answered as they are, for the same reason.
             if info.kind is Kind.PEER:
                 await self._check_epoch(req)
-            else:
+            elif info.kind in (Kind.GATEWAY, Kind.CLUSTER):
                 await self.caught_up()
             if self.status == ClusterStatus.WAIT:
                 return Reply(Res.WAIT_FOR_JOIN if self.formatted else Res.WAIT_FOR_FORMAT)
