@@ -134,6 +134,9 @@ class FarmStore(FileStore):
     def _stripe(self, oid: int) -> int:
         return (oid ^ (oid >> 32) ^ (oid >> 17)) % LOCK_STRIPES
 
+    def _object_lock(self, oid: int) -> threading.Lock:
+        return self._locks[self._stripe(oid)]
+
     def _open(self, oid: int, flags: int) -> int:
         try:
             return os.open(self._path(oid), flags)
@@ -191,7 +194,7 @@ class FarmStore(FileStore):
     # ---- reads ----
 
     def read_into(self, oid: int, offset: int, buf: memoryview) -> None:
-        with self._locks[self._stripe(oid)]:
+        with self._object_lock(oid):
             fd = self._open(oid, os.O_RDONLY)
             try:
                 self._read_locked(_Object(fd, oid), offset, buf)
@@ -233,7 +236,7 @@ class FarmStore(FileStore):
 
     def write(self, oid: int, offset: int, data: memoryview, *, sync: bool) -> None:
         sync = sync and not self.nosync
-        with self._locks[self._stripe(oid)]:
+        with self._object_lock(oid):
             fd = self._open(oid, os.O_RDWR)
             try:
                 obj = _Object(fd, oid)
@@ -358,22 +361,6 @@ class FarmStore(FileStore):
                 pass
             raise
         self._created(path, sync=sync)
-
-    def remove(self, oid: int) -> None:
-        with self._locks[self._stripe(oid)]:
-            try:
-                os.unlink(self._path(oid))
-            except OSError as e:
-                raise store_error(e, f"remove {oid:016x}") from e
-        if not self.nosync:
-            self._mark_dirty(dir_too=True)
-
-    def move_to_stale(self, oid: int, epoch: int) -> None:
-        with self._locks[self._stripe(oid)]:
-            try:
-                os.rename(self._path(oid), self._stale_path(oid, epoch))
-            except OSError as e:
-                raise store_error(e, f"stale {oid:016x}") from e
 
     def read_stale(self, oid: int, epoch: int, buf: memoryview) -> None:
         try:

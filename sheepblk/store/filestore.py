@@ -12,6 +12,7 @@ import errno
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from ..proto import oid_name
@@ -80,6 +81,29 @@ class FileStore(ObjectStore):
                         yield int(name, 16)
                     except ValueError:
                         continue
+
+    def _object_lock(self, oid: int) -> AbstractContextManager[object]:
+        """Held while an object's file is replaced, removed or renamed. None
+        here: a plain object's file is never swapped under a reader. The
+        farm backend's requests read a chunk table and its chunks, so it
+        serializes them per object."""
+        return nullcontext()
+
+    def remove(self, oid: int) -> None:
+        with self._object_lock(oid):
+            try:
+                os.unlink(self._path(oid))
+            except OSError as e:
+                raise store_error(e, f"remove {oid:016x}") from e
+        if not self.nosync:
+            self._mark_dirty(dir_too=True)
+
+    def move_to_stale(self, oid: int, epoch: int) -> None:
+        with self._object_lock(oid):
+            try:
+                os.rename(self._path(oid), self._stale_path(oid, epoch))
+            except OSError as e:
+                raise store_error(e, f"stale {oid:016x}") from e
 
     # ---- durability ----
 

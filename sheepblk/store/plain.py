@@ -145,16 +145,3 @@ class PlainStore(FileStore):
             raise
         self._created(path, sync=sync)
 
-    def remove(self, oid: int) -> None:
-        try:
-            os.unlink(self._path(oid))
-        except OSError as e:
-            raise store_error(e, f"remove {oid:016x}") from e
-        if not self.nosync:
-            self._mark_dirty(dir_too=True)
-
-    def move_to_stale(self, oid: int, epoch: int) -> None:
-        try:
-            os.rename(self._path(oid), self._stale_path(oid, epoch))
-        except OSError as e:
-            raise store_error(e, f"stale {oid:016x}") from e
