@@ -34,11 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
     ROOT,
-    free_port,
     profiler,
+    sheep_cluster,
     stop_processes,
-    tool,
-    wait_port,
     workdir,
 )
 from sheepblk.client import SheepClient  # noqa: E402
@@ -114,21 +112,6 @@ def nbdkit(sock: Path, *args: str) -> Iterator[int]:
         stop_processes([proc], timeout=30)
 
 
-@contextmanager
-def one_sheep(tmp: Path) -> Iterator[int]:
-    """One formatted sheep, copies=1; yields its port."""
-    port = free_port()
-    proc = subprocess.Popen([tool("sheep"), "-f", "-p", str(port), "-c", f"local:{tmp}/shm",
-                             str(tmp / "store")],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / "sheep.err", "wb"))
-    try:
-        wait_port(port)
-        with SheepClient("127.0.0.1", port) as c:
-            c.make_fs(copies=1)
-        yield port
-    finally:
-        stop_processes([proc], timeout=30)
-
 
 def fio(sock: Path, name: str, rw: str, bs: str, size_mib: int, runtime: int | None) -> dict:
     args = ["fio", "--output-format=json", f"--name={name.replace(' ', '_')}",
@@ -167,7 +150,7 @@ def main() -> None:
 
     res: dict[str, dict[str, dict]] = {}
     with workdir() as tmp:
-        with one_sheep(tmp) as port:
+        with sheep_cluster(tmp, stop_timeout=30) as (port,):
             with SheepClient("127.0.0.1", port) as c:
                 c.create_vdi("Bench", size)
             with nbdkit(tmp / "ours.sock", "python", "sheepblk/nbd_plugin.py", "vdi=Bench",

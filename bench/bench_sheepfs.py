@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -36,26 +35,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
     ROOT,
     drop_caches,
-    free_port,
     profiler,
+    sheep_cluster,
+    stop_processes,
     timed,
     tool,
-    wait_port,
     workdir,
 )
 from sheepblk.client import SheepClient, Vdi  # noqa: E402
 
 MIB = 1 << 20
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _is_mounted(path: Path) -> bool:
@@ -76,20 +65,6 @@ def _unmount(path: Path) -> None:
         subprocess.run(["fusermount3", "-u", str(path)], check=False)
 
 
-@contextmanager
-def one_sheep(tmp: Path) -> Iterator[int]:
-    port = free_port()
-    proc = subprocess.Popen([tool("sheep"), "-f", "-p", str(port), "-c", f"local:{tmp}/shm",
-                             str(tmp / "store")], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / "sheep.err", "wb"))
-    try:
-        wait_port(port)
-        with SheepClient("127.0.0.1", port) as c:
-            c.make_fs(copies=1)
-        yield port
-    finally:
-        _stop(proc)
-
 
 @contextmanager
 def sheepfs(mnt: Path, port: int, log: Path, tree: Path | None = None) -> Iterator[int]:
@@ -108,7 +83,7 @@ def sheepfs(mnt: Path, port: int, log: Path, tree: Path | None = None) -> Iterat
         yield proc.pid
     finally:
         _unmount(mnt)
-        _stop(proc)
+        stop_processes([proc], 60)
 
 
 @contextmanager
@@ -132,8 +107,8 @@ def nbd_file(mnt: Path, tmp: Path, port: int) -> Iterator[Path]:
     finally:
         _unmount(mnt)
         if fuse is not None:
-            _stop(fuse)
-        _stop(nbdkit)
+            stop_processes([fuse], 60)
+        stop_processes([nbdkit], 60)
 
 
 def dd(*args: str) -> float:
@@ -213,7 +188,7 @@ def main() -> None:
         results["plain file"] = jobs(src, plain, n, no_prof, fresh_target=True)
         os.unlink(plain)
 
-        with one_sheep(tmp) as port:
+        with sheep_cluster(tmp, stop_timeout=60) as (port,):
             with SheepClient("127.0.0.1", port) as c:
                 c.create_vdi("Bench", n * MIB)
                 # Allocate every object first, so that each target overwrites

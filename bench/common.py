@@ -55,18 +55,22 @@ def workdir(prefix: str = "sheepblk-bench-") -> Iterator[Path]:
 
 @contextmanager
 def sheep_cluster(tmp: Path, nodes: int = 1, copies: int = 1,
-                  extra: list[str] | None = None) -> Iterator[list[int]]:
-    """Start `nodes` sheep (local driver, zones 0..n-1), format, yield ports."""
+                  extra: list[str] | None = None,
+                  stop_timeout: float = 15.0) -> Iterator[list[int]]:
+    """Start `nodes` sheep (local driver, zones 0..n-1), format, yield ports.
+    Each node logs to tmp/sheepN.err; `stop_timeout`: how long a node may
+    take to flush and exit before it is killed."""
     procs: list[subprocess.Popen[bytes]] = []
     ports = []
     shm = tmp / "shm"
+    tmp.mkdir(parents=True, exist_ok=True)
     try:
         for i in range(nodes):
             port = free_port()
             args = [tool("sheep"), "-f", "-p", str(port), "-c", f"local:{shm}",
                     "-z", str(i), *(extra or []), str(tmp / f"store{i}")]
-            procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
+            with open(tmp / f"sheep{i}.err", "wb") as err:
+                procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err))
             wait_port(port)
             ports.append(port)
         if nodes > 1:
@@ -75,7 +79,7 @@ def sheep_cluster(tmp: Path, nodes: int = 1, copies: int = 1,
                         "-p", str(ports[0])], check=True, capture_output=True)
         yield ports
     finally:
-        stop_processes(procs)
+        stop_processes(procs, stop_timeout)
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
