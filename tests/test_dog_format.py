@@ -20,13 +20,22 @@ from cli.dog.format import (
     strnumber,
     vdi_list_row,
 )
-from cli.dog.inodes import VdiInode, bitmap_vids
+from cli.dog.inodes import VdiInode
 from cli.dog.options import parse_snapshot
 from cli.dog.treeview import VdiTree
 from cli.dog.vdi import graph_entry
 from cli.dog.vdi_backup import compact
 from cli.dog.vdi_io import pieces
-from sheepblk.proto import ClusterFlag, EpochLog, InodeHeader, NodeId, Res, SdNode
+from sheepblk.proto import (
+    ClusterFlag,
+    EpochLog,
+    InodeHeader,
+    NodeId,
+    Res,
+    SdNode,
+    bitmap_ids,
+    bitmap_test,
+)
 
 T0 = 1795642596  # 2026-11-25 21:36:36 UTC, the transcript's clock
 CTIME = T0 << 32
@@ -130,11 +139,13 @@ def test_used_and_shared_come_from_the_index() -> None:
     assert inode.stat() == (2, 2)
 
 
-def test_bitmap_vids_in_ascending_order() -> None:
+def test_bitmap_ids_in_ascending_order() -> None:
     bm = bytearray(1 << 21)
     for vid in (0x729D57, 0x15D167, 0x15D168, 1):
         bm[vid >> 3] |= 1 << (vid & 7)
-    assert list(bitmap_vids(bytes(bm))) == [1, 0x15D167, 0x15D168, 0x729D57]
+    assert list(bitmap_ids(bytes(bm))) == [1, 0x15D167, 0x15D168, 0x729D57]
+    assert bitmap_ids(bm) == bitmap_ids(memoryview(bm))
+    assert bitmap_test(bm, 0x15D167) and not bitmap_test(bm, 0x15D166)
 
 
 # ---- cluster info ----

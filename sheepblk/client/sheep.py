@@ -7,6 +7,7 @@ raise SheepdogError with Sheepdog's message.
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import NamedTuple
 
@@ -32,6 +33,9 @@ from ..proto import (
     SdNode,
     VdiArgs,
     VdiResult,
+    bitmap_ids,
+    bitmap_test,
+    data_vid_offset,
     unpack_nodes,
     vid_to_vdi_oid,
 )
@@ -189,18 +193,34 @@ class SheepClient:
         out = self.read_obj(vid_to_vdi_oid(vid), SD_INODE_HEADER_SIZE)
         return InodeHeader.unpack(out)
 
+    def read_index(self, hdr: InodeHeader) -> list[int]:
+        """The data_vdi_id[] entries of the objects `hdr`'s size spans."""
+        n = hdr.nr_objects
+        if not n:
+            return []
+        raw = self.read_obj(vid_to_vdi_oid(hdr.vdi_id), 4 * n, data_vid_offset(0))
+        return list(struct.unpack(f"<{n}I", raw))
+
+    def deleted_bitmap(self) -> bytes | None:
+        """SD_OP_READ_DEL_VDIS, or None when the daemon keeps none (an
+        older one marks a deleted inode only by clearing its name)."""
+        rsp, out = self.request(Op.READ_DEL_VDIS, data_length=SD_NR_VDIS // 8, check=False)
+        if rsp.result != Res.SUCCESS or len(out) < SD_NR_VDIS // 8:
+            return None
+        return bytes(out)
+
+    def live_vdi_ids(self) -> list[int]:
+        """Ids of every VDI and snapshot not deleted, ascending: the walk
+        dog's parse_vdi() makes. Callers still skip inodes with no name
+        (deleted by a daemon with no deleted bitmap)."""
+        deleted = self.deleted_bitmap()
+        return [vid for vid in bitmap_ids(self.read_vdis())
+                if deleted is None or not bitmap_test(deleted, vid)]
+
     def list_vdis(self) -> list[InodeHeader]:
-        """Every VDI and snapshot, in vid order, from the bitmap."""
-        bitmap = self.read_vdis()
-        result = []
-        for byte_idx, byte in enumerate(bitmap):
-            if not byte:
-                continue
-            for bit in range(8):
-                if byte & (1 << bit):
-                    vid = byte_idx * 8 + bit
-                    result.append(self.read_inode_header(vid))
-        return [h for h in result if h.name]
+        """Every live VDI and snapshot, in vid order."""
+        heads = (self.read_inode_header(vid) for vid in self.live_vdi_ids())
+        return [h for h in heads if h.name]
 
     def get_cluster_default(self) -> ClusterDefaultResult:
         rsp, _ = self.request(Op.GET_CLUSTER_DEFAULT)

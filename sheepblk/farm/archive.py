@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import struct
 import threading
 import time
@@ -40,7 +39,6 @@ import zstandard
 from ..client import SheepClient, SheepdogError
 from ..proto import (
     SD_INODE_HEADER_SIZE,
-    SD_NR_VDIS,
     InodeHeader,
     Op,
     Res,
@@ -242,33 +240,11 @@ class Archive:
 # ---- reading a cluster ----
 
 
-_NONZERO = re.compile(rb"[^\x00]")
-
-
-def _bits(bitmap: bytes) -> list[int]:
-    """The set bits of a bitmap, in order. The VDI bitmap is 2 MiB with a
-    handful of bits set at hashed positions: the scan for non-zero bytes runs
-    in C (a Python loop over every byte took ~0.15 s per save)."""
-    out: list[int] = []
-    for m in _NONZERO.finditer(bitmap):
-        pos, byte = m.start(), bitmap[m.start()]
-        out.extend(pos * 8 + b for b in range(8) if byte & (1 << b))
-    return out
-
-
 def live_vdis(client: SheepClient) -> list[InodeHeader]:
     """Every VDI and snapshot that is not deleted, in vid order."""
-    in_use = client.read_vdis()
-    try:
-        _, deleted = client.request(Op.READ_DEL_VDIS, data_length=SD_NR_VDIS // 8)
-        dele = bytes(deleted)
-    except SheepdogError:
-        dele = bytes(SD_NR_VDIS // 8)
     out: list[InodeHeader] = []
-    for vid in _bits(in_use):
-        if dele[vid >> 3] & (1 << (vid & 7)):
-            continue
-        h = InodeHeader.unpack(client.read_obj(vid_to_vdi_oid(vid), SD_INODE_HEADER_SIZE))
+    for vid in client.live_vdi_ids():
+        h = client.read_inode_header(vid)
         if h.name and h.vdi_id == vid:
             out.append(h)
     return out

@@ -15,7 +15,6 @@ cluster through a SheepClient (blocking; callers run them in a thread).
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Iterable
 
@@ -29,10 +28,8 @@ from ..client.report import (
     strnumber,
     vdi_list_row,
 )
-from ..proto import EpochLog, InodeHeader, NodeResult, Op, Res, SdNode, strerror
-from ..proto.constants import SD_NR_VDIS, ClusterFlag
-from ..proto.inode import data_vid_offset
-from ..proto.oid import vid_to_vdi_oid
+from ..proto import EpochLog, InodeHeader, NodeResult, Res, SdNode, strerror
+from ..proto.constants import ClusterFlag
 
 NODE_INFO_HEADER = "Id\tSize\tUsed\tAvail\tUse%"
 EPOCH_HEADER = "Epoch Time           Version [Host:Port:V-Nodes,,,]"
@@ -118,43 +115,15 @@ def cluster_info_text(result: int, logs: list[EpochLog]) -> str:
 
 # ---- gathering (blocking) ----
 
-def _bitmap_ids(bitmap: bytes) -> Iterable[int]:
-    for byte_idx, byte in enumerate(bitmap):
-        if byte:
-            for bit in range(8):
-                if byte & (1 << bit):
-                    yield byte_idx * 8 + bit
-
-
-def deleted_vids(client: SheepClient) -> set[int]:
-    """VDIs marked deleted (SD_OP_READ_DEL_VDIS), which dog leaves out.
-    A daemon that does not know the request has none."""
-    rsp, out = client.request(Op.READ_DEL_VDIS, data_length=SD_NR_VDIS // 8, check=False)
-    if rsp.result != Res.SUCCESS:
-        return set()
-    return set(_bitmap_ids(bytes(out)))
-
-
-def read_index(client: SheepClient, hdr: InodeHeader) -> list[int]:
-    n = hdr.nr_objects
-    if not n:
-        return []
-    raw = client.read_obj(vid_to_vdi_oid(hdr.vdi_id), 4 * n, data_vid_offset(0))
-    return list(struct.unpack(f"<{n}I", raw))
-
-
 def gather_vdis(client: SheepClient, with_index: bool = True
                 ) -> list[tuple[InodeHeader, list[int]]]:
     """Every live VDI and snapshot in vid order, as dog's parse_vdi() walks them."""
-    deleted = deleted_vids(client)
     out = []
-    for vid in _bitmap_ids(client.read_vdis()):
-        if vid in deleted:
-            continue
+    for vid in client.live_vdi_ids():
         hdr = client.read_inode_header(vid)
         if not hdr.name:
             continue
-        out.append((hdr, read_index(client, hdr) if with_index else []))
+        out.append((hdr, client.read_index(hdr) if with_index else []))
     return out
 
 

@@ -5,6 +5,7 @@ inode layout, object ids, hashes) lives in this package, so the daemon and
 every client agree by construction.
 """
 
+from .bitmap import bitmap_ids, bitmap_test
 from .constants import (
     MAX_DATA_LENGTH,
     SD_DATA_OBJ_SIZE,
@@ -112,6 +113,8 @@ __all__ = [
     "VdiResult",
     "VdiState",
     "VdiStateArgs",
+    "bitmap_ids",
+    "bitmap_test",
     "data_oid_to_idx",
     "data_vid_offset",
     "get_objsize",

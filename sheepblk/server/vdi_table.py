@@ -24,11 +24,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..proto import SD_NR_VDIS, LockState, NodeId, VdiState
+from ..proto import SD_NR_VDIS, LockState, NodeId, VdiState, bitmap_ids, bitmap_test
 from ..proto.constants import LOCK_TYPE_NORMAL, LOCK_TYPE_SHARED
 
 _NOT_FULL = re.compile(rb"[^\xff]")
-_ANY_BIT = re.compile(rb"[^\x00]")
 
 
 class Bitmap:
@@ -39,7 +38,7 @@ class Bitmap:
         self.bits = bytearray(nbits // 8)
 
     def test(self, nr: int) -> bool:
-        return bool(self.bits[nr >> 3] & (1 << (nr & 7)))
+        return bitmap_test(self.bits, nr)
 
     def set(self, nr: int) -> None:
         self.bits[nr >> 3] |= 1 << (nr & 7)
@@ -65,16 +64,7 @@ class Bitmap:
         return self.nbits
 
     def set_bits(self) -> list[int]:
-        out: list[int] = []
-        pos = 0
-        while True:
-            m = _ANY_BIT.search(self.bits, pos)
-            if m is None:
-                return out
-            i = m.start()
-            byte = self.bits[i]
-            out.extend(i * 8 + b for b in range(8) if byte & (1 << b))
-            pos = i + 1
+        return bitmap_ids(self.bits)
 
 
 @dataclass
