@@ -149,18 +149,7 @@ class LockLeases:
         """`key` read or wrote an object of `vid`. Joins the sessions of
         `vid` from the same host; leaves the pending lists of others (and
         returns the locks that leaves without members)."""
-        out: list[Release] = []
-        if key in self._fresh:
-            self._fresh.discard(key)
-            for other, sessions in list(self._by_vid.items()):
-                if other == vid:
-                    continue
-                for s in list(sessions):
-                    if key in s.pending:
-                        s.pending.discard(key)
-                        if s.empty:
-                            out.append(s.release())
-                            self._drop(s)
+        out = self._leave_pending(key, but=vid)
         host = self._hosts.get(key)
         for s in self._by_vid.get(vid, ()):
             if s.host == host:
@@ -180,11 +169,19 @@ class LockLeases:
     def not_io(self, key: str) -> list[Release]:
         """`key` sent a VDI operation: it is no silent I/O socket, so it
         leaves every pending list (returns the locks left without members)."""
+        return self._leave_pending(key)
+
+    def _leave_pending(self, key: str, but: int | None = None) -> list[Release]:
+        """A fresh `key` shows what it is: it leaves the pending lists of
+        every VDI's sessions (but `but`'s); returns the locks that leaves
+        without members. Nothing for a key that was not fresh."""
         out: list[Release] = []
         if key not in self._fresh:
             return out
         self._fresh.discard(key)
-        for sessions in list(self._by_vid.values()):
+        for other, sessions in list(self._by_vid.items()):
+            if other == but:
+                continue
             for s in list(sessions):
                 if key in s.pending:
                     s.pending.discard(key)
