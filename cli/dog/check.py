@@ -21,6 +21,7 @@ from sheepblk.client import ClientError, SheepClient
 from sheepblk.cluster.ring import Ring
 from sheepblk.proto import (
     HashResult,
+    InodeHeader,
     ObjArgs,
     Op,
     Res,
@@ -131,14 +132,19 @@ def _current_epoch(client: SheepClient) -> int:
     return max((log.epoch for log in logs), default=0)
 
 
+def _placement(client: SheepClient, nodes: Iterable[SdNode],
+               hdr: InodeHeader) -> tuple[Ring, int, int]:
+    """(ring, copies, epoch) for checking a VDI's objects: the copies its
+    inode asks for, as many as there are zones to hold them."""
+    nodes = list(nodes)
+    zones = len({n.zone for n in nodes})
+    return Ring(nodes), max(1, min(hdr.nr_copies, zones)), _current_epoch(client)
+
+
 def check_vdi(client: SheepClient, nodes: Iterable[SdNode], inode: VdiInode) -> None:
     """Check and repair the inode and every data object of one VDI."""
-    nodes = list(nodes)
-    ring = Ring(nodes)
-    zones = len({n.zone for n in nodes})
+    ring, copies, epoch = _placement(client, nodes, inode.header)
     hdr = inode.header
-    copies = max(1, min(hdr.nr_copies, zones))
-    epoch = _current_epoch(client)
     holders = Holders()
     try:
         check_object(holders, ring, vid_to_vdi_oid(hdr.vdi_id), copies, epoch)
@@ -153,12 +159,8 @@ def check_vdi(client: SheepClient, nodes: Iterable[SdNode], inode: VdiInode) -> 
 def check_exist(client: SheepClient, nodes: Iterable[SdNode], inode: VdiInode) -> bool:
     """`vdi check -e`: only report objects missing on a node that should
     hold them. True when nothing is missing."""
-    nodes = list(nodes)
-    ring = Ring(nodes)
-    zones = len({n.zone for n in nodes})
+    ring, copies, epoch = _placement(client, nodes, inode.header)
     hdr = inode.header
-    copies = max(1, min(hdr.nr_copies, zones))
-    epoch = _current_epoch(client)
     oids = [vid_to_vdi_oid(hdr.vdi_id)]
     oids += [vid_to_data_oid(vid, idx) for idx, vid in enumerate(inode.index) if vid]
     holders = Holders()
