@@ -212,7 +212,7 @@ class Gateway:
                                cow_oid: int = 0, copies: int = 0) -> None:
         size = self.object_size(oid)
         nodes = self.owners(oid, copies)
-        if cow_oid and not (len(nodes) == 1 and self._is_me(nodes[0])):
+        if cow_oid and not self._cow_here(nodes, cow_oid, copies):
             # Copies may live where the source does not: send whole objects.
             full = memoryview(bytearray(size))
             await self.read(cow_oid, 0, full, copies=copies)
@@ -222,6 +222,8 @@ class Gateway:
 
         async def local() -> None:
             await self.ready(oid)
+            if cow_oid:
+                await self.ready(cow_oid)
             await self.peer.create_and_write(oid, offset, data, size, cow_oid=cow_oid,
                                              sync=sync)
 
@@ -229,6 +231,13 @@ class Gateway:
             self.owners(oid, copies), local,
             lambda n: self._remote(n, Op.CREATE_AND_WRITE_PEER, oid, offset=offset,
                                    data=data, flags=flags, cow_oid=cow_oid, copies=copies)))
+
+    def _cow_here(self, nodes: Sequence[SdNode], cow_oid: int, copies: int) -> bool:
+        """Copy-on-write can run inside our store only when we are the new
+        object's one owner and also own the source: with copies=1 the two
+        oids hash to different nodes as often as not."""
+        return (len(nodes) == 1 and self._is_me(nodes[0])
+                and any(self._is_me(n) for n in self.owners(cow_oid, copies)))
 
     async def remove(self, oid: int, *, copies: int = 0) -> None:
         async def local() -> None:
