@@ -182,6 +182,27 @@ def one_node(sheep_factory: SheepFactory) -> Iterator[SheepProcess]:
     yield node
 
 
+@pytest.fixture(params=["local", "zookeeper"])
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """A cluster test that takes this runs once per cluster driver: None
+    (the factory's own `local` shm file), then a spec for a real ZooKeeper
+    server started here (ZooKeeper orders and times events differently)."""
+    if request.param == "local":
+        yield None
+        return
+    from zk import ZooKeeperServer, missing
+
+    why = missing()
+    if why is not None:
+        pytest.skip(f"no ZooKeeper: {why}")
+    server = ZooKeeperServer(tmp_path / "zk")
+    server.start()
+    try:
+        yield f"zookeeper:{server.hosts},timeout=4,cluster=t{os.getpid()}"
+    finally:
+        server.stop()
+
+
 def run_dog(node: SheepProcess, *args: str, input: bytes | None = None,
             check: bool = True) -> subprocess.CompletedProcess[bytes]:
     """Run our `dog` against a node and return the finished process."""

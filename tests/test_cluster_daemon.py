@@ -69,8 +69,8 @@ def wait_settled(nodes: list[SheepProcess], copies: int) -> None:
 
 
 def three(sheep_factory: SheepFactory, n: int = 3, copies: int = 3,
-          extra: list[str] | None = None) -> list[SheepProcess]:
-    nodes = sheep_factory.start(n, extra=extra)
+          extra: list[str] | None = None, cluster: str | None = None) -> list[SheepProcess]:
+    nodes = sheep_factory.start(n, extra=extra, cluster=cluster)
     wait_for(lambda: node_count(nodes[0]) == n, f"{n} nodes")
     with nodes[0].client() as c:
         c.make_fs(copies=copies)

@@ -17,8 +17,9 @@ OBJ = 4 << 20
 OBJECTS = 12
 
 
-def test_write_after_snapshot_copies_from_another_node(sheep_factory: SheepFactory) -> None:
-    nodes = sheep_factory.start(6)
+def test_write_after_snapshot_copies_from_another_node(sheep_factory: SheepFactory,
+                                                       driver: str | None) -> None:
+    nodes = sheep_factory.start(6, cluster=driver)
     wait_for(lambda: node_count(nodes[0]) == 6, "6 nodes")
     with nodes[0].client() as c:
         c.make_fs(copies=1)

@@ -15,6 +15,13 @@ cluster that waits for its last epoch's nodes (a restart): its latest epoch
 and the VDIs whose inodes it stores, so every node folds the same claims
 and agrees on the epoch to resume from and on the full VDI table.
 
+A `vdis` message is what a formatted node broadcasts once it has rejoined
+a running cluster: the VDIs whose inodes it stores. The sync gave it the
+cluster's table, but the cluster may never have seen some of its VDIs (the
+node was the last holder of their inodes when everyone stopped, and the
+others restarted without it); every node folds them in, as Sheepdog's nodes
+fetch a joiner's VDI states.
+
 A `force` message (`dog cluster recover force`) makes a waiting cluster
 run with the nodes it has. A `recovered` message says a node finished recovery for an epoch; once
 every member said so, objects a node no longer owns go to obj/.stale/.
@@ -30,8 +37,8 @@ from ..proto import SdNode
 from ..store import NodeConfig
 from .vdi_table import VdiEntry, VdiTable
 
-SYNC, CLAIM, RECOVERED, FORCE = "sync", "claim", "recovered", "force"
-KINDS = (SYNC, CLAIM, RECOVERED, FORCE)
+SYNC, CLAIM, VDIS, RECOVERED, FORCE = "sync", "claim", "vdis", "recovered", "force"
+KINDS = (SYNC, CLAIM, VDIS, RECOVERED, FORCE)
 
 # Epochs a joiner receives in its sync message (for `dog cluster info` and
 # for recovery's older rings). The zookeeper driver splits a message past

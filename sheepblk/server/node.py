@@ -524,6 +524,7 @@ class Sheep:
             log.info("joined an unformatted cluster")
             return
         rejoin = self.formatted
+        ours = mship.entries_to_json(self.table, locks=False) if rejoin else []
         if not self.formatted:
             await trio.to_thread.run_sync(self.store.format)
             self.epochs.clear()
@@ -557,6 +558,8 @@ class Sheep:
         log.info("joined: cluster %s at epoch %d, %d VDIs", status.name, self.epoch,
                  len(self.table.entries))
         if status == ClusterStatus.OK:
+            if ours:
+                self._send(mship.VDIS, {"vdis": ours})
             self._start_recovery()
         else:
             self._after_synced()  # a waiting cluster waits for our claim too
@@ -636,6 +639,9 @@ class Sheep:
                 self._set_epoch(ep)
             self._claimed.add(msg.origin)
             self._maybe_resume()
+        elif msg.kind == mship.VDIS:
+            if self.formatted:
+                mship.merge_entries(self.table, mship.entries_from_json(x["vdis"]))
         elif msg.kind == mship.RECOVERED:
             ep = int(x["epoch"])
             if ep != self.epoch or self.status != ClusterStatus.OK:
