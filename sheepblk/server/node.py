@@ -530,11 +530,15 @@ class Sheep:
             self.epochs.clear()
         elif status == ClusterStatus.OK:
             # We were away while the cluster ran: every copy we hold may be
-            # old. We were in no ring of the epochs since, so recovery
-            # treats each as missing: a request for one waits until it is
-            # fetched from a node that stayed; one nobody else has is kept.
+            # old, and a copy left in obj/ would be served as current, to
+            # clients and to other nodes' recovery, before our recovery
+            # replaced it. As Sheepdog's purge_obj does, each moves to
+            # .stale/ as of our last epoch: recovery pulls what we own from
+            # the nodes that stayed, and one nobody else has comes back
+            # from there.
             log.info("rejoining a running cluster at epoch %d (ours was %d)",
                      int(x["epoch"]), self.epoch)
+            await trio.to_thread.run_sync(self._all_to_stale, self.epoch)
         cfg.shutdown = False
         self.config = cfg
         self.config.save(self.root)
@@ -563,6 +567,16 @@ class Sheep:
             self._start_recovery()
         else:
             self._after_synced()  # a waiting cluster waits for our claim too
+
+    def _all_to_stale(self, epoch: int) -> None:
+        moved = 0
+        for oid in list(self.store.oids()):
+            try:
+                self.store.move_to_stale(oid, epoch)
+                moved += 1
+            except NoObject:
+                continue
+        log.info("moved %d objects to .stale/ as of epoch %d", moved, epoch)
 
     def _send(self, kind: str, extra: dict) -> None:
         """Broadcast a membership message (without waiting for it)."""

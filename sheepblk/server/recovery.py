@@ -89,8 +89,10 @@ LAGGING = frozenset({Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.WAIT_FOR_JOIN})
 class _Run:
     """One epoch's recovery on this node."""
 
-    def __init__(self, epoch: int) -> None:
+    def __init__(self, epoch: int, base: int) -> None:
         self.epoch = epoch
+        self.base = base  # the last epoch whose objects we fully held
+        self.completed = False  # ran to its end (not superseded)
         self.state = RW_PREPARE_LIST
         self.prepared = trio.Event()
         self.finished = False
@@ -153,9 +155,18 @@ class Recovery:
         return self.current is not None and not self.current.finished
 
     def start(self, nursery: trio.Nursery, epoch: int) -> None:
-        if self.current is not None:
-            self.current.stop()
-        run = self.current = _Run(epoch)
+        """Recover for `epoch`. Its base, the epoch whose ring says which of
+        our copies are up to date, is the one before, unless the previous
+        run was cut short by this very change: then its objects not yet
+        pulled are still old here, and its base carries over (as Sheepdog
+        hands an unfinished recovery's old vnode info to the next)."""
+        prev = self.current
+        base = epoch - 1
+        if prev is not None:
+            prev.stop()
+            if not prev.completed and prev.epoch == epoch - 1:
+                base = prev.base
+        run = self.current = _Run(epoch, base)
         nursery.start_soon(self._main, run)
 
     def stop(self) -> None:
@@ -200,7 +211,7 @@ class Recovery:
     async def _pull_missing(self, oid: int) -> bool:
         node = self.node
         epoch = node.epoch
-        run = _Run(epoch + 1)  # sources as seen from a run after this epoch
+        run = _Run(epoch + 1, epoch)  # sources as seen from a run after this epoch
         sources = self._sources(run, oid)
         if not sources:
             return False
@@ -237,6 +248,7 @@ class Recovery:
                     await self._feed(run, nursery)
                 run.state = RW_NOTIFY_COMPLETION
                 await trio.to_thread.run_sync(self.node.store.flush)
+                run.completed = True
                 log.info("epoch %d: recovery done, %d objects", run.epoch, run.done)
             except Exception:
                 log.exception("epoch %d: recovery failed", run.epoch)
@@ -255,7 +267,7 @@ class Recovery:
         new = self._ring(run.epoch)
         if new is None or node.me.nr_vnodes == 0:
             return
-        prev = self._ring(run.epoch - 1) if run.epoch > 1 else None
+        prev = self._ring(run.base) if run.base >= 1 else None
         me = node.me.nid
 
         def scan() -> tuple[set[int], list[tuple[int, int]]]:
