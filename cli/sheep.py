@@ -213,7 +213,7 @@ def _run(ns: argparse.Namespace) -> int:
     except OSError as e:
         raise QuietError(f"cannot use the disks {','.join(map(str, disks))}: {e}") from None
     try:
-        trio.run(lambda: serve(opts, store, driver, ready=ready))
+        failed = trio.run(lambda: serve(opts, store, driver, ready=ready))
     except OSError as e:
         msg = f"cannot listen on {ns.bindaddr}:{ns.port}: {e.strerror or e}"
         logging.getLogger("sheep").error(msg)
@@ -227,7 +227,7 @@ def _run(ns: argparse.Namespace) -> int:
         raise
     finally:
         lock.release()
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

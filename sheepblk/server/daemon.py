@@ -30,10 +30,11 @@ async def _watch_signals(node: Sheep) -> None:
 
 
 async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
-                ready: Callable[[], None] | None = None) -> None:
+                ready: Callable[[], None] | None = None) -> str:
     """Run one sheep until it is told to stop. `ready` is called once the
     port is bound and the node has joined (the daemonising parent waits for
-    it)."""
+    it). Returns why the node left the cluster on a fault ("" for a stop
+    it was asked for)."""
     node = Sheep(opts, store, driver)
     md_ops.install(node)
     await node.load_vdis()
@@ -64,3 +65,4 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
                 log.exception("final flush failed")
             await node.peers.aclose()
         log.info("sheep stopped")
+    return node.failed

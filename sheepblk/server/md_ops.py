@@ -72,6 +72,9 @@ class DiskLostHook:
 
     def _kick(self, path: Path) -> None:
         node = self.node
+        if isinstance(node.store, MdStore) and not node.store.all_disks():
+            node.fail_stop(f"every disk of this node is lost (the last: {path})")
+            return
         recovery = getattr(node, "recovery", None)
         nursery = getattr(node, "_nursery", None)
         if len(node.members) > 1 and recovery is not None and nursery is not None:

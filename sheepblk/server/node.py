@@ -141,6 +141,7 @@ class Sheep:
         self.loglevel = 6
         self.buffers = BufferPool()
         self.stopped = trio.Event()
+        self.failed = ""  # why this node left the cluster (fail-stop)
         self._queue: deque[ClusterMsg | Event] = deque()
         self._running_block = False
         self._waiters: dict[int, _Waiter] = {}
@@ -228,6 +229,20 @@ class Sheep:
             self._nursery.start_soon(later)
         else:
             self.stopped.set()
+
+    def fail_stop(self, why: str) -> None:
+        """Leave the cluster for good: this node can no longer hold what
+        the cluster gives it. Requests are answered KILLED from now on, a
+        code gateways retry, so the write that found the fault goes on at
+        the next epoch, without us (Sheepdog answers an EIO the same way
+        and leaves the cluster). The process then stops, which leaves the
+        cluster, and exits non-zero."""
+        if self.failed:
+            return
+        self.failed = why
+        log.error("leaving the cluster: %s", why)
+        self.status = ClusterStatus.KILLED
+        self.stop_soon()
 
     def set_loglevel(self, level: int) -> None:
         """Sheepdog's 0 (emerg) .. 7 (debug) onto Python logging levels."""
@@ -840,6 +855,8 @@ class Sheep:
             return await self.cluster_op(req, data, caller)
         except (StoreError, GatewayError, VdiError, PeerError) as e:
             log.debug("opcode %#x: %s", req.opcode, e)
+            if self.failed:  # the fault made us leave: ask again elsewhere
+                return Reply(Res.KILLED)
             return Reply(result_of(e))
 
     def handle_nowait(self, req: Request, data: memoryview | None,
