@@ -478,7 +478,45 @@ class Sheep:
             self._send(mship.CLAIM, {
                 "epoch": self.epoch,
                 "nodes": [mship.node_to_json(n) for n in self._epoch_nodes(self.epoch)],
-                "vdis": mship.entries_to_json(self.table, locks=False)})
+                "vdis": mship.entries_to_json(self.table, locks=False),
+                "config": mship.config_to_json(self.config),
+                "epochs": mship.epochs_to_json(self._epoch_history())})
+
+    def _epoch_history(self) -> list[tuple[int, list[SdNode], int]]:
+        """The last SYNC_EPOCHS epochs, for a node that takes our state."""
+        out = []
+        for ep in range(max(1, self.epoch - mship.SYNC_EPOCHS + 1), self.epoch + 1):
+            got = self.epochs.read(ep)
+            if got is not None:
+                out.append((ep, got[0], got[1]))
+        return out
+
+    async def _adopt_config(self, cfg: NodeConfig) -> None:
+        """Become a member of the formatted cluster `cfg` describes: an
+        empty store of its backend, no epochs of our own."""
+        if cfg.store and cfg.store != self.store.name:
+            reopen = getattr(self.store, "reopen", None)
+            if reopen is not None and cfg.store in BACKENDS:
+                await trio.to_thread.run_sync(reopen, cfg.store)
+        await trio.to_thread.run_sync(self.store.format)
+        self.epochs.clear()
+        self._rings.clear()
+
+    async def _adopt_claim(self, msg: ClusterMsg) -> None:
+        """An unformatted node of a waiting cluster meets the claim of a
+        formatted one (Sheepdog's test 070: the old nodes come back to
+        new, unformatted ones): it takes that cluster's config and epochs,
+        then claims like any member so the cluster can resume with it."""
+        x = msg.extra
+        cfg = mship.config_from_json(x["config"])
+        await self._adopt_config(cfg)
+        cfg.shutdown = False
+        self.config = cfg
+        self.config.save(self.root)
+        for ep, nodes, stamp in mship.epochs_from_json(x.get("epochs", [])):
+            self.epochs.write(ep, nodes, stamp)
+        log.info("took the cluster of %s (created %#x) at epoch %d", msg.origin,
+                 cfg.ctime, int(x["epoch"]))
 
     def _epoch_nodes(self, epoch: int) -> list[SdNode]:
         got = self.epochs.read(epoch) if epoch else None
@@ -529,20 +567,25 @@ class Sheep:
         status = ClusterStatus(int(x["status"]))
         self._pending_sync = {k: int(v) for k, v in x["pending"].items()}
         if cfg.ctime and self.formatted and cfg.ctime != self.config.ctime:
-            log.error("refusing to join: this node's store belongs to another cluster "
-                      "(created %#x, the cluster was created %#x)",
-                      self.config.ctime, cfg.ctime)
+            self.failed = (f"refusing to join: this node's store belongs to another cluster "
+                           f"(created {self.config.ctime:#x}, the cluster was created "
+                           f"{cfg.ctime:#x})")
+            log.error("%s", self.failed)
             self.status = ClusterStatus.KILLED
             self.stopped.set()
             return
         if not cfg.ctime:
             log.info("joined an unformatted cluster")
+            self._claimed = set(x.get("claimed", []))
+            # A formatted node brings its cluster to the unformatted ones,
+            # as Sheepdog's join takes the joiner's cluster info: our claim
+            # makes them adopt it (see _adopt_claim).
+            self._after_synced()
             return
         rejoin = self.formatted
         ours = mship.entries_to_json(self.table, locks=False) if rejoin else []
         if not self.formatted:
-            await trio.to_thread.run_sync(self.store.format)
-            self.epochs.clear()
+            await self._adopt_config(cfg)
         elif status == ClusterStatus.OK:
             # We were away while the cluster ran: every copy we hold may be
             # old, and a copy left in obj/ would be served as current, to
@@ -614,12 +657,7 @@ class Sheep:
         return None
 
     def _send_sync(self, to: str, seq: int) -> None:
-        last = self.epoch
-        history = []
-        for ep in range(max(1, last - mship.SYNC_EPOCHS + 1), last + 1):
-            got = self.epochs.read(ep)
-            if got is not None:
-                history.append((ep, got[0], got[1]))
+        history = self._epoch_history()
         self._send(mship.SYNC, {
             "to": to, "seq": seq, "config": mship.config_to_json(self.config),
             "status": int(self.status), "epoch": self.epoch,
@@ -658,7 +696,26 @@ class Sheep:
         if msg.kind == mship.SYNC:
             self._pending_sync.pop(str(x.get("to")), None)
         elif msg.kind == mship.CLAIM:
-            if self.status != ClusterStatus.WAIT or not self.formatted:
+            if self.status != ClusterStatus.WAIT:
+                return
+            adopted = False
+            if not self.formatted:
+                if "config" not in x:
+                    return
+                await self._adopt_claim(msg)
+                adopted = True
+            elif x.get("config", {}).get("ctime", self.config.ctime) != self.config.ctime:
+                # Two clusters' nodes met in an unformatted one: the first
+                # claim in the stream made it theirs. The other claimer
+                # sees that claim before its own, and refuses itself; the
+                # rest ignore its claim (it is no member of theirs).
+                if self.key not in self._claimed:
+                    self.failed = (f"refusing to join: the cluster became {msg.origin}'s "
+                                   f"(created {x['config']['ctime']:#x}), this node's "
+                                   f"store belongs to another (created {self.config.ctime:#x})")
+                    log.error("%s", self.failed)
+                    self.status = ClusterStatus.KILLED
+                    self.stopped.set()
                 return
             mship.merge_entries(self.table, mship.entries_from_json(x["vdis"]))
             ep = int(x["epoch"])
@@ -668,6 +725,8 @@ class Sheep:
                 self._set_epoch(ep)
             self._claimed.add(msg.origin)
             self._maybe_resume()
+            if adopted:
+                self._after_synced()  # our own claim, now of that cluster
         elif msg.kind == mship.VDIS:
             if self.formatted:
                 mship.merge_entries(self.table, mship.entries_from_json(x["vdis"]))
