@@ -228,7 +228,7 @@ _MESSAGES: dict[int, str] = {
     Res.WAIT_FOR_FORMAT: "Waiting for cluster to be formatted",
     Res.WAIT_FOR_JOIN: "Waiting for other nodes to join cluster",
     Res.JOIN_FAILED: "Node has failed to join cluster",
-    Res.HALT: "IO has halted as there are too few living nodes",
+    Res.HALT: "IO has halted as there are not enough living nodes",
     Res.READONLY: "Object is read-only",
     Res.INODE_INVALIDATED: "Inode object is invalidated",
     Res.INVALID_VNODES_STRATEGY: "Invalid cluster vnodes strategy",

@@ -13,6 +13,9 @@ the then-current ring, until RETRY_TIMEOUT; the client never sees these.
 Writes are idempotent (same bytes at the same offset), so resending to a
 copy that already took them is harmless.
 
+Strict mode (`dog cluster format -t`) halts writes unless every copy of
+the object has a live zone.
+
 Halt: with fewer live zones than a majority of an object's copies
 (copies // 2 + 1), I/O is refused with SD_RES_HALT instead of taking writes
 that too few copies would hold; 2 zones of copies=3 go on, 1 zone of
@@ -82,7 +85,9 @@ class Gateway:
                  wait_epoch: Callable[[int, float], Awaitable[None]] = _no_wait,
                  ready: Callable[[int], Awaitable[None]] = _no_gate,
                  halted: Callable[[int, int], bool] = lambda oid, copies: False,
-                 fetch_missing: Callable[[int], Awaitable[bool]] = _no_fetch) -> None:
+                 fetch_missing: Callable[[int], Awaitable[bool]] = _no_fetch,
+                 strict_short: Callable[[int, int], bool] = lambda oid, copies: False
+                 ) -> None:
         self.me = me
         self.peer = peer
         self.peers = peers
@@ -93,6 +98,14 @@ class Gateway:
         self.ready = ready
         self.halted = halted
         self.fetch_missing = fetch_missing
+        self.strict_short = strict_short
+
+    def _check_strict(self, oid: int, copies: int) -> None:
+        """Strict mode (`dog cluster format -t`): a write is taken only
+        when every copy gets a zone of its own, so what was written has
+        the redundancy promised; Sheepdog halts it before it starts."""
+        if self.strict_short(oid, copies):
+            raise GatewayError(Res.HALT, "not enough zones for a strict-mode write")
 
     async def _retry(self, oid: int, copies: int, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt` until it succeeds or fails for a reason of its own."""
@@ -190,6 +203,7 @@ class Gateway:
 
     async def write(self, oid: int, offset: int, data: memoryview, *, sync: bool,
                     copies: int = 0) -> None:
+        self._check_strict(oid, copies)
         size = self.object_size(oid)
         flags = 0 if sync else Flag.CMD_CACHE
 
@@ -210,6 +224,7 @@ class Gateway:
 
     async def create_and_write(self, oid: int, offset: int, data: memoryview, *, sync: bool,
                                cow_oid: int = 0, copies: int = 0) -> None:
+        self._check_strict(oid, copies)
         size = self.object_size(oid)
         nodes = self.owners(oid, copies)
         if cow_oid and not self._cow_here(nodes, cow_oid, copies):

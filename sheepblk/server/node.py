@@ -135,7 +135,8 @@ class Sheep:
         self.gateway = Gateway(self.me, self.peer, self.peers, self.placement,
                                self.object_size, lambda: self.epoch,
                                wait_epoch=self.wait_epoch, ready=self.recovery.ready,
-                               halted=self.halted, fetch_missing=self.recovery.fetch_missing)
+                               halted=self.halted, fetch_missing=self.recovery.fetch_missing,
+                               strict_short=self.strict_short)
         self.vdi = VdiOps(self.gateway, self.table)
         self.leases = LockLeases()  # lock sessions of this node's clients
         self.loglevel = 6
@@ -188,6 +189,12 @@ class Sheep:
         copies=3 runs, a three-node one down to one zone does not)."""
         copies = min(copies or self.copies_of(oid), self._max_zones())
         return self.current_ring().nr_zones < copies // 2 + 1
+
+    def strict_short(self, oid: int, copies: int) -> bool:
+        """In strict mode, fewer live zones than the object's copies (data
+        and parity strips for erasure coding): writes halt."""
+        return (bool(self.config.flags & ClusterFlag.STRICT)
+                and self.current_ring().nr_zones < (copies or self.copies_of(oid)))
 
     def _max_zones(self) -> int:
         """The most zones any epoch of this cluster had."""
