@@ -137,7 +137,8 @@ class Sheep:
                                wait_epoch=self.wait_epoch, ready=self.recovery.ready,
                                halted=self.halted, fetch_missing=self.recovery.fetch_missing,
                                strict_short=self.strict_short)
-        self.vdi = VdiOps(self.gateway, self.table)
+        self.vdi = VdiOps(self.gateway, self.table,
+                          recycle=lambda: bool(self.config.flags & ClusterFlag.RECYCLE_VID))
         self.leases = LockLeases()  # lock sessions of this node's clients
         self.loglevel = 6
         self.buffers = BufferPool()
@@ -1225,6 +1226,8 @@ class Sheep:
             return Res.SUCCESS
         if op == Op.DEL_VDI:
             self.table.mark_deleted(x["vid"])
+            if self.config.flags & ClusterFlag.RECYCLE_VID:
+                await self._recycle_family(x["vid"])
             return Res.SUCCESS
         if op == Op.LOCK_VDI:
             kind = VdiArgs.unpack(req.args).type
@@ -1256,6 +1259,34 @@ class Sheep:
             self.stop_soon()
             return Res.SUCCESS
         return Res.SUCCESS
+
+    async def _recycle_family(self, vid: int) -> None:
+        """VID recycling: once every member of a family (a root VDI, its
+        snapshots and clones) is deleted, its ids are free again and each
+        node drops its copies of their inodes, as Sheepdog's vid GC does.
+        Run on every node in stream order, so every table agrees."""
+        members = self.table.family_members(vid)
+        entries = [self.table.get(v) for v in members]
+        if not all(e is not None and e.deleted for e in entries):
+            return
+        for v in members:
+            self.table.forget(v)
+
+        oids = {vid_to_vdi_oid(v) for v in members}
+
+        def drop() -> None:
+            for oid in oids:
+                try:
+                    self.store.remove(oid)
+                except StoreError:
+                    pass
+            for oid, ep in list(self.store.stale_copies()):
+                if oid in oids:
+                    self.store.remove_stale(oid, ep)
+
+        await trio.to_thread.run_sync(drop)
+        log.info("VID recycling: family of %x deleted, ids %s free again", vid,
+                 ",".join(f"{v:x}" for v in members))
 
     async def _make_fs(self, req: Request, msg: ClusterMsg) -> int:
         c = ClusterArgs.unpack(req.args)

@@ -9,7 +9,9 @@ afterwards (a new id in the bitmap, a snapshot flag) is returned in
 
 VDI ids: the FNV-1a hash of the name, then the next free bit; a name's
 family (its snapshots and the working VDI) sits in one run of set bits,
-the working VDI last.
+the working VDI last. With VID recycling (format -R) an id is the lowest
+free one instead, and a family whose every member is deleted gives its
+ids back (Sheep._recycle_family).
 
 Lookups read no inode: the table's name index (vdi_table.py) holds each
 VDI's name, tag and snap_id, and `lookup` walks the name's family in
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..proto import (
@@ -129,9 +132,13 @@ def inode_names(raw: bytes | memoryview) -> tuple[bytes, bytes]:
 
 
 class VdiOps:
-    def __init__(self, gateway: Gateway, table: VdiTable) -> None:
+    def __init__(self, gateway: Gateway, table: VdiTable,
+                 recycle: Callable[[], bool] = lambda: False) -> None:
         self.gw = gateway
         self.table = table
+        # VID recycling (`dog cluster format -R`): ids are the lowest free
+        # ones, not hashes of names, so a name may sit anywhere.
+        self.recycle = recycle
 
     def _copies(self, vid: int) -> int:
         e = self.table.get(vid)
@@ -223,6 +230,8 @@ class VdiOps:
     async def _lookup(self, name: bytes, tag: bytes, snapid: int, *,
                       scan: bool) -> tuple[int, LookupInfo]:
         info = LookupInfo()
+        if self.recycle():
+            return await self._lookup_recycled(name, tag, snapid, info, scan), info
         try:
             left, right = self._bitmap_range(name)
         except _NoVdi as e:
@@ -237,6 +246,20 @@ class VdiOps:
         if ret in (Res.NO_VDI, Res.NO_TAG):
             ret = await self._fill_range(left, SD_NR_VDIS, name, tag, snapid, info, scan)
         return ret, info
+
+    async def _lookup_recycled(self, name: bytes, tag: bytes, snapid: int, info: LookupInfo,
+                               scan: bool) -> int:
+        """Sheepdog's vdi_lookup under VID recycling: the whole bitmap is
+        the range, a new VDI takes the lowest free id. A name whose working
+        VDI was deleted while its snapshots live counts as existing: a new
+        working VDI would not descend from them."""
+        info.free_bit = self.table.inuse.next_zero(1)
+        if info.free_bit == SD_NR_VDIS:
+            return Res.FULL_VDI
+        ret = await self._fill_range(1, SD_NR_VDIS, name, tag, snapid, info, scan)
+        if ret == Res.NO_VDI and info.vid and self.table.inuse.test(info.vid):
+            return Res.SUCCESS
+        return ret
 
     async def find(self, name: bytes, tag: bytes = b"", snapid: int = 0) -> int:
         ret, info = await self.lookup(name, tag, snapid)

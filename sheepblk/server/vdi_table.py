@@ -200,6 +200,39 @@ class VdiTable:
             e.lock_state, e.owner = LockState.UNLOCKED, ""
             e.participants.clear()
 
+    def forget(self, vid: int) -> None:
+        """Drop an entry and both its bits: its id may be given out again
+        (VID recycling)."""
+        e = self.entries.pop(vid, None)
+        if e is not None:
+            self._unindex(e)
+        self.inuse.clear(vid)
+        self.deleted.clear(vid)
+
+    def family_members(self, vid: int) -> list[int]:
+        """Every id in `vid`'s family tree: the root its parents lead to
+        and all that descend from that root (snapshots and clones)."""
+        seen: set[int] = set()
+        root = vid
+        while True:
+            e = self.entries.get(root)
+            if e is None or not e.parent or e.parent not in self.entries or root in seen:
+                break
+            seen.add(root)
+            root = e.parent
+        children: dict[int, list[int]] = {}
+        for e in self.entries.values():
+            if e.parent and e.vid != root:
+                children.setdefault(e.parent, []).append(e.vid)
+        out, todo = [], [root]
+        while todo:
+            v = todo.pop()
+            if v in out:
+                continue
+            out.append(v)
+            todo.extend(children.get(v, []))
+        return out
+
     def any_deleted(self) -> bool:
         return any(e.deleted for e in self.entries.values())
 
