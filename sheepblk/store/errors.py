@@ -33,6 +33,16 @@ class StoreIOError(StoreError):
     result = Res.EIO
 
 
+class DiskLost(StoreIOError):
+    """The disk that held the object failed and was dropped just now.
+    Answered as NETWORK_ERROR, which gateways retry, as Sheepdog's
+    md_handle_eio does: by then this node is pulling the disk's objects
+    from other nodes (or, with no disk left, has left the cluster), so
+    asking again succeeds, where EIO would fail the client's write."""
+
+    result = Res.NETWORK_ERROR
+
+
 class InvalidRange(StoreError):
     """An offset/length outside the object's size."""
 

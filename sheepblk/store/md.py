@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..proto import sd_hash, sd_hash_next, sd_hash_oid
 from .backend import ObjectStore
-from .errors import CorruptObject, NoObject, StoreError, StoreIOError
+from .errors import CorruptObject, DiskLost, NoObject, StoreError, StoreIOError
 
 log = logging.getLogger("sheep.md")
 
@@ -162,7 +162,7 @@ class MdStore(ObjectStore):
         the disk if it is the disk (not the object) that failed."""
         if isinstance(e, StoreIOError) or not self.healthy(disk):
             self.drop(disk, str(e))
-            return StoreIOError(f"{e} (disk {disk.path} dropped)")
+            return DiskLost(f"{e} (disk {disk.path} dropped)")
         return e
 
     def reopen(self, kind: str) -> None:

@@ -1,0 +1,79 @@
+"""Multi-disk nodes in a cluster losing disks while a client writes, and
+while nodes come and go (Sheepdog's test 056): the writes succeed, and
+every object ends up with its copies, checked by `dog vdi check`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from conftest import SheepFactory, SheepProcess, free_port, run_dog, wait_for
+from test_cluster_daemon import node_count, recovered, running
+
+MiB = 1 << 20
+SIZE = 48 * MiB
+
+
+class _MdNode(SheepProcess):
+    """A sheep with its metadata in STORE and objects on three disks."""
+
+    def __init__(self, tmp: Path, i: int, cluster: str) -> None:
+        super().__init__(tmp / f"n{i}", free_port(), cluster, zone=i)
+        self.disks = [tmp / f"n{i}" / f"d{k}" for k in range(3)]
+
+    def store_arg(self) -> str:
+        return ",".join(str(p) for p in [self.store, *self.disks])
+
+
+def _write_in_background(node: SheepProcess, data: bytes) -> tuple[threading.Thread, list]:
+    result: list = []
+
+    def run() -> None:
+        result.append(run_dog(node, "vdi", "write", "test", input=data, check=False))
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, result
+
+
+def _check(node: SheepProcess, data: bytes) -> None:
+    out = run_dog(node, "vdi", "check", "test", check=False)
+    assert out.returncode == 0 and b"finish check&repair test" in out.stdout, out
+    assert run_dog(node, "vdi", "read", "test").stdout == data
+
+
+def test_disks_lost_during_writes_and_membership_changes(sheep_factory: SheepFactory,
+                                                          tmp_path: Path) -> None:
+    spec = f"local:{tmp_path}/shm"
+    nodes: list[SheepProcess] = [_MdNode(tmp_path, i, spec) for i in range(5)]
+    sheep_factory.nodes += nodes
+    for n in nodes[:4]:
+        n.start()
+    wait_for(lambda: node_count(nodes[0]) == 4, "4 nodes")
+    run_dog(nodes[0], "cluster", "format", "-c", "3")
+    wait_for(lambda: all(running(n) for n in nodes[:4]), "running")
+    run_dog(nodes[0], "vdi", "create", "-P", "test", str(SIZE))
+
+    data = os.urandom(SIZE)
+    writer, result = _write_in_background(nodes[0], data)
+    shutil.rmtree(nodes[0].disks[0])  # node 0 loses a disk mid-write
+    nodes[4].start()
+    wait_for(lambda: node_count(nodes[0]) == 5, "5 nodes")
+    writer.join(120)
+    assert result[0].returncode == 0, result[0]
+    wait_for(lambda: recovered([n for n in nodes if n.alive]), "recovery")
+    _check(nodes[1], data)
+
+    data = bytes(SIZE)
+    writer, result = _write_in_background(nodes[0], data)
+    shutil.rmtree(nodes[1].disks[0])
+    nodes[2].stop()
+    wait_for(lambda: node_count(nodes[0]) == 4, "4 nodes")
+    shutil.rmtree(nodes[1].disks[1])  # node 1 is down to its last disk
+    writer.join(120)
+    assert result[0].returncode == 0, result[0]
+    wait_for(lambda: recovered([n for n in nodes if n.alive]), "recovery")
+    _check(nodes[3], data)
+    assert nodes[1].alive
