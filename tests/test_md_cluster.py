@@ -47,7 +47,7 @@ def _check(node: SheepProcess, data: bytes) -> None:
 def test_disks_lost_during_writes_and_membership_changes(sheep_factory: SheepFactory,
                                                           tmp_path: Path) -> None:
     spec = f"local:{tmp_path}/shm"
-    nodes: list[SheepProcess] = [_MdNode(tmp_path, i, spec) for i in range(5)]
+    nodes = [_MdNode(tmp_path, i, spec) for i in range(5)]
     sheep_factory.nodes += nodes
     for n in nodes[:4]:
         n.start()
