@@ -143,6 +143,17 @@ def _daemonize() -> int | None:
     return None
 
 
+def _show_disks_apart(store_arg: str) -> None:
+    """Show STORE,DISK,... as separate words in the process's command line,
+    as C sheep's does (its parser cuts the argument in place): scripts that
+    find a node's daemon by `pgrep -f "sheep STORE "`, Sheepdog's own test
+    harness among them, then find multi-disk nodes too."""
+    from setproctitle import setproctitle
+
+    setproctitle(" ".join(store_arg.replace(",", " ") if a == store_arg else a
+                          for a in sys.argv))
+
+
 def main(args: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(args)
@@ -176,6 +187,8 @@ def _run(ns: argparse.Namespace) -> int:
         raise QuietError("no store directory given")
     store_dir = Path(parts[0]).absolute()
     disks = [Path(p).absolute() for p in parts[1:]] or [store_dir]
+    if len(parts) > 1:
+        _show_disks_apart(ns.store_dir)
     try:
         store_dir.mkdir(parents=True, exist_ok=True)
         lock = PidLock(store_dir)

@@ -77,3 +77,13 @@ def test_disks_lost_during_writes_and_membership_changes(sheep_factory: SheepFac
     wait_for(lambda: recovered([n for n in nodes if n.alive]), "recovery")
     _check(nodes[3], data)
     assert nodes[1].alive
+
+
+def test_command_line_shows_the_disks_apart(sheep_factory: SheepFactory, tmp_path: Path) -> None:
+    """`pgrep -f "sheep STORE "` finds a multi-disk node, as with C sheep
+    (Sheepdog's harness stops nodes that way)."""
+    node = _MdNode(tmp_path, 0, f"local:{tmp_path}/shm")
+    sheep_factory.nodes.append(node)
+    node.start()
+    cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    assert f"{node.store} {node.disks[0]} {node.disks[1]} " in cmdline, cmdline
