@@ -86,8 +86,8 @@ class Gateway:
                  ready: Callable[[int], Awaitable[None]] = _no_gate,
                  halted: Callable[[int, int], bool] = lambda oid, copies: False,
                  fetch_missing: Callable[[int], Awaitable[bool]] = _no_fetch,
-                 strict_short: Callable[[int, int], bool] = lambda oid, copies: False
-                 ) -> None:
+                 strict_short: Callable[[int, int], bool] = lambda oid, copies: False,
+                 member: Callable[[SdNode], bool] = lambda node: True) -> None:
         self.me = me
         self.peer = peer
         self.peers = peers
@@ -99,6 +99,7 @@ class Gateway:
         self.halted = halted
         self.fetch_missing = fetch_missing
         self.strict_short = strict_short
+        self.member = member
 
     def _check_strict(self, oid: int, copies: int) -> None:
         """Strict mode (`dog cluster format -t`): a write is taken only
@@ -264,16 +265,26 @@ class Gateway:
             lambda n: self._remote(n, Op.REMOVE_PEER, oid)))
 
     async def flush(self, nodes: Sequence[SdNode]) -> None:
-        """Flush every node's cached writes; a node that cannot be reached
-        has left (or is leaving) and its copies no longer count."""
+        """Flush every node's cached writes. Only a node that has left the
+        membership is passed over (its copies no longer count; recovery
+        rebuilds them from these). A member that fails its flush fails
+        ours; one that cannot answer now (a new epoch, a dropped link) is
+        asked again while it is a member, up to RETRY_TIMEOUT."""
 
         async def remote(n: SdNode) -> None:
-            try:
-                await self._remote(n, Op.FLUSH_PEER, 0)
-            except GatewayError as e:
-                if e.result not in RETRYABLE:
-                    raise
-            except PeerError:
-                pass
+            deadline = trio.current_time() + RETRY_TIMEOUT
+            while True:
+                epoch = self.epoch()
+                try:
+                    await self._remote(n, Op.FLUSH_PEER, 0)
+                    return
+                except (GatewayError, PeerError) as e:
+                    if not self.member(n):
+                        return
+                    if (isinstance(e, GatewayError) and e.result not in RETRYABLE) \
+                            or trio.current_time() > deadline:
+                        raise
+                    log.debug("flush of %s again at epoch %d: %s", n.nid, epoch, e)
+                await self.wait_epoch(epoch, RETRY_PAUSE)
 
         await self._all(nodes, self.peer.flush, remote)

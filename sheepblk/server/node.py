@@ -136,7 +136,8 @@ class Sheep:
                                self.object_size, lambda: self.epoch,
                                wait_epoch=self.wait_epoch, ready=self.recovery.ready,
                                halted=self.halted, fetch_missing=self.recovery.fetch_missing,
-                               strict_short=self.strict_short)
+                               strict_short=self.strict_short,
+                               member=lambda n: any(m.nid == n.nid for m in self.members))
         self.vdi = VdiOps(self.gateway, self.table,
                           recycle=lambda: bool(self.config.flags & ClusterFlag.RECYCLE_VID))
         self.leases = LockLeases()  # lock sessions of this node's clients
@@ -922,8 +923,6 @@ class Sheep:
             return await self.cluster_op(req, data, caller)
         except (StoreError, GatewayError, VdiError, PeerError) as e:
             log.debug("opcode %#x: %s", req.opcode, e)
-            if self.failed:  # the fault made us leave: ask again elsewhere
-                return Reply(Res.KILLED)
             return Reply(result_of(e))
 
     def handle_nowait(self, req: Request, data: memoryview | None,

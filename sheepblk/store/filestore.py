@@ -135,24 +135,37 @@ class FileStore(ObjectStore):
             os.close(dfd)
 
     def flush(self) -> None:
+        """Make every cached write durable. Every dirty file is synced even
+        after one fails, and a failure is raised, never put back for a
+        later flush: after a failed fsync the kernel may have dropped the
+        pages it could not write and marked them clean, so a retry would
+        succeed without the data (PostgreSQL's "fsyncgate"). The caller
+        must treat the copies as lost (MdStore drops the disk)."""
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
             dir_dirty, self._dir_dirty = self._dir_dirty, False
+        failed: list[str] = []
         for path in dirty:
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 continue  # removed since: nothing to make durable
             except OSError as e:
-                raise store_error(e, f"flush {path}") from e
+                failed.append(f"{path}: {e.strerror or e}")
+                continue
             try:
                 os.fdatasync(fd)
             except OSError as e:
-                raise store_error(e, f"flush {path}") from e
+                failed.append(f"{path}: {e.strerror or e}")
             finally:
                 os.close(fd)
         if dir_dirty:
-            self._fsync_dir()
+            try:
+                self._fsync_dir()
+            except OSError as e:
+                failed.append(f"{self.obj_dir}: {e.strerror or e}")
+        if failed:
+            raise StoreIOError(f"flush failed for {len(failed)} file(s): {failed[0]}")
 
     # ---- the whole store ----
 

@@ -304,11 +304,18 @@ class MdStore(ObjectStore):
                 self.drop(d, str(e))
 
     def flush(self) -> None:
+        """Flush every disk; a disk whose flush fails is dropped (its cached
+        writes may be gone, see FileStore.flush) and the flush fails with
+        EIO: never a success for data that did not reach the disk."""
+        failed = []
         for d in self._others(None):  # type: ignore[arg-type]
             try:
                 d.store.flush()
             except StoreIOError as e:
+                failed.append(str(e))
                 self._check(d, e)
+        if failed:
+            raise StoreIOError("; ".join(failed))
 
     def format(self) -> None:
         for d in self._others(None):  # type: ignore[arg-type]
