@@ -7,12 +7,24 @@ obj/.stale/, obj/.tmp/), so `dog node md info` and recovery see the same
 paths.
 
 How writes stay atomic per request:
-- a write inside one chunk (the common 4 KiB guest write, QEMU's 4-byte
-  inode index update) goes to the chunk's spare slot, then its entry is
-  flipped with one 16-byte pwrite; the old slot is punched afterwards;
-- a write spanning chunks, and every create, builds a new file in obj/.tmp
-  (untouched chunks are copied as stored, without recompressing) and
+- a write goes, chunk by chunk, to each chunk's spare slot, then each
+  entry is flipped with one 16-byte pwrite; the old slots are punched
+  afterwards. A chunk is old or new, never a mix (a torn request that
+  spans chunks may leave some chunks new, as a disk's sectors would);
+- every create builds a new file in obj/.tmp (untouched chunks of a
+  copy-on-write source are copied as stored, without recompressing) and
   renames it over the old one.
+
+How they stay crash-safe (what was flushed survives any power cut; a torn
+write leaves old or new bytes, never a chunk that fails its checksum):
+- the slot the on-disk entry names holds durable bytes and is never
+  written over or punched before a newer slot and its entry are durable;
+- a cached in-place write therefore writes the spare slot and keeps the
+  new entry in memory ("pending"; reads see it); flush makes the slots
+  durable, then writes the entries, makes them durable, and only then
+  punches the slots they replaced. A sync write does the same at once;
+- a new file is made durable before it is renamed in (a rename may reach
+  the disk before the bytes of a file that was never synced).
 
 Why a lock per object (striped): the in-place path reads, patches and
 flips an entry, and punches the slot a concurrent reader might still be
@@ -33,7 +45,7 @@ import zlib
 
 import zstandard
 
-from .errors import CorruptObject
+from .errors import CorruptObject, NoObject, StoreError, StoreIOError
 from .farm_format import (
     CODEC_RAW,
     CODEC_ZERO,
@@ -106,17 +118,22 @@ def _preadv_exact(fd: int, dst: memoryview, offset: int) -> int:
 
 
 class _Object:
-    """One open object file: its header and table, read and checked."""
+    """One open object file: its header and table, read and checked.
+    `durable` is the table as on disk; `table` adds the pending entries of
+    cached writes (what reads must see)."""
 
-    def __init__(self, fd: int, oid: int) -> None:
+    def __init__(self, fd: int, oid: int, pending: dict[int, Entry] | None = None) -> None:
         self.fd, self.oid = fd, oid
         try:
             raw = os.pread(fd, HEADER_SIZE, 0)
             self.head = Header.unpack(raw)
             table = _pread_exact(fd, self.head.table_end, 0)
-            self.table = unpack_table(table, self.head)
+            self.durable = unpack_table(table, self.head)
         except FormatError as e:
             raise CorruptObject(f"object {oid:016x}: {e}") from None
+        self.table = list(self.durable)
+        for idx, entry in (pending or {}).items():
+            self.table[idx] = entry
 
 
 class FarmStore(FileStore):
@@ -130,6 +147,13 @@ class FarmStore(FileStore):
         super().__init__(root, nosync=nosync)
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._codec = _Codec()
+        # oid -> chunk -> entry written by a cached write, not yet on disk
+        # (see the module docstring); changed under the object's lock.
+        self._pending: dict[int, dict[int, Entry]] = {}
+        self._pending_lock = threading.Lock()
+
+    def _object(self, fd: int, oid: int) -> _Object:
+        return _Object(fd, oid, self._pending.get(oid))
 
     def _stripe(self, oid: int) -> int:
         return (oid ^ (oid >> 32) ^ (oid >> 17)) % LOCK_STRIPES
@@ -197,7 +221,7 @@ class FarmStore(FileStore):
         with self._object_lock(oid):
             fd = self._open(oid, os.O_RDONLY)
             try:
-                self._read_locked(_Object(fd, oid), offset, buf)
+                self._read_locked(self._object(fd, oid), offset, buf)
             except OSError as e:
                 raise store_error(e, f"read {oid:016x}") from e
             finally:
@@ -239,14 +263,10 @@ class FarmStore(FileStore):
         with self._object_lock(oid):
             fd = self._open(oid, os.O_RDWR)
             try:
-                obj = _Object(fd, oid)
+                obj = self._object(fd, oid)
                 head = obj.head
-                first = offset // head.chunk_size
-                last = (offset + max(len(data), 1) - 1) // head.chunk_size
-                if first == last and offset + len(data) <= head.object_size:
-                    self._write_in_place(obj, first, offset, data, sync)
-                    if not sync and not self.nosync:
-                        self._mark_dirty(self._path(oid))
+                if offset + len(data) <= head.object_size:
+                    self._write_in_place(obj, offset, data, sync)
                     return
             except OSError as e:
                 raise store_error(e, f"write {oid:016x}") from e
@@ -255,25 +275,104 @@ class FarmStore(FileStore):
             # Several chunks: a new file, renamed over the old one.
             self._create_locked(oid, None, offset, data, sync=sync, base_oid=oid)
 
-    def _write_in_place(self, obj: _Object, idx: int, offset: int, data: memoryview,
+    def _write_in_place(self, obj: _Object, offset: int, data: memoryview,
                         sync: bool) -> None:
+        """Each chunk the write touches goes to its spare slot; the new
+        entries go on disk now (sync) or stay pending until a flush."""
         head, fd = obj.head, obj.fd
-        new = self._patched(obj, idx, head, offset, data)
-        if new is None:
+        first = offset // head.chunk_size
+        last = (offset + max(len(data), 1) - 1) // head.chunk_size
+        entries: dict[int, tuple[Entry, Entry]] = {}
+        for idx in range(first, last + 1):
+            new = self._patched(obj, idx, head, offset, data)
+            if new is None:
+                continue
+            codec, blob = self._encode(new)
+            durable = obj.durable[idx]
+            slot = 1 - durable.slot  # never the slot the disk's entry names
+            if blob:
+                pwrite_all(fd, blob, head.slot_offset(idx, slot))
+            entries[idx] = (Entry(slot, codec, len(blob), zlib.crc32(blob) if blob else 0),
+                            durable)
+        if not entries:
             return
-        codec, blob = self._encode(new)
-        old = obj.table[idx]
-        slot = 1 - old.slot
-        if blob:
-            pwrite_all(fd, blob, head.slot_offset(idx, slot))
-            if sync:
-                os.fdatasync(fd)  # the bytes before the entry that names them
-        entry = Entry(slot, codec, len(blob), zlib.crc32(blob) if blob else 0)
-        pwrite_all(fd, entry.pack(idx), head.entry_offset(idx))
+        if sync or self.nosync:
+            with self._pending_lock:
+                pending = self._pending.get(obj.oid)
+                if pending is not None:
+                    for idx in entries:
+                        pending.pop(idx, None)
+                    if not pending:
+                        del self._pending[obj.oid]
+            self._commit(fd, head, entries, sync=sync)
+            return
+        with self._pending_lock:
+            pending = self._pending.setdefault(obj.oid, {})
+            for idx, (entry, _) in entries.items():
+                pending[idx] = entry
+        self._mark_dirty(self._path(obj.oid))
+
+    def _drop_pending(self, oid: int) -> None:
+        with self._pending_lock:
+            self._pending.pop(oid, None)
+
+    @staticmethod
+    def _commit(fd: int, head: Header, entries: dict[int, tuple[Entry, Entry]], *,
+                sync: bool) -> None:
+        """Put new entries on disk, each (new, replaced): their slots made
+        durable first, then the entries, then the replaced slots punched."""
+        if sync:
+            os.fdatasync(fd)  # the bytes before the entries that name them
+        for idx, (entry, _) in entries.items():
+            pwrite_all(fd, entry.pack(idx), head.entry_offset(idx))
         if sync:
             os.fdatasync(fd)
-        if old.codec != CODEC_ZERO:
-            punch_hole(fd, head.slot_offset(idx, old.slot), head.chunk_size)
+        for idx, (entry, old) in entries.items():
+            if old.codec != CODEC_ZERO and old.slot != entry.slot:
+                punch_hole(fd, head.slot_offset(idx, old.slot), head.chunk_size)
+
+    def _settle(self, oid: int) -> None:
+        """Put an object's pending entries on disk (its lock held)."""
+        with self._pending_lock:
+            pending = self._pending.pop(oid, None)
+        if not pending:
+            return
+        fd = self._open(oid, os.O_RDWR)
+        try:
+            obj = _Object(fd, oid)
+            self._commit(fd, obj.head,
+                         {idx: (e, obj.durable[idx]) for idx, e in pending.items()},
+                         sync=not self.nosync)
+        except OSError as e:
+            raise store_error(e, f"flush {oid:016x}") from e
+        finally:
+            os.close(fd)
+
+    def _leaving(self, oid: int, *, keep: bool) -> None:
+        if keep:
+            self._settle(oid)
+        else:
+            self._drop_pending(oid)
+
+    def flush(self) -> None:
+        """Settle every object's pending entries, then sync the rest (see
+        FileStore.flush); every object is tried even when one fails."""
+        with self._pending_lock:
+            oids = list(self._pending)
+        failed: list[str] = []
+        for oid in oids:
+            with self._object_lock(oid):
+                try:
+                    self._settle(oid)
+                except StoreError as e:
+                    if not isinstance(e, NoObject):
+                        failed.append(str(e))
+        try:
+            super().flush()
+        except StoreError as e:
+            failed.append(str(e))
+        if failed:
+            raise StoreIOError(f"flush failed: {'; '.join(failed)}")
 
     def create_and_write(self, oid: int, size: int, offset: int, data: memoryview, *,
                          cow_oid: int = 0, sync: bool) -> None:
@@ -298,7 +397,7 @@ class FarmStore(FileStore):
             src_fd = self._open(base_oid, os.O_RDONLY)
         try:
             if src_fd >= 0:
-                src = _Object(src_fd, base_oid)
+                src = self._object(src_fd, base_oid)
             if size is None:
                 assert src is not None
                 size = src.head.object_size
@@ -349,11 +448,12 @@ class FarmStore(FileStore):
                     table += Entry(0, codec, len(blob), crc).pack(idx)
                 assert len(table) == HEADER_SIZE + head.nr_chunks * ENTRY_SIZE
                 pwrite_all(fd, table, 0)
-                if sync:
-                    os.fdatasync(fd)
+                if not self.nosync:
+                    os.fdatasync(fd)  # the bytes before the name, cached or not
             finally:
                 os.close(fd)
             os.rename(tmp, path)
+            self._drop_pending(oid)  # the new file holds every chunk
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -378,7 +478,7 @@ class FarmStore(FileStore):
         """The logical size of a stored object (from its header)."""
         fd = self._open(oid, os.O_RDONLY)
         try:
-            return _Object(fd, oid).head.object_size
+            return self._object(fd, oid).head.object_size
         finally:
             os.close(fd)
 

@@ -89,8 +89,14 @@ class FileStore(ObjectStore):
         serializes them per object."""
         return nullcontext()
 
+    def _leaving(self, oid: int, *, keep: bool) -> None:
+        """Hook, under the object's lock, before its file leaves obj/
+        (`keep`: moved to .stale/, else removed): a backend with writes
+        held back from the file (farm's pending entries) settles them."""
+
     def remove(self, oid: int) -> None:
         with self._object_lock(oid):
+            self._leaving(oid, keep=False)
             try:
                 os.unlink(self._path(oid))
             except OSError as e:
@@ -100,6 +106,7 @@ class FileStore(ObjectStore):
 
     def move_to_stale(self, oid: int, epoch: int) -> None:
         with self._object_lock(oid):
+            self._leaving(oid, keep=True)
             try:
                 os.rename(self._path(oid), self._stale_path(oid, epoch))
             except OSError as e:
