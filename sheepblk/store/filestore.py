@@ -58,6 +58,9 @@ class FileStore(ObjectStore):
         self._dirty_lock = threading.Lock()
         self._dir_dirty = False
         self._tmp_seq = 0
+        self._dir_cv = threading.Condition()
+        self._dir_wanted = self._dir_done = 0  # shared directory fsyncs
+        self._dir_busy = False
 
     def _path(self, oid: int) -> str:
         return f"{self.obj_dir}/{oid_name(oid)}"
@@ -124,15 +127,41 @@ class FileStore(ObjectStore):
                 self._dir_dirty = True
 
     def _created(self, path: str, *, sync: bool) -> None:
-        """After an object file was renamed into place: make the new name
-        durable now (`sync`), or remember file and directory for the next
-        flush."""
+        """After an object file was renamed into place: its name is made
+        durable now, for a cached create too; the data of a cached one
+        waits for the next flush. Why the name at once: the write that
+        makes an inode's index name this object goes to another file,
+        maybe another node, and may reach its disk first; after a power
+        cut the index would name no object, and reading it would fail
+        where losing an unflushed write must leave the older bytes (zeros
+        for a new object). Concurrent creations share one fsync."""
         if self.nosync:
             return
-        if sync:
-            self._fsync_dir()
-        else:
-            self._mark_dirty(path, dir_too=True)
+        self._fsync_dir_shared()
+        if not sync:
+            self._mark_dirty(path)
+
+    def _fsync_dir_shared(self) -> None:
+        """fsync obj/ covering every rename made before the call; callers
+        that arrive while one runs wait for the next, which covers them
+        all (group commit)."""
+        with self._dir_cv:
+            self._dir_wanted += 1
+            mine = self._dir_wanted
+            while self._dir_done < mine:
+                if self._dir_busy:
+                    self._dir_cv.wait()
+                    continue
+                self._dir_busy = True
+                target = self._dir_wanted
+                self._dir_cv.release()
+                try:
+                    self._fsync_dir()
+                finally:
+                    self._dir_cv.acquire()
+                    self._dir_busy = False
+                    self._dir_cv.notify_all()
+                self._dir_done = target
 
     def _fsync_dir(self) -> None:
         dfd = os.open(self.obj_dir, os.O_RDONLY | os.O_DIRECTORY)

@@ -132,7 +132,10 @@ class PlainStore(FileStore):
                         os.close(src)
                 os.ftruncate(fd, size)
                 pwrite_all(fd, data, offset)
-                if sync and not self.nosync:
+                # A copy-on-write object is durable before its name, cached
+                # or not: a name without the bytes would lose the source's
+                # (flushed) data, not only this write.
+                if (sync or cow_oid) and not self.nosync:
                     os.fdatasync(fd)
             finally:
                 os.close(fd)
