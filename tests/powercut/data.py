@@ -85,7 +85,7 @@ def choose_subset(ops: list[DataOp], rng: random.Random) -> tuple[list[DataOp], 
     for op in ops:
         if rng.random() < 0.5:
             continue
-        if isinstance(op, Write) and rng.random() < 0.3:
+        if isinstance(op, Write) and rng.random() < 0.5:
             first = op.offset // TEAR + 1  # cut points strictly inside the write
             last = (op.offset + len(op.data) - 1) // TEAR
             if first <= last:
