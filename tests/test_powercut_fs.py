@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from powercut import PowerCutFS, is_mounted
 from powercut.data import CHUNK, FileData, Truncate, Write, choose_subset
+from powercut.journal import EntryOp, Journal, Link, Rename, Unlink
+from powercut.nodes import Node
 
 BLOCK = 4096
 
@@ -272,6 +274,37 @@ def test_choose_subset_tears_at_page_boundaries() -> None:
                 assert (k.offset + len(k.data)) % BLOCK == 0
                 torn_sizes.add(len(k.data))
     assert len(torn_sizes) > 1
+
+
+def test_journal_subsets_respect_directory_order_and_creation() -> None:
+    """No FUSE: a kept op never follows a dropped op on one of its
+    directories, nor lives in a directory whose mkdir was dropped; a
+    directory fsync takes its ops and their dependencies only."""
+    root, other = Node(1, 0o40755), Node(2, 0o40755)
+    d, f, g = Node(3, 0o40755), Node(4, 0o100644), Node(5, 0o100644)
+    ops: list[EntryOp] = [Link(root, b"d", d), Link(d, b"f", f), Link(other, b"g", g),
+                          Rename(d, b"f", root, b"f", f, None), Unlink(other, b"g", g)]
+    journal = Journal()
+    for op in ops:
+        journal.record(op)
+    # the rename touches d too; the mkdir of d comes along; g's ops stay
+    assert journal.take_for_dir(d) == [ops[0], ops[1], ops[3]]
+    assert journal.ops == [ops[2], ops[4]]
+    rng = random.Random(0)
+    kinds = set()
+    for _ in range(200):
+        journal = Journal()
+        for op in ops:
+            journal.record(op)
+        kept, dropped = journal.choose(rng)
+        assert sorted(map(id, kept + dropped)) == sorted(map(id, ops))
+        for i, op in enumerate(ops):
+            if op in kept:
+                earlier = [o for o in ops[:i] if set(o.dirs()) & set(op.dirs())
+                           or o.made() in op.dirs()]
+                assert all(o in kept for o in earlier), (i, kept)
+        kinds.add(len(kept))
+    assert {0, len(ops)} <= kinds and len(kinds) > 2
 
 
 def test_file_data_reads_back_what_was_written(tmp_path: Path) -> None:

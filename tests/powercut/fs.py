@@ -16,8 +16,13 @@ Durability model (what survives `crash`):
   would in Linux's page cache. A failed directory fsync leaves its entry
   ops pending (a later directory fsync may still make them durable).
 - mode and owner changes go to the backing file at once; times live in
-  memory only. Not modelled: fallocate (pyfuse3 has no handler, the
-  kernel answers EOPNOTSUPP), xattrs, RENAME_EXCHANGE, device nodes.
+  memory only. Not modelled: sync(2)/syncfs(2) (FUSE does not pass them
+  on, so they make nothing durable here), fallocate (pyfuse3 has no
+  handler, the kernel answers EOPNOTSUPP; farm's hole punching is best
+  effort), xattrs, RENAME_EXCHANGE, device nodes. flock is the kernel's
+  own (local) lock, released when its holder dies.
+- the backing dir itself is not fsync'ed: it stands for the disk, and
+  only our crash is simulated, not the host's.
 
 `crash('all')` keeps the backing dir as the last durable state;
 `crash('subset', seed)` first applies a random subset of the pending
