@@ -17,7 +17,7 @@ from typing import Protocol
 import trio
 
 from ..proto import Request, Res
-from .buffers import BufferPool
+from .buffers import BufferPool, PayloadBuffer
 from .framing import ProtocolError, RequestDecoder, check_header, response_header
 from .reply import Caller, FileSpan, Reply
 from .transport import Transport
@@ -69,7 +69,7 @@ class Connection:
         # Inline answers not sent yet: header/payload parts, pooled buffers.
         self._out: list[memoryview] = []
         self._out_bytes = 0
-        self._out_pooled: list[bytearray] = []
+        self._out_pooled: list[PayloadBuffer] = []
         self._since_yield = 0
 
     async def _fill(self) -> bool:
@@ -189,7 +189,7 @@ class Connection:
         return True
 
     async def _serve_one(self, req: Request, data: memoryview | None,
-                         pooled: bytearray | None) -> None:
+                         pooled: PayloadBuffer | None) -> None:
         try:
             try:
                 reply = await self.handler.handle(req, data, self.caller)
@@ -241,8 +241,11 @@ class Connection:
                 log.warning("refusing request %#x from %s: result %#x", req.opcode,
                             self.caller.peer, verdict.result)
                 await self._flush()
-                await self.send(req, Reply(verdict.result))
-                if verdict.close or not await self._skip(verdict.payload):
+                try:
+                    await self.send(req, Reply(verdict.result))
+                    if verdict.close or not await self._skip(verdict.payload):
+                        return
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     return
                 continue
             data = None
@@ -270,12 +273,30 @@ class Connection:
             await self.slots.acquire()
             nursery.start_soon(self._serve_one, req, data, pooled)
 
-    def _get_buffer(self, n: int) -> bytearray:
+    def _get_buffer(self, n: int) -> PayloadBuffer:
         return self.buffers.get(n) if self.buffers is not None else bytearray(n)
 
 
 async def serve_stream(transport: Transport, handler: Handler, peer: str = "") -> None:
+    """Serve one connection until it ends. Whatever goes wrong with it, a
+    reset mid-payload or a bug, ends that connection alone: the listener's
+    nursery would otherwise take the whole daemon down with it."""
     try:
         await Connection(transport, handler, peer).run()
     except ProtocolError as e:
         log.warning("closing %s: %s", peer, e)
+    except Exception as e:  # noqa: BLE001 - the connection ends, the daemon goes on
+        if _only_lost_link(e):
+            log.info("connection from %s lost: %s", peer, e)
+        else:
+            log.error("connection from %s failed", peer, exc_info=e)
+
+
+_LOST_LINK = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+def _only_lost_link(e: BaseException) -> bool:
+    """Whether `e` (or every exception in its group) is the link going away."""
+    if isinstance(e, BaseExceptionGroup):
+        return e.subgroup(lambda x: not isinstance(x, (*_LOST_LINK, BaseExceptionGroup))) is None
+    return isinstance(e, _LOST_LINK)

@@ -1027,6 +1027,7 @@ class Sheep:
     async def _gateway_op(self, req: Request, data: memoryview | None) -> Reply:
         a = ObjArgs.unpack(req.args)
         if req.opcode == Op.READ_OBJ:
+            self.peer.check_range(a.oid, a.offset, req.data_length, self.object_size(a.oid))
             span = await self._read_span(a, req.data_length)
             if span is not None:
                 return Reply(file=span)
@@ -1097,6 +1098,7 @@ class Sheep:
         sync = not (req.flags & Flag.CMD_CACHE)
         payload = data if data is not None else memoryview(b"")
         if req.opcode == Op.READ_PEER:
+            self.peer.check_range(a.oid, a.offset, req.data_length, size)
             buf = self.buffers.get(req.data_length)
             try:
                 try:

@@ -36,7 +36,9 @@ class PeerOps:
         self.store = store
         self.limiter = trio.CapacityLimiter(IO_THREADS)
 
-    def _check(self, oid: int, offset: int, length: int, object_size: int) -> int:
+    def check_range(self, oid: int, offset: int, length: int, object_size: int) -> int:
+        """The object's size, or InvalidRange for an I/O outside it: checked
+        before a buffer of `length` bytes is allocated for it."""
         size = get_objsize(oid, object_size)
         if offset < 0 or length < 0 or offset + length > size:
             raise InvalidRange(
@@ -49,12 +51,12 @@ class PeerOps:
 
     def read_now(self, oid: int, offset: int, buf: memoryview, object_size: int) -> None:
         """A read on the calling thread (see inline_ok)."""
-        self._check(oid, offset, len(buf), object_size)
+        self.check_range(oid, offset, len(buf), object_size)
         self.store.read_into(oid, offset, buf)
 
     def write_now(self, oid: int, offset: int, data: memoryview, object_size: int) -> None:
         """A cached (not yet durable) write on the calling thread (see inline_ok)."""
-        self._check(oid, offset, len(data), object_size)
+        self.check_range(oid, offset, len(data), object_size)
         self.store.write(oid, offset, data, sync=False)
 
     def open_span(self, oid: int, offset: int, length: int,
@@ -66,7 +68,7 @@ class PeerOps:
         loop on the disk, and the thread path reads it instead."""
         if not getattr(self.store, "can_open_read", hasattr(self.store, "open_read")):
             return None
-        self._check(oid, offset, length, object_size)
+        self.check_range(oid, offset, length, object_size)
         fd, size = self.store.open_read(oid)  # type: ignore[attr-defined]
         count = max(0, min(length, size - offset))
         if count and not _in_page_cache(fd, offset, count):
@@ -78,7 +80,7 @@ class PeerOps:
         if self.inline_ok(len(buf)):
             self.read_now(oid, offset, buf, object_size)
             return
-        self._check(oid, offset, len(buf), object_size)
+        self.check_range(oid, offset, len(buf), object_size)
         await trio.to_thread.run_sync(self.store.read_into, oid, offset, buf,
                                       limiter=self.limiter)
 
@@ -87,13 +89,13 @@ class PeerOps:
         if not sync and self.inline_ok(len(data)):
             self.write_now(oid, offset, data, object_size)
             return
-        self._check(oid, offset, len(data), object_size)
+        self.check_range(oid, offset, len(data), object_size)
         await trio.to_thread.run_sync(lambda: self.store.write(oid, offset, data, sync=sync),
                                       limiter=self.limiter)
 
     async def create_and_write(self, oid: int, offset: int, data: memoryview,
                                object_size: int, *, cow_oid: int = 0, sync: bool) -> None:
-        size = self._check(oid, offset, len(data), object_size)
+        size = self.check_range(oid, offset, len(data), object_size)
         await trio.to_thread.run_sync(
             lambda: self.store.create_and_write(oid, size, offset, data, cow_oid=cow_oid,
                                                 sync=sync),

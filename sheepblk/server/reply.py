@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 
 from ..proto import Res
+from .buffers import PayloadBuffer
 
-Buffer = bytes | bytearray | memoryview
+Buffer = bytes | bytearray | memoryview | mmap.mmap
 _ZERO28 = bytes(28)
 
 
@@ -28,7 +30,7 @@ class Reply:
     args: bytes = _ZERO28
     data: Buffer | None = None
     # A pooled buffer behind `data`, returned to the pool once sent.
-    pooled: bytearray | None = None
+    pooled: PayloadBuffer | None = None
     # Or the payload from a file, instead of `data`.
     file: FileSpan | None = None
 
