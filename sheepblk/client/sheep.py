@@ -43,6 +43,7 @@ from ..proto.constants import SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN
 from ..proto.records import EPOCH_LOG_SIZE, RECOVERY_STATE_SIZE
 from .connection import Buffer, Connection
 from .errors import SheepdogError
+from .hyper import HYPER_VOLUME, HyperTree, Index
 from .pool import ConnectionPool
 
 # First guess of node slots per epoch and of epochs for STAT_CLUSTER; as
@@ -193,8 +194,13 @@ class SheepClient:
         out = self.read_obj(vid_to_vdi_oid(vid), SD_INODE_HEADER_SIZE)
         return InodeHeader.unpack(out)
 
-    def read_index(self, hdr: InodeHeader) -> list[int]:
-        """The data_vdi_id[] entries of the objects `hdr`'s size spans."""
+    def read_index(self, hdr: InodeHeader) -> Index:
+        """The data_vdi_id[] entries of the objects `hdr`'s size spans: a
+        list, or for a hyper volume (its index is a B-tree over up to 2^32
+        objects) a SparseIndex of the mapped ones. Walk it with
+        index_items, look it up with index_owner."""
+        if hdr.store_policy == HYPER_VOLUME:
+            return HyperTree(self, hdr.vdi_id).sparse_index()
         n = hdr.nr_objects
         if not n:
             return []

@@ -5,6 +5,11 @@ QEMU's block/sheepdog.c does it: a write to an object the VDI does not own
 yet creates it (from zeros, or with SD_FLAG_CMD_COW from the object it still
 shares with a snapshot), then points data_vdi_id[idx] at the VDI's own id.
 Every frontend (dog, nbdkit, sheepfs) goes through here, so they all agree.
+
+A hyper volume (store_policy 1) keeps that index as a B-tree instead
+(client/hyper.py): `index` is then a SparseIndex and index changes go
+through its HyperTree; reads and writes of mapped objects take the same
+path as for any VDI.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..proto import (
 )
 from .connection import Buffer, Connection
 from .errors import ClientError, SheepdogError
+from .hyper import HYPER_VOLUME, HyperTree, Index, SparseIndex
 from .sheep import SheepClient
 
 # How many object requests of one large I/O run at once.
@@ -111,6 +117,15 @@ class Vdi:
         self._unflushed_allocs: set[int] = set()
         self._zero_buf: memoryview | None = None
         self._pool = ThreadPoolExecutor(MAX_PARALLEL_OBJECTS, thread_name_prefix="vdi-io")
+        if self.writable and cache:
+            # An earlier writer's cached allocations are not in our
+            # _unflushed_allocs: one flush now makes them durable, so a FUA
+            # write into such an object is durable with its index entry.
+            try:
+                self.flush()
+            except BaseException:
+                self.close()
+                raise
 
     # ---- metadata ----
 
@@ -119,8 +134,13 @@ class Vdi:
         hdr = self.client.read_inode_header(self.vid)
         self.inode: InodeHeader = hdr
         self.object_size = hdr.object_size
+        self.index: Index
+        self._hyper: HyperTree | None = None
         n = hdr.nr_objects
-        if n:
+        if hdr.store_policy == HYPER_VOLUME:
+            self._hyper = HyperTree(self.client, self.vid)
+            self.index = self._hyper.sparse_index()
+        elif n:
             raw = self.client.read_obj(vid_to_vdi_oid(self.vid), 4 * n, data_vid_offset(0))
             self.index = list(struct.unpack(f"<{n}I", raw))
         else:
@@ -200,6 +220,14 @@ class Vdi:
     def _set_index(self, idx: int, vid: int, flags: int | None = None) -> None:
         if flags is None:
             flags = self._flags()
+        if self._hyper is not None:
+            self._hyper.set(idx, vid, flags)
+            assert isinstance(self.index, SparseIndex)
+            if vid:
+                self.index[idx] = vid
+            else:
+                self.index.pop(idx, None)
+            return
         self.client.write_obj(self.oid, _U32.pack(vid), data_vid_offset(idx), flags=flags)
         self.index[idx] = vid
 
@@ -274,12 +302,27 @@ class Vdi:
                 return
             if may_trim and c.length == self.object_size:
                 with self._idx_lock(c.idx):
-                    self.client.discard_obj(vid_to_data_oid(self.vid, c.idx))
-                    self.index[c.idx] = 0
+                    self._discard(c.idx)
             else:
                 self._write_chunk(c, self._zeros(c.length))
 
         self._run(list(split(offset, length, self.object_size)), one)
+
+    def _discard(self, idx: int) -> None:
+        """Unmap object idx and free it (SD_OP_DISCARD_OBJ). For a hyper
+        volume this is done here as Sheepdog's daemon does it (the record
+        stays with vdi_id 0, then the object is removed): the flat-index
+        discard would write into the B-tree."""
+        if self._hyper is None:
+            self.client.discard_obj(vid_to_data_oid(self.vid, idx))
+            self.index[idx] = 0
+            return
+        owner = self.index[idx]
+        if not owner:
+            return
+        self._set_index(idx, 0, 0)
+        if owner == self.vid:
+            self.client.remove_obj(vid_to_data_oid(owner, idx))
 
     def zero_is_fast(self, length: int, offset: int, *, may_trim: bool = True) -> bool:
         """Whether zero() would send no zero bytes (only frees objects or
@@ -333,7 +376,8 @@ class Vdi:
         return out
 
     def allocated_objects(self) -> int:
-        return sum(1 for v in self.index if v == self.vid)
+        values = self.index.values() if isinstance(self.index, SparseIndex) else self.index
+        return sum(1 for v in values if v == self.vid)
 
     def close(self) -> None:
         pool = getattr(self, "_pool", None)

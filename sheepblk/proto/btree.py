@@ -337,6 +337,14 @@ class BTree:
             return _Path(False, search(leaf, idx), leaf, oid, ipos)
         return _Path(False, 0, None, ROOT, ipos)
 
+    def leaf_for(self, idx: int) -> int:
+        """The leaf get(idx) reads (0: none, the root answers), so that a
+        caller with asynchronous I/O can fetch it into `nodes` first."""
+        if not self.initialized or _depth(self.root) != 2:
+            return 0
+        ipos = search(self.root, idx, SD_INDIRECT_IDX_SIZE)
+        return indirect_record(self.root, ipos)[1] if ipos < _entries(self.root) else 0
+
     def get(self, idx: int) -> int:
         """sd_inode_get_vid: the VDI owning object idx, 0 if none."""
         if not self.initialized:
