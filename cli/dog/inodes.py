@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sheepblk.client import ClientError, SheepClient
+from sheepblk.client import ClientError, SheepClient, index_items, index_owner
+from sheepblk.client.hyper import Index
 from sheepblk.proto import (
     InodeHeader,
 )
@@ -19,20 +20,33 @@ from sheepblk.proto import (
 
 @dataclass
 class VdiInode:
-    """An inode header and (when asked for) its data_vdi_id[] entries."""
+    """An inode header and (when asked for) its data_vdi_id[] entries: a
+    list, or a SparseIndex for a hyper volume (walk it with `mapped`)."""
 
     header: InodeHeader
-    index: list[int]
+    index: Index
 
     @property
     def vid(self) -> int:
         return self.header.vdi_id
 
+    def owner(self, idx: int) -> int:
+        """The VDI owning object idx, 0 for a hole (any idx)."""
+        return index_owner(self.index, idx)
+
+    def mapped(self) -> list[tuple[int, int]]:
+        """(idx, owner) of every mapped object, in idx order."""
+        return list(index_items(self.index))
+
     def stat(self) -> tuple[int, int]:
         """(own objects, objects shared copy-on-write) like sd_inode_stat."""
         vid = self.header.vdi_id
-        mine = sum(1 for v in self.index if v == vid)
-        cow = sum(1 for v in self.index if v and v != vid)
+        mine = cow = 0
+        for _, v in index_items(self.index):
+            if v == vid:
+                mine += 1
+            else:
+                cow += 1
         return mine, cow
 
 

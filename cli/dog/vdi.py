@@ -26,8 +26,9 @@ from sheepblk.proto import (
     vid_to_data_oid,
     vid_to_vdi_oid,
 )
+from sheepblk.proto.btree import init_node
 from sheepblk.proto.constants import OLD_MAX_DATA_OBJS, SD_DEFAULT_BLOCK_SIZE_SHIFT
-from sheepblk.proto.inode import GREF_OFFSET
+from sheepblk.proto.inode import DATA_VDI_ID_OFFSET, GREF_OFFSET
 
 from .check import check_exist, check_vdi
 from .cluster import parse_copies
@@ -132,10 +133,18 @@ def create(target: Target, name: str, size: str | None, prealloc: bool, copies: 
                              "larger object size volume", EXIT_USAGE)
         if nbytes > SD_MAX_VDI_SIZE:
             raise QuietError("VDI size is too large", EXIT_USAGE)
+        if hyper:  # as dog: a hyper volume has the default object size
+            block_size_shift = SD_DEFAULT_BLOCK_SIZE_SHIFT
         try:
             vid = c.create_vdi(name, nbytes, copies=nr_copies, copy_policy=policy,
                                block_size_shift=block_size_shift or 0,
                                store_policy=1 if hyper else 0)
+            if hyper:
+                # Sheepdog's daemon starts the B-tree of a new hyper volume
+                # (sd_inode_init); one that does not leaves data_vdi_id[]
+                # zero, which C's dog cannot list (depth 0). The same empty
+                # root written here makes the volume readable either way.
+                c.write_obj(vid_to_vdi_oid(vid), init_node(1), DATA_VDI_ID_OFFSET)
         except SheepdogError as e:
             raise create_failed(name, e) from None
         if prealloc:
@@ -184,8 +193,7 @@ def list_(target: Target, name: str | None, oid: str | None, raw: bool) -> int:
             if name is not None and hdr.name != name:
                 continue
             if want_oid is not None:
-                idx = data_oid_to_idx(want_oid)
-                owner = inode.index[idx] if idx < len(inode.index) else 0
+                owner = inode.owner(data_oid_to_idx(want_oid))
                 if not owner or owner != oid_to_vid(want_oid):
                     continue
             mine, cow = inode.stat()
@@ -284,12 +292,10 @@ _VDI_SIZE_OFFSET = 256 + 256 + 8 * 3
 def _object_map(inode: VdiInode, index: int | None) -> None:
     click.echo("Index       VID")
     if index is not None:
-        vid = inode.index[index] if index < len(inode.index) else 0
-        click.echo(f"{index:08d} {vid:8x}")
+        click.echo(f"{index:08d} {inode.owner(index):8x}")
         return
-    for idx, vid in enumerate(inode.index):
-        if vid:
-            click.echo(f"{idx:08d} {vid:8x}")
+    for idx, vid in inode.mapped():
+        click.echo(f"{idx:08d} {vid:8x}")
 
 
 def _object_location(c: SheepClient, inode: VdiInode, index: int | None) -> int:
@@ -304,7 +310,7 @@ def _object_location(c: SheepClient, inode: VdiInode, index: int | None) -> int:
         if index >= (1 << 32):
             click.echo("The offset is too large!")
             return EXIT_FAILURE
-        owner = inode.index[index] if index < len(inode.index) else 0
+        owner = inode.owner(index)
         if not owner:
             click.echo(f"The inode object 0x{hdr.vdi_id:x} idx {index} is not allocated")
             return EXIT_SUCCESS

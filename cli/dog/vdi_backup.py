@@ -63,8 +63,8 @@ def backup_records(c: SheepClient, old: VdiInode, new: VdiInode) -> Iterator[byt
     yield HEADER.pack(BACKUP_VERSION, BACKUP_MAGIC)
     osize = old.header.object_size
     for idx in range(new.header.nr_objects):
-        from_vid = old.index[idx] if idx < len(old.index) else 0
-        to_vid = new.index[idx]
+        from_vid = old.owner(idx)
+        to_vid = new.owner(idx)
         if from_vid == to_vid:  # the same object (or both holes): nothing changed
             continue
         data = _object(c, to_vid, idx, osize)
@@ -122,7 +122,7 @@ def do_restore(c: SheepClient, name: str, snapshot: str, src: BinaryIO) -> None:
         if idx == END_IDX:
             return
         data = _read_exact(src, length)
-        parent = base.index[idx] if idx < len(base.index) else 0
+        parent = base.owner(idx)
         try:
             c.create_and_write_obj(vid_to_data_oid(vid, idx), data, offset,
                                    cow_oid=vid_to_data_oid(parent, idx) if parent else 0,

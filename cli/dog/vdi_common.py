@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sheepblk.client import SheepClient, SheepdogError
+from sheepblk.client.hyper import Index
 from sheepblk.proto import (
     SD_INODE_HEADER_SIZE,
     SD_MAX_VDI_LEN,
@@ -104,11 +105,25 @@ def delete_vdi(c: SheepClient, name: str, snapid: int = 0, tag: str = "") -> Non
     if _locked(c, vid):
         raise QuietError(f"Failed to delete {name}: {strerror(Res.VDI_LOCKED)}", EXIT_FAILURE)
     try:
-        inode = read_inode(c, vid)
+        inode = read_inode(c, vid, with_index=False)
+        if inode.header.store_policy == 0:
+            # A hyper volume's data_vdi_id[] is a B-tree, not entries to
+            # zero (C's dog would write zeros into it): the daemon frees
+            # its objects on DEL_VDI.
+            _clear_index(c, vid, c.read_index(inode.header))
     except SheepdogError:
         raise QuietError(f"failed to read inode object: {vid_to_vdi_oid(vid):x}",
                          EXIT_FAILURE) from None
-    index = inode.index
+    try:
+        c.delete_vdi(name, tag, snapid)
+    except SheepdogError as e:
+        raise QuietError(f"Failed to delete {name}: {strerror(e.result)}",
+                         missing_code(e.result)) from None
+
+
+def _clear_index(c: SheepClient, vid: int, index: Index) -> None:
+    """Zero the mapped entries of a flat index, NR_BATCHED_DISCARD at a
+    time, as dog's do_vdi_delete."""
     i, n = 0, len(index)
     while i < n:
         while i < n and not index[i]:
@@ -126,8 +141,3 @@ def delete_vdi(c: SheepClient, name: str, snapid: int = 0, tag: str = "") -> Non
             except SheepdogError:
                 raise QuietError("failed to update inode for discarding objects: "
                                  f"{vid_to_vdi_oid(vid):x}", EXIT_FAILURE) from None
-    try:
-        c.delete_vdi(name, tag, snapid)
-    except SheepdogError as e:
-        raise QuietError(f"Failed to delete {name}: {strerror(e.result)}",
-                         missing_code(e.result)) from None

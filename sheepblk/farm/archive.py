@@ -36,7 +36,8 @@ from pathlib import Path
 
 import zstandard
 
-from ..client import SheepClient, SheepdogError
+from ..client import HyperTree, SheepClient, SheepdogError
+from ..client.hyper import HYPER_VOLUME
 from ..proto import (
     SD_INODE_HEADER_SIZE,
     InodeHeader,
@@ -256,6 +257,16 @@ def _object_list(client: SheepClient, vdis: list[InodeHeader]) -> dict[int, Inod
     objs: dict[int, InodeHeader] = {}
     for h in vdis:
         objs[vid_to_vdi_oid(h.vdi_id)] = h
+        if h.store_policy == HYPER_VOLUME:
+            # Its index is a B-tree: the leaves are objects to keep too
+            # (C's dog keeps only the data objects they name).
+            tree = HyperTree(client, h.vdi_id)
+            for oid in tree.leaf_oids():
+                objs.setdefault(oid, h)
+            for idx, owner in tree.records(()):
+                if owner:
+                    objs.setdefault(vid_to_data_oid(owner, idx), h)
+            continue
         n = h.nr_objects
         if not n:
             continue

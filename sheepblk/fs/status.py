@@ -18,7 +18,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from ..client import ClientError, SheepClient
+from ..client import ClientError, SheepClient, index_items
+from ..client.hyper import Index
 from ..client.report import (
     NODE_LIST_HEADER,
     VDI_LIST_HEADER,
@@ -45,15 +46,17 @@ def _percent(used: int, total: int) -> int:
 
 # ---- vdi list ----
 
-def vdi_row(hdr: InodeHeader, index: list[int]) -> str:
-    """One `dog vdi list` line; `index` is data_vdi_id[] over the VDI's size."""
-    my_objs = sum(1 for v in index if v == hdr.vdi_id)
-    cow_objs = sum(1 for v in index if v and v != hdr.vdi_id)
+def vdi_row(hdr: InodeHeader, index: Index) -> str:
+    """One `dog vdi list` line; `index` is data_vdi_id[] over the VDI's
+    size (a SparseIndex for a hyper volume)."""
+    owners = [v for _, v in index_items(index)]
+    my_objs = sum(1 for v in owners if v == hdr.vdi_id)
+    cow_objs = len(owners) - my_objs
     osize = hdr.object_size
     return vdi_list_row(hdr, my_objs * osize, cow_objs * osize, raw=False)
 
 
-def vdi_list_text(vdis: Iterable[tuple[InodeHeader, list[int]]]) -> str:
+def vdi_list_text(vdis: Iterable[tuple[InodeHeader, Index]]) -> str:
     return "".join(line + "\n" for line in
                    [VDI_LIST_HEADER, *(vdi_row(h, idx) for h, idx in vdis)])
 
@@ -116,7 +119,7 @@ def cluster_info_text(result: int, logs: list[EpochLog]) -> str:
 # ---- gathering (blocking) ----
 
 def gather_vdis(client: SheepClient, with_index: bool = True
-                ) -> list[tuple[InodeHeader, list[int]]]:
+                ) -> list[tuple[InodeHeader, Index]]:
     """Every live VDI and snapshot in vid order, as dog's parse_vdi() walks them."""
     out = []
     for vid in client.live_vdi_ids():
