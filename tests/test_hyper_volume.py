@@ -176,6 +176,20 @@ def test_sparse_index_reads_like_a_flat_one() -> None:
     assert index_owner(index, 1 << 31) == 9 and index_owner([0, 5], 9) == 0
 
 
+def test_a_corrupt_tree_fails_that_volume_alone(one_node: SheepProcess) -> None:
+    """C's tools panic on a B-tree of depth 3; ours skip it in lists and
+    refuse its I/O with one line."""
+    with one_node.client() as c:
+        c.create_vdi("ok", 1 << 30)
+        vid = c.create_vdi("bad", 1 << 40, store_policy=1)
+        c.write_obj(vid_to_vdi_oid(vid), init_node(3), DATA_VDI_ID_OFFSET)
+    listed = dog(one_node, "vdi", "list", "-r").decode().split("\n")
+    assert [row.split()[1] for row in listed if row] == ["ok"]
+    p = run_dog(one_node, "vdi", "read", "bad", "0", "4096", check=False)
+    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, p.stderr
+    assert b"depth 3" in p.stderr
+
+
 # ---- the daemon's side (sheepblk/server/hyper.py) ----
 #
 # These need the functions of sheepblk/server/hyper.py called from

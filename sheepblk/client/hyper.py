@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, overload
 
 from ..proto import Flag, InodeHeader, vid_to_vdi_oid
@@ -27,6 +28,19 @@ HYPER_VOLUME = 1
 # First read of a leaf: most leaves are far smaller than their 4 MiB
 # object, so their header and records come in one request this size.
 LEAF_FIRST_READ = 64 << 10
+
+
+class CorruptIndex(ClientError):
+    """A hyper volume's B-tree that cannot be read or grown (bad magic or
+    depth, or full): Sheepdog's tools panic there, ours fail the one VDI."""
+
+
+@contextmanager
+def _corrupt_as_client_error() -> Iterator[None]:
+    try:
+        yield
+    except BTreeError as e:
+        raise CorruptIndex(str(e)) from e
 
 
 class SparseIndex(dict[int, int]):
@@ -80,7 +94,7 @@ class HyperTree:
     made by another client after that are not seen (as Sheepdog's dog,
     which reads the inode once per command).
     Error handling: SheepdogError/ClientError from the reads and writes;
-    BTreeError for a corrupt or full tree. `set` is serialised by a lock.
+    CorruptIndex for a corrupt or full tree. One lock serialises its use.
     """
 
     def __init__(self, client: SheepClient, vid: int) -> None:
@@ -88,7 +102,8 @@ class HyperTree:
         self.vid = vid
         self.oid = vid_to_vdi_oid(vid)
         self._lock = threading.Lock()
-        self.tree = self._load()
+        with _corrupt_as_client_error():
+            self.tree = self._load()
         self._stale = False
 
     def _load(self) -> BTree:
@@ -122,14 +137,14 @@ class HyperTree:
         return bytes(self.client.read_obj(self.oid, end - start, DATA_VDI_ID_OFFSET + start))
 
     def get(self, idx: int) -> int:
-        with self._lock:
+        with self._lock, _corrupt_as_client_error():
             return self._current().get(idx)
 
     def records(self, tolerate: tuple[type[BaseException], ...] = (ClientError,)
                 ) -> list[tuple[int, int]]:
         """Every (idx, vdi_id) record, unmapped ones (vdi_id 0) included;
         a leaf that cannot be read is skipped, as C's index walk does."""
-        with self._lock:
+        with self._lock, _corrupt_as_client_error():
             return list(self._current().walk(tolerate))
 
     def sparse_index(self) -> SparseIndex:
@@ -138,14 +153,14 @@ class HyperTree:
 
     def leaf_oids(self) -> list[int]:
         """The VDI_BTREE objects holding the leaves (none at depth 1)."""
-        with self._lock:
+        with self._lock, _corrupt_as_client_error():
             return self._current().leaf_oids()
 
     def set(self, idx: int, vid: int, flags: int = 0) -> None:
         """sd_inode_set_vid + sd_inode_write_vid: map object idx to `vid`
         (0 unmaps it). Leaves are written without the cache flag, as C
         does; the inode's writes carry `flags` (Flag.CMD_CACHE or 0)."""
-        with self._lock:
+        with self._lock, _corrupt_as_client_error():
             tree = self._current()
             try:
                 for w in tree.set(idx, vid):
@@ -160,5 +175,5 @@ class HyperTree:
                 raise
 
 
-__all__ = ["HYPER_VOLUME", "BTreeError", "HyperTree", "Index", "SparseIndex",
+__all__ = ["HYPER_VOLUME", "CorruptIndex", "HyperTree", "Index", "SparseIndex",
            "index_items", "index_owner"]
