@@ -35,8 +35,8 @@ One deliberate difference: C's split of a full leaf in the middle of the
 tree (split_index_node) keys the new left half by the record one past its
 end (zero in a zeroed buffer), which files it first in the root and makes
 its records unreachable to lookups. We key it by its last record, as C's
-root split does; trees grown by appending (the usual case, and every tree
-C can still read back whole) are the same bytes either way.
+root split does; trees with no such split (those grown by appending, the
+usual case) are the same bytes either way.
 """
 
 from __future__ import annotations
@@ -534,10 +534,6 @@ class BTree:
                 out += self._node_writes(oid, 0, self.nodes[oid], d)
         self._dirty = {}
         return out
-
-    def meta(self, header: Buf) -> bytes:
-        """inode_meta for this tree's root and counter."""
-        return inode_meta(header, self.root, self.counter)
 
 
 def stat(records: Iterator[tuple[int, int]] | list[tuple[int, int]], vdi_id: int
