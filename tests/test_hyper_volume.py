@@ -191,26 +191,18 @@ def test_a_corrupt_tree_fails_that_volume_alone(one_node: SheepProcess) -> None:
 
 
 # ---- the daemon's side (sheepblk/server/hyper.py) ----
-#
-# These need the functions of sheepblk/server/hyper.py called from
-# vdi_ops.py and local_ops.py (see that module); until then they fail,
-# and strict xfail makes them fail again once they pass: drop the mark.
-needs_server_wiring = pytest.mark.xfail(
-    strict=True, reason="sheepblk/server/hyper.py is not called from vdi_ops/local_ops yet")
 
 
 def _objects(node: SheepProcess) -> set[int]:
     return {int(p.name, 16) for p in (node.store / "obj").iterdir() if len(p.name) == 16}
 
 
-@needs_server_wiring
 def test_new_hyper_volume_has_a_root_from_the_daemon(one_node: SheepProcess) -> None:
     with one_node.client() as c:
         vid = c.create_vdi("h", 16 * PiB, store_policy=1)
         assert _inode_root(c, vid, 8) == init_node(1)
 
 
-@needs_server_wiring
 def test_trim_frees_only_its_own_object(one_node: SheepProcess) -> None:
     """The daemon must not read the B-tree write of a trim as flat
     data_vdi_id[] entries (it freed object 3 + 2 * position)."""
@@ -226,7 +218,6 @@ def test_trim_frees_only_its_own_object(one_node: SheepProcess) -> None:
                 assert v.pread(1, idx * OBJ) == (b"\0" if idx == 2 else bytes([idx + 1]))
 
 
-@needs_server_wiring
 def test_discard_op_on_a_hyper_volume(one_node: SheepProcess) -> None:
     """SD_OP_DISCARD_OBJ (C's sheepfs, QEMU) unmaps the record in the tree."""
     with one_node.client() as c:
@@ -239,7 +230,6 @@ def test_discard_op_on_a_hyper_volume(one_node: SheepProcess) -> None:
         assert vid_to_data_oid(vid, 1 << 28) not in _objects(one_node)
 
 
-@needs_server_wiring
 def test_delete_frees_a_hyper_volume(one_node: SheepProcess) -> None:
     with one_node.client() as c:
         before = _objects(one_node)

@@ -33,7 +33,7 @@ from ..proto import (
 )
 from ..proto.constants import ClusterFlag
 from ..proto.records import EPOCH_LOG_SIZE
-from . import repair
+from . import hyper, repair
 from .reply import Caller, Reply
 
 if TYPE_CHECKING:
@@ -105,6 +105,11 @@ async def discard(node: Sheep, req: Request) -> Reply:
         return Reply(Res.READONLY)
     e = node.table.get(vid)
     copies = e.copies if e else 0
+    if await hyper.store_policy(node.gateway, vid, copies) == hyper.HYPER_VOLUME:
+        owner = await hyper.discard(node.gateway, vid, idx, copies)
+        if owner:
+            await node.vdi.free_unmapped(vid, idx, [owner], [0])
+        return Reply()
     inode = vid_to_vdi_oid(vid)
     from ..proto import data_vid_offset
 
