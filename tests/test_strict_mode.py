@@ -6,6 +6,8 @@ from __future__ import annotations
 from conftest import SheepFactory, run_dog, wait_for
 from test_cluster_daemon import node_count, running
 
+from sheepblk.proto import vid_to_data_oid
+
 HALT = "IO has halted as there are not enough living nodes"
 
 
@@ -15,6 +17,8 @@ def test_strict_mode_halts_writes_short_of_zones(sheep_factory: SheepFactory) ->
     run_dog(nodes[0], "cluster", "format", "-c", "3", "-t")
     wait_for(lambda: all(running(n) for n in nodes), "running")
     run_dog(nodes[0], "vdi", "create", "test", "10M")
+    with nodes[0].client() as c:
+        vid = c.lookup_vdi("test").vid
     run_dog(nodes[0], "vdi", "write", "test", "0", "512", input=b"a" * 512)
     nodes[3].stop()
     wait_for(lambda: node_count(nodes[0]) == 3, "3 nodes")
@@ -22,7 +26,10 @@ def test_strict_mode_halts_writes_short_of_zones(sheep_factory: SheepFactory) ->
     nodes[2].stop()
     wait_for(lambda: node_count(nodes[0]) == 2, "2 nodes")
     out = run_dog(nodes[0], "vdi", "write", "test", "0", "512", input=b"c" * 512, check=False)
-    assert out.returncode != 0 and HALT in out.stderr.decode(), out
+    assert out.returncode != 0, out
+    # As Sheepdog's dog says it: the object, then the VDI.
+    assert out.stderr.decode().splitlines() == [
+        f"Failed to write object {vid_to_data_oid(vid, 0):x}: {HALT}", "Failed to write VDI"]
     out = run_dog(nodes[1], "vdi", "create", "test1", "10M", check=False)
     assert out.returncode != 0, out
     assert "Failed to write to requested VDI" in out.stderr.decode(), out

@@ -23,7 +23,8 @@ from typing import Generic, TypeVar
 
 import click
 
-from sheepblk.client import ClientError, SheepClient, Vdi
+from sheepblk.client import ClientError, SheepClient, SheepdogError, Vdi
+from sheepblk.proto import strerror
 
 from .errors import EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, QuietError
 from .format import U64_MAX, parse_size
@@ -227,6 +228,12 @@ def write(target: Target, name: str, offset: str | None, length: str | None,
             except OSError as e:
                 raise QuietError(f"Failed to read from stdin: {e.strerror}",
                                  EXIT_SYSFAIL) from None
+            except SheepdogError as e:
+                if not e.oid:
+                    raise QuietError(f"Failed to write VDI: {e}", EXIT_FAILURE) from None
+                # Sheepdog's dog names the object, then the VDI.
+                click.echo(f"Failed to write object {e.oid:x}: {strerror(e.result)}", err=True)
+                raise QuietError("Failed to write VDI", EXIT_FAILURE) from None
             except ClientError as e:
                 raise QuietError(f"Failed to write VDI: {e}", EXIT_FAILURE) from None
     return EXIT_SUCCESS

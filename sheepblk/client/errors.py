@@ -14,7 +14,11 @@ class ClientError(Exception):
 
 
 class SheepdogError(ClientError):
-    """A sheep answered with a result code other than SUCCESS."""
+    """A sheep answered with a result code other than SUCCESS. `oid` is
+    the object an object request was about (0 for other requests): dog
+    names it as Sheepdog's dog does ("Failed to write object ...")."""
+
+    oid: int = 0
 
     def __init__(self, result: int, context: str = "") -> None:
         self.result = result

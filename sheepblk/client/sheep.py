@@ -121,16 +121,25 @@ class SheepClient:
         return out
 
     def write_obj(self, oid: int, data: Buffer, offset: int = 0, *, flags: int = 0) -> None:
-        self.request(Op.WRITE_OBJ, ObjArgs(oid=oid, offset=offset).pack(),
-                     flags=flags, data=data)
+        try:
+            self.request(Op.WRITE_OBJ, ObjArgs(oid=oid, offset=offset).pack(),
+                         flags=flags, data=data)
+        except SheepdogError as e:
+            e.oid = oid
+            raise
 
     def create_and_write_obj(self, oid: int, data: Buffer, offset: int = 0, *,
                              cow_oid: int = 0, copies: int = 0, flags: int = 0) -> None:
         if cow_oid:
             flags |= Flag.CMD_COW
-        self.request(Op.CREATE_AND_WRITE_OBJ,
-                     ObjArgs(oid=oid, cow_oid=cow_oid, copies=copies, offset=offset).pack(),
-                     flags=flags, data=data)
+        try:
+            self.request(Op.CREATE_AND_WRITE_OBJ,
+                         ObjArgs(oid=oid, cow_oid=cow_oid, copies=copies,
+                                 offset=offset).pack(),
+                         flags=flags, data=data)
+        except SheepdogError as e:
+            e.oid = oid
+            raise
 
     def remove_obj(self, oid: int) -> None:
         self.request(Op.REMOVE_OBJ, ObjArgs(oid=oid).pack())
