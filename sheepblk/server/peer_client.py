@@ -17,6 +17,11 @@ from ..proto import SD_RSP_SIZE, NodeId, Request, Res, Response
 
 POOL_PER_PEER = 8
 CONNECT_TIMEOUT = 5.0
+# One request, sent and answered. A peer that stopped (SIGSTOP, a hung
+# disk, a lost link the kernel has not noticed) would otherwise hold the
+# socket, and the gateway's write, forever; past this the request fails
+# with NETWORK_ERROR, which the gateway retries until its own deadline.
+REQUEST_TIMEOUT = 30.0
 
 
 class PeerError(Exception):
@@ -68,27 +73,35 @@ class PeerClient:
         the response and how many payload bytes arrived."""
         async with self._conn(nid) as conn:
             try:
-                parts = [memoryview(req.pack())]
-                if data is not None and len(data):
-                    parts.append(data)
-                while parts:
-                    sent = await conn.sock.sendmsg(parts)
-                    while parts and sent >= len(parts[0]):
-                        sent -= len(parts[0])
-                        parts.pop(0)
-                    if parts and sent:
-                        parts[0] = parts[0][sent:]
-                hv = memoryview(conn.hdr)
-                await _recv_exact(conn.sock, hv)
-                rsp = Response.unpack(hv)
-                n = rsp.data_length
-                if n:
-                    if rbuf is None or n > len(rbuf):
-                        raise PeerError(f"{nid} answered {n} bytes unasked")
-                    await _recv_exact(conn.sock, rbuf[:n])
-                return rsp, n
-            except OSError as e:
-                raise PeerError(f"{nid}: {e}") from e
+                with trio.fail_after(REQUEST_TIMEOUT):
+                    return await self._exchange(nid, conn, req, data, rbuf)
+            except trio.TooSlowError as e:
+                raise PeerError(f"{nid}: no answer in {REQUEST_TIMEOUT:.0f}s") from e
+
+    async def _exchange(self, nid: NodeId, conn: _Conn, req: Request, data: memoryview | None,
+                        rbuf: memoryview | None) -> tuple[Response, int]:
+        try:
+            parts = [memoryview(req.pack())]
+            if data is not None and len(data):
+                parts.append(data)
+            while parts:
+                sent = await conn.sock.sendmsg(parts)
+                while parts and sent >= len(parts[0]):
+                    sent -= len(parts[0])
+                    parts.pop(0)
+                if parts and sent:
+                    parts[0] = parts[0][sent:]
+            hv = memoryview(conn.hdr)
+            await _recv_exact(conn.sock, hv)
+            rsp = Response.unpack(hv)
+            n = rsp.data_length
+            if n:
+                if rbuf is None or n > len(rbuf):
+                    raise PeerError(f"{nid} answered {n} bytes unasked")
+                await _recv_exact(conn.sock, rbuf[:n])
+            return rsp, n
+        except OSError as e:
+            raise PeerError(f"{nid}: {e}") from e
 
     async def aclose(self) -> None:
         for conns in self._idle.values():
