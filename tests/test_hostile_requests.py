@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import socket
 import threading
 import time
 from pathlib import Path
@@ -78,3 +79,23 @@ def test_random_requests_leave_memory_and_data_alone(sheep_factory: SheepFactory
     assert peak[0] < RSS_LIMIT, f"RSS reached {peak[0] / MiB:.0f} MiB"
     for n in nodes:
         assert _digest(n, "keep", 16 * MiB) == before
+
+
+def test_connections_past_the_cap_are_closed(one_node: SheepProcess) -> None:
+    """A client opening sockets without end gets the ones past the cap
+    closed at once; the node keeps serving the rest, and its memory."""
+    from sheepblk.server.daemon import MAX_CONNECTIONS
+
+    socks = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 20):
+            socks.append(socket.create_connection(("127.0.0.1", one_node.port)))
+        for s in socks[-20:]:  # accepted in order: the last ones are past the cap
+            s.settimeout(30)
+            assert s.recv(1) == b""
+        assert rss(one_node.pid) < RSS_LIMIT
+    finally:
+        for s in socks:
+            s.close()
+    with one_node.client() as c:
+        c.create_vdi("after", MiB)

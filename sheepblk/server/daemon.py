@@ -21,6 +21,10 @@ from .transport import SocketTransport
 
 log = logging.getLogger("sheep")
 
+# Connections one node serves at once (QEMU holds two per VM, nbdkit up to
+# sixteen per export, each other node up to eight).
+MAX_CONNECTIONS = 1000
+
 async def _watch_signals(node: Sheep) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
@@ -42,9 +46,23 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     log.info("listening on %s:%d, store %s, cluster driver %s", opts.bindaddr, opts.port,
              opts.store_dir, driver.name)
 
+    open_conns = 0
+
     async def handler(stream: trio.SocketStream) -> None:
-        t = SocketTransport(stream)
-        await serve_stream(t, node, t.peer)
+        nonlocal open_conns
+        if open_conns >= MAX_CONNECTIONS:
+            # Each connection holds a receive buffer and its requests'
+            # payloads: past the cap a new one is closed at once, so a
+            # client opening sockets without end cannot exhaust memory.
+            log.warning("refusing a connection: %d are open", open_conns)
+            await stream.aclose()
+            return
+        open_conns += 1
+        try:
+            t = SocketTransport(stream)
+            await serve_stream(t, node, t.peer)
+        finally:
+            open_conns -= 1
 
     try:
         async with trio.open_nursery() as nursery:
