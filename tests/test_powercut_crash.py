@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import SheepProcess, free_port
+from conftest import SheepProcess, free_port, wait_for
 from crash_model import ClusterModel, Workload, verify
 from powercut import PowerCutFS
 
@@ -29,6 +29,7 @@ from sheepblk.client import SheepClient
 from sheepblk.proto import Res
 
 CUTS = int(os.environ.get("SHEEPBLK_CRASH_CUTS", "12"))
+CLUSTER_CUTS = int(os.environ.get("SHEEPBLK_CRASH_CLUSTER_CUTS", "6"))
 SEEDS = [int(s) for s in os.environ.get("SHEEPBLK_CRASH_SEED", "1,2").split(",")]
 STEPS = (3, 25)  # operations between two cuts
 
@@ -113,3 +114,92 @@ def test_power_cuts_keep_what_was_flushed(crash_node: CrashNode, seed: int) -> N
             wrong = verify(c, model)
         assert not wrong, (f"seed {seed} ({crash_node.backend}), cut {cut}: {wrong}\n"
                            + "\n".join(log[-60:]))
+
+
+class CrashCluster:
+    """Three sheep, copies=3, each store on its own power-cut mount; the
+    local driver's file on a fourth (the machine's power cut takes it)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.fs = [PowerCutFS(tmp / f"backing{i}", tmp / f"mnt{i}") for i in range(4)]
+        self.ports = [free_port() for _ in range(3)]
+        self.nodes: list[SheepProcess | None] = [None, None, None]
+
+    def _node(self, i: int) -> SheepProcess:
+        spec = f"local:{self.fs[3].mountpoint}/shm"
+        return SheepProcess(self.fs[i].mountpoint / "store", self.ports[i], spec, zone=i)
+
+    def start(self) -> None:
+        for fs in self.fs:
+            fs.start()
+        for i in range(3):
+            self.nodes[i] = self._node(i).start()
+
+    def client(self, i: int = 0) -> SheepClient:
+        return SheepClient("127.0.0.1", self.ports[i])
+
+    def _count(self, i: int) -> int:
+        with self.client(i) as c:
+            return len(c.node_list())
+
+    def settle(self) -> None:
+        """Wait until all three run, at one epoch, with recovery done."""
+        def ready(i: int) -> bool:
+            with self.client(i) as c:
+                return (c.stat_cluster()[0] == Res.SUCCESS and len(c.node_list()) == 3
+                        and not c.stat_recovery().in_recovery)
+
+        wait_for(lambda: all(ready(i) for i in range(3)), "the cluster to settle")
+
+    def cut(self, which: list[int], mode: str, seed: int) -> None:
+        for i in which:
+            node = self.nodes[i]
+            assert node is not None
+            node.kill9()
+        mounts = [self.fs[i] for i in which] + ([self.fs[3]] if len(which) == 3 else [])
+        for k, fs in enumerate(mounts):
+            fs.crash(mode, seed=seed + k if mode == "subset" else None)
+        for fs in mounts:
+            fs.restart()
+        for i in which:
+            self.nodes[i] = self._node(i).start()
+        self.settle()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node is not None:
+                node.stop()
+        for fs in self.fs:
+            fs.stop()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_power_cuts_on_a_cluster(tmp_path: Path, seed: int) -> None:
+    """A cut hits one node (the others go on and it rejoins) or all three
+    at once (the cluster restarts by itself); copies=3."""
+    rnd = random.Random(seed)
+    model = ClusterModel()
+    cluster = CrashCluster(tmp_path)
+    with ExitStack() as stack:
+        stack.callback(cluster.stop)
+        cluster.start()
+        wait_for(lambda: cluster._count(0) == 3, "3 nodes")
+        with cluster.client() as c:
+            c.make_fs(copies=3)
+        cluster.settle()
+        log: list[str] = []
+        for cut in range(CLUSTER_CUTS):
+            with cluster.client(rnd.randrange(3)) as c:
+                work = Workload(rnd, model)
+                for _ in range(rnd.randint(*STEPS)):
+                    log.append(work.step(c))
+            which = [0, 1, 2] if rnd.random() < 0.4 else [rnd.randrange(3)]
+            mode = rnd.choice(["all", "subset"])
+            cut_seed = rnd.randrange(1 << 30)
+            log.append(f"--- cut {cut}: nodes {which} {mode} {cut_seed}")
+            cluster.cut(which, mode, cut_seed)
+            for i in range(3):
+                with cluster.client(i) as c:
+                    wrong = verify(c, model)
+                assert not wrong, (f"seed {seed} (cluster), cut {cut}, read through node {i}: "
+                                   f"{wrong}\n" + "\n".join(log[-60:]))

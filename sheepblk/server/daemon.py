@@ -13,7 +13,7 @@ from collections.abc import Callable
 import trio
 
 from ..cluster.driver import ClusterDriver
-from ..store import ObjectStore
+from ..store import ObjectStore, write_atomic
 from . import md_ops
 from .conn import serve_stream
 from .node import Options, Sheep
@@ -21,6 +21,8 @@ from .transport import SocketTransport
 
 log = logging.getLogger("sheep")
 
+# Present while the node runs; left behind by a crash or a power cut.
+RUNNING_MARK = ".running"
 # Connections one node serves at once (QEMU holds two per VM, nbdkit up to
 # sixteen per export, each other node up to eight).
 MAX_CONNECTIONS = 1000
@@ -41,6 +43,11 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     it was asked for)."""
     node = Sheep(opts, store, driver)
     md_ops.install(node)
+    running = opts.store_dir / RUNNING_MARK
+    node.unclean = running.exists()
+    if node.unclean:
+        log.warning("the last run of this node did not stop cleanly")
+    write_atomic(running, b"")
     await node.load_vdis()
     listeners = await trio.open_tcp_listeners(opts.port, host=opts.bindaddr)
     log.info("listening on %s:%d, store %s, cluster driver %s", opts.bindaddr, opts.port,
@@ -79,6 +86,8 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
         with trio.CancelScope(shield=True):
             try:
                 await trio.to_thread.run_sync(store.flush)
+                if not node.failed:
+                    running.unlink(missing_ok=True)  # a clean stop
             except Exception:
                 log.exception("final flush failed")
             await node.peers.aclose()

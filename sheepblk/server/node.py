@@ -145,6 +145,11 @@ class Sheep:
         self.buffers = BufferPool()
         self.stopped = trio.Event()
         self.failed = ""  # why this node left the cluster (fail-stop)
+        # Whether the last run of this node ended without its final flush
+        # (set by the daemon from its marker file), and which claimers of
+        # a waiting cluster said so of themselves.
+        self.unclean = False
+        self._unclean_claims: set[str] = set()
         self._queue: deque[ClusterMsg | Event] = deque()
         self._running_block = False
         self._waiters: dict[int, _Waiter] = {}
@@ -479,6 +484,8 @@ class Sheep:
             return
         log.info("joined as the first node")
         self._claimed.add(self.key)
+        if self.unclean:
+            self._unclean_claims.add(self.key)
         self._maybe_resume()
         self._after_synced()
 
@@ -489,7 +496,8 @@ class Sheep:
                 "nodes": [mship.node_to_json(n) for n in self._epoch_nodes(self.epoch)],
                 "vdis": mship.entries_to_json(self.table, locks=False),
                 "config": mship.config_to_json(self.config),
-                "epochs": mship.epochs_to_json(self._epoch_history())})
+                "epochs": mship.epochs_to_json(self._epoch_history()),
+                "unclean": self.unclean})
 
     def _epoch_history(self) -> list[tuple[int, list[SdNode], int]]:
         """The last SYNC_EPOCHS epochs, for a node that takes our state."""
@@ -565,6 +573,8 @@ class Sheep:
         self._sync_wait = None
         self._pending_sync.clear()
         self._claimed = {self.key}
+        if self.unclean:
+            self._unclean_claims.add(self.key)
         self._maybe_resume()
         self._after_synced()
         for p in parked:
@@ -586,6 +596,7 @@ class Sheep:
         if not cfg.ctime:
             log.info("joined an unformatted cluster")
             self._claimed = set(x.get("claimed", []))
+            self._unclean_claims = set(x.get("unclean", []))
             # A formatted node brings its cluster to the unformatted ones,
             # as Sheepdog's join takes the joiner's cluster info: our claim
             # makes them adopt it (see _adopt_claim).
@@ -625,6 +636,7 @@ class Sheep:
                         self.epochs.write(ep, nodes, stamp)
                 self._set_epoch(sync_epoch)
         self._claimed = set(x.get("claimed", []))
+        self._unclean_claims = set(x.get("unclean", []))
         self.status = status
         log.info("joined: cluster %s at epoch %d, %d VDIs", status.name, self.epoch,
                  len(self.table.entries))
@@ -673,7 +685,8 @@ class Sheep:
             "epochs": mship.epochs_to_json(history),
             "vdis": mship.entries_to_json(self.table, locks=True),
             "pending": {k: v for k, v in self._pending_sync.items() if k != to},
-            "claimed": sorted(self._claimed)})
+            "claimed": sorted(self._claimed),
+            "unclean": sorted(self._unclean_claims)})
 
     async def _membership(self, ev: Joined | Left) -> None:
         before = self._syncer()
@@ -733,6 +746,8 @@ class Sheep:
                 self._rings.pop(ep, None)
                 self._set_epoch(ep)
             self._claimed.add(msg.origin)
+            if x.get("unclean"):
+                self._unclean_claims.add(msg.origin)
             self._maybe_resume()
             if adopted:
                 self._after_synced()  # our own claim, now of that cluster
@@ -780,10 +795,18 @@ class Sheep:
         if not want or not want <= here or not here <= self._claimed:
             return
         self.status = ClusterStatus.OK
+        reconcile, self._unclean_claims = bool(self._unclean_claims), set()
         if want != here:
             self._new_epoch()
-            self._start_recovery()
-        log.info("cluster is running at epoch %d", self.epoch)
+        if want != here:
+            self._start_recovery(reconcile=reconcile)
+        elif reconcile and self._nursery is not None:
+            # After an unclean stop, copies may differ in the writes that
+            # were never flushed: every node makes its copies the first
+            # owner's (see recovery.py).
+            self.recovery.start(self._nursery, self.epoch, reconcile=True, same_ring=True)
+        log.info("cluster is running at epoch %d%s", self.epoch,
+                 " (comparing copies after an unclean stop)" if reconcile else "")
 
     def _new_epoch(self) -> None:
         # Sorted by node id, as Sheepdog keeps an epoch's node list.
@@ -795,9 +818,9 @@ class Sheep:
         self._set_epoch(self.epoch + 1)
         log.info("epoch %d: %s", self.epoch, ", ".join(str(n.nid) for n in self.members))
 
-    def _start_recovery(self) -> None:
+    def _start_recovery(self, *, reconcile: bool = False) -> None:
         if self._nursery is not None:
-            self.recovery.start(self._nursery, self.epoch)
+            self.recovery.start(self._nursery, self.epoch, reconcile=reconcile)
 
     async def recovery_done(self, epoch: int, ok: bool = True) -> None:
         """Our recovery for `epoch` finished (`ok`: every object we own is

@@ -31,6 +31,15 @@ discarded or freed while the holder was away), it is dropped instead of
 being kept or pulled; when the inodes cannot be read (a halted cluster)
 it is kept, as before.
 
+After an unclean stop of the cluster (a node's claim says its last run
+ended without the final flush, e.g. a power cut of every node), copies may
+differ in the writes that were never flushed: each node kept another
+subset. The run that resumes the cluster then also compares each object a
+node holds, but not as its first owner, with the first owner's copy
+(GET_HASH) and takes that copy when they differ, so every gateway reads
+the same bytes; a request for such an object waits for it, as for any
+object still to recover.
+
 Throttling, as Sheepdog's `dog node recovery set-throttle MAX INTERVAL`
 (SD_OP_SET_RECOVERY, per node): at most MAX objects are started every
 INTERVAL milliseconds, and no more than MAX are in flight. Without a
@@ -54,6 +63,7 @@ from ..cluster.ring import Ring
 from ..proto import (
     SD_SHEEP_PROTO_VER,
     Flag,
+    HashResult,
     ObjArgs,
     Op,
     RecoveryState,
@@ -65,6 +75,7 @@ from ..proto import (
 )
 from ..store import NoObject, StoreError
 from .peer_client import PeerError
+from .repair import sha1_of
 
 if TYPE_CHECKING:
     from .node import Sheep
@@ -107,6 +118,10 @@ class _Run:
         self.verify: set[int] = set()  # suspects: still referenced by an inode?
         self.keep: set[int] = set()  # local copies nobody else has: kept as they are
         self.failed = 0  # objects no node could give
+        # After an unclean restart of the cluster: objects held here, not
+        # as the first owner, to compare with the first owner's copy.
+        self.reconcile = False
+        self.compare: set[int] = set()
         self.cancel = trio.CancelScope()
         self.scopes: list[trio.CancelScope] = []  # urgent recoveries
 
@@ -154,19 +169,23 @@ class Recovery:
     def active(self) -> bool:
         return self.current is not None and not self.current.finished
 
-    def start(self, nursery: trio.Nursery, epoch: int) -> None:
+    def start(self, nursery: trio.Nursery, epoch: int, *, reconcile: bool = False,
+              same_ring: bool = False) -> None:
         """Recover for `epoch`. Its base, the epoch whose ring says which of
         our copies are up to date, is the one before, unless the previous
         run was cut short by this very change: then its objects not yet
         pulled are still old here, and its base carries over (as Sheepdog
         hands an unfinished recovery's old vnode info to the next)."""
         prev = self.current
-        base = epoch - 1
+        # `same_ring`: a waiting cluster resumed at the epoch it stopped at,
+        # so the ring that says which copies are ours is this epoch's.
+        base = epoch if same_ring else epoch - 1
         if prev is not None:
             prev.stop()
             if not prev.completed and prev.epoch == epoch - 1:
                 base = prev.base
         run = self.current = _Run(epoch, base)
+        run.reconcile = reconcile or (prev is not None and prev.reconcile and not prev.completed)
         nursery.start_soon(self._main, run)
 
     def stop(self) -> None:
@@ -290,9 +309,17 @@ class Recovery:
             copies = node.copies_of(oid)
             if not any(n.nid == me for n in new.oid_to_nodes(oid, copies)):
                 continue
+            owners = new.oid_to_nodes(oid, copies)
             was = {n.nid for n in prev.oid_to_nodes(oid, copies)} if prev is not None else set()
             if oid in local and me in was:
-                continue  # ours through the last epoch: up to date
+                if not run.reconcile or owners[0].nid == me:
+                    continue  # ours through the last epoch: up to date
+                # A power cut may have kept another subset of the unflushed
+                # writes here than on the first owner: its copy decides.
+                run.compare.add(oid)
+                run.pending[oid] = trio.Event()
+                run.lists[oid] = []
+                continue
             if is_data_obj(oid) and not any(h.nid in was for h in holders):
                 # Nobody who owned it last epoch has it: deleted while its
                 # holders were away, or a double failure. Ask the inodes.
@@ -427,6 +454,10 @@ class Recovery:
         run.scopes.append(scope)
         try:
             with scope:
+                if oid in run.compare:
+                    if not await self._reconcile(run, oid):
+                        run.failed += 1
+                    return
                 if oid in run.verify and await self._unreferenced(oid):
                     return
                 if oid not in run.keep and not await self._fetch(run, oid):
@@ -437,6 +468,48 @@ class Recovery:
                 ev.set()
             if not urgent:
                 run.inflight.discard(oid)
+
+    async def _reconcile(self, run: _Run, oid: int) -> bool:
+        """Make our copy the first owner's when they differ (compared by
+        SHA-1, so only differing objects move). False when it could not
+        be compared; our copy then stays as it is."""
+        node = self.node
+        ring = self._ring(run.epoch)
+        if ring is None:
+            return False
+        first = ring.oid_to_nodes(oid, node.copies_of(oid))[0]
+        size = node.object_size(oid)
+        req = Request(Op.GET_HASH, 0, run.epoch, 0, 0, ObjArgs(oid=oid).pack(),
+                      SD_SHEEP_PROTO_VER)
+        try:
+            rsp, _ = await node.peers.request(first.nid, req)
+        except PeerError as e:
+            log.warning("cannot compare %016x with %s: %s", oid, first.nid, e)
+            return False
+        if rsp.result == Res.NO_OBJ:
+            return True  # the first owner has none: ours is all there is
+        if rsp.result != Res.SUCCESS:
+            return False
+        try:
+            ours = await trio.to_thread.run_sync(sha1_of, node, oid, size)
+        except StoreError:
+            ours = b""
+        if HashResult.unpack(rsp.args).digest == ours:
+            return True
+        buf = bytearray(size)
+        req = Request(Op.READ_PEER, 0, run.epoch, 0, size,
+                      ObjArgs(oid=oid, tgt_epoch=run.epoch).pack(), SD_SHEEP_PROTO_VER)
+        try:
+            rsp, n = await node.peers.request(first.nid, req, None, memoryview(buf))
+        except PeerError:
+            return False
+        if rsp.result != Res.SUCCESS:
+            return False
+        buf[n:] = bytes(size - n)
+        await node.peer.create_and_write(oid, 0, memoryview(buf), size, sync=False)
+        log.info("%016x differed from %s's copy after an unclean stop: replaced", oid,
+                 first.nid)
+        return True
 
     async def _unreferenced(self, oid: int) -> bool:
         """True when no live inode names this data object: then our copy,

@@ -45,7 +45,7 @@ def parse_forw(args: bytes) -> tuple[int, NodeId]:
     return oid, NodeId(bytes_to_addr(addr), port)
 
 
-def _sha1_of(node: Sheep, oid: int, size: int) -> bytes:
+def sha1_of(node: Sheep, oid: int, size: int) -> bytes:
     """Runs in a worker thread: read the local copy slice by slice."""
     h = hashlib.sha1(usedforsecurity=False)
     buf = memoryview(bytearray(min(size, HASH_CHUNK)))
@@ -66,7 +66,7 @@ async def get_hash(node: Sheep, req: Request) -> Reply:
         return Reply(Res.NO_OBJ)
     size = node.object_size(oid)
     try:
-        digest = await trio.to_thread.run_sync(_sha1_of, node, oid, size,
+        digest = await trio.to_thread.run_sync(sha1_of, node, oid, size,
                                                limiter=node.peer.limiter)
     except StoreError as e:
         return Reply(getattr(e, "result", Res.EIO))
