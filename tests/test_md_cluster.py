@@ -38,6 +38,13 @@ def _write_in_background(node: SheepProcess, data: bytes) -> tuple[threading.Thr
     return t, result
 
 
+def _pull(disk: Path) -> None:
+    """Remove a disk's directory while the node may still create files in
+    it (rmtree then meets a directory that is not empty yet)."""
+    while disk.exists():
+        shutil.rmtree(disk, ignore_errors=True)
+
+
 def _check(node: SheepProcess, data: bytes) -> None:
     out = run_dog(node, "vdi", "check", "test", check=False)
     assert out.returncode == 0 and b"finish check&repair test" in out.stdout, out
@@ -58,7 +65,7 @@ def test_disks_lost_during_writes_and_membership_changes(sheep_factory: SheepFac
 
     data = os.urandom(SIZE)
     writer, result = _write_in_background(nodes[0], data)
-    shutil.rmtree(nodes[0].disks[0])  # node 0 loses a disk mid-write
+    _pull(nodes[0].disks[0])  # node 0 loses a disk mid-write
     nodes[4].start()
     wait_for(lambda: node_count(nodes[0]) == 5, "5 nodes")
     writer.join(120)
@@ -68,10 +75,10 @@ def test_disks_lost_during_writes_and_membership_changes(sheep_factory: SheepFac
 
     data = bytes(SIZE)
     writer, result = _write_in_background(nodes[0], data)
-    shutil.rmtree(nodes[1].disks[0])
+    _pull(nodes[1].disks[0])
     nodes[2].stop()
     wait_for(lambda: node_count(nodes[0]) == 4, "4 nodes")
-    shutil.rmtree(nodes[1].disks[1])  # node 1 is down to its last disk
+    _pull(nodes[1].disks[1])  # node 1 is down to its last disk
     writer.join(120)
     assert result[0].returncode == 0, result[0]
     wait_for(lambda: recovered([n for n in nodes if n.alive]), "recovery")
