@@ -27,6 +27,7 @@ RUNS = {
     "nbd": ["bench_nbd.py", "--size-mib", "8", "--runtime", "1"],
     "sheepfs": ["bench_sheepfs.py", "--size-mib", "8"],
     "farm": ["bench_farm.py", "--size", "16", "--src", str(ROOT / "sheepblk" / "proto")],
+    "durability": ["bench_durability.py", "--size-mib", "8", "--runtime", "1"],
 }
 
 
