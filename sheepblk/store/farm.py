@@ -306,11 +306,10 @@ class FarmStore(FileStore):
                         del self._pending[obj.oid]
             self._commit(fd, head, entries, sync=sync)
             return
-        with self._pending_lock:
+        with self._pending_lock:  # what flush settles (no per-file fsync needed)
             pending = self._pending.setdefault(obj.oid, {})
             for idx, (entry, _) in entries.items():
                 pending[idx] = entry
-        self._mark_dirty(self._path(obj.oid))
 
     def _drop_pending(self, oid: int) -> None:
         with self._pending_lock:
