@@ -29,7 +29,6 @@ import contextlib
 import errno
 import fcntl
 import json
-import math
 import os
 import threading
 import uuid
@@ -52,6 +51,8 @@ DEFAULT_SHM = "/tmp/sheepdog_shm"
 POLL_INTERVAL = 0.05
 POLL_INTERVAL_BUSY = 0.005
 BUSY_FOR = 1.0
+# Events read from the log and not yet taken by the node.
+EVENT_BUFFER = 1024
 # Liveness probes every this many polls (0.2 s): a crash is noticed fast,
 # and probing N lock files 20 times a second buys nothing.
 PROBE_EVERY = 4
@@ -319,14 +320,17 @@ class LocalDriver(ClusterDriver):
             self._core = core
             self._joined.set()
             task_status.started()
-            send, recv = trio.open_memory_channel[Event](math.inf)
+            # Bounded: when the node applies events slower than they come,
+            # the poller waits (the log keeps them) instead of buffering
+            # without end.
+            send, recv = trio.open_memory_channel[Event](EVENT_BUFFER)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._deliver, recv, events)
                 busy_until = 0.0
                 while True:
                     new = await trio.to_thread.run_sync(core.poll)
                     for ev in new:
-                        send.send_nowait(ev)
+                        await send.send(ev)
                     now = trio.current_time()
                     if new:
                         busy_until = now + BUSY_FOR
