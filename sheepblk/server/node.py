@@ -586,12 +586,9 @@ class Sheep:
         status = ClusterStatus(int(x["status"]))
         self._pending_sync = {k: int(v) for k, v in x["pending"].items()}
         if cfg.ctime and self.formatted and cfg.ctime != self.config.ctime:
-            self.failed = (f"refusing to join: this node's store belongs to another cluster "
+            self.fail_stop(f"refusing to join: this node's store belongs to another cluster "
                            f"(created {self.config.ctime:#x}, the cluster was created "
                            f"{cfg.ctime:#x})")
-            log.error("%s", self.failed)
-            self.status = ClusterStatus.KILLED
-            self.stopped.set()
             return
         if not cfg.ctime:
             log.info("joined an unformatted cluster")
@@ -732,12 +729,9 @@ class Sheep:
                 # sees that claim before its own, and refuses itself; the
                 # rest ignore its claim (it is no member of theirs).
                 if self.key not in self._claimed:
-                    self.failed = (f"refusing to join: the cluster became {msg.origin}'s "
+                    self.fail_stop(f"refusing to join: the cluster became {msg.origin}'s "
                                    f"(created {x['config']['ctime']:#x}), this node's "
                                    f"store belongs to another (created {self.config.ctime:#x})")
-                    log.error("%s", self.failed)
-                    self.status = ClusterStatus.KILLED
-                    self.stopped.set()
                 return
             mship.merge_entries(self.table, mship.entries_from_json(x["vdis"]))
             ep = int(x["epoch"])
