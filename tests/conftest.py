@@ -142,6 +142,19 @@ class SheepProcess:
         return self.proc is not None and self.proc.poll() is None
 
 
+class MdSheepProcess(SheepProcess):
+    """A multi-disk sheep: config and epochs in `store`, objects on `disks`
+    (`sheep STORE,DISK,...`)."""
+
+    def __init__(self, store: Path, port: int, cluster: str, disks: list[Path],
+                 zone: int | None = None) -> None:
+        super().__init__(store, port, cluster, zone=zone)
+        self.disks = disks
+
+    def store_arg(self) -> str:
+        return ",".join(str(p) for p in [self.store, *self.disks])
+
+
 class SheepFactory:
     """Starts nodes of one test's clusters; each cluster has its own shm file."""
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SheepProcess, free_port, run_dog
+from conftest import MdSheepProcess, SheepProcess, free_port, run_dog
 
 from sheepblk.store.md import MdStore
 
@@ -18,20 +18,10 @@ MiB = 1 << 20
 NOBJ = 12
 
 
-class _MdSheep(SheepProcess):
-    """A sheep started with STORE,DISK... (the fixture takes one dir)."""
-
-    def __init__(self, tmp: Path, disks: list[Path]) -> None:
-        super().__init__(tmp / "meta", free_port(), f"local:{tmp}/shm")
-        self.disks = disks
-
-    def store_arg(self) -> str:
-        return ",".join(str(p) for p in [self.store, *self.disks])
-
-
 @pytest.fixture
-def md_node(tmp_path: Path) -> Iterator[_MdSheep]:
-    node = _MdSheep(tmp_path, [tmp_path / "d1", tmp_path / "d2"])
+def md_node(tmp_path: Path) -> Iterator[MdSheepProcess]:
+    node = MdSheepProcess(tmp_path / "meta", free_port(), f"local:{tmp_path}/shm",
+                          [tmp_path / "d1", tmp_path / "d2"])
     node.start()
     try:
         run_dog(node, "cluster", "format", "-c", "1")
@@ -72,7 +62,7 @@ def test_placement_matches_the_ring(tmp_path: Path) -> None:
             assert st.home(oid).path == homes[oid]
 
 
-def test_md_info_plug_unplug(md_node: _MdSheep, tmp_path: Path) -> None:
+def test_md_info_plug_unplug(md_node: MdSheepProcess, tmp_path: Path) -> None:
     node = md_node
     d1, d2 = node.disks
     assert _md_paths(node) == [str(d1 / "obj"), str(d2 / "obj")]
@@ -102,7 +92,7 @@ def test_md_info_plug_unplug(md_node: _MdSheep, tmp_path: Path) -> None:
     assert bad.returncode != 0 and b"Failed to execute request" in bad.stderr
 
 
-def test_vanished_disk_is_dropped(md_node: _MdSheep) -> None:
+def test_vanished_disk_is_dropped(md_node: MdSheepProcess) -> None:
     node = md_node
     d1, d2 = node.disks
     run_dog(node, "vdi", "create", "A", f"{NOBJ * 4}M")

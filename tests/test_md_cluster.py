@@ -9,22 +9,18 @@ import shutil
 import threading
 from pathlib import Path
 
-from conftest import SheepFactory, SheepProcess, free_port, run_dog, wait_for
+from conftest import MdSheepProcess, SheepFactory, SheepProcess, free_port, run_dog, wait_for
 from test_cluster_daemon import node_count, recovered, running
 
 MiB = 1 << 20
 SIZE = 48 * MiB
 
 
-class _MdNode(SheepProcess):
+def _md_node(tmp: Path, i: int, cluster: str) -> MdSheepProcess:
     """A sheep with its metadata in STORE and objects on three disks."""
-
-    def __init__(self, tmp: Path, i: int, cluster: str) -> None:
-        super().__init__(tmp / f"n{i}", free_port(), cluster, zone=i)
-        self.disks = [tmp / f"n{i}" / f"d{k}" for k in range(3)]
-
-    def store_arg(self) -> str:
-        return ",".join(str(p) for p in [self.store, *self.disks])
+    store = tmp / f"n{i}"
+    return MdSheepProcess(store, free_port(), cluster, [store / f"d{k}" for k in range(3)],
+                          zone=i)
 
 
 def _write_in_background(node: SheepProcess, data: bytes) -> tuple[threading.Thread, list]:
@@ -54,7 +50,7 @@ def _check(node: SheepProcess, data: bytes) -> None:
 def test_disks_lost_during_writes_and_membership_changes(sheep_factory: SheepFactory,
                                                           tmp_path: Path) -> None:
     spec = f"local:{tmp_path}/shm"
-    nodes = [_MdNode(tmp_path, i, spec) for i in range(5)]
+    nodes = [_md_node(tmp_path, i, spec) for i in range(5)]
     sheep_factory.nodes += nodes
     for n in nodes[:4]:
         n.start()
@@ -89,7 +85,7 @@ def test_disks_lost_during_writes_and_membership_changes(sheep_factory: SheepFac
 def test_command_line_shows_the_disks_apart(sheep_factory: SheepFactory, tmp_path: Path) -> None:
     """`pgrep -f "sheep STORE "` finds a multi-disk node, as with C sheep
     (Sheepdog's harness stops nodes that way)."""
-    node = _MdNode(tmp_path, 0, f"local:{tmp_path}/shm")
+    node = _md_node(tmp_path, 0, f"local:{tmp_path}/shm")
     sheep_factory.nodes.append(node)
     node.start()
     cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()

@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import SheepProcess, free_port, wait_for
+from conftest import MdSheepProcess, SheepProcess, free_port, wait_for
 from crash_model import ClusterModel, Workload, verify
 from powercut import PowerCutFS
 
@@ -46,11 +46,10 @@ class CrashNode:
 
     def _sheep(self) -> SheepProcess:
         root = self.fs[0].mountpoint
-        node = SheepProcess(root / "store", self.port, f"local:{root}/shm")
         disks = [fs.mountpoint / "disk" for fs in self.fs[1:]]
         if disks:
-            node.store_arg = lambda: ",".join(str(p) for p in [node.store, *disks])  # type: ignore[method-assign]
-        return node
+            return MdSheepProcess(root / "store", self.port, f"local:{root}/shm", disks)
+        return SheepProcess(root / "store", self.port, f"local:{root}/shm")
 
     def start(self) -> None:
         for fs in self.fs:
