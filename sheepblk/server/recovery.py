@@ -235,24 +235,32 @@ class Recovery:
         if not sources:
             return False
         size = node.object_size(oid)
-        buf = bytearray(size)
         for src, tgt in sources:
-            req = Request(Op.READ_PEER, 0, epoch, 0, size,
-                          ObjArgs(oid=oid, tgt_epoch=tgt).pack(), SD_SHEEP_PROTO_VER)
-            try:
-                rsp, n = await node.peers.request(src.nid, req, None, memoryview(buf))
-            except PeerError:
+            buf = await self._whole_copy(src, oid, size, epoch, tgt)
+            if buf is None:
                 continue
-            if rsp.result != Res.SUCCESS:
-                continue
-            if n < size:
-                buf[n:] = bytes(size - n)
             if await node.peer.exists(oid):
                 return True  # created meanwhile (recovery or a client)
             await node.peer.create_and_write(oid, 0, memoryview(buf), size, sync=True)
             log.info("pulled %016x from %s: a write found no copy here", oid, src.nid)
             return True
         return False
+
+    async def _whole_copy(self, src: SdNode, oid: int, size: int, epoch: int,
+                          tgt_epoch: int) -> bytearray | None:
+        """`src`'s copy of `oid` as of `tgt_epoch` (zeros past what it
+        sent), or None when it could not give one."""
+        buf = bytearray(size)
+        req = Request(Op.READ_PEER, 0, epoch, 0, size,
+                      ObjArgs(oid=oid, tgt_epoch=tgt_epoch).pack(), SD_SHEEP_PROTO_VER)
+        try:
+            rsp, n = await self.node.peers.request(src.nid, req, None, memoryview(buf))
+        except PeerError:
+            return None
+        if rsp.result != Res.SUCCESS:
+            return None
+        buf[n:] = bytes(size - n)
+        return buf
 
     # ---- the run ----
 
@@ -496,16 +504,9 @@ class Recovery:
             ours = b""
         if HashResult.unpack(rsp.args).digest == ours:
             return True
-        buf = bytearray(size)
-        req = Request(Op.READ_PEER, 0, run.epoch, 0, size,
-                      ObjArgs(oid=oid, tgt_epoch=run.epoch).pack(), SD_SHEEP_PROTO_VER)
-        try:
-            rsp, n = await node.peers.request(first.nid, req, None, memoryview(buf))
-        except PeerError:
+        buf = await self._whole_copy(first, oid, size, run.epoch, run.epoch)
+        if buf is None:
             return False
-        if rsp.result != Res.SUCCESS:
-            return False
-        buf[n:] = bytes(size - n)
         await node.peer.create_and_write(oid, 0, memoryview(buf), size, sync=False)
         log.info("%016x differed from %s's copy after an unclean stop: replaced", oid,
                  first.nid)
