@@ -483,11 +483,14 @@ class Sheep:
                      len(ev.members))
             return
         log.info("joined as the first node")
-        self._claimed.add(self.key)
-        if self.unclean:
-            self._unclean_claims.add(self.key)
+        self._claim_alone()
         self._maybe_resume()
         self._after_synced()
+
+    def _claim_alone(self) -> None:
+        """We are the cluster for now: our claim is the only one counted."""
+        self._claimed = {self.key}
+        self._unclean_claims = {self.key} if self.unclean else set()
 
     def _after_synced(self) -> None:
         if self.formatted and self.status == ClusterStatus.WAIT:
@@ -572,9 +575,7 @@ class Sheep:
         parked, self._parked = self._parked, []
         self._sync_wait = None
         self._pending_sync.clear()
-        self._claimed = {self.key}
-        if self.unclean:
-            self._unclean_claims.add(self.key)
+        self._claim_alone()
         self._maybe_resume()
         self._after_synced()
         for p in parked:
