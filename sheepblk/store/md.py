@@ -253,7 +253,9 @@ class MdStore(ObjectStore):
                 full = memoryview(bytearray(size))
                 src.store.read_into(cow_oid, 0, full)
                 full[offset:offset + len(data)] = data
-                data, offset, cow_oid = full, 0, 0
+                # Still a copy-on-write: the source's flushed bytes must be
+                # durable before the new name, cached write or not.
+                data, offset, cow_oid, sync = full, 0, 0, True
         try:
             disk.store.create_and_write(oid, size, offset, data, cow_oid=cow_oid, sync=sync)
         except (NoObject, StoreIOError) as e:
