@@ -20,7 +20,7 @@ from sheepblk.proto.constants import SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN
 SECTOR = 512
 MiB = 1 << 20
 OBJ = 4 * MiB
-VDI_SIZE = 16 * MiB
+VDI_SIZE = 8 * MiB
 _BLOCK = 64 * 1024  # compared whole first; sector by sector only when it differs
 
 
@@ -58,8 +58,10 @@ class VdiModel:
         bad = []
         view = memoryview(got)
         durable = memoryview(self.durable)
+        current = memoryview(self.current)  # every write since kept
         for block in range(0, len(self.durable), _BLOCK):  # equal blocks at C speed
-            if view[block:block + _BLOCK] == durable[block:block + _BLOCK]:
+            if view[block:block + _BLOCK] in (durable[block:block + _BLOCK],
+                                              current[block:block + _BLOCK]):
                 continue
             for lo in range(block, min(block + _BLOCK, len(self.durable)), SECTOR):
                 sector = bytes(view[lo:lo + SECTOR])
@@ -116,12 +118,22 @@ def _minus(p: tuple[int, bytes], off: int, n: int) -> list[tuple[int, bytes]]:
     return out
 
 
+# Snapshots kept at most; a snapshot beyond deletes the oldest instead, so
+# long runs do not read an ever larger cluster at each check.
+MAX_SNAPSHOTS = 6
+
+
 @dataclass
 class ClusterModel:
     vdis: dict[str, VdiModel] = field(default_factory=dict)
     snapshots: dict[tuple[str, str], bytes] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
+    deleted_snapshots: set[tuple[str, str]] = field(default_factory=set)
     counter: int = 0
+    # What changed since the last check: only these can have lost
+    # anything in a cut (a periodic full check covers the rest).
+    touched: set[str] = field(default_factory=set)
+    new_snapshots: set[tuple[str, str]] = field(default_factory=set)
 
 
 class Workload:
@@ -141,6 +153,7 @@ class Workload:
         if not live or (r < 0.03 and len(live) < 4):
             return self._create(c)
         name = self.rnd.choice(live)
+        self.m.touched.add(name)
         if r < 0.55:
             return self._write(c, name, fua=False)
         if r < 0.65:
@@ -163,6 +176,7 @@ class Workload:
         name = f"v{self.m.counter}"
         c.create_vdi(name, VDI_SIZE)
         self.m.vdis[name] = VdiModel(name, bytearray(VDI_SIZE))
+        self.m.touched.add(name)
         return f"create {name}"
 
     def _write(self, c: SheepClient, name: str, *, fua: bool) -> str:
@@ -187,6 +201,8 @@ class Workload:
     def _snapshot(self, c: SheepClient, name: str) -> str:
         """As QEMU and dog: flush, write the tag into the working inode,
         then NEW_VDI with the snapshot flag."""
+        if len(self.m.snapshots) >= MAX_SNAPSHOTS:
+            return self._delete_snapshot(c)
         self.m.counter += 1
         tag = f"s{self.m.counter}"
         with self._open(c, name) as v:
@@ -197,7 +213,18 @@ class Workload:
                     SD_MAX_VDI_LEN)
         c.create_vdi(name, VDI_SIZE, base_vid=vid, snapshot=True)
         self.m.snapshots[(name, tag)] = bytes(self.m.vdis[name].durable)
+        self.m.new_snapshots.add((name, tag))
         return f"snapshot {name}@{tag}"
+
+    def _delete_snapshot(self, c: SheepClient) -> str:
+        """The oldest snapshot goes (`dog vdi delete -s`); its clones and
+        its VDI keep every byte they share with it."""
+        name, tag = min(self.m.snapshots, key=lambda k: int(k[1][1:]))
+        c.delete_vdi(name, tag=tag)
+        del self.m.snapshots[(name, tag)]
+        self.m.new_snapshots.discard((name, tag))
+        self.m.deleted_snapshots.add((name, tag))
+        return f"delete snapshot {name}@{tag}"
 
     def _clone(self, c: SheepClient) -> str:
         if not self.m.snapshots:
@@ -208,6 +235,7 @@ class Workload:
         with Vdi(c, base, tag=tag, writable=False) as snap:
             c.create_vdi(name, VDI_SIZE, base_vid=snap.vid)
         self.m.vdis[name] = VdiModel(name, bytearray(self.m.snapshots[(base, tag)]))
+        self.m.touched.add(name)
         return f"clone {base}@{tag} -> {name}"
 
     def _delete(self, c: SheepClient, name: str) -> str:
@@ -219,10 +247,34 @@ class Workload:
         return f"delete {name}"
 
 
-def verify(c: SheepClient, m: ClusterModel) -> list[str]:
-    """Everything the model allows, read back; returns what is wrong."""
+@dataclass
+class Scope:
+    """What one check reads back."""
+
+    vdis: list[str]
+    snapshots: list[tuple[str, str]]
+
+
+def scope(m: ClusterModel, *, full: bool) -> Scope:
+    """The VDIs and snapshots the next check reads: all of them, or (not
+    `full`) only those that changed since the last one; the rest were
+    checked then and nothing has written to them since. Starts the next
+    round of changes."""
+    names = sorted(m.vdis) if full else sorted(m.touched & set(m.vdis))
+    snaps = sorted(m.snapshots) if full else sorted(m.new_snapshots & set(m.snapshots))
+    m.touched.clear()
+    m.new_snapshots.clear()
+    return Scope(names, snaps)
+
+
+def verify(c: SheepClient, m: ClusterModel, what: Scope | None = None) -> list[str]:
+    """What the model allows, read back (everything, or `what`); returns
+    what is wrong. Deleted VDIs and snapshots are always looked up."""
     wrong = []
-    for name, vm in sorted(m.vdis.items()):
+    if what is None:
+        what = Scope(sorted(m.vdis), sorted(m.snapshots))
+    for name in what.vdis:
+        vm = m.vdis[name]
         try:
             with Vdi(c, name, writable=False) as v:
                 got = v.pread(VDI_SIZE, 0)
@@ -235,7 +287,8 @@ def verify(c: SheepClient, m: ClusterModel) -> list[str]:
                          f"(first at {bad[0] * SECTOR})")
         else:
             vm.survived(got)
-    for (name, tag), want in sorted(m.snapshots.items()):
+    for name, tag in what.snapshots:
+        want = m.snapshots[(name, tag)]
         try:
             with Vdi(c, name, tag=tag, writable=False) as v:
                 got = v.pread(VDI_SIZE, 0)
@@ -251,4 +304,11 @@ def verify(c: SheepClient, m: ClusterModel) -> list[str]:
         except SheepdogError as e:
             if e.result != Res.NO_VDI:
                 wrong.append(f"{name}: lookup failed: {e}")
+    for name, tag in sorted(m.deleted_snapshots):
+        try:
+            c.lookup_vdi(name, tag=tag)
+            wrong.append(f"{name}@{tag}: deleted, and back")
+        except SheepdogError as e:
+            if e.result not in (Res.NO_VDI, Res.NO_TAG):
+                wrong.append(f"{name}@{tag}: lookup failed: {e}")
     return wrong

@@ -9,6 +9,8 @@ deletion is checked against the model (tests/crash_model.py).
 
 A failing seed prints itself: replay it with
 SHEEPBLK_CRASH_SEED=<seed> pytest tests/test_powercut_crash.py -k <backend>.
+SHEEPBLK_CRASH_CUTS sets the cuts per seed (two seeds per backend by
+default: 200 cuts).
 """
 
 from __future__ import annotations
@@ -16,22 +18,29 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from conftest import MdSheepProcess, SheepProcess, free_port, wait_for
-from crash_model import ClusterModel, Workload, verify
+from crash_model import ClusterModel, Workload, scope, verify
 from powercut import PowerCutFS
 
 from sheepblk.client import SheepClient
 from sheepblk.proto import Res
 
-CUTS = int(os.environ.get("SHEEPBLK_CRASH_CUTS", "12"))
+CUTS = int(os.environ.get("SHEEPBLK_CRASH_CUTS", "100"))  # per seed
 CLUSTER_CUTS = int(os.environ.get("SHEEPBLK_CRASH_CLUSTER_CUTS", "6"))
 SEEDS = [int(s) for s in os.environ.get("SHEEPBLK_CRASH_SEED", "1,2").split(",")]
-STEPS = (3, 25)  # operations between two cuts
+STEPS = (2, 14)  # operations between two cuts
+# Every this many cuts (and after the last) a check reads everything back;
+# the others read only what changed since the previous check.
+FULL_EVERY = 10
+
+
+def full_check(cut: int, cuts: int) -> bool:
+    return cut % FULL_EVERY == FULL_EVERY - 1 or cut == cuts - 1
 
 
 class CrashNode:
@@ -84,35 +93,41 @@ class CrashNode:
             fs.stop()
 
 
-@pytest.fixture
-def crash_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CrashNode]:
-    node = CrashNode(tmp_path, request.param)
+def run_seed(tmp: Path, backend: str, seed: int) -> None:
+    """CUTS cuts of one node under the workload of `seed`; AssertionError
+    (naming the seed and the last operations) at the first wrong check."""
+    rnd = random.Random(seed)
+    model = ClusterModel()
+    node = CrashNode(tmp, backend)
     with ExitStack() as stack:
         stack.callback(node.stop)
         node.start()
-        yield node
+        node.format()
+        log: list[str] = []
+        for cut in range(CUTS):
+            with node.client() as c:
+                work = Workload(rnd, model)
+                for _ in range(rnd.randint(*STEPS)):
+                    log.append(work.step(c))
+            mode = rnd.choice(["all", "subset"])
+            cut_seed = rnd.randrange(1 << 30)
+            log.append(f"--- cut {cut}: {mode} {cut_seed}")
+            node.cut(mode, cut_seed)
+            with node.client() as c:
+                wrong = verify(c, model, scope(model, full=full_check(cut, CUTS)))
+            assert not wrong, (f"seed {seed} ({backend}), cut {cut}: {wrong}\n"
+                               + "\n".join(log[-60:]))
 
 
-@pytest.mark.parametrize("crash_node", ["plain", "farm", "md"], indirect=True)
-@pytest.mark.parametrize("seed", SEEDS)
-def test_power_cuts_keep_what_was_flushed(crash_node: CrashNode, seed: int) -> None:
-    rnd = random.Random(seed)
-    model = ClusterModel()
-    crash_node.format()
-    log: list[str] = []
-    for cut in range(CUTS):
-        with crash_node.client() as c:
-            work = Workload(rnd, model)
-            for _ in range(rnd.randint(*STEPS)):
-                log.append(work.step(c))
-        mode = rnd.choice(["all", "subset"])
-        cut_seed = rnd.randrange(1 << 30)
-        log.append(f"--- cut {cut}: {mode} {cut_seed}")
-        crash_node.cut(mode, cut_seed)
-        with crash_node.client() as c:
-            wrong = verify(c, model)
-        assert not wrong, (f"seed {seed} ({crash_node.backend}), cut {cut}: {wrong}\n"
-                           + "\n".join(log[-60:]))
+@pytest.mark.parametrize("backend", ["plain", "farm", "md"])
+def test_power_cuts_keep_what_was_flushed(tmp_path: Path, backend: str) -> None:
+    """CUTS cuts for each seed; the seeds run side by side, each on a node
+    of its own (most of a cut is waiting for processes to start)."""
+    with ThreadPoolExecutor(len(SEEDS)) as pool:
+        runs = [pool.submit(run_seed, tmp_path / f"seed{seed}", backend, seed)
+                for seed in SEEDS]
+        errors = [str(r.exception()) for r in runs if r.exception() is not None]
+    assert not errors, "\n\n".join(errors)
 
 
 class CrashCluster:
@@ -197,8 +212,9 @@ def test_power_cuts_on_a_cluster(tmp_path: Path, seed: int) -> None:
             cut_seed = rnd.randrange(1 << 30)
             log.append(f"--- cut {cut}: nodes {which} {mode} {cut_seed}")
             cluster.cut(which, mode, cut_seed)
+            what = scope(model, full=full_check(cut, CLUSTER_CUTS))
             for i in range(3):
                 with cluster.client(i) as c:
-                    wrong = verify(c, model)
+                    wrong = verify(c, model, what)
                 assert not wrong, (f"seed {seed} (cluster), cut {cut}, read through node {i}: "
                                    f"{wrong}\n" + "\n".join(log[-60:]))
