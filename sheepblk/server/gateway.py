@@ -108,15 +108,23 @@ class Gateway:
         if self.strict_short(oid, copies):
             raise GatewayError(Res.HALT, "not enough zones for a strict-mode write")
 
-    async def _retry(self, oid: int, copies: int, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run `attempt` until it succeeds or fails for a reason of its own."""
+    async def _retry(self, oid: int, copies: int,
+                     attempt: Callable[[int], Awaitable[T]]) -> T:
+        """Run `attempt(epoch)` until it succeeds or fails for a reason of
+        its own. An attempt works at the one epoch it is given: it picks
+        the copies by that epoch's ring (before its first checkpoint) and
+        sends its peer requests stamped with it, so a peer that has moved
+        on refuses them (OLD_NODE_VER) and the next attempt goes to the
+        new epoch's copies. Stamping a later epoch on requests to the old
+        copies would let a write bypass a new owner that is recovering the
+        object from an old one, and be lost there."""
         deadline = trio.current_time() + RETRY_TIMEOUT
         while True:
             if self.halted(oid, copies):
                 raise GatewayError(Res.HALT, "too few living nodes")
             epoch = self.epoch()
             try:
-                return await attempt()
+                return await attempt(epoch)
             except GatewayError as e:
                 if e.result not in RETRYABLE or trio.current_time() > deadline:
                     raise
@@ -129,14 +137,22 @@ class Gateway:
     def _is_me(self, node: SdNode) -> bool:
         return node.nid == self.me.nid
 
-    async def _remote(self, node: SdNode, opcode: int, oid: int, *, offset: int = 0,
+    def _same_epoch(self, epoch: int) -> None:
+        """A local change may start only at the epoch of its attempt (the
+        remote ones were sent with it): after a wait that saw the epoch
+        move, the attempt fails as a peer's would (see _retry)."""
+        if self.epoch() != epoch:
+            raise GatewayError(Res.OLD_NODE_VER, "the epoch moved on")
+
+    async def _remote(self, node: SdNode, opcode: int, oid: int, *, epoch: int,
+                      offset: int = 0,
                       data: memoryview | None = None, rbuf: memoryview | None = None,
                       length: int = 0, flags: int = 0, cow_oid: int = 0,
                       copies: int = 0) -> None:
         if data is not None:
             flags |= Flag.CMD_WRITE
             length = len(data)
-        req = Request(opcode, flags, self.epoch(), 0, length,
+        req = Request(opcode, flags, epoch, 0, length,
                       ObjArgs(oid=oid, cow_oid=cow_oid, copies=copies, offset=offset).pack(),
                       SD_SHEEP_PROTO_VER)
         rsp, _ = await self.peers.request(node.nid, req, data, rbuf)
@@ -166,10 +182,11 @@ class Gateway:
 
     async def read(self, oid: int, offset: int, buf: memoryview, *, copies: int = 0,
                    flags: int = 0) -> None:
-        await self._retry(oid, copies, lambda: self._read(oid, offset, buf, copies, flags))
+        await self._retry(oid, copies,
+                          lambda epoch: self._read(oid, offset, buf, copies, flags, epoch))
 
     async def _read(self, oid: int, offset: int, buf: memoryview, copies: int,
-                    flags: int) -> None:
+                    flags: int, epoch: int) -> None:
         nodes = self.owners(oid, copies)
         size = self.object_size(oid)
         last: BaseException | None = None
@@ -188,7 +205,7 @@ class Gateway:
             if self._is_me(node):
                 continue
             try:
-                await self._remote(node, Op.READ_PEER, oid, offset=offset, rbuf=buf,
+                await self._remote(node, Op.READ_PEER, oid, epoch=epoch, offset=offset, rbuf=buf,
                                    length=len(buf), flags=flags)
                 return
             except Exception as e:  # noqa: BLE001 - try the next copy
@@ -208,20 +225,22 @@ class Gateway:
         size = self.object_size(oid)
         flags = 0 if sync else Flag.CMD_CACHE
 
-        async def local() -> None:
+        async def local(epoch: int) -> None:
             await self.ready(oid)
+            self._same_epoch(epoch)
             try:
                 await self.peer.write(oid, offset, data, size, sync=sync)
             except NoObject:
                 # Our recovery never saw it in any list: pull it, then write.
                 if not await self.fetch_missing(oid):
                     raise
+                self._same_epoch(epoch)
                 await self.peer.write(oid, offset, data, size, sync=sync)
 
-        await self._retry(oid, copies, lambda: self._all(
-            self.owners(oid, copies), local,
-            lambda n: self._remote(n, Op.WRITE_PEER, oid, offset=offset, data=data,
-                                   flags=flags)))
+        await self._retry(oid, copies, lambda epoch: self._all(
+            self.owners(oid, copies), lambda: local(epoch),
+            lambda n: self._remote(n, Op.WRITE_PEER, oid, epoch=epoch, offset=offset,
+                                   data=data, flags=flags)))
 
     async def create_and_write(self, oid: int, offset: int, data: memoryview, *, sync: bool,
                                cow_oid: int = 0, copies: int = 0) -> None:
@@ -236,16 +255,17 @@ class Gateway:
             data, offset, cow_oid = full, 0, 0
         flags = 0 if sync else Flag.CMD_CACHE
 
-        async def local() -> None:
+        async def local(epoch: int) -> None:
             await self.ready(oid)
             if cow_oid:
                 await self.ready(cow_oid)
+            self._same_epoch(epoch)
             await self.peer.create_and_write(oid, offset, data, size, cow_oid=cow_oid,
                                              sync=sync)
 
-        await self._retry(oid, copies, lambda: self._all(
-            self.owners(oid, copies), local,
-            lambda n: self._remote(n, Op.CREATE_AND_WRITE_PEER, oid, offset=offset,
+        await self._retry(oid, copies, lambda epoch: self._all(
+            self.owners(oid, copies), lambda: local(epoch),
+            lambda n: self._remote(n, Op.CREATE_AND_WRITE_PEER, oid, epoch=epoch, offset=offset,
                                    data=data, flags=flags, cow_oid=cow_oid, copies=copies)))
 
     def _cow_here(self, nodes: Sequence[SdNode], cow_oid: int, copies: int) -> bool:
@@ -256,13 +276,14 @@ class Gateway:
                 and any(self._is_me(n) for n in self.owners(cow_oid, copies)))
 
     async def remove(self, oid: int, *, copies: int = 0) -> None:
-        async def local() -> None:
+        async def local(epoch: int) -> None:
             await self.ready(oid)
+            self._same_epoch(epoch)
             await self.peer.remove(oid)
 
-        await self._retry(oid, copies, lambda: self._all(
-            self.owners(oid, copies), local,
-            lambda n: self._remote(n, Op.REMOVE_PEER, oid)))
+        await self._retry(oid, copies, lambda epoch: self._all(
+            self.owners(oid, copies), lambda: local(epoch),
+            lambda n: self._remote(n, Op.REMOVE_PEER, oid, epoch=epoch)))
 
     async def flush(self, nodes: Sequence[SdNode]) -> None:
         """Flush every node's cached writes. Only a node that has left the
@@ -276,7 +297,7 @@ class Gateway:
             while True:
                 epoch = self.epoch()
                 try:
-                    await self._remote(n, Op.FLUSH_PEER, 0)
+                    await self._remote(n, Op.FLUSH_PEER, 0, epoch=epoch)
                     return
                 except (GatewayError, PeerError) as e:
                     if not self.member(n):

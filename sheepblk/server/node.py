@@ -129,7 +129,7 @@ class Sheep:
         self.status = ClusterStatus.WAIT
         self.members: list[SdNode] = []
         self.table = VdiTable()
-        self.peer = PeerOps(store)
+        self.peer = PeerOps(store, lambda: self.epoch)
         self.peers = PeerClient()
         self.recovery = Recovery(self)
         self.gateway = Gateway(self.me, self.peer, self.peers, self.placement,
@@ -1108,10 +1108,15 @@ class Sheep:
         res = await self._check_epoch(req)
         if res != Res.SUCCESS:
             return Reply(res)
-        if not (req.opcode == Op.READ_PEER and a.tgt_epoch) and req.opcode != Op.FLUSH_PEER:
-            # Recovery's own reads (tgt_epoch set) are served as they are:
-            # waiting there could make two recovering nodes wait on each other.
+        if req.opcode == Op.READ_PEER and a.tgt_epoch:
+            # Recovery's own reads are not held for our recovery (two
+            # recovering nodes could wait on each other), only for writes
+            # let in before the reader's epoch (see InFlightWrites).
+            await self.peer.in_flight.settled(a.oid, req.epoch)
+        elif req.opcode != Op.FLUSH_PEER:
             await self.recovery.ready(a.oid)
+            if req.epoch and req.epoch != self.epoch:
+                return Reply(Res.OLD_NODE_VER)  # moved on while we waited
         size = self.object_size(a.oid)
         sync = not (req.flags & Flag.CMD_CACHE)
         payload = data if data is not None else memoryview(b"")
@@ -1136,6 +1141,8 @@ class Sheep:
                 # We own it but our recovery never saw it: pull, then write.
                 if not await self.recovery.fetch_missing(a.oid):
                     raise
+                if req.epoch and req.epoch != self.epoch:
+                    return Reply(Res.OLD_NODE_VER)
                 await self.peer.write(a.oid, a.offset, payload, size, sync=sync)
         elif req.opcode == Op.CREATE_AND_WRITE_PEER:
             cow = a.cow_oid if req.flags & Flag.CMD_COW else 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import trio
 
@@ -27,14 +29,59 @@ IO_THREADS = 16
 INLINE_IO_MAX = 64 << 10
 
 
+class InFlightWrites:
+    """The epochs of the changes to each object that were let in but have
+    not reached the store yet (they wait for a worker thread or run in one).
+
+    Why: a write let in at epoch E went to E's owners only. If the epoch
+    moves on while it waits for its thread, a new owner recovering the
+    object at E+1 may read our copy first, and the write, acknowledged by
+    every owner of E, would never reach the new owner's copy. A recovery
+    read therefore waits for the changes let in before its epoch
+    (`settled`); the ones let in at its epoch also go to the new owner,
+    which applies them after its recovery of the object."""
+
+    def __init__(self) -> None:
+        self._epochs: dict[int, list[int]] = {}
+        self._waiters: dict[int, trio.Event] = {}
+
+    @contextmanager
+    def change(self, oid: int, epoch: int) -> Iterator[None]:
+        """Mark a change of `oid` let in at `epoch` for the block's span
+        (entered before the first checkpoint after the epoch was checked)."""
+        epochs = self._epochs.setdefault(oid, [])
+        epochs.append(epoch)
+        try:
+            yield
+        finally:
+            epochs.remove(epoch)
+            if not epochs:
+                del self._epochs[oid]
+            ev = self._waiters.pop(oid, None)
+            if ev is not None:
+                ev.set()
+
+    async def settled(self, oid: int, epoch: int) -> None:
+        """Return once no change of `oid` let in before `epoch` is pending."""
+        while any(e < epoch for e in self._epochs.get(oid, ())):
+            ev = self._waiters.get(oid)
+            if ev is None:
+                ev = self._waiters[oid] = trio.Event()
+            await ev.wait()
+
+
 class PeerOps:
     """Resource handling: owns nothing but a thread limiter; the store is
     shared with the node. Error handling: StoreError subclasses propagate
-    (the dispatcher turns them into their result codes)."""
+    (the dispatcher turns them into their result codes). Every change that
+    goes to a thread counts as in flight at the node's current epoch (see
+    InFlightWrites): callers check the epoch, then call at once."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, epoch: Callable[[], int] = lambda: 0) -> None:
         self.store = store
         self.limiter = trio.CapacityLimiter(IO_THREADS)
+        self.epoch = epoch
+        self.in_flight = InFlightWrites()
 
     def check_range(self, oid: int, offset: int, length: int, object_size: int) -> int:
         """The object's size, or InvalidRange for an I/O outside it: checked
@@ -90,19 +137,22 @@ class PeerOps:
             self.write_now(oid, offset, data, object_size)
             return
         self.check_range(oid, offset, len(data), object_size)
-        await trio.to_thread.run_sync(lambda: self.store.write(oid, offset, data, sync=sync),
-                                      limiter=self.limiter)
+        with self.in_flight.change(oid, self.epoch()):
+            await trio.to_thread.run_sync(
+                lambda: self.store.write(oid, offset, data, sync=sync), limiter=self.limiter)
 
     async def create_and_write(self, oid: int, offset: int, data: memoryview,
                                object_size: int, *, cow_oid: int = 0, sync: bool) -> None:
         size = self.check_range(oid, offset, len(data), object_size)
-        await trio.to_thread.run_sync(
-            lambda: self.store.create_and_write(oid, size, offset, data, cow_oid=cow_oid,
-                                                sync=sync),
-            limiter=self.limiter)
+        with self.in_flight.change(oid, self.epoch()):
+            await trio.to_thread.run_sync(
+                lambda: self.store.create_and_write(oid, size, offset, data, cow_oid=cow_oid,
+                                                    sync=sync),
+                limiter=self.limiter)
 
     async def remove(self, oid: int) -> None:
-        await trio.to_thread.run_sync(self.store.remove, oid, limiter=self.limiter)
+        with self.in_flight.change(oid, self.epoch()):
+            await trio.to_thread.run_sync(self.store.remove, oid, limiter=self.limiter)
 
     async def exists(self, oid: int) -> bool:
         return await trio.to_thread.run_sync(self.store.exists, oid, limiter=self.limiter)
