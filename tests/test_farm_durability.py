@@ -76,3 +76,50 @@ def test_move_to_stale_and_remove_settle_or_drop_pending(tmp_path: Path) -> None
     s.write(OID, 0, memoryview(b"gone"), sync=False)
     s.remove(OID)
     s.flush()  # nothing left to settle for a removed object
+
+
+def test_a_flush_of_many_objects_survives_a_power_cut_and_fails_on_a_bad_fsync(
+        tmp_path: Path) -> None:
+    """A flush settles all the objects' entries together (their syncs side
+    by side): after it, a power cut keeps every cached write; an fsync that
+    fails for one object fails the flush, and the others are still settled."""
+    from powercut import PowerCutFS
+
+    from sheepblk.store import StoreIOError
+
+    oids = [OID + i for i in range(12)]
+    with PowerCutFS(tmp_path / "backing", tmp_path / "mnt") as pc:
+        root = pc.mountpoint / "store"
+        s = FarmStore(root)
+        want = {}
+        for oid in oids:
+            s.create_and_write(oid, OBJ, 0, memoryview(os.urandom(OBJ)), sync=True)
+        for oid in oids:
+            data = os.urandom(2 * CHUNK_SIZE)
+            s.write(oid, CHUNK_SIZE // 2, memoryview(data), sync=False)
+            want[oid] = data
+        s.flush()
+        pc.crash("all")
+        pc.restart()
+        s = FarmStore(root)
+        for oid in oids:
+            buf = memoryview(bytearray(2 * CHUNK_SIZE))
+            s.read_into(oid, CHUNK_SIZE // 2, buf)
+            assert bytes(buf) == want[oid], f"{oid:016x}"
+        for oid in oids:
+            s.write(oid, 0, memoryview(b"later" * 100), sync=False)
+        pc.fail_next_fsync(f"store/obj/{oids[3]:016x}")
+        try:
+            s.flush()
+        except StoreIOError as e:
+            assert f"{oids[3]:016x}" in str(e)
+        else:
+            raise AssertionError("the flush hid a failed fsync")
+        pc.crash("all")
+        pc.restart()
+        s = FarmStore(root)
+        for oid in oids:
+            if oid != oids[3]:
+                buf = memoryview(bytearray(500))
+                s.read_into(oid, 0, buf)
+                assert bytes(buf) == b"later" * 100, f"{oid:016x}"

@@ -11,15 +11,63 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import TypeVar
 
 from ..proto import oid_name
 from .backend import ObjectStore
 from .errors import NoObject, NoSpace, StoreError, StoreIOError
 
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# The fsyncs of one flush run side by side: the file system commits
+# concurrent syncs in one journal transaction (ext4's jbd2 does), measured
+# 3-5x faster here for 32 dirty files than one after another.
+SYNC_THREADS = 8
+_sync_pool: ThreadPoolExecutor | None = None
+_sync_pool_lock = threading.Lock()
+
+T = TypeVar("T")
+
+
+def sync_all(items: Sequence[T], sync: Callable[[T], None]) -> list[tuple[T, OSError]]:
+    """Run `sync` on every item, side by side; the items whose sync
+    raised OSError, with the error. Every item is tried."""
+    global _sync_pool
+    if len(items) <= 1:
+        failed = []
+        for item in items:
+            try:
+                sync(item)
+            except OSError as e:
+                failed.append((item, e))
+        return failed
+    with _sync_pool_lock:
+        if _sync_pool is None:
+            _sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="sync")
+        pool = _sync_pool
+    futures = [(item, pool.submit(sync, item)) for item in items]
+    out: list[tuple[T, OSError]] = []
+    for item, fut in futures:
+        err = fut.exception()
+        if isinstance(err, OSError):
+            out.append((item, err))
+        elif err is not None:
+            raise err
+    return out
+
+
+def _fdatasync_path(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # removed since: nothing to make durable
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def store_error(e: OSError, what: str) -> StoreError:
@@ -180,21 +228,8 @@ class FileStore(ObjectStore):
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
             dir_dirty, self._dir_dirty = self._dir_dirty, False
-        failed: list[str] = []
-        for path in dirty:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue  # removed since: nothing to make durable
-            except OSError as e:
-                failed.append(f"{path}: {e.strerror or e}")
-                continue
-            try:
-                os.fdatasync(fd)
-            except OSError as e:
-                failed.append(f"{path}: {e.strerror or e}")
-            finally:
-                os.close(fd)
+        failed = [f"{path}: {e.strerror or e}"
+                  for path, e in sync_all(sorted(dirty), _fdatasync_path)]
         if dir_dirty:
             try:
                 self._fsync_dir()
