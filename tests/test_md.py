@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def test_md_info_plug_unplug(md_node: MdSheepProcess, tmp_path: Path) -> None:
     assert run_dog(node, "vdi", "read", "A").stdout == data
 
     d3 = tmp_path / "d3"
+    d3.mkdir()
     run_dog(node, "node", "md", "plug", "-f", f"{d2},{d3}")
     assert _md_paths(node) == [str(d1 / "obj"), str(d2 / "obj"), str(d3 / "obj")]
     assert _objects(d2) and _objects(d3)  # rebalanced onto the new disks
@@ -90,6 +92,57 @@ def test_md_info_plug_unplug(md_node: MdSheepProcess, tmp_path: Path) -> None:
 
     bad = run_dog(node, "node", "md", "unplug", "-f", str(tmp_path / "nope"), check=False)
     assert bad.returncode != 0 and b"Failed to execute request" in bad.stderr
+
+
+def test_md_plug_refuses_paths_it_must_not_touch(md_node: MdSheepProcess,
+                                                 tmp_path: Path) -> None:
+    """Paths come from the wire: each rule of sheepblk/server/md_paths.py
+    refuses with INVALID_PARMS and a log line, creates nothing, and leaves
+    the disks as they were; names are logged escaped."""
+    from sheepblk.client import SheepdogError
+    from sheepblk.proto import Op, Res
+
+    node = md_node
+    d1, d2 = node.disks
+    (d1 / "sub").mkdir()
+    (node.store / "obj").mkdir(exist_ok=True)
+    a_file = tmp_path / "file"
+    a_file.write_bytes(b"x")
+    small = tmp_path / "small"  # a file system without room
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    relative = f"md-plug-relative-{node.port}"
+    missing = tmp_path / "missing" / "deeper"
+    cases: list[tuple[int, bytes, str]] = [
+        (Op.MD_PLUG, relative.encode(), "not an absolute path"),
+        (Op.MD_PLUG, str(missing).encode(), "not an existing directory"),
+        (Op.MD_PLUG, b"/", "a system directory"),
+        (Op.MD_PLUG, b"/etc", "a system directory"),
+        (Op.MD_PLUG, b"/proc/self", "a system directory"),
+        (Op.MD_PLUG, str(d1 / "sub").encode(), "nested with disk"),
+        (Op.MD_PLUG, str(tmp_path).encode(), "nested with"),
+        (Op.MD_PLUG, str(node.store / "obj").encode(), "nested with the node's store"),
+        (Op.MD_PLUG, str(a_file).encode(), "not an existing directory"),
+        (Op.MD_PLUG, b"/tmp/\xff\xfe-bad", "not UTF-8"),
+        (Op.MD_PLUG, b"/tmp/a\nINFO forged line", "not an existing directory"),
+        (Op.MD_PLUG, b"", "no path given"),
+        (Op.MD_PLUG, str(small).encode(), "less than 64 MiB free"),
+        (Op.MD_UNPLUG, str(tmp_path / "nope").encode(), "not a disk of this node"),
+        (Op.MD_UNPLUG, f"{d1},{d2}".encode(), "cannot unplug the last disk"),
+    ]
+    try:
+        with node.client() as c:
+            for op, payload, why in cases:
+                with pytest.raises(SheepdogError) as e:
+                    c.request(op, data=payload + b"\0")
+                assert e.value.result == Res.INVALID_PARMS, (payload, e.value)
+                log = (node.store / "sheep.log").read_bytes().decode()  # never raw bytes
+                assert f"refused: {why}" in log.splitlines()[-1], (payload, log[-300:])
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert not Path(relative).exists() and not missing.parent.exists()
+    assert "\\nINFO forged line" in log and "\nINFO forged line" not in log
+    assert _md_paths(node) == [str(d1 / "obj"), str(d2 / "obj")]
 
 
 def test_vanished_disk_is_dropped(md_node: MdSheepProcess) -> None:

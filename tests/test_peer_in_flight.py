@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import trio
+import trio.lowlevel
 import trio.testing
 
 from sheepblk.server.peer import InFlightWrites, PeerOps
@@ -98,14 +99,14 @@ def test_a_write_attempt_stamps_the_epoch_its_copies_were_chosen_at(tmp_path: Pa
 
     class Peers:
         async def request(self, nid: NodeId, req, data=None, rbuf=None):  # type: ignore[no-untyped-def]
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             if req.opcode == Op.WRITE_PEER:
                 sent.append((nid.port, req.epoch))
             result = Res.SUCCESS if req.epoch == 5 else Res.OLD_NODE_VER
             return Response(req.opcode, result), 0
 
-    async def wait_epoch(old: int, timeout: float) -> None:
-        await trio.sleep(0)
+    async def wait_epoch(old: int, pause: float) -> None:
+        await trio.lowlevel.checkpoint()
 
     gw = Gateway(me, PeerOps(PlainStore(str(tmp_path))), Peers(), placement,  # type: ignore[arg-type]
                  lambda oid: SIZE, lambda: epoch[0], wait_epoch=wait_epoch)

@@ -7,6 +7,8 @@ every node of the cluster.
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from sheepblk.client import SheepClient, SheepdogError
@@ -80,9 +82,11 @@ def md_info(target: Target, raw: bool, all_nodes: bool) -> int:
 
 
 def _plug(target: Target, disks: str, op: int) -> int:
+    # The sheep takes absolute paths only: ours are relative to where dog runs.
+    paths = ",".join(os.path.abspath(p.strip()) for p in disks.split(",") if p.strip())
     with target.client() as c:
         try:
-            c.request(op, data=disks.encode() + b"\0")
+            c.request(op, data=paths.encode() + b"\0")
         except SheepdogError:
             raise QuietError("Failed to execute request, look for sheep.log"
                              " for more information", EXIT_FAILURE) from None

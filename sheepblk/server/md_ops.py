@@ -22,6 +22,7 @@ import trio
 from ..proto import Op, Request, Res, VdiStateArgs
 from ..proto.md_info import pack_md_info
 from ..store.md import DiskError, MdStore
+from . import md_paths
 from .reply import Reply
 from .vdi_table import VdiEntry, VdiTable
 
@@ -30,11 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sheep.md")
 
-def _paths(data: memoryview | None) -> list[Path]:
-    raw = bytes(data or b"").split(b"\0", 1)[0].decode(errors="replace")
-    return [Path(p.strip()).absolute() for p in raw.split(",") if p.strip()]
-
-
 async def run(node: Sheep, req: Request, data: memoryview | None) -> Reply:
     store = node.store
     if not isinstance(store, MdStore):
@@ -42,18 +38,31 @@ async def run(node: Sheep, req: Request, data: memoryview | None) -> Reply:
     if req.opcode == Op.MD_INFO:
         body = pack_md_info(await trio.to_thread.run_sync(store.info))
         return Reply(data=body[:req.data_length])
-    paths = _paths(data)
-    if not paths:
+    plug = req.opcode == Op.MD_PLUG
+    what = "plug" if plug else "unplug"
+    disks = [d.path for d in store.all_disks()]
+
+    def checked() -> list[Path]:
+        paths = md_paths.parse(data)
+        if plug:
+            return md_paths.check_plug(paths, disks, node.root)
+        return md_paths.check_unplug(paths, disks)
+
+    try:
+        paths = await trio.to_thread.run_sync(checked)
+    except md_paths.DiskPathRefused as e:
+        log.error("md %s refused: %s", what, e)
         return Reply(Res.INVALID_PARMS)
-    fn = store.plug if req.opcode == Op.MD_PLUG else store.unplug
+    if not paths:
+        return Reply()  # every path named is plugged already
+    fn = store.plug if plug else store.unplug
+    named = ",".join(md_paths.shown(str(p)) for p in paths)
     try:
         moved = await trio.to_thread.run_sync(fn, paths)
     except (DiskError, OSError) as e:
-        log.error("md %s %s: %s", "plug" if req.opcode == Op.MD_PLUG else "unplug",
-                  ",".join(map(str, paths)), e)
+        log.error("md %s %s: %s", what, named, e)
         return Reply(Res.UNKNOWN)
-    log.info("md %s %s: %d objects moved", "plug" if req.opcode == Op.MD_PLUG else "unplug",
-             ",".join(map(str, paths)), moved)
+    log.info("md %s %s: %d objects moved", what, named, moved)
     return Reply()
 
 
