@@ -42,7 +42,6 @@ import ctypes.util
 import os
 import threading
 import zlib
-from dataclasses import dataclass
 
 import zstandard
 
@@ -135,29 +134,6 @@ class _Object:
         self.table = list(self.durable)
         for idx, entry in (pending or {}).items():
             self.table[idx] = entry
-
-
-@dataclass
-class _Settling:
-    """One object's pending entries on their way to disk (see
-    FarmStore._settle_all); `entries`: chunk -> (new, replaced)."""
-
-    oid: int
-    fd: int
-    head: Header
-    entries: dict[int, tuple[Entry, Entry]]
-
-    def sync(self) -> None:
-        os.fdatasync(self.fd)
-
-    def write_entries(self) -> None:
-        for idx, (entry, _) in self.entries.items():
-            pwrite_all(self.fd, entry.pack(idx), self.head.entry_offset(idx))
-
-    def punch_replaced(self) -> None:
-        for idx, (entry, old) in self.entries.items():
-            if old.codec != CODEC_ZERO and old.slot != entry.slot:
-                punch_hole(self.fd, self.head.slot_offset(idx, old.slot), self.head.chunk_size)
 
 
 class FarmStore(FileStore):
@@ -371,47 +347,15 @@ class FarmStore(FileStore):
         finally:
             os.close(fd)
 
-    def _settle_all(self, oids: list[int], failed: list[str]) -> None:
-        """_settle for many objects (their locks held), each step of
-        _commit for all of them before the next: the slots' fdatasyncs
-        side by side, the entries, their fdatasyncs side by side, the
-        punches. Per object the order stays _commit's; a flush costs two
-        rounds of concurrent syncs instead of two syncs per object in a
-        row. An object whose step fails is reported and goes no further."""
-        todo: list[_Settling] = []
-        try:
-            for oid in oids:
-                with self._pending_lock:
-                    pending = self._pending.pop(oid, None)
-                if not pending:
-                    continue
-                try:
-                    fd = self._open(oid, os.O_RDWR)
-                except NoObject:
-                    continue
-                except StoreError as e:
-                    failed.append(str(e))
-                    continue
-                try:
-                    obj = _Object(fd, oid)
-                    entries = {idx: (e, obj.durable[idx]) for idx, e in pending.items()}
-                except (OSError, StoreError) as e:
-                    os.close(fd)
-                    failed.append(f"flush {oid:016x}: {e}")
-                    continue
-                todo.append(_Settling(oid, fd, obj.head, entries))
-            steps = [_Settling.write_entries, _Settling.punch_replaced]
-            if not self.nosync:
-                steps = [_Settling.sync, steps[0], _Settling.sync, steps[1]]
-            for step in steps:
-                bad = sync_all(todo, step)
-                for job, err in bad:
-                    failed.append(f"flush {job.oid:016x}: {err.strerror or err}")
-                    os.close(job.fd)
-                todo = [job for job in todo if all(job is not b for b, _ in bad)]
-        finally:
-            for job in todo:
-                os.close(job.fd)
+    def _settle_under_lock(self, oid: int) -> None:
+        """One object of a flush, in a sync thread: the objects settle side
+        by side (their fdatasyncs share journal commits), each under its
+        own lock only, so writes to the others go on meanwhile."""
+        with self._object_lock(oid):
+            try:
+                self._settle(oid)
+            except NoObject:
+                pass
 
     def _leaving(self, oid: int, *, keep: bool) -> None:
         if keep:
@@ -424,15 +368,7 @@ class FarmStore(FileStore):
         FileStore.flush); every object is tried even when one fails."""
         with self._pending_lock:
             oids = list(self._pending)
-        failed: list[str] = []
-        stripes = sorted({self._stripe(oid) for oid in oids})
-        for s in stripes:
-            self._locks[s].acquire()
-        try:
-            self._settle_all(oids, failed)
-        finally:
-            for s in reversed(stripes):
-                self._locks[s].release()
+        failed = [str(e) for _, e in sync_all(oids, self._settle_under_lock)]
         try:
             super().flush()
         except StoreError as e:

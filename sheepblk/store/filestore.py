@@ -32,16 +32,16 @@ _sync_pool_lock = threading.Lock()
 T = TypeVar("T")
 
 
-def sync_all(items: Sequence[T], sync: Callable[[T], None]) -> list[tuple[T, OSError]]:
+def sync_all(items: Sequence[T], sync: Callable[[T], None]) -> list[tuple[T, Exception]]:
     """Run `sync` on every item, side by side; the items whose sync
-    raised OSError, with the error. Every item is tried."""
+    raised OSError or StoreError, with the error. Every item is tried."""
     global _sync_pool
     if len(items) <= 1:
-        failed = []
+        failed: list[tuple[T, Exception]] = []
         for item in items:
             try:
                 sync(item)
-            except OSError as e:
+            except (OSError, StoreError) as e:
                 failed.append((item, e))
         return failed
     with _sync_pool_lock:
@@ -49,10 +49,10 @@ def sync_all(items: Sequence[T], sync: Callable[[T], None]) -> list[tuple[T, OSE
             _sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="sync")
         pool = _sync_pool
     futures = [(item, pool.submit(sync, item)) for item in items]
-    out: list[tuple[T, OSError]] = []
+    out: list[tuple[T, Exception]] = []
     for item, fut in futures:
         err = fut.exception()
-        if isinstance(err, OSError):
+        if isinstance(err, (OSError, StoreError)):
             out.append((item, err))
         elif err is not None:
             raise err
@@ -228,7 +228,7 @@ class FileStore(ObjectStore):
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
             dir_dirty, self._dir_dirty = self._dir_dirty, False
-        failed = [f"{path}: {e.strerror or e}"
+        failed = [f"{path}: {getattr(e, 'strerror', None) or e}"
                   for path, e in sync_all(sorted(dirty), _fdatasync_path)]
         if dir_dirty:
             try:
