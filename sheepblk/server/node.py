@@ -53,11 +53,12 @@ from ..proto import (
 from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
 from ..proto.inode import SD_INODE_HEADER_SIZE
 from ..store import BACKENDS, EpochStore, NodeConfig, NoObject, ObjectStore, StoreError
-from . import local_ops, md_ops
+from . import local_ops, md_ops, wire_checks
 from . import membership as mship
 from .buffers import BufferPool
 from .gateway import Gateway, GatewayError
 from .lock_lease import LockLeases, Release
+from .md_paths import shown
 from .messages import BadMessage, ClusterMsg
 from .optable import OPS, Kind
 from .peer import PeerOps, result_of
@@ -894,6 +895,13 @@ class Sheep:
         if info is None:
             log.warning("unknown opcode %#x from %s", req.opcode, caller.peer)
             return Reply(Res.INVALID_PARMS)
+        # Every field before any use, whatever the cluster's state: a
+        # malformed request gets its code even from a waiting node.
+        bad = wire_checks.refused(req, data, self)
+        if bad is not None:
+            log.warning("refusing %s from %s: %s: %s", Op(req.opcode).name,
+                        shown(caller.peer), bad.field, bad.why)
+            return Reply(bad.code)
         if self.status == ClusterStatus.KILLED:
             return Reply(Res.KILLED)
         if self.status == ClusterStatus.SHUTDOWN:
@@ -966,6 +974,8 @@ class Sheep:
         key = caller.key
         if self.leases.active and self.leases.fresh(key):
             return None
+        if wire_checks.refused(req, data, self) is not None:
+            return None  # `handle` answers it (and says why)
         a = ObjArgs.unpack(req.args)
         oid = a.oid
         if self.halted(0, self.config.copies) or self.halted(oid, a.copies):
@@ -1341,7 +1351,7 @@ class Sheep:
         self._set_epoch(0)
         self._new_epoch()
         self.status = ClusterStatus.OK
-        log.info("formatted: %d copies, store %s", self.config.copies, store_name)
+        log.info("formatted: %d copies, store %s", self.config.copies, shown(store_name))
         return Res.SUCCESS
 
     async def _lock_op(self, req: Request, data: memoryview | None, caller: Caller) -> Reply:
