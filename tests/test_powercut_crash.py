@@ -43,6 +43,14 @@ def full_check(cut: int, cuts: int) -> bool:
     return cut % FULL_EVERY == FULL_EVERY - 1 or cut == cuts - 1
 
 
+def restart_all(mounts: list[PowerCutFS]) -> None:
+    """Mount the crashed file systems again, side by side (each restart
+    mostly waits for a new process to start)."""
+    with ThreadPoolExecutor(len(mounts)) as pool:
+        for done in [pool.submit(fs.restart) for fs in mounts]:
+            done.result()
+
+
 class CrashNode:
     """One sheep whose store (and disks) live on power-cut mounts."""
 
@@ -77,8 +85,7 @@ class CrashNode:
         self.sheep.kill9()
         for i, fs in enumerate(self.fs):
             fs.crash(mode, seed=seed + i if mode == "subset" else None)
-        for fs in self.fs:
-            fs.restart()
+        restart_all(self.fs)
         self.sheep = self._sheep().start()
         deadline = time.monotonic() + 60
         with self.client() as c:
@@ -173,8 +180,7 @@ class CrashCluster:
         mounts = [self.fs[i] for i in which] + ([self.fs[3]] if len(which) == 3 else [])
         for k, fs in enumerate(mounts):
             fs.crash(mode, seed=seed + k if mode == "subset" else None)
-        for fs in mounts:
-            fs.restart()
+        restart_all(mounts)
         for i in which:
             self.nodes[i] = self._node(i).start()
         self.settle()
