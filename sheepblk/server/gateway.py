@@ -55,6 +55,13 @@ RETRYABLE = frozenset({Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.NETWORK_ERROR,
 RETRY_TIMEOUT = 60.0
 # The pause between retries when the epoch does not move.
 RETRY_PAUSE = 0.3
+# In the ordered stream's work half the epoch cannot move: the membership
+# event that would move it waits in the stream behind the running block. A
+# retryable failure there is tried only this often, then answered, and the
+# op goes through the stream again once the epoch has moved
+# (Sheep.cluster_op), instead of holding every node's stream until
+# RETRY_TIMEOUT.
+FROZEN_ATTEMPTS = 3
 
 
 async def _no_wait(epoch: int, delay: float) -> None:
@@ -87,7 +94,8 @@ class Gateway:
                  halted: Callable[[int, int], bool] = lambda oid, copies: False,
                  fetch_missing: Callable[[int], Awaitable[bool]] = _no_fetch,
                  strict_short: Callable[[int, int], bool] = lambda oid, copies: False,
-                 member: Callable[[SdNode], bool] = lambda node: True) -> None:
+                 member: Callable[[SdNode], bool] = lambda node: True,
+                 frozen: Callable[[], bool] = lambda: False) -> None:
         self.me = me
         self.peer = peer
         self.peers = peers
@@ -100,6 +108,7 @@ class Gateway:
         self.fetch_missing = fetch_missing
         self.strict_short = strict_short
         self.member = member
+        self.frozen = frozen  # called from the stream's work half
 
     def _check_strict(self, oid: int, copies: int) -> None:
         """Strict mode (`dog cluster format -t`): a write is taken only
@@ -119,6 +128,7 @@ class Gateway:
         copies would let a write bypass a new owner that is recovering the
         object from an old one, and be lost there."""
         deadline = trio.current_time() + RETRY_TIMEOUT
+        attempts = 0
         while True:
             if self.halted(oid, copies):
                 raise GatewayError(Res.HALT, "too few living nodes")
@@ -126,7 +136,9 @@ class Gateway:
             try:
                 return await attempt(epoch)
             except GatewayError as e:
-                if e.result not in RETRYABLE or trio.current_time() > deadline:
+                attempts += 1
+                if (e.result not in RETRYABLE or trio.current_time() > deadline
+                        or (attempts >= FROZEN_ATTEMPTS and self.frozen())):
                     raise
                 log.debug("retrying %016x at epoch %d: %s", oid, epoch, e)
             await self.wait_epoch(epoch, RETRY_PAUSE)

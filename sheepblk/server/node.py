@@ -21,6 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,7 @@ from ..store import BACKENDS, EpochStore, NodeConfig, NoObject, ObjectStore, Sto
 from . import local_ops, md_ops, wire_checks
 from . import membership as mship
 from .buffers import BufferPool
-from .gateway import Gateway, GatewayError
+from .gateway import RETRY_PAUSE, RETRY_TIMEOUT, Gateway, GatewayError
 from .lock_lease import LockLeases, Release
 from .md_paths import shown
 from .messages import BadMessage, ClusterMsg
@@ -77,6 +78,11 @@ STOP_DELAY = 0.2
 # A peer request from a node already at a newer epoch waits this long for
 # ours to catch up before it is answered NEW_NODE_VER (and retried).
 NEW_EPOCH_WAIT = 5.0
+# What a block's work half may answer after meeting a node that is gone:
+# the op goes through the stream again at the next epoch (cluster_op).
+STREAM_RETRYABLE = frozenset({Res.NETWORK_ERROR, Res.OLD_NODE_VER, Res.NEW_NODE_VER})
+# True in the task running a block's work half (the epoch is frozen there).
+_IN_WORK: ContextVar[bool] = ContextVar("sheep_in_work", default=False)
 
 
 @dataclass
@@ -138,7 +144,8 @@ class Sheep:
                                wait_epoch=self.wait_epoch, ready=self.recovery.ready,
                                halted=self.halted, fetch_missing=self.recovery.fetch_missing,
                                strict_short=self.strict_short,
-                               member=lambda n: any(m.nid == n.nid for m in self.members))
+                               member=lambda n: any(m.nid == n.nid for m in self.members),
+                               frozen=_IN_WORK.get)
         self.vdi = VdiOps(self.gateway, self.table,
                           recycle=lambda: bool(self.config.flags & ClusterFlag.RECYCLE_VID))
         self.leases = LockLeases()  # lock sessions of this node's clients
@@ -396,10 +403,23 @@ class Sheep:
 
     async def cluster_op(self, req: Request, data: memoryview | None, caller: Caller,
                          extra: dict | None = None) -> Reply:
+        """Through the ordered stream. A work half that met a node that is
+        gone answers at once (see gateway.FROZEN_ATTEMPTS); the op then
+        goes through the stream again, after the membership change that
+        was waiting behind it has moved the epoch."""
         info = OPS[req.opcode]
-        return await self._through_stream(
-            "block" if info.work else "notify", req.pack(),
-            bytes(data) if data is not None else b"", caller.key, extra or {})
+        payload = bytes(data) if data is not None else b""
+        deadline = trio.current_time() + RETRY_TIMEOUT
+        while True:
+            epoch = self.epoch
+            reply = await self._through_stream("block" if info.work else "notify", req.pack(),
+                                               payload, caller.key, extra or {})
+            if (not info.work or reply.result not in STREAM_RETRYABLE
+                    or trio.current_time() > deadline):
+                return reply
+            await self.wait_epoch(epoch, RETRY_PAUSE)
+            log.info("%s again at epoch %d (%s)", Op(req.opcode).name, self.epoch,
+                     Res(reply.result).name)
 
     async def barrier(self) -> None:
         """Return once every cluster event ordered before this call has
@@ -431,6 +451,7 @@ class Sheep:
         return waiter.reply
 
     async def _do_work(self, msg: ClusterMsg) -> None:
+        _IN_WORK.set(True)  # this task's own context (see gateway.FROZEN_ATTEMPTS)
         req = Request.unpack(msg.req)
         try:
             reply, extra = await self._work(req, memoryview(msg.data), msg.owner)
