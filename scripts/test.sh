@@ -7,7 +7,7 @@ bash scripts/setup.sh --test || exit 1
 .venv/bin/ruff check sheepblk cli tests bench || exit 1
 .venv/bin/mypy sheepblk cli tests bench || exit 1
 # Every test must run: a skip (a missing tool) fails the run.
-SHEEPBLK_NO_SKIP=1 .venv/bin/pytest -q -p no:cacheprovider "$@"
+SHEEPBLK_NO_SKIP=1 .venv/bin/pytest -q -p no:cacheprovider --durations=15 "$@"
 rc=$?
 # pytest exits 5 when it collected nothing: that is a failure here.
 [ $rc -eq 5 ] && { echo "pytest collected no tests" >&2; exit 1; }
