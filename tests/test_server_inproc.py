@@ -389,3 +389,27 @@ def test_wrong_proto_ver(tmp_path: Path) -> None:
         assert rsp.result == Res.SUCCESS
 
     _bad_input_case(tmp_path, attack)
+
+
+def test_a_node_that_cannot_apply_an_ordered_op_fails_stop(tmp_path: Path) -> None:
+    """Every node applies the same stream of cluster ops; one whose apply
+    fails (here: an injected fault in NEW_VDI's main half) would drift from
+    the others. It leaves instead, as C Sheepdog aborts: the op answers an
+    error, later requests KILLED, and the log says why."""
+    async def body(node: Sheep, connect: Callable[[], Awaitable[Raw]]) -> None:
+        c = await connect()
+        real = node._main
+
+        async def broken(req, msg):  # type: ignore[no-untyped-def]
+            if req.opcode == Op.NEW_VDI:
+                raise OSError(5, "injected")
+            return await real(req, msg)
+
+        node._main = broken  # type: ignore[method-assign]
+        result, _ = await new_vdi(c, b"drift")
+        assert result == Res.SYSTEM_ERROR
+        assert node.failed and "NEW_VDI" in node.failed
+        rsp, _ = await c.call(Op.READ_VDIS, length=SD_NR_VDIS // 8)
+        assert rsp.result == Res.KILLED
+
+    run_node(tmp_path, body)

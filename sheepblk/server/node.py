@@ -334,8 +334,12 @@ class Sheep:
         async for ev in recv:
             try:
                 await self._on_event(ev)
-            except Exception:
+            except Exception as e:
+                # Every node applies the same stream; one that could not
+                # apply an event may now differ from the others, and must
+                # not serve from that state (C Sheepdog aborts).
                 log.exception("failed to apply cluster event %r", ev)
+                self.fail_stop(f"cannot apply cluster event {type(ev).__name__}: {e!r}")
 
     # ---- the ordered stream ----
 
@@ -475,8 +479,11 @@ class Sheep:
         if result == Res.SUCCESS and info is not None and info.main:
             try:
                 result = await self._main(req, msg)
-            except Exception:
+            except Exception as e:
+                # The others applied it (or will): this node's state is no
+                # longer the cluster's. It leaves instead of drifting.
                 log.exception("applying opcode %#x failed", req.opcode)
+                self.fail_stop(f"cannot apply {Op(req.opcode).name} as the cluster did: {e!r}")
                 result = Res.SYSTEM_ERROR
         if msg.origin == self.key:
             waiter = self._waiters.get(msg.op_id)
@@ -490,6 +497,11 @@ class Sheep:
         """Our own Joined: alone, we are the cluster; else park events until
         a member's sync message brings us its state."""
         self._queue.clear()
+        # What we sent before (re)joining is gone with the old stream: its
+        # callers get a code to retry with, not a wait with no end.
+        for waiter in list(self._waiters.values()):
+            waiter.reply = Reply(Res.NETWORK_ERROR)
+            waiter.done.set()
         self._running_block = False
         self.members = list(ev.members)
         self._pending_sync.clear()
