@@ -456,8 +456,8 @@ def _set_recovery(req: Request, data: memoryview | None, ctx: Context) -> Refusa
 def _md_paths(req: Request, data: memoryview | None, ctx: Context) -> Refusal | None:
     try:
         md_paths.parse(data)
-    except md_paths.DiskPathRefused:
-        return R_PATHS
+    except md_paths.DiskPathRefused as e:
+        return R_PATHS._replace(why=str(e))  # md_paths escapes what it quotes
     return None
 
 
