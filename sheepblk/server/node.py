@@ -497,11 +497,6 @@ class Sheep:
         """Our own Joined: alone, we are the cluster; else park events until
         a member's sync message brings us its state."""
         self._queue.clear()
-        # What we sent before (re)joining is gone with the old stream: its
-        # callers get a code to retry with, not a wait with no end.
-        for waiter in list(self._waiters.values()):
-            waiter.reply = Reply(Res.NETWORK_ERROR)
-            waiter.done.set()
         self._running_block = False
         self.members = list(ev.members)
         self._pending_sync.clear()
