@@ -25,6 +25,7 @@ from ..store.md import DiskError, MdStore
 from . import md_paths
 from .reply import Reply
 from .vdi_table import VdiEntry, VdiTable
+from .wire_text import shown
 
 if TYPE_CHECKING:
     from .node import Sheep
@@ -56,7 +57,7 @@ async def run(node: Sheep, req: Request, data: memoryview | None) -> Reply:
     if not paths:
         return Reply()  # every path named is plugged already
     fn = store.plug if plug else store.unplug
-    named = ",".join(md_paths.shown(str(p)) for p in paths)
+    named = ",".join(shown(str(p)) for p in paths)
     try:
         moved = await trio.to_thread.run_sync(fn, paths)
     except (DiskError, OSError) as e:

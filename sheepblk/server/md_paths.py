@@ -13,6 +13,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .wire_text import shown
+
 # Directories a disk may be neither of nor inside.
 SYSTEM_DIRS = tuple(Path(p) for p in ("/proc", "/sys", "/dev", "/etc", "/boot", "/run"))
 # A disk must have at least this much room when it is plugged.
@@ -23,17 +25,6 @@ MAX_PATHS = 64
 
 class DiskPathRefused(Exception):
     """A plug or unplug path that breaks a rule; the message says which."""
-
-
-def shown(text: str | bytes) -> str:
-    """A name or path from the wire, fit for a log line: non-printable
-    characters escaped, never raw bytes."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="backslashreplace")
-    out = []
-    for ch in text:
-        out.append(ch if ch.isprintable() and ch != "\\" else ascii(ch)[1:-1])
-    return "".join(out)
 
 
 def parse(data: bytes | memoryview | None) -> list[str]:

@@ -59,7 +59,6 @@ from . import membership as mship
 from .buffers import BufferPool
 from .gateway import RETRY_PAUSE, RETRY_TIMEOUT, Gateway, GatewayError
 from .lock_lease import LockLeases, Release
-from .md_paths import shown
 from .messages import BadMessage, ClusterMsg
 from .optable import OPS, Kind
 from .peer import PeerOps, result_of
@@ -68,6 +67,7 @@ from .recovery import EPOCHS_BACK, Recovery
 from .reply import Caller, FileSpan, Reply
 from .vdi_ops import VdiError, VdiOps, inode_names, parse_name
 from .vdi_table import VdiEntry, VdiTable
+from .wire_text import shown
 
 log = logging.getLogger("sheep")
 
