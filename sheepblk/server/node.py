@@ -1106,7 +1106,7 @@ class Sheep:
             old = await self.vdi.index_before(a.oid, a.offset, payload)
             await self.gateway.write(a.oid, a.offset, payload, sync=sync, copies=a.copies)
             if old is not None:
-                await self.vdi.index_after(a.oid, a.offset, payload, old)
+                await self.vdi.index_after(a.oid, a.offset, payload, old, durable=sync)
         else:
             cow = a.cow_oid if req.flags & Flag.CMD_COW else 0
             await self.gateway.create_and_write(a.oid, a.offset, payload, sync=sync,

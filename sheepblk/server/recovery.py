@@ -507,7 +507,10 @@ class Recovery:
         buf = await self._whole_copy(first, oid, size, run.epoch, run.epoch)
         if buf is None:
             return False
-        await node.peer.create_and_write(oid, 0, memoryview(buf), size, sync=False)
+        # Synced: it replaces a copy that was durable, and if a cut came
+        # before the run's closing flush, the name could outlive the bytes
+        # and a garbage copy would be compared as ours next time.
+        await node.peer.create_and_write(oid, 0, memoryview(buf), size, sync=True)
         log.info("%016x differed from %s's copy after an unclean stop: replaced", oid,
                  first.nid)
         return True

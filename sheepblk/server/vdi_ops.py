@@ -421,17 +421,26 @@ class VdiOps:
         return list(struct.unpack(f"<{count}I", buf))
 
     async def index_after(self, oid: int, offset: int, data: memoryview,
-                          old: list[int]) -> None:
+                          old: list[int], *, durable: bool) -> None:
+        """After a client's write to an inode (`durable`: a sync write)."""
         rng = self.index_range(oid, offset, len(data))
         assert rng is not None
         start, count = rng
         await self.free_unmapped(oid_to_vid(oid), start, old,
-                                 self._new_entries(offset, data, start, count))
+                                 self._new_entries(offset, data, start, count),
+                                 durable=durable)
 
     async def free_unmapped(self, vid: int, start: int, old: list[int],
-                            new: list[int]) -> list[int]:
+                            new: list[int], *, durable: bool = True) -> list[int]:
         """Remove the objects that entries start.. of `vid` stopped naming
-        and that no other inode names; returns their oids."""
+        and that no other inode names; returns their oids.
+
+        `durable` says whether the new entries are on disk already. When
+        they are not (a cached write to the index), the inode's copies are
+        flushed before anything is removed: a removal may reach the disk
+        before the index write, and after a power cut the old entries,
+        still naming the object, would read "No object found" where losing
+        an unflushed write must leave the older bytes."""
         cand: dict[int, int] = {}
         for i, (o, n) in enumerate(zip(old, new, strict=True)):
             if o and o != n and (o == vid or self.table.deleted.test(o)):
@@ -451,6 +460,10 @@ class VdiOps:
             entries = struct.unpack(f"<{hi - lo + 1}I", buf)
             for idx in [i for i, o in cand.items() if entries[i - lo] == o]:
                 del cand[idx]
+        if not cand:
+            return []
+        if not durable:
+            await self.gw.flush(self.gw.owners(vid_to_vdi_oid(vid), self._copies(vid)))
         freed = []
         for idx, owner in sorted(cand.items()):
             data_oid = vid_to_data_oid(owner, idx)

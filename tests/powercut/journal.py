@@ -23,8 +23,9 @@ directories, and the creation of its directories, were kept.
 
 from __future__ import annotations
 
+import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .nodes import Node
 
@@ -93,6 +94,22 @@ class Rename:
 
 EntryOp = Link | Unlink | Rename
 
+# POWERCUT_TRACE=FILE appends every entry op recorded, applied (made
+# durable) or dropped by a crash to FILE: how a name vanished after a cut
+# is then a grep away (the file must live outside the mount).
+_TRACE = os.environ.get("POWERCUT_TRACE")
+
+
+def trace(event: str, op: EntryOp) -> None:
+    if not _TRACE:
+        return
+    parts = []
+    for f in fields(op):
+        v = getattr(op, f.name)
+        parts.append(f"{f.name}={v.ino}:{v.path()}" if isinstance(v, Node) else f"{f.name}={v!r}")
+    with open(_TRACE, "a") as out:
+        out.write(f"{os.getpid()} {event} {type(op).__name__} {' '.join(parts)}\n")
+
 
 class Journal:
     """The pending entry ops. Recording pins the nodes an op names
@@ -107,6 +124,7 @@ class Journal:
     def record(self, op: EntryOp) -> None:
         for node in op.nodes():
             node.pins += 1
+        trace("record", op)
         self.ops.append(op)
 
     def take_for_dir(self, d: Node) -> list[EntryOp]:

@@ -23,7 +23,7 @@ import time
 import pyfuse3
 
 from .data import FileData
-from .journal import EntryOp, Journal, Link, Rename, Unlink
+from .journal import EntryOp, Journal, Link, Rename, Unlink, trace
 from .nodes import Node
 
 ORPHANS = b".powercut"
@@ -247,12 +247,15 @@ class Tree:
             kept, dropped = [], self.journal.take_all()
         else:
             kept, dropped = self.journal.choose(rng)
+        for op in dropped:
+            trace("drop", op)
         for op in kept:
             self.apply(op)
         return len(kept), len(dropped)
 
     def apply(self, op: EntryOp) -> None:
         """Make one entry op durable in the backing dir."""
+        trace("apply", op)
         for node in op.nodes():
             node.pins -= 1
         if isinstance(op, Link):
