@@ -113,10 +113,10 @@ class PeerOps:
         after). None when the store has no files to send from, or when the
         range is not in the page cache: sendfile would then block the event
         loop on the disk, and the thread path reads it instead."""
-        if not getattr(self.store, "can_open_read", hasattr(self.store, "open_read")):
+        if not self.store.can_open_read:
             return None
         self.check_range(oid, offset, length, object_size)
-        fd, size = self.store.open_read(oid)  # type: ignore[attr-defined]
+        fd, size = self.store.open_read(oid)
         count = max(0, min(length, size - offset))
         if count and not _in_page_cache(fd, offset, count):
             os.close(fd)

@@ -11,6 +11,7 @@ from .errors import (
     NoSpace,
     StoreError,
     StoreIOError,
+    Unsupported,
 )
 from .farm import FarmStore
 from .files import AlreadyRunning, EpochStore, NodeConfig, PidLock, write_atomic
@@ -32,7 +33,7 @@ def open_store(kind: str, root: str, *, nosync: bool = False) -> ObjectStore:
 __all__ = [
     "AlreadyRunning", "BACKENDS", "CorruptObject", "EpochStore", "FarmStore", "MdStore", "InvalidRange", "NoObject", "NoSpace",
     "NodeConfig", "ObjectStore", "PidLock", "PlainStore", "StoreError", "StoreIOError",
-    "open_node_store", "open_store", "write_atomic",
+    "Unsupported", "open_node_store", "open_store", "write_atomic",
 ]
 
 

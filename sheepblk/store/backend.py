@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import NoObject, StoreIOError, Unsupported
+
 
 class ObjectStore(abc.ABC):
     """One node's objects.
@@ -27,6 +29,36 @@ class ObjectStore(abc.ABC):
     # then serves it on its event loop instead of paying a worker-thread hop.
     # False for backends that decompress or checksum whole objects.
     cheap_small_io: bool = False
+
+    # ---- capabilities ----
+    #
+    # Declared here rather than probed with hasattr: a caller reads the
+    # flag, and a store without the feature still has the method, with a
+    # defined answer (Unsupported, or a no-op where it means nothing).
+
+    # Where the store keeps its object files (what `dog node md info`
+    # shows, and whose access rights tell a disk is still there); None for
+    # a store without one directory of its own (MdStore spans several).
+    obj_dir: Path | None = None
+    # Whether open_read gives an fd to sendfile from: only where an
+    # object's file holds its bytes as they are (plain).
+    can_open_read: bool = False
+    # Whether reopen can switch the store to another backend: only a store
+    # that makes its backends (MdStore); a single backend is what it is.
+    can_reopen: bool = False
+
+    def open_read(self, oid: int) -> tuple[int, int]:
+        """A new fd of the object's file, open for reading (the caller
+        closes it), and the file's size (bytes past it read as zeros).
+        Unsupported unless `can_open_read`."""
+        raise Unsupported(f"{self.name} store: no object files to read from")
+
+    def reopen(self, kind: str) -> None:
+        """Become an (empty, once formatted) store of backend `kind`, the
+        `dog cluster format -b` name. A no-op when `kind` is the store's
+        own; Unsupported for another unless `can_reopen`."""
+        if kind != self.name:
+            raise Unsupported(f"a {self.name} store cannot become a {kind} store")
 
     @abc.abstractmethod
     def read_into(self, oid: int, offset: int, buf: memoryview) -> None:
@@ -85,8 +117,6 @@ class ObjectStore(abc.ABC):
     def read_stale(self, oid: int, epoch: int, buf: memoryview) -> None:
         """Fill `buf` from the start of the stale copy OID.EPOCH (zeros past
         its end); NoObject when there is none."""
-        from .errors import NoObject, StoreIOError
-
         try:
             fd = os.open(self._stale_path(oid, epoch), os.O_RDONLY)
         except FileNotFoundError as e:
@@ -113,6 +143,11 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def exists(self, oid: int) -> bool: ...
+
+    @abc.abstractmethod
+    def object_size(self, oid: int) -> int:
+        """The logical size of a stored object (NoObject when absent):
+        what moving it to another disk must copy."""
 
     @abc.abstractmethod
     def oids(self) -> Iterator[int]:

@@ -43,6 +43,14 @@ class DiskLost(StoreIOError):
     result = Res.NETWORK_ERROR
 
 
+class Unsupported(StoreError):
+    """A call to a capability the store declares it lacks (its
+    `can_open_read` or `can_reopen` is False). Why typed: a caller that
+    skipped the declared flag gets a clear error, not an AttributeError."""
+
+    result = Res.NO_SUPPORT
+
+
 class InvalidRange(StoreError):
     """An offset/length outside the object's size."""
 

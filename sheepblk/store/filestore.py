@@ -92,6 +92,8 @@ class FileStore(ObjectStore):
     of a crash in obj/.tmp/ are removed when the store opens.
     Error handling: OSErrors become StoreError subclasses via store_error."""
 
+    obj_dir: Path
+
     def __init__(self, root: str | os.PathLike[str], *, nosync: bool = False) -> None:
         self.root = Path(root)
         self.obj_dir = self.root / "obj"
@@ -122,6 +124,15 @@ class FileStore(ObjectStore):
 
     def exists(self, oid: int) -> bool:
         return os.path.exists(self._path(oid))
+
+    def object_size(self, oid: int) -> int:
+        """The file's size: an object file is created at its full size
+        (ftruncate) and never shrinks. A backend whose files hold more
+        than the bytes (farm) overrides this."""
+        try:
+            return os.stat(self._path(oid)).st_size
+        except OSError as e:
+            raise store_error(e, f"object {oid:016x}") from e
 
     def oids(self) -> Iterator[int]:
         with os.scandir(self.obj_dir) as it:

@@ -59,7 +59,8 @@ class Disk:
 
     @property
     def obj_dir(self) -> Path:
-        return Path(getattr(self.store, "obj_dir", self.path / "obj"))
+        """The backend's object directory (DISK/obj for plain and farm)."""
+        return self.store.obj_dir or self.path / "obj"
 
 
 def _space(path: Path) -> int:
@@ -109,6 +110,8 @@ class MdStore(ObjectStore):
     def cheap_small_io(self) -> bool:  # type: ignore[override]
         """As cheap as the disks' backends (all of one kind)."""
         return all(d.store.cheap_small_io for d in self.all_disks())
+
+    can_reopen = True
 
     def _add(self, path: Path) -> Disk:
         path.mkdir(parents=True, exist_ok=True)
@@ -166,7 +169,8 @@ class MdStore(ObjectStore):
         return e
 
     def reopen(self, kind: str) -> None:
-        """Switch every disk to another backend (cluster format -b)."""
+        """Switch every disk to another backend (cluster format -b); an
+        unknown `kind` is the factory's error (ValueError of open_store)."""
         with self._lock:
             self.kind = kind
             for d in self.disks:
@@ -187,16 +191,9 @@ class MdStore(ObjectStore):
             return home
         return self._elsewhere(oid, home) or home
 
-    def _object_size(self, disk: Disk, oid: int) -> int:
-        """Logical size of an object on `disk`, read from its file."""
-        farm_size = getattr(disk.store, "object_size", None)
-        if callable(farm_size):
-            return int(farm_size(oid))
-        return os.stat(disk.obj_dir / f"{oid:016x}").st_size
-
     def move(self, oid: int, src: Disk, dst: Disk) -> None:
         """Copy an object to another disk, then remove it from `src`."""
-        size = self._object_size(src, oid)
+        size = src.store.object_size(oid)
         buf = memoryview(bytearray(size))
         src.store.read_into(oid, 0, buf)
         dst.store.create_and_write(oid, size, 0, buf, sync=True)
@@ -233,15 +230,20 @@ class MdStore(ObjectStore):
         self._on_home(oid, lambda s: s.write(oid, offset, data, sync=sync))
 
     @property
-    def can_open_read(self) -> bool:
-        """Whether open_read works: every disk's store has one (plain)."""
-        return all(hasattr(d.store, "open_read") for d in self.all_disks())
+    def can_open_read(self) -> bool:  # type: ignore[override]
+        """Whether open_read works: every disk's store can (plain)."""
+        return all(d.store.can_open_read for d in self.all_disks())
 
     def open_read(self, oid: int) -> tuple[int, int]:
         """The fd and file size of the object on the disk holding it (see
-        PlainStore.open_read)."""
+        ObjectStore.open_read)."""
         got: list[tuple[int, int]] = []
-        self._on_home(oid, lambda s: got.append(s.open_read(oid)))  # type: ignore[attr-defined]
+        self._on_home(oid, lambda s: got.append(s.open_read(oid)))
+        return got[0]
+
+    def object_size(self, oid: int) -> int:
+        got: list[int] = []
+        self._on_home(oid, lambda s: got.append(s.object_size(oid)))
         return got[0]
 
     def create_and_write(self, oid: int, size: int, offset: int, data: memoryview, *,

@@ -53,6 +53,7 @@ class PlainStore(FileStore):
 
     name = "plain"
     cheap_small_io = True
+    can_open_read = True
 
     # ---- reads ----
 
@@ -78,8 +79,8 @@ class PlainStore(FileStore):
             os.close(fd)
 
     def open_read(self, oid: int) -> tuple[int, int]:
-        """A new fd of the object, open for reading (the caller closes it),
-        and the file's size (bytes past it read as zeros)."""
+        """See ObjectStore.open_read: the object's own file, whose bytes
+        are the object's."""
         try:
             fd = os.open(self._path(oid), os.O_RDONLY)
         except OSError as e:

@@ -1,0 +1,98 @@
+"""What every backend declares on the ObjectStore protocol (sendfile
+reads, switching backend, object sizes, the object directory) and that
+each one answers for it, feature or not, without being probed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sheepblk.store import (
+    FarmStore,
+    MdStore,
+    NoObject,
+    ObjectStore,
+    PlainStore,
+    Unsupported,
+    open_store,
+)
+
+MiB = 1 << 20
+OID = 0x00ABCD0000000007
+
+
+def _md(kind: str) -> Callable[[Path], MdStore]:
+    def make(root: Path) -> MdStore:
+        return MdStore([root / "d1", root / "d2"], kind, lambda k, p: open_store(k, str(p)))
+    return make
+
+
+STORES: dict[str, Callable[[Path], ObjectStore]] = {
+    "plain": PlainStore, "farm": FarmStore, "md-plain": _md("plain"), "md-farm": _md("farm"),
+}
+
+
+@pytest.fixture(params=sorted(STORES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    return STORES[request.param](tmp_path)
+
+
+def test_object_size_is_the_logical_size(store: ObjectStore) -> None:
+    store.create_and_write(OID, 4 * MiB, 100, memoryview(b"x" * 10), sync=True)
+    assert store.object_size(OID) == 4 * MiB
+    with pytest.raises(NoObject):
+        store.object_size(OID + 1)
+
+
+def test_open_read_is_declared(store: ObjectStore) -> None:
+    store.create_and_write(OID, 1 * MiB, 0, memoryview(b"abc"), sync=True)
+    assert store.can_open_read == (store.name == "plain")
+    if not store.can_open_read:
+        with pytest.raises(Unsupported):
+            store.open_read(OID)
+        return
+    fd, size = store.open_read(OID)
+    try:
+        assert size == 1 * MiB
+        assert os.pread(fd, 3, 0) == b"abc"
+    finally:
+        os.close(fd)
+
+
+def test_reopen_to_its_own_backend_is_a_no_op(store: ObjectStore) -> None:
+    store.create_and_write(OID, 4096, 0, memoryview(b"kept"), sync=True)
+    store.reopen(store.name)
+    buf = memoryview(bytearray(4))
+    store.read_into(OID, 0, buf)
+    assert bytes(buf) == b"kept"
+
+
+@pytest.mark.parametrize("make", [PlainStore, FarmStore])
+def test_a_single_backend_cannot_become_another(tmp_path: Path,
+                                                make: Callable[[Path], ObjectStore]) -> None:
+    s = make(tmp_path)
+    assert not s.can_reopen
+    other = "farm" if s.name == "plain" else "plain"
+    with pytest.raises(Unsupported, match=other):
+        s.reopen(other)
+    assert s.name != other
+
+
+def test_md_switches_every_disk(tmp_path: Path) -> None:
+    s = _md("plain")(tmp_path)
+    assert s.can_reopen and s.can_open_read
+    s.reopen("farm")
+    assert s.name == "farm" and not s.can_open_read
+    assert all(isinstance(d.store, FarmStore) for d in s.all_disks())
+
+
+def test_obj_dir(tmp_path: Path, store: ObjectStore) -> None:
+    if isinstance(store, MdStore):
+        assert store.obj_dir is None  # one per disk
+        assert [d.obj_dir for d in store.all_disks()] == [tmp_path / "d1" / "obj",
+                                                         tmp_path / "d2" / "obj"]
+    else:
+        assert store.obj_dir == tmp_path / "obj"
