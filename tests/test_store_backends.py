@@ -1,6 +1,7 @@
 """What every backend declares on the ObjectStore protocol (sendfile
 reads, switching backend, object sizes, the object directory) and that
-each one answers for it, feature or not, without being probed."""
+each one answers for it, feature or not, without being probed; and that a
+backend name nobody knows is an error, never plain."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from sheepblk.store import (
     NoObject,
     ObjectStore,
     PlainStore,
+    StoreError,
+    UnknownBackend,
     Unsupported,
+    open_node_store,
     open_store,
 )
 
@@ -96,3 +100,16 @@ def test_obj_dir(tmp_path: Path, store: ObjectStore) -> None:
                                                          tmp_path / "d2" / "obj"]
     else:
         assert store.obj_dir == tmp_path / "obj"
+
+
+def test_a_node_store_of_an_unknown_backend_is_an_error(tmp_path: Path) -> None:
+    """A config naming a backend of another version must not open as
+    plain: that store's objects would be served as garbage."""
+    disk = tmp_path / "d1"
+    with pytest.raises(UnknownBackend, match=r"'tree'.*known: farm, plain") as err:
+        open_node_store("tree", [disk])
+    assert isinstance(err.value, StoreError) and isinstance(err.value, ValueError)
+    assert not disk.exists(), "a disk was touched before the kind was checked"
+    with pytest.raises(UnknownBackend, match="'tree'"):
+        open_store("tree", str(tmp_path))
+    assert open_node_store("farm", [disk]).name == "farm"

@@ -11,6 +11,7 @@ from .errors import (
     NoSpace,
     StoreError,
     StoreIOError,
+    UnknownBackend,
     Unsupported,
 )
 from .farm import FarmStore
@@ -21,24 +22,30 @@ from .plain import PlainStore
 BACKENDS: dict[str, Callable[..., ObjectStore]] = {"plain": PlainStore, "farm": FarmStore}
 
 
-def open_store(kind: str, root: str, *, nosync: bool = False) -> ObjectStore:
-    """A backend by its `dog cluster format -b` name."""
+def _known(kind: str) -> Callable[..., ObjectStore]:
     try:
-        cls = BACKENDS[kind]
+        return BACKENDS[kind]
     except KeyError:
-        raise ValueError(f"unknown store backend {kind!r}") from None
-    return cls(root, nosync=nosync)
+        raise UnknownBackend(f"unknown store backend {kind!r} "
+                             f"(known: {', '.join(sorted(BACKENDS))})") from None
+
+
+def open_store(kind: str, root: str, *, nosync: bool = False) -> ObjectStore:
+    """A backend by its `dog cluster format -b` name (UnknownBackend for
+    another name)."""
+    return _known(kind)(root, nosync=nosync)
 
 
 __all__ = [
     "AlreadyRunning", "BACKENDS", "CorruptObject", "EpochStore", "FarmStore", "MdStore", "InvalidRange", "NoObject", "NoSpace",
     "NodeConfig", "ObjectStore", "PidLock", "PlainStore", "StoreError", "StoreIOError",
-    "Unsupported", "open_node_store", "open_store", "write_atomic",
+    "UnknownBackend", "Unsupported", "open_node_store", "open_store", "write_atomic",
 ]
 
 
 def open_node_store(kind: str, disks: list[Path], *, nosync: bool = False) -> MdStore:
     """A node's store: `kind` backends on one or more disks (see md.py).
-    An unknown kind (a config from elsewhere) falls back to plain."""
-    kind = kind if kind in BACKENDS else "plain"
+    An unknown kind (a config from elsewhere) is UnknownBackend, raised
+    before any disk is touched."""
+    _known(kind)
     return MdStore(disks, kind, lambda k, p: open_store(k, str(p), nosync=nosync))

@@ -51,6 +51,15 @@ class Unsupported(StoreError):
     result = Res.NO_SUPPORT
 
 
+class UnknownBackend(StoreError, ValueError):
+    """A store backend name this daemon does not know (a config written by
+    another version, or edited by hand). Why an error and not plain: the
+    objects of another backend read as plain would be served as garbage.
+    A ValueError too, as open_store raised before it was typed."""
+
+    result = Res.NO_STORE
+
+
 class InvalidRange(StoreError):
     """An offset/length outside the object's size."""
 
