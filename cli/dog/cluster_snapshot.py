@@ -1,5 +1,5 @@
 """`dog cluster snapshot save|list|load|delete`: cluster snapshots in a
-directory (see sheepblk.farm), as Sheepdog's dog offers them.
+directory (see sheepblk.archive), as Sheepdog's dog offers them.
 
 Progress goes to stderr, only when it is a terminal (scripts and pipes get
 the plain output). Messages and exit codes follow dog/cluster.c.
@@ -12,10 +12,10 @@ import time
 
 import click
 
+from sheepblk.archive import Archive, ArchiveError
+from sheepblk.archive import load as archive_load
+from sheepblk.archive import save as archive_save
 from sheepblk.client import SheepdogError
-from sheepblk.farm import Archive, FarmError
-from sheepblk.farm import load as farm_load
-from sheepblk.farm import save as farm_save
 from sheepblk.proto import Res, strerror
 from sheepblk.proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT
 
@@ -59,8 +59,8 @@ def snapshot_save(target: Target, tag: str, path: str | None) -> int:
         raise QuietError("Please specify the path to save snapshot.", 64)
     try:
         with target.client() as c:
-            stats = farm_save(c, Archive(path), tag, _Progress("Saving"))
-    except (FarmError, OSError, SheepdogError) as e:
+            stats = archive_save(c, Archive(path), tag, _Progress("Saving"))
+    except (ArchiveError, OSError, SheepdogError) as e:
         raise QuietError(f"{e}\nFail to save snapshot to path: {path}.", EXIT_SYSFAIL) from None
     if sys.stderr.isatty():
         click.echo(f"{stats.objects} objects, {stats.new_objects} new, "
@@ -75,7 +75,7 @@ def snapshot_list(target: Target, path: str) -> int:
     """list the snapshots in PATH"""
     try:
         logs = Archive(path).logs()
-    except (FarmError, OSError) as e:
+    except (ArchiveError, OSError) as e:
         raise QuietError(f"{e}\nFail to list snapshot.", EXIT_SYSFAIL) from None
     click.echo("Index\t\tTag\t\tSnapshot Time")
     for log in logs:
@@ -97,7 +97,7 @@ def snapshot_load(target: Target, tag: str, path: str | None, store: str | None)
     try:
         header = archive.read_header()
         if header is None:
-            raise FarmError(f"no snapshot in {path}")
+            raise ArchiveError(f"no snapshot in {path}")
         archive.find(tag)
         copies, policy, shift = header
         with target.client() as c:
@@ -108,9 +108,9 @@ def snapshot_load(target: Target, tag: str, path: str | None, store: str | None)
                 c.make_fs(copies, copy_policy=policy, store=store or "plain",
                           block_size_shift=shift or SD_DEFAULT_BLOCK_SIZE_SHIFT)
             except SheepdogError as e:
-                raise FarmError(f"Format failed: {strerror(e.result)}") from None
-            farm_load(c, archive, tag, _Progress("Loading"))
-    except (FarmError, OSError, SheepdogError) as e:
+                raise ArchiveError(f"Format failed: {strerror(e.result)}") from None
+            archive_load(c, archive, tag, _Progress("Loading"))
+    except (ArchiveError, OSError, SheepdogError) as e:
         raise QuietError(f"{e}\nFail to load snapshot", EXIT_SYSFAIL) from None
     return EXIT_SUCCESS
 
@@ -123,6 +123,6 @@ def snapshot_delete(target: Target, tag: str, path: str) -> int:
     """delete snapshot TAG (or index) from PATH, freeing what only it used"""
     try:
         Archive(path).delete(tag)
-    except (FarmError, OSError) as e:
+    except (ArchiveError, OSError) as e:
         raise QuietError(f"{e}\nFail to delete snapshot.", EXIT_SYSFAIL) from None
     return EXIT_SUCCESS

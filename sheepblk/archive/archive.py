@@ -68,7 +68,7 @@ ZSTD_LEVEL = 3
 Progress = Callable[[int, int], None]
 
 
-class FarmError(Exception):
+class ArchiveError(Exception):
     """A user-facing archive error (one line)."""
 
 
@@ -113,7 +113,7 @@ class Archive:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
-            raise FarmError(f"Path is not a directory: {self.path}")
+            raise ArchiveError(f"Path is not a directory: {self.path}")
         self.objects = self.path / "objects"
         self.trunks = self.path / "trunks"
         self.log_path = self.path / "snap_log"
@@ -148,13 +148,13 @@ class Archive:
         try:
             packed = path.read_bytes()
         except FileNotFoundError:
-            raise FarmError(f"archive object {sha1.hex()} is missing") from None
+            raise ArchiveError(f"archive object {sha1.hex()} is missing") from None
         try:
             data = zstandard.ZstdDecompressor().decompress(packed)
         except zstandard.ZstdError as e:
-            raise FarmError(f"archive object {sha1.hex()} is damaged: {e}") from None
+            raise ArchiveError(f"archive object {sha1.hex()} is damaged: {e}") from None
         if hashlib.sha1(data).digest() != sha1:
-            raise FarmError(f"archive object {sha1.hex()} fails its SHA-1")
+            raise ArchiveError(f"archive object {sha1.hex()} fails its SHA-1")
         return data
 
     # ---- the snapshot log ----
@@ -167,7 +167,7 @@ class Archive:
             return None
         magic, version, copies, policy, shift = _LOG_HDR.unpack_from(raw)
         if magic != FARM_MAGIC or version != FARM_VERSION:
-            raise FarmError(f"{self.log_path} is not a farm snapshot log")
+            raise ArchiveError(f"{self.log_path} is not a farm snapshot log")
         return copies, policy, shift
 
     def logs(self) -> list[SnapLog]:
@@ -193,7 +193,7 @@ class Archive:
         for log in self.logs():
             if (tag_or_idx.isdigit() and log.idx == int(tag_or_idx)) or log.tag == tag_or_idx:
                 return log
-        raise FarmError("Snapshot index or tag does not exist.")
+        raise ArchiveError("Snapshot index or tag does not exist.")
 
     # ---- trunks ----
 
@@ -281,15 +281,15 @@ def save(client: SheepClient, archive: Archive, tag: str,
          progress: Progress | None = None) -> SaveStats:
     """Snapshot every VDI of the cluster into `archive` under `tag`."""
     if tag[:1].isdigit():
-        raise FarmError("Tag should not start with number.")
+        raise ArchiveError("Tag should not start with number.")
     if len(tag.encode()) >= SD_MAX_SNAPSHOT_TAG_LEN:
-        raise FarmError("Tag is too long.")
+        raise ArchiveError("Tag is too long.")
     if any(log.tag == tag for log in archive.logs()):
-        raise FarmError("Snapshot tag has already been used for another snapshot, "
+        raise ArchiveError("Snapshot tag has already been used for another snapshot, "
                         "please, use another one.")
     vdis = live_vdis(client)
     if not vdis:
-        raise FarmError("Cannot execute: the cluster has no VDIs.")
+        raise ArchiveError("Cannot execute: the cluster has no VDIs.")
     objs = _object_list(client, vdis)
     stats = SaveStats(objects=len(objs))
     lock = threading.Lock()
