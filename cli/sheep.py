@@ -1,33 +1,43 @@
 """`sheep [options] STORE_DIR`: run one node of a sheepblk cluster.
 
-Options follow Sheepdog's sheep(8) where they apply. Without -f the daemon
-forks to the background once its port is bound and it has joined, so
-`sheep /var/lib/sheepdog && dog cluster info` works.
+Options follow Sheepdog's sheep(8) where they apply, and Sheepdog's own
+test suite starts sheep with them, so they keep C sheep's spellings; the
+ones sheepblk has no use for are still accepted (hidden, ignored) so that
+such command lines run. Without -f the daemon forks to the background once
+its port is bound and it has joined, so `sheep /var/lib/sheepdog && dog
+cluster info` works.
+
+Parsing (`parse`) and turning the options into settings (`node_settings`)
+start nothing, so tests check every command line without a daemon.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-LOG_LEVELS = {
-    "emerg": 0, "alert": 1, "crit": 2, "err": 3, "error": 3, "warning": 4, "warn": 4,
-    "notice": 5, "info": 6, "debug": 7,
-}
-_PY_LEVEL = {7: logging.DEBUG, 6: logging.INFO, 5: logging.INFO, 4: logging.WARNING,
-             3: logging.ERROR}
+import click
 
+from cli.abbrev import AbbrevCommand
+from cli.daemonize import ReadyPipe, daemonize
+from cli.errors import QuietError
+from cli.loglevels import LOG_INFO, LOG_LEVELS, python_level
 
-class QuietError(Exception):
-    """A user error: one line on stderr, no traceback."""
+if TYPE_CHECKING:
+    from sheepblk.cluster.driver import ClusterDriver
+    from sheepblk.server import Options
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 def parse_log(spec: str | None) -> tuple[int, str | None]:
-    """`-l level=debug,dir=PATH` (or a bare level) -> (sheepdog level, dir)."""
-    level, directory = 6, None
+    """`-l level=debug,dir=PATH` (or a bare level) -> (sheepdog level, dir).
+    C sheep's format= and dst= are accepted and ignored."""
+    level, directory = LOG_INFO, None
     if not spec:
         return level, directory
     for part in spec.split(","):
@@ -50,38 +60,114 @@ def parse_log(spec: str | None) -> tuple[int, str | None]:
     return level, directory
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sheep", description="Run a sheepblk storage node (a Sheepdog sheep).")
-    p.add_argument("store_dir", metavar="STORE_DIR[,DISK...]",
-                   help="where this node keeps its state and objects; objects go on the "
-                        "DISKs instead when given (multi-disk node)")
-    p.add_argument("-p", "--port", type=int, default=7000, help="TCP port (default 7000)")
-    p.add_argument("-b", "--bindaddr", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1)")
-    p.add_argument("-y", "--myaddr", help="address advertised to other sheep")
-    p.add_argument("-c", "--cluster", default="local",
-                   help="cluster driver: local[:SHMFILE] (default), "
-                        "zookeeper:HOST:PORT[,HOST:PORT...], or solo")
-    p.add_argument("-z", "--zone", type=int, help="zone id (default: from the address)")
-    p.add_argument("-g", "--gateway", action="store_true",
-                   help="gateway only: serve requests, store no objects")
-    p.add_argument("-f", "--foreground", action="store_true", help="do not daemonise")
-    p.add_argument("-l", "--log", help="level=LEVEL,dir=PATH (default level=info, "
-                                       "dir=STORE_DIR)")
-    p.add_argument("-n", "--nosync", action="store_true",
-                   help="never fsync object writes (fast, not crash safe)")
-    p.add_argument("-V", "--vnodes", type=int, help="fixed number of virtual nodes")
-    p.add_argument("-v", dest="v_opt", nargs="?", const="", default=None,
-                   metavar="VNODES", help="-v N: vnodes; bare -v: show the version")
-    p.add_argument("-P", "--pidfile", help="also write the pid to this file")
-    for short, long_ in (("-D", "--directio"), ("-W", "--wildcard-recovery"),
-                         ("-u", "--upgrade")):
-        p.add_argument(short, long_, action="store_true", help=argparse.SUPPRESS)
-    for short, long_ in (("-i", "--ioaddr"), ("-j", "--journal"), ("-w", "--wq-threads"),
-                         ("-R", "--recovery"), ("-r", "--http")):
-        p.add_argument(short, long_, help=argparse.SUPPRESS)
-    return p
+@dataclass(frozen=True)
+class NodeSettings:
+    """What a sheep command line asks for: checked, nothing started yet."""
+
+    opts: Options
+    store_arg: str  # STORE_DIR[,DISK...] as given
+    disks: list[Path]  # the DISKs, none for a node that keeps objects in STORE_DIR
+    log_level: int  # Sheepdog's 0..7
+    log_dir: str | None  # None: STORE_DIR
+    foreground: bool
+    pidfile: str | None
+
+    @property
+    def object_dirs(self) -> list[Path]:
+        """Where the objects go: the DISKs, else STORE_DIR itself."""
+        return self.disks or [self.opts.store_dir]
+
+
+def node_settings(store_arg: str, *, port: int = 7000, bindaddr: str = "127.0.0.1",
+                  myaddr: str | None = None, cluster: str = "local", zone: int | None = None,
+                  vnodes: int | None = None, gateway: bool = False, nosync: bool = False,
+                  foreground: bool = False, log: str | None = None,
+                  pidfile: str | None = None) -> NodeSettings:
+    """The settings of sheep's options (defaults as sheep's); QuietError
+    for values no daemon could start with."""
+    from sheepblk.server import Options
+
+    # STORE_DIR[,DISK...]: config and epochs in the first, objects on the
+    # disks when given (a multi-disk node), else in STORE_DIR/obj.
+    parts = [p for p in store_arg.split(",") if p]
+    if not parts:
+        raise QuietError("no store directory given")
+    store_dir = Path(parts[0]).absolute()
+    level, log_dir = parse_log(log)
+    if vnodes is not None and vnodes < 0:
+        raise QuietError("vnodes must be >= 0")
+    opts = Options(store_dir=store_dir, port=port, bindaddr=bindaddr, myaddr=myaddr, zone=zone,
+                   vnodes=vnodes, gateway=gateway, nosync=nosync, cluster=cluster)
+    return NodeSettings(opts=opts, store_arg=store_arg,
+                        disks=[Path(p).absolute() for p in parts[1:]], log_level=level,
+                        log_dir=log_dir, foreground=foreground, pidfile=pidfile)
+
+
+def _v_option(ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    """C sheep's -v: `-v N` sets the vnodes (and wins over -V); a bare -v
+    shows the version and exits."""
+    if value is None:
+        return None
+    if value == "":
+        from importlib.metadata import version
+
+        click.echo(f"sheep version {version('sheepblk')}")
+        ctx.exit(0)
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"-v takes a number of vnodes, not {value!r}") from None
+
+
+@click.command(cls=AbbrevCommand, context_settings=CONTEXT,
+               help="Run a sheepblk storage node (a Sheepdog sheep).\n\nSTORE_DIR is where "
+                    "this node keeps its state and objects; objects go on the DISKs instead "
+                    "when given (multi-disk node).")
+@click.argument("store_arg", metavar="STORE_DIR[,DISK...]")
+@click.option("-p", "--port", type=int, default=7000, help="TCP port (default 7000)")
+@click.option("-b", "--bindaddr", default="127.0.0.1",
+              help="address to listen on (default 127.0.0.1)")
+@click.option("-y", "--myaddr", help="address advertised to other sheep")
+@click.option("-c", "--cluster", default="local",
+              help="cluster driver: local[:SHMFILE] (default), "
+                   "zookeeper:HOST:PORT[,HOST:PORT...], or solo")
+@click.option("-z", "--zone", type=int, help="zone id (default: from the address)")
+@click.option("-g", "--gateway", is_flag=True,
+              help="gateway only: serve requests, store no objects")
+@click.option("-f", "--foreground", is_flag=True, help="do not daemonise")
+@click.option("-l", "--log", help="level=LEVEL,dir=PATH (default level=info, dir=STORE_DIR)")
+@click.option("-n", "--nosync", is_flag=True,
+              help="never fsync object writes (fast, not crash safe)")
+@click.option("-V", "--vnodes", type=int, help="fixed number of virtual nodes")
+@click.option("-v", "v_opt", is_flag=False, flag_value="", default=None, is_eager=True,
+              callback=_v_option, metavar="[VNODES]",
+              help="-v N: vnodes; bare -v: show the version")
+@click.option("-P", "--pidfile", help="also write the pid to this file")
+# C sheep's options that sheepblk has no use for: accepted, ignored.
+@click.option("-D", "--directio", is_flag=True, hidden=True)
+@click.option("-W", "--wildcard-recovery", is_flag=True, hidden=True)
+@click.option("-u", "--upgrade", is_flag=True, hidden=True)
+@click.option("-i", "--ioaddr", hidden=True)
+@click.option("-j", "--journal", hidden=True)
+@click.option("-w", "--wq-threads", hidden=True)
+@click.option("-R", "--recovery", hidden=True)
+@click.option("-r", "--http", hidden=True)
+def command(store_arg: str, port: int, bindaddr: str, myaddr: str | None, cluster: str,
+            zone: int | None, gateway: bool, foreground: bool, log: str | None,
+            nosync: bool, vnodes: int | None, v_opt: int | None, pidfile: str | None,
+            **_ignored: object) -> NodeSettings:
+    return node_settings(store_arg, port=port, bindaddr=bindaddr, myaddr=myaddr,
+                         cluster=cluster, zone=zone,
+                         vnodes=v_opt if v_opt is not None else vnodes, gateway=gateway,
+                         nosync=nosync, foreground=foreground, log=log, pidfile=pidfile)
+
+
+def parse(args: list[str] | None = None) -> NodeSettings | int:
+    """sheep's command line (sys.argv's without `args`) -> its settings, or
+    the exit code when it asked for help or the version only. Raises
+    click.ClickException for usage errors, QuietError for bad values."""
+    result: NodeSettings | int = command.main(args, prog_name="sheep", standalone_mode=False)
+    return result
 
 
 def _setup_logging(level: int, directory: Path, foreground: bool) -> None:
@@ -91,7 +177,7 @@ def _setup_logging(level: int, directory: Path, foreground: bool) -> None:
         "%(asctime)s %(levelname)s [%(name)s] %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(_PY_LEVEL.get(level, logging.ERROR))
+    root.setLevel(python_level(level))
     if foreground:
         err = logging.StreamHandler(sys.stderr)
         err.setLevel(logging.WARNING)
@@ -99,7 +185,7 @@ def _setup_logging(level: int, directory: Path, foreground: bool) -> None:
         root.addHandler(err)
 
 
-def _make_driver(spec: str):  # type: ignore[no-untyped-def]
+def _make_driver(spec: str) -> ClusterDriver:
     if spec == "solo":
         from sheepblk.cluster.solo import SoloDriver
 
@@ -114,35 +200,6 @@ def _make_driver(spec: str):  # type: ignore[no-untyped-def]
         raise QuietError(str(e)) from e
 
 
-def _daemonize() -> int | None:
-    """Fork; the parent waits for the child's readiness and returns its exit
-    code; the child returns None with a pipe end to report readiness on."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(w)
-        chunks = []
-        while True:
-            b = os.read(r, 4096)
-            if not b:
-                break
-            chunks.append(b)
-        os.close(r)
-        msg = b"".join(chunks).decode(errors="replace")
-        if msg.startswith("ok"):
-            return 0
-        sys.stderr.write(msg or "sheep: failed to start (see sheep.log)\n")
-        return 1
-    os.close(r)
-    os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-    os.environ["SHEEPBLK_READY_FD"] = str(w)
-    return None
-
-
 def _show_disks_apart(store_arg: str) -> None:
     """Show STORE,DISK,... as separate words in the process's command line,
     as C sheep's does (its parser cuts the argument in place): scripts that
@@ -155,40 +212,33 @@ def _show_disks_apart(store_arg: str) -> None:
 
 
 def main(args: list[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(args)
-    if ns.v_opt is not None:
-        if ns.v_opt == "":
-            from importlib.metadata import version
-
-            print(f"sheep version {version('sheepblk')}")
-            return 0
-        try:
-            ns.vnodes = int(ns.v_opt)
-        except ValueError:
-            parser.error(f"-v takes a number of vnodes, not {ns.v_opt!r}")
+    """The `sheep` command: its exit code (2 for usage errors)."""
     try:
-        return _run(ns)
+        settings = parse(args)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
     except QuietError as e:
-        print(f"sheep: {e}", file=sys.stderr)
-        return 1
+        print(f"sheep: {e.message}", file=sys.stderr)
+        return e.exitcode
+    if isinstance(settings, int):
+        return settings
+    try:
+        return _run(settings)
+    except QuietError as e:
+        print(f"sheep: {e.message}", file=sys.stderr)
+        return e.exitcode
 
 
-def _run(ns: argparse.Namespace) -> int:
+def _run(s: NodeSettings) -> int:
     import trio
 
-    from sheepblk.server import Options, serve
+    from sheepblk.server import serve
     from sheepblk.store import AlreadyRunning, NodeConfig, PidLock, open_node_store
 
-    # STORE_DIR[,DISK...]: config and epochs in the first, objects on the
-    # disks when given (a multi-disk node), else in STORE_DIR/obj.
-    parts = [p for p in ns.store_dir.split(",") if p]
-    if not parts:
-        raise QuietError("no store directory given")
-    store_dir = Path(parts[0]).absolute()
-    disks = [Path(p).absolute() for p in parts[1:]] or [store_dir]
-    if len(parts) > 1:
-        _show_disks_apart(ns.store_dir)
+    store_dir, opts = s.opts.store_dir, s.opts
+    if s.disks:
+        _show_disks_apart(s.store_arg)
     try:
         store_dir.mkdir(parents=True, exist_ok=True)
         lock = PidLock(store_dir)
@@ -196,47 +246,40 @@ def _run(ns: argparse.Namespace) -> int:
         raise QuietError(str(e)) from None
     except OSError as e:
         raise QuietError(f"cannot use {store_dir}: {e.strerror or e}") from None
-    level, log_dir = parse_log(ns.log)
-    driver = _make_driver(ns.cluster)
-    if ns.vnodes is not None and ns.vnodes < 0:
-        raise QuietError("vnodes must be >= 0")
-    opts = Options(store_dir=store_dir, port=ns.port, bindaddr=ns.bindaddr,
-                   myaddr=ns.myaddr, zone=ns.zone, vnodes=ns.vnodes, gateway=ns.gateway,
-                   nosync=ns.nosync, cluster=ns.cluster)
-    ready_fd = -1
-    if not ns.foreground:
-        code = _daemonize()
-        if code is not None:
-            return code
-        ready_fd = int(os.environ.pop("SHEEPBLK_READY_FD"))
+    driver = _make_driver(opts.cluster)
+    pipe: ReadyPipe | None = None
+    if not s.foreground:
+        forked = daemonize("sheep", "failed to start (see sheep.log)")
+        if isinstance(forked, int):
+            return forked
+        pipe = forked
     lock.write_pid()
-    if ns.pidfile:
-        Path(ns.pidfile).write_text(f"{os.getpid()}\n")
-    _setup_logging(level, Path(log_dir) if log_dir else store_dir, ns.foreground)
+    if s.pidfile:
+        Path(s.pidfile).write_text(f"{os.getpid()}\n")
+    _setup_logging(s.log_level, Path(s.log_dir) if s.log_dir else store_dir, s.foreground)
 
     def ready() -> None:
-        nonlocal ready_fd
-        if ready_fd >= 0:
-            os.write(ready_fd, b"ok\n")
-            os.close(ready_fd)
-            ready_fd = -1
+        if pipe is not None:
+            pipe.ok()
 
     try:
-        store = open_node_store(NodeConfig.load(store_dir).store, disks, nosync=ns.nosync)
+        store = open_node_store(NodeConfig.load(store_dir).store, s.object_dirs,
+                                nosync=opts.nosync)
     except OSError as e:
-        raise QuietError(f"cannot use the disks {','.join(map(str, disks))}: {e}") from None
+        raise QuietError(f"cannot use the disks {','.join(map(str, s.object_dirs))}: {e}"
+                         ) from None
     try:
         failed = trio.run(lambda: serve(opts, store, driver, ready=ready))
     except OSError as e:
-        msg = f"cannot listen on {ns.bindaddr}:{ns.port}: {e.strerror or e}"
+        msg = f"cannot listen on {opts.bindaddr}:{opts.port}: {e.strerror or e}"
         logging.getLogger("sheep").error(msg)
-        if ready_fd >= 0:
-            os.write(ready_fd, f"sheep: {msg}\n".encode())
+        if pipe is not None:
+            pipe.fail(msg)
         raise QuietError(msg) from None
     except Exception as e:
         logging.getLogger("sheep").exception("sheep failed")
-        if ready_fd >= 0:
-            os.write(ready_fd, f"sheep: {e}\n".encode())
+        if pipe is not None:
+            pipe.fail(str(e))
         raise
     finally:
         lock.release()

@@ -4,94 +4,125 @@ By default the command returns once the mount is up, leaving a daemon
 serving it, so a script can use the mount point on the next line; `-f`
 stays in the foreground. Unmount with `fusermount3 -u MOUNTPOINT` or by
 sending SIGTERM to the daemon: both write back and flush what was written.
+
+Parsing (`parse`) starts nothing, so tests check command lines without a
+mount.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
+from dataclasses import dataclass
 
+import click
+
+from cli.abbrev import AbbrevCommand
+from cli.daemonize import daemonize
+from cli.errors import QuietError
+from cli.loglevels import LOG_DEBUG, LOG_INFO, python_level
 from sheepblk.fs.mount import MountError, MountOptions, check_cluster, check_mountpoint, run
 
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sheepfs", description="Mount a sheepblk cluster as files.")
-    p.add_argument("mountpoint")
-    p.add_argument("-a", "--address", default="127.0.0.1", help="sheep address (127.0.0.1)")
-    p.add_argument("-p", "--port", type=int, default=7000, help="sheep port (7000)")
-    p.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
-    p.add_argument("--allow-other", action="store_true",
-                   help="let other users access the mount (FUSE allow_other)")
-    p.add_argument("-d", "--debug", action="store_true", help="log debugging output")
-    p.add_argument("--log", metavar="FILE", help="log to FILE (a daemon logs nowhere otherwise)")
-    return p
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-def _setup_logging(args: argparse.Namespace) -> None:
-    level = logging.DEBUG if args.debug else logging.INFO
+@dataclass(frozen=True)
+class FsSettings:
+    """What a sheepfs command line asks for: nothing checked or started yet."""
+
+    mountpoint: str  # as given
+    address: str
+    port: int
+    foreground: bool
+    allow_other: bool
+    debug: bool
+    log: str | None
+
+    def mount_options(self, mountpoint: str) -> MountOptions:
+        """The mount's options, on `mountpoint` (check_mountpoint's)."""
+        return MountOptions(mountpoint, self.address, self.port, self.allow_other,
+                            debug_fuse=False)
+
+
+@click.command(cls=AbbrevCommand, context_settings=CONTEXT,
+               help="Mount a sheepblk cluster as files.")
+@click.argument("mountpoint")
+@click.option("-a", "--address", default="127.0.0.1", help="sheep address (127.0.0.1)")
+@click.option("-p", "--port", type=int, default=7000, help="sheep port (7000)")
+@click.option("-f", "--foreground", is_flag=True, help="do not daemonize")
+@click.option("--allow-other", is_flag=True,
+              help="let other users access the mount (FUSE allow_other)")
+@click.option("-d", "--debug", is_flag=True, help="log debugging output")
+@click.option("--log", metavar="FILE", help="log to FILE (a daemon logs nowhere otherwise)")
+def command(mountpoint: str, address: str, port: int, foreground: bool, allow_other: bool,
+            debug: bool, log: str | None) -> FsSettings:
+    return FsSettings(mountpoint, address, port, foreground, allow_other, debug, log)
+
+
+def parse(args: list[str] | None = None) -> FsSettings | int:
+    """sheepfs's command line (sys.argv's without `args`) -> its settings,
+    or the exit code when it asked for help only. Raises
+    click.ClickException for usage errors."""
+    result: FsSettings | int = command.main(args, prog_name="sheepfs", standalone_mode=False)
+    return result
+
+
+def _setup_logging(s: FsSettings) -> None:
+    level = python_level(LOG_DEBUG if s.debug else LOG_INFO)
     fmt = "%(asctime)s sheepfs[%(process)d] %(levelname)s %(name)s: %(message)s"
-    if args.log:
-        logging.basicConfig(filename=args.log, level=level, format=fmt)
-    elif args.foreground:
+    if s.log:
+        logging.basicConfig(filename=s.log, level=level, format=fmt)
+    elif s.foreground:
         logging.basicConfig(stream=sys.stderr, level=level, format=fmt)
     else:
         logging.basicConfig(handlers=[logging.NullHandler()], level=level)
 
 
-def _daemonize(opts: MountOptions, args: argparse.Namespace) -> int:
-    """Fork; the child mounts and serves, the parent waits for the mount to
-    be up (or to fail) and returns with its result."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(wfd)
-        with os.fdopen(rfd, "rb") as r:
-            msg = r.read().decode(errors="replace")
-        if msg == "ok":
-            return 0
-        print(f"sheepfs: {msg or 'the daemon died before mounting'}", file=sys.stderr)
-        os.waitpid(pid, 0)
-        return 1
-    os.close(rfd)
-    os.setsid()
-    os.chdir("/")
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-    _setup_logging(args)
-
-    def ready(message: str | None) -> None:
-        os.write(wfd, b"ok" if message is None else message.encode())
-        os.close(wfd)
-
+def _serve_in_background(opts: MountOptions, s: FsSettings) -> int:
+    """Fork; the daemon mounts and serves, this process returns once the
+    mount is up (0) or has failed (1, the reason on stderr)."""
+    forked = daemonize("sheepfs", "the daemon died before mounting")
+    if isinstance(forked, int):
+        return forked
+    _setup_logging(s)  # before the chdir: a relative --log is the caller's
+    os.chdir("/")  # keep no directory busy
     code = 1
     try:
-        code = run(opts, ready)
+        code = run(opts, forked.report)
     finally:
         os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """The `sheepfs` command: its exit code (2 for usage errors)."""
     try:
-        mountpoint = check_mountpoint(args.mountpoint)
-        check_cluster(args.address, args.port)
+        s = parse(argv)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    if isinstance(s, int):
+        return s
+    try:
+        return _mount(s)
+    except QuietError as e:
+        print(f"sheepfs: {e.message}", file=sys.stderr)
+        return e.exitcode
+
+
+def _mount(s: FsSettings) -> int:
+    try:
+        opts = s.mount_options(check_mountpoint(s.mountpoint))
+        check_cluster(s.address, s.port)
     except MountError as e:
-        print(f"sheepfs: {e}", file=sys.stderr)
-        return 1
-    opts = MountOptions(mountpoint, args.address, args.port, args.allow_other,
-                        debug_fuse=False)
-    if not args.foreground:
-        return _daemonize(opts, args)
-    _setup_logging(args)
+        raise QuietError(str(e)) from None
+    if not s.foreground:
+        return _serve_in_background(opts, s)
+    _setup_logging(s)
     try:
         return run(opts)
     except MountError as e:
-        print(f"sheepfs: {e}", file=sys.stderr)
-        return 1
+        raise QuietError(str(e)) from None
     except KeyboardInterrupt:
         return 130
 

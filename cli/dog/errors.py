@@ -1,10 +1,13 @@
-"""Exit codes and the one error type a `dog` command raises for the user.
+"""Exit codes and the one error type a `dog` command raises for the user
+(QuietError, shared with sheep and sheepfs in cli/errors.py).
 
 The exit codes are Sheepdog's (include/exits.h): scripts that drive C `dog`
 branch on them, so they are not ours to choose.
 """
 
 from __future__ import annotations
+
+from ..errors import QuietError  # shared with sheep and sheepfs
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1  # the command failed to execute
@@ -14,12 +17,5 @@ EXIT_FULL = 4  # no more space is left in the cluster
 EXIT_MISSING = 5  # the specified object does not exist
 EXIT_USAGE = 64  # invalid command, arguments or options
 
-
-class QuietError(Exception):
-    """An error the user caused or must act on: printed as one line on
-    stderr, no traceback, and the process exits with `exitcode`."""
-
-    def __init__(self, message: str, exitcode: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exitcode = exitcode
+__all__ = ["EXIT_EXISTS", "EXIT_FAILURE", "EXIT_FULL", "EXIT_MISSING", "EXIT_SUCCESS",
+           "EXIT_SYSFAIL", "EXIT_USAGE", "QuietError"]
