@@ -13,6 +13,8 @@ from sheepblk.proto import (
     SD_INODE_SIZE,
     SD_NODE_SIZE,
     ClusterArgs,
+    ClusterInfo,
+    ForwArgs,
     InodeHeader,
     NodeId,
     ObjArgs,
@@ -93,6 +95,36 @@ def test_node_and_epoch_layout() -> None:
     packed = log.pack(nodes_slots=4)
     assert len(packed) == 48 + 4 * 80
     assert EpochLog.unpack(packed).nodes == [n]
+
+
+def test_forw_layout() -> None:
+    """sd_req.forw (REPAIR_REPLICA): oid, addr[16], port in the 32 bytes."""
+    src = NodeId("10.0.0.2", 7001)
+    raw = ForwArgs(0x00ABCDEF00000003, src).pack()
+    assert len(raw) == 32
+    assert struct.unpack_from("<Q", raw, 0)[0] == 0x00ABCDEF00000003
+    assert raw[8:24] == bytes(12) + bytes([10, 0, 0, 2])
+    assert struct.unpack_from("<H", raw, 24)[0] == 7001 and raw[26:] == bytes(6)
+    assert ForwArgs.unpack(raw) == (0x00ABCDEF00000003, src)
+    v6 = NodeId("fe80::1", 7000)
+    assert ForwArgs.unpack(ForwArgs(1, v6).pack()).src == v6
+
+
+def test_cluster_info_layout() -> None:
+    """struct cluster_info (CLUSTER_INFO) as gcc lays it out: nodes at 48."""
+    nodes = [SdNode(NodeId("127.0.0.1", 7000 + i), 128, i, 1 << 30) for i in range(3)]
+    info = ClusterInfo(epoch=9, ctime=5 << 32, flags=0x8, nr_copies=3, copy_policy=0x42,
+                       status=1, block_size_shift=22, store="farm", nodes=nodes)
+    raw = info.pack()
+    assert len(raw) == 48 + 3 * SD_NODE_SIZE
+    assert raw[0] == 0x0A and raw[1] == 0  # SD_SHEEP_PROTO_VER, disable_recovery
+    assert struct.unpack_from("<hIQH", raw, 2) == (3, 9, 5 << 32, 0x8)
+    assert tuple(raw[18:22]) == (3, 0x42, 1, 22)
+    assert raw[22:25] == bytes(3) and raw[25:41] == b"farm".ljust(16, b"\0")
+    assert raw[41:48] == bytes(7) and raw[48:48 + SD_NODE_SIZE] == nodes[0].pack()
+    assert ClusterInfo.unpack(raw) == info
+    cut = ClusterInfo.unpack(raw[:48 + SD_NODE_SIZE + 10])  # a short data_length
+    assert cut.nodes == nodes[:1] and cut.store == "farm"
 
 
 @given(st.binary(min_size=48, max_size=48))

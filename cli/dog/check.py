@@ -11,7 +11,6 @@ holder with a missing or different copy is told to fetch it from a good one
 
 from __future__ import annotations
 
-import struct
 import sys
 from collections.abc import Iterable
 
@@ -21,6 +20,7 @@ from sheepblk.client import ClientError, HyperTree, SheepClient
 from sheepblk.client.hyper import HYPER_VOLUME
 from sheepblk.cluster.ring import Ring
 from sheepblk.proto import (
+    ForwArgs,
     HashResult,
     InodeHeader,
     ObjArgs,
@@ -31,14 +31,11 @@ from sheepblk.proto import (
     vid_to_data_oid,
     vid_to_vdi_oid,
 )
-from sheepblk.proto.node import addr_to_bytes
 
 from .errors import EXIT_FAILURE, QuietError
 from .format import node_addr
 from .inodes import VdiInode
 from .options import Target
-
-_FORW = struct.Struct("<Q16sH6x")
 
 
 class Holders:
@@ -111,7 +108,7 @@ def check_object(holders: Holders, ring: Ring, oid: int, copies: int, epoch: int
         print(f"{what} {oid:x}", file=sys.stderr)
         return
     src = nodes[digests.index(good)]
-    forw = _FORW.pack(oid, addr_to_bytes(src.nid.addr), src.nid.port)
+    forw = ForwArgs(oid, src.nid).pack()
     for node, digest in zip(nodes, digests, strict=True):
         if digest == good:
             continue

@@ -32,6 +32,7 @@ from .fnv import sd_hash, sd_hash_64, sd_hash_next, sd_hash_oid, sd_hash_vdi
 from .header import (
     ClusterArgs,
     ClusterDefaultResult,
+    ForwArgs,
     HashResult,
     HeaderError,
     NodeResult,
@@ -65,16 +66,18 @@ from .oid import (
     vid_to_vdi_oid,
     vid_to_vmstate_oid,
 )
-from .records import EpochLog, RecoveryState, RecoveryThrottle, VdiState
+from .records import ClusterInfo, EpochLog, RecoveryState, RecoveryThrottle, VdiState
 from .vdi_attr import SD_ATTR_OBJ_SIZE, VdiAttr
 
 __all__ = [
     "ClusterArgs",
     "ClusterDefaultResult",
     "ClusterFlag",
+    "ClusterInfo",
     "ClusterStatus",
     "EpochLog",
     "Flag",
+    "ForwArgs",
     "HashResult",
     "HeaderError",
     "Inode",

@@ -12,6 +12,7 @@ import struct
 from typing import NamedTuple
 
 from .constants import SD_PROTO_VER, SD_REQ_SIZE, SD_RSP_SIZE
+from .node import NodeId, addr_to_bytes, bytes_to_addr
 
 _COMMON = struct.Struct("<BBHIII")
 _REQ = struct.Struct("<BBHIII32s")
@@ -162,6 +163,26 @@ class VdiStateArgs(NamedTuple):
     @classmethod
     def unpack(cls, args: bytes) -> VdiStateArgs:
         return cls(*_VDI_STATE.unpack(args))
+
+
+_FORW = struct.Struct("<Q16sH6x")
+
+
+class ForwArgs(NamedTuple):
+    """sd_req.forw (include/sheepdog_proto.h: oid, addr[16], port):
+    SD_OP_REPAIR_REPLICA's object and the node to copy it from. Here
+    because dog writes it and every daemon reads it: one layout for both."""
+
+    oid: int
+    src: NodeId
+
+    def pack(self) -> bytes:
+        return _FORW.pack(self.oid, addr_to_bytes(self.src.addr), self.src.port)
+
+    @classmethod
+    def unpack(cls, args: bytes) -> ForwArgs:
+        oid, addr, port = _FORW.unpack(args)
+        return cls(oid, NodeId(bytes_to_addr(addr), port))
 
 
 # ---- response union views (the 28 bytes after `result`) ----

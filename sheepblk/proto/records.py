@@ -4,10 +4,11 @@ state, multi-disk info. Layouts from Sheepdog's include/internal_proto.h."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
-from .constants import STORE_LEN
-from .node import SD_NODE_SIZE, NodeId, SdNode, unpack_nodes
+from .constants import SD_SHEEP_PROTO_VER, STORE_LEN
+from .node import SD_NODE_SIZE, NodeId, SdNode, pack_nodes, unpack_nodes
 
 _EPOCH_LOG = struct.Struct(f"<QQIIBBB3xH{STORE_LEN}s")
 EPOCH_LOG_SIZE = _EPOCH_LOG.size
@@ -47,6 +48,51 @@ class EpochLog(NamedTuple):
         nodes = unpack_nodes(memoryview(data)[offset + EPOCH_LOG_SIZE:], nr)
         return cls(ctime, tm, epoch, nodes, dis, copies, policy, flags,
                    drv.split(b"\0", 1)[0].decode())
+
+
+# Up to default_store; 7 bytes of padding then align the nodes (sd_node
+# holds 64-bit fields) to offset 48, as a C compiler lays them out.
+_CLUSTER_INFO = struct.Struct(f"<BBhIQHBBBB3x{STORE_LEN}s7x")
+CLUSTER_INFO_SIZE = _CLUSTER_INFO.size
+assert CLUSTER_INFO_SIZE == 48
+
+
+class ClusterInfo(NamedTuple):
+    """struct cluster_info (include/internal_proto.h): SD_OP_CLUSTER_INFO's
+    answer, the cluster's config and its members at `epoch`. Packed with
+    only the members present, not nodes[SD_MAX_NODES]; the caller cuts it
+    to the request's data_length."""
+
+    epoch: int = 0
+    ctime: int = 0
+    flags: int = 0
+    nr_copies: int = 0
+    copy_policy: int = 0
+    status: int = 0
+    block_size_shift: int = 0
+    store: str = ""
+    nodes: Sequence[SdNode] = ()
+    proto_ver: int = SD_SHEEP_PROTO_VER
+    disable_recovery: int = 0
+
+    def pack(self) -> bytes:
+        head = _CLUSTER_INFO.pack(
+            self.proto_ver, self.disable_recovery, len(self.nodes), self.epoch, self.ctime,
+            self.flags, self.nr_copies, self.copy_policy, self.status,
+            self.block_size_shift, self.store.encode(),
+        )
+        return head + pack_nodes(list(self.nodes))
+
+    @classmethod
+    def unpack(cls, data: bytes | bytearray | memoryview) -> ClusterInfo:
+        """The nodes that `data` holds of the nr_nodes it announces (a
+        reply cut to a short data_length holds fewer)."""
+        ver, dis, nr, epoch, ctime, flags, copies, policy, status, shift, store = \
+            _CLUSTER_INFO.unpack_from(data)
+        room = max(0, len(data) - CLUSTER_INFO_SIZE) // SD_NODE_SIZE
+        nodes = unpack_nodes(memoryview(data)[CLUSTER_INFO_SIZE:], max(0, min(nr, room)))
+        return cls(epoch, ctime, flags, copies, policy, status, shift,
+                   store.split(b"\0", 1)[0].decode(errors="replace"), nodes, ver, dis)
 
 
 _RECOVERY_STATE = struct.Struct("<B3xI QQ")

@@ -12,37 +12,28 @@ dog compares the digests and picks the good copy; the daemons only copy.
 from __future__ import annotations
 
 import hashlib
-import struct
 from typing import TYPE_CHECKING
 
 import trio
 
 from ..proto import (
     SD_SHEEP_PROTO_VER,
+    ForwArgs,
     HashResult,
-    NodeId,
     ObjArgs,
     Op,
     Request,
     Res,
 )
-from ..proto.node import bytes_to_addr
 from ..store import StoreError
 from .reply import Reply
 
 if TYPE_CHECKING:
     from .node import Sheep
 
-# sd_req.forw: oid, addr[16], port (then padding to the 32 argument bytes).
-_FORW = struct.Struct("<Q16sH6x")
 # Objects are hashed in slices this large, so an inode (12 MiB) does not
 # need one buffer of its whole size per request.
 HASH_CHUNK = 1 << 22
-
-
-def parse_forw(args: bytes) -> tuple[int, NodeId]:
-    oid, addr, port = _FORW.unpack(args)
-    return oid, NodeId(bytes_to_addr(addr), port)
 
 
 def sha1_of(node: Sheep, oid: int, size: int) -> bytes:
@@ -79,7 +70,7 @@ async def repair_replica(node: Sheep, req: Request) -> Reply:
     Error handling: the source's result code (or NETWORK_ERROR) is
     answered as is; nothing is written here unless the whole object was
     read."""
-    oid, src = parse_forw(req.args)
+    oid, src = ForwArgs.unpack(req.args)
     size = node.object_size(oid)
     buf = memoryview(bytearray(size))
     if src == node.me.nid:

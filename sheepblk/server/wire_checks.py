@@ -49,6 +49,7 @@ from ..proto import (
     ClusterArgs,
     ClusterFlag,
     Flag,
+    ForwArgs,
     NodeId,
     ObjArgs,
     Op,
@@ -68,7 +69,6 @@ from ..proto.constants import (
     SD_MAX_VDI_ATTR_VALUE_LEN,
     STORE_LEN,
 )
-from ..proto.node import bytes_to_addr
 from ..proto.records import RECOVERY_THROTTLE_SIZE, RecoveryThrottle
 from ..proto.vdi_attr import SD_ATTR_HEADER_SIZE, SD_ATTR_OBJ_SIZE
 from . import md_paths
@@ -88,7 +88,6 @@ STORE_NAMES = frozenset({"", "plain", "farm"})
 MAX_LOGLEVEL = 7
 
 _OBJ = struct.Struct("<QQBBBBIII")  # ObjArgs, unpacked without building a NamedTuple
-_FORW = struct.Struct("<Q16sH6x")  # sd_req.forw (REPAIR_REPLICA)
 _I32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
 _ATTR_VALUE_LEN_OFF = 2 * SD_MAX_VDI_LEN + 12
@@ -462,11 +461,10 @@ def _md_paths(req: Request, data: memoryview | None, ctx: Context) -> Refusal | 
 
 
 def _repair(req: Request, data: memoryview | None, ctx: Context) -> Refusal | None:
-    oid, addr, port = _FORW.unpack(req.args)
+    oid, src = ForwArgs.unpack(req.args)
     bad = oid_refusal(oid, ctx.object_size(oid))
     if bad is not None:
         return bad._replace(field="forw.oid")
-    src = NodeId(bytes_to_addr(addr), port)
     if src != ctx.me.nid and all(n.nid != src for n in ctx.members):
         return R_SOURCE
     return None
@@ -707,11 +705,7 @@ def _ex_md(op: Op) -> Callable[[Env], tuple[Request, bytes]]:
 
 
 def _ex_repair(env: Env) -> tuple[Request, bytes]:
-    from ..proto.node import addr_to_bytes
-
-    oid = _pick_oid(env)
-    args = _FORW.pack(oid, addr_to_bytes(env.member.addr), env.member.port)
-    return _req(Op.REPAIR_REPLICA, args)
+    return _req(Op.REPAIR_REPLICA, ForwArgs(_pick_oid(env), env.member).pack())
 
 
 # ---- the table ----
