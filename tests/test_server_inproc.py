@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from unittest import mock
 
 import trio
 import trio.testing
@@ -30,7 +31,9 @@ from sheepblk.proto import (
     vid_to_vdi_oid,
 )
 from sheepblk.server.conn import serve_stream
+from sheepblk.server.messages import ClusterMsg
 from sheepblk.server.node import Options, Sheep
+from sheepblk.server.optable import OPS
 from sheepblk.server.transport import StreamTransport
 from sheepblk.store import PlainStore
 
@@ -398,15 +401,12 @@ def test_a_node_that_cannot_apply_an_ordered_op_fails_stop(tmp_path: Path) -> No
     error, later requests KILLED, and the log says why."""
     async def body(node: Sheep, connect: Callable[[], Awaitable[Raw]]) -> None:
         c = await connect()
-        real = node._main
 
-        async def broken(req, msg):  # type: ignore[no-untyped-def]
-            if req.opcode == Op.NEW_VDI:
-                raise OSError(5, "injected")
-            return await real(req, msg)
+        async def broken(node: Sheep, req: Request, msg: ClusterMsg) -> int:
+            raise OSError(5, "injected")
 
-        node._main = broken  # type: ignore[method-assign]
-        result, _ = await new_vdi(c, b"drift")
+        with mock.patch.dict(OPS, {Op.NEW_VDI: OPS[Op.NEW_VDI]._replace(main=broken)}):
+            result, _ = await new_vdi(c, b"drift")
         assert result == Res.SYSTEM_ERROR
         assert node.failed and "NEW_VDI" in node.failed
         rsp, _ = await c.call(Op.READ_VDIS, length=SD_NR_VDIS // 8)

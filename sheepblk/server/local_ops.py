@@ -21,8 +21,6 @@ from ..proto import (
     Flag,
     NodeResult,
     ObjArgs,
-    Op,
-    RecoveryState,
     RecoveryThrottle,
     Request,
     Res,
@@ -125,97 +123,166 @@ async def discard(node: Sheep, req: Request) -> Reply:
     return Reply()
 
 
-async def run(node: Sheep, req: Request, data: memoryview | None, caller: Caller) -> Reply:
-    op = req.opcode
-    if op == Op.GET_NODE_LIST:
-        body = pack_nodes(node.members)
-        n = min(len(node.members), req.data_length // SD_NODE_SIZE)
-        return Reply(args=NodeResult(nr_nodes=len(node.members)).pack(),
-                     data=body[:n * SD_NODE_SIZE])
-    if op == Op.STAT_SHEEP:
-        size, used = node.store.space()
-        if node.opts.gateway:
-            size = used = 0
-        return Reply(args=NodeResult(0, size, size - used).pack())
-    if op == Op.STAT_CLUSTER:
-        return stat_cluster(node, req)
-    if op == Op.CLUSTER_INFO:
-        return cluster_info(node, req)
-    if op == Op.GET_EPOCH:
-        # tgt_epoch is 1 .. our epoch (wire_checks); its log may still be gone.
-        got = node.epochs.read(ObjArgs.unpack(req.args).tgt_epoch)
-        if got is None:
-            return Reply(Res.NO_TAG)
-        nodes, stamp = got
-        body = pack_nodes(nodes)
-        if len(body) + _TIME.size > req.data_length:
-            return Reply(Res.BUFFER_SMALL)
-        return Reply(data=body + _TIME.pack(stamp))
-    if op == Op.STAT_RECOVERY:
-        return Reply(data=RecoveryState().pack()[:req.data_length])
-    if op == Op.GET_CLUSTER_DEFAULT:
-        c = node.config
-        return Reply(args=ClusterDefaultResult(c.copies, c.copy_policy,
-                                               c.block_size_shift).pack())
-    if op in (Op.READ_VDIS, Op.READ_DEL_VDIS, Op.GET_VDI_COPIES):
-        # What `dog vdi list` reads: never older than a VDI another node
-        # has just reported created or deleted.
-        await node.caught_up()
-    if op == Op.READ_VDIS:  # data_length is the bitmap's size (wire_checks)
-        return Reply(data=bytes(node.table.inuse.bits))
-    if op == Op.READ_DEL_VDIS:
-        return Reply(data=bytes(node.table.deleted.bits))
-    if op == Op.GET_VDI_COPIES:
-        body = b"".join(e.state().pack() for e in node.table.entries.values())
-        if len(body) > req.data_length:
-            return Reply(Res.BUFFER_SMALL)
-        return Reply(data=body)
-    if op == Op.GET_STORE_LIST:
-        return Reply(data=b"plain farm "[:req.data_length])
-    if op in (Op.MD_INFO, Op.MD_PLUG, Op.MD_UNPLUG):
-        from . import md_ops
+# ---- handlers, named by the op table (optable.py) ----
 
-        return await md_ops.run(node, req, data)
-    if op == Op.FLUSH_VDI:
-        await node.gateway.flush(node.members or [node.me])
-        return Reply()
-    if op == Op.DISCARD_OBJ:
-        return await discard(node, req)
-    if op == Op.GET_HASH:
-        return await repair.get_hash(node, req)
-    if op == Op.REPAIR_REPLICA:
-        return await repair.repair_replica(node, req)
-    if op == Op.EXIST:
-        ok = await node.peer.exists(ObjArgs.unpack(req.args).oid)
-        return Reply(Res.SUCCESS if ok else Res.NO_OBJ)
-    if op == Op.KILL_NODE:
-        node.status = ClusterStatus.KILLED
-        node.stop_soon()
-        return Reply()
-    if op == Op.GET_LOGLEVEL:
-        return Reply(data=_I32.pack(node.loglevel))
-    if op == Op.SET_LOGLEVEL:  # a 4-byte level in 0..7 (wire_checks)
-        assert data is not None
-        node.set_loglevel(_I32.unpack(data)[0])
-        return Reply()
-    if op == Op.GET_VNODES:
-        return Reply(data=_I32.pack(node.me.nr_vnodes))
-    if op == Op.GET_RECOVERY:
-        return Reply(data=node.recovery.throttle.pack()[:req.data_length])
-    if op == Op.SET_RECOVERY:  # a whole, consistent struct (wire_checks)
-        assert data is not None
-        t = RecoveryThrottle.unpack(data)
-        node.recovery.set_throttle(t.max_exec_count, t.queue_work_interval)
-        return Reply()
-    if op == Op.GET_OBJ_LIST:
-        if req.flags & Flag.CMD_WILDCARD:
-            # Our extension for recovery: the stale copies, (oid, epoch) pairs.
-            pairs = await trio.to_thread.run_sync(lambda: sorted(node.store.stale_copies()))
-            body = b"".join(struct.pack("<QQ", o, e) for o, e in pairs)
-        else:
-            oids = sorted(node.store.oids())
-            body = b"".join(struct.pack("<Q", o) for o in oids)
-        if len(body) > req.data_length:
-            return Reply(Res.BUFFER_SMALL)
-        return Reply(data=body)
-    return Reply(Res.NO_SUPPORT)
+async def get_node_list(node: Sheep, req: Request, data: memoryview | None,
+                        caller: Caller) -> Reply:
+    body = pack_nodes(node.members)
+    n = min(len(node.members), req.data_length // SD_NODE_SIZE)
+    return Reply(args=NodeResult(nr_nodes=len(node.members)).pack(),
+                 data=body[:n * SD_NODE_SIZE])
+
+
+async def stat_sheep(node: Sheep, req: Request, data: memoryview | None,
+                     caller: Caller) -> Reply:
+    size, used = node.store.space()
+    if node.opts.gateway:
+        size = used = 0
+    return Reply(args=NodeResult(0, size, size - used).pack())
+
+
+async def stat_cluster_op(node: Sheep, req: Request, data: memoryview | None,
+                          caller: Caller) -> Reply:
+    return stat_cluster(node, req)
+
+
+async def cluster_info_op(node: Sheep, req: Request, data: memoryview | None,
+                          caller: Caller) -> Reply:
+    return cluster_info(node, req)
+
+
+async def get_epoch(node: Sheep, req: Request, data: memoryview | None,
+                    caller: Caller) -> Reply:
+    # tgt_epoch is 1 .. our epoch (wire_checks); its log may still be gone.
+    got = node.epochs.read(ObjArgs.unpack(req.args).tgt_epoch)
+    if got is None:
+        return Reply(Res.NO_TAG)
+    nodes, stamp = got
+    body = pack_nodes(nodes)
+    if len(body) + _TIME.size > req.data_length:
+        return Reply(Res.BUFFER_SMALL)
+    return Reply(data=body + _TIME.pack(stamp))
+
+
+async def stat_recovery(node: Sheep, req: Request, data: memoryview | None,
+                        caller: Caller) -> Reply:
+    return Reply(data=node.recovery.state().pack()[:req.data_length])
+
+
+async def force_recover(node: Sheep, req: Request, data: memoryview | None,
+                        caller: Caller) -> Reply:
+    """`dog cluster recover force`: run with the nodes that are here."""
+    return Reply(await node.force_recover())
+
+
+async def get_cluster_default(node: Sheep, req: Request, data: memoryview | None,
+                              caller: Caller) -> Reply:
+    c = node.config
+    return Reply(args=ClusterDefaultResult(c.copies, c.copy_policy,
+                                           c.block_size_shift).pack())
+
+
+# What `dog vdi list` reads is never older than a VDI another node has
+# just reported created or deleted: each waits for `caught_up` first.
+
+async def read_vdis(node: Sheep, req: Request, data: memoryview | None,
+                    caller: Caller) -> Reply:
+    await node.caught_up()
+    return Reply(data=bytes(node.table.inuse.bits))  # data_length is its size (wire_checks)
+
+
+async def read_del_vdis(node: Sheep, req: Request, data: memoryview | None,
+                        caller: Caller) -> Reply:
+    await node.caught_up()
+    return Reply(data=bytes(node.table.deleted.bits))
+
+
+async def get_vdi_copies(node: Sheep, req: Request, data: memoryview | None,
+                         caller: Caller) -> Reply:
+    await node.caught_up()
+    body = b"".join(e.state().pack() for e in node.table.entries.values())
+    if len(body) > req.data_length:
+        return Reply(Res.BUFFER_SMALL)
+    return Reply(data=body)
+
+
+async def get_store_list(node: Sheep, req: Request, data: memoryview | None,
+                         caller: Caller) -> Reply:
+    return Reply(data=b"plain farm "[:req.data_length])
+
+
+async def flush_vdi(node: Sheep, req: Request, data: memoryview | None,
+                    caller: Caller) -> Reply:
+    await node.gateway.flush(node.members or [node.me])
+    return Reply()
+
+
+async def discard_obj(node: Sheep, req: Request, data: memoryview | None,
+                      caller: Caller) -> Reply:
+    return await discard(node, req)
+
+
+async def get_hash(node: Sheep, req: Request, data: memoryview | None,
+                   caller: Caller) -> Reply:
+    return await repair.get_hash(node, req)
+
+
+async def repair_replica(node: Sheep, req: Request, data: memoryview | None,
+                         caller: Caller) -> Reply:
+    return await repair.repair_replica(node, req)
+
+
+async def exist(node: Sheep, req: Request, data: memoryview | None, caller: Caller) -> Reply:
+    ok = await node.peer.exists(ObjArgs.unpack(req.args).oid)
+    return Reply(Res.SUCCESS if ok else Res.NO_OBJ)
+
+
+async def kill_node(node: Sheep, req: Request, data: memoryview | None,
+                    caller: Caller) -> Reply:
+    node.status = ClusterStatus.KILLED
+    node.stop_soon()
+    return Reply()
+
+
+async def get_loglevel(node: Sheep, req: Request, data: memoryview | None,
+                       caller: Caller) -> Reply:
+    return Reply(data=_I32.pack(node.loglevel))
+
+
+async def set_loglevel(node: Sheep, req: Request, data: memoryview | None,
+                       caller: Caller) -> Reply:
+    assert data is not None  # a 4-byte level in 0..7 (wire_checks)
+    node.set_loglevel(_I32.unpack(data)[0])
+    return Reply()
+
+
+async def get_vnodes(node: Sheep, req: Request, data: memoryview | None,
+                     caller: Caller) -> Reply:
+    return Reply(data=_I32.pack(node.me.nr_vnodes))
+
+
+async def get_recovery(node: Sheep, req: Request, data: memoryview | None,
+                       caller: Caller) -> Reply:
+    return Reply(data=node.recovery.throttle.pack()[:req.data_length])
+
+
+async def set_recovery(node: Sheep, req: Request, data: memoryview | None,
+                       caller: Caller) -> Reply:
+    assert data is not None  # a whole, consistent struct (wire_checks)
+    t = RecoveryThrottle.unpack(data)
+    node.recovery.set_throttle(t.max_exec_count, t.queue_work_interval)
+    return Reply()
+
+
+async def get_obj_list(node: Sheep, req: Request, data: memoryview | None,
+                       caller: Caller) -> Reply:
+    if req.flags & Flag.CMD_WILDCARD:
+        # Our extension for recovery: the stale copies, (oid, epoch) pairs.
+        pairs = await trio.to_thread.run_sync(lambda: sorted(node.store.stale_copies()))
+        body = b"".join(struct.pack("<QQ", o, e) for o, e in pairs)
+    else:
+        oids = sorted(node.store.oids())
+        body = b"".join(struct.pack("<Q", o) for o in oids)
+    if len(body) > req.data_length:
+        return Reply(Res.BUFFER_SMALL)
+    return Reply(data=body)

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..proto import Op, Request, Res, VdiStateArgs
+from ..proto import Request, Res, VdiStateArgs
 from ..proto.md_info import pack_md_info
 from ..store.md import DiskError, MdStore
 from . import md_paths
-from .reply import Reply
+from .reply import Caller, Reply
 from .vdi_table import VdiEntry, VdiTable
 from .wire_text import shown
 
@@ -32,14 +32,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sheep.md")
 
-async def run(node: Sheep, req: Request, data: memoryview | None) -> Reply:
+
+async def md_info(node: Sheep, req: Request, data: memoryview | None,
+                  caller: Caller) -> Reply:
     store = node.store
     if not isinstance(store, MdStore):
         return Reply(Res.NO_SUPPORT)
-    if req.opcode == Op.MD_INFO:
-        body = pack_md_info(await trio.to_thread.run_sync(store.info))
-        return Reply(data=body[:req.data_length])
-    plug = req.opcode == Op.MD_PLUG
+    body = pack_md_info(await trio.to_thread.run_sync(store.info))
+    return Reply(data=body[:req.data_length])
+
+
+async def md_plug(node: Sheep, req: Request, data: memoryview | None,
+                  caller: Caller) -> Reply:
+    return await _plug_or_unplug(node, data, plug=True)
+
+
+async def md_unplug(node: Sheep, req: Request, data: memoryview | None,
+                    caller: Caller) -> Reply:
+    return await _plug_or_unplug(node, data, plug=False)
+
+
+async def _plug_or_unplug(node: Sheep, data: memoryview | None, *, plug: bool) -> Reply:
+    store = node.store
+    if not isinstance(store, MdStore):
+        return Reply(Res.NO_SUPPORT)
     what = "plug" if plug else "unplug"
     disks = [d.path for d in store.all_disks()]
 

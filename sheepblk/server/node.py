@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections import deque
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -31,7 +30,6 @@ from ..cluster.driver import ClusterDriver, Event, Joined, Left, Message
 from ..cluster.ring import Ring
 from ..proto import (
     SD_DEFAULT_VNODES,
-    ClusterArgs,
     ClusterStatus,
     Flag,
     InodeHeader,
@@ -42,19 +40,15 @@ from ..proto import (
     Res,
     SdNode,
     VdiArgs,
-    VdiResult,
-    VdiStateArgs,
-    data_vid_offset,
     get_objsize,
     is_data_obj,
     is_vdi_obj,
     oid_to_vid,
-    vid_to_vdi_oid,
 )
 from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
 from ..proto.inode import SD_INODE_HEADER_SIZE
 from ..store import BACKENDS, EpochStore, NodeConfig, NoObject, ObjectStore, StoreError
-from . import local_ops, md_ops, wire_checks
+from . import gateway_ops, wire_checks
 from . import membership as mship
 from .buffers import BufferPool
 from .gateway import RETRY_PAUSE, RETRY_TIMEOUT, Gateway, GatewayError
@@ -64,8 +58,8 @@ from .optable import OPS, Kind
 from .peer import PeerOps, result_of
 from .peer_client import PeerClient, PeerError
 from .recovery import EPOCHS_BACK, Recovery
-from .reply import Caller, FileSpan, Reply
-from .vdi_ops import VdiError, VdiOps, inode_names, parse_name
+from .reply import Caller, Reply
+from .vdi_ops import VdiError, VdiOps, inode_names
 from .vdi_table import VdiEntry, VdiTable
 from .wire_text import shown
 
@@ -458,7 +452,9 @@ class Sheep:
         _IN_WORK.set(True)  # this task's own context (see gateway.FROZEN_ATTEMPTS)
         req = Request.unpack(msg.req)
         try:
-            reply, extra = await self._work(req, memoryview(msg.data), msg.owner)
+            work = OPS[req.opcode].work
+            assert work is not None  # only a block's op comes here
+            reply, extra = await work(self, req, memoryview(msg.data), msg.owner)
         except (VdiError, GatewayError, StoreError, PeerError) as e:
             reply, extra = Reply(result_of(e)), {}
             log.debug("%s failed: %s", Op(req.opcode).name, e)
@@ -476,9 +472,9 @@ class Sheep:
         req = Request.unpack(msg.req)
         result = msg.result
         info = OPS.get(req.opcode)
-        if result == Res.SUCCESS and info is not None and info.main:
+        if result == Res.SUCCESS and info is not None and info.main is not None:
             try:
-                result = await self._main(req, msg)
+                result = await info.main(self, req, msg)
             except Exception as e:
                 # The others applied it (or will): this node's state is no
                 # longer the cluster's. It leaves instead of drifting.
@@ -906,19 +902,43 @@ class Sheep:
             log.info("epoch %d: %d objects no longer ours moved to .stale, %d older stale "
                      "copies deleted", epoch, moved, dropped)
 
-    def _stale_copy(self, oid: int, since: int) -> int | None:
+    def stale_copy(self, oid: int, since: int) -> int | None:
         """The epoch of our newest stale copy of `oid` if it is at least
         `since` (the object as of epoch `since` or later), else None."""
         best = max((ep for o, ep in self.store.stale_copies() if o == oid), default=None)
         return best if best is not None and best >= since else None
 
+    # ---- what cluster ops change (cluster_ops.py) ----
+
+    def stream_idle(self) -> bool:
+        """Nothing ordered is queued or running here (see get_vdi_info)."""
+        return not self._queue and not self._running_block
+
+    def adopt_format(self, config: NodeConfig) -> None:
+        """MAKE_FS's main half once the store is formatted: a new cluster
+        at epoch 1 with this node's members, everything before forgotten."""
+        self.config = config
+        self.config.save(self.root)
+        self.epochs.clear()
+        self._rings.clear()
+        self.table.reset()
+        self.recovery.stop()
+        self._set_epoch(0)
+        self._new_epoch()
+        self.status = ClusterStatus.OK
+
+    def shut_down(self) -> None:
+        """SHUTDOWN's main half: remember a clean cluster-wide stop, then go."""
+        self.recovery.stop()
+        self.status = ClusterStatus.SHUTDOWN
+        self.config.shutdown = True
+        if self.formatted:
+            self.config.save(self.root)
+        self.stop_soon()
+
     # ---- dispatch ----
 
     async def handle(self, req: Request, data: memoryview | None, caller: Caller) -> Reply:
-        if req.opcode == Op.STAT_RECOVERY:
-            return Reply(data=self.recovery.state().pack()[:req.data_length])
-        if req.opcode == Op.FORCE_RECOVER:
-            return await self._force_recover()
         info = OPS.get(req.opcode)
         if info is None:
             log.warning("unknown opcode %#x from %s", req.opcode, caller.peer)
@@ -943,7 +963,7 @@ class Sheep:
             # the local ops sheep ask each other (object lists, epochs) are
             # answered as they are, for the same reason.
             if info.kind is Kind.PEER:
-                await self._check_epoch(req)
+                await self.check_request_epoch(req)
             elif info.kind in (Kind.GATEWAY, Kind.CLUSTER):
                 await self.caught_up()
             if self.status == ClusterStatus.WAIT:
@@ -957,24 +977,9 @@ class Sheep:
             elif info.kind is Kind.GATEWAY or req.opcode in (Op.DISCARD_OBJ, Op.FLUSH_VDI):
                 vid = oid_to_vid(ObjArgs.unpack(req.args).oid)
                 await self._release_sessions(self.leases.touch(caller.key, vid))
-            if info.kind is Kind.GATEWAY:
-                return await self._gateway_op(req, data)
-            if info.kind is Kind.PEER:
-                return await self._peer_op(req, data)
-            if info.kind is Kind.LOCAL:
-                return await local_ops.run(self, req, data, caller)
-            await self._release_sessions(self.leases.not_io(caller.key))
-            if req.opcode in (Op.LOCK_VDI, Op.RELEASE_VDI):
-                return await self._lock_op(req, data, caller)
-            if req.opcode == Op.GET_VDI_INFO and not self._queue and not self._running_block:
-                # A read-only lookup with nothing ordered ahead of it: answer
-                # here, after a barrier, instead of blocking every node for
-                # the block / notify pair Sheepdog sends.
-                await self.caught_up()
-                reply, _ = await self._work(req, data if data is not None else memoryview(b""),
-                                            caller.key)
-                return reply
-            return await self.cluster_op(req, data, caller)
+            if info.kind is Kind.CLUSTER:
+                await self._release_sessions(self.leases.not_io(caller.key))
+            return await info.process(self, req, data, caller)
         except (StoreError, GatewayError, VdiError, PeerError) as e:
             log.debug("opcode %#x: %s", req.opcode, e)
             return Reply(result_of(e))
@@ -1014,8 +1019,8 @@ class Sheep:
             assert data is not None
             if not (len(owners) == 1 and owners[0].nid == me) or not is_data_obj(oid):
                 return None
-            self._lease_io(key, oid)
-            if self._readonly(oid, a.offset, data):
+            gateway_ops.lease_io(self, key, oid)
+            if gateway_ops.readonly(self, oid, a.offset, data):
                 return Reply(Res.READONLY)
             try:
                 self.peer.write_now(oid, a.offset, data, self.object_size(oid))
@@ -1033,90 +1038,15 @@ class Sheep:
             self.buffers.put(buf)
             if len(owners) > 1:
                 return None  # `handle` fails over to another copy
-            self._lease_io(key, oid)
+            gateway_ops.lease_io(self, key, oid)
             return Reply(result_of(e))
-        self._lease_io(key, oid)
+        gateway_ops.lease_io(self, key, oid)
         return Reply(data=buf, pooled=buf)
 
-    async def _read_span(self, a: ObjArgs, n: int) -> FileSpan | None:
-        """A large read of this node's own copy as a span of its file, sent
-        with sendfile (no worker thread, no copy through our memory), when
-        that copy is in the page cache; otherwise None and the gateway reads
-        it (failing over to other copies as it does)."""
-        if self.peer.inline_ok(n) or self.halted(a.oid, a.copies):
-            return None
-        owners = self.gateway.owners(a.oid, a.copies)
-        if not any(o.nid == self.me.nid for o in owners):
-            return None
-        await self.gateway.ready(a.oid)
-        try:
-            got = self.peer.open_span(a.oid, a.offset, n, self.object_size(a.oid))
-        except StoreError:
-            if len(owners) > 1:
-                return None
-            raise
-        if got is None:
-            return None
-        return FileSpan(got[0], a.offset, got[1], n)
-
-    def _lease_io(self, key: str, oid: int) -> None:
-        """handle_nowait's share of `handle`'s lease bookkeeping (a key that
-        is not fresh releases nothing)."""
-        if not self.leases.active:
-            self.leases.used(key)
-        else:
-            self.leases.touch(key, oid_to_vid(oid))
-
-    def _readonly(self, oid: int, offset: int, data: memoryview | None) -> bool:
-        """Writes to a snapshot's objects are refused, except zeroing its
-        index entries, which Sheepdog's dog does before deleting it."""
-        vid = oid_to_vid(oid)
-        if not self.table.is_snapshot(vid):
-            return False
-        if is_data_obj(oid):
-            return True
-        if is_vdi_obj(oid):
-            return not (offset >= data_vid_offset(0) and data is not None
-                        and not any(data))
-        return False
-
-    async def _gateway_op(self, req: Request, data: memoryview | None) -> Reply:
-        a = ObjArgs.unpack(req.args)
-        if req.opcode == Op.READ_OBJ:
-            self.peer.check_range(a.oid, a.offset, req.data_length, self.object_size(a.oid))
-            span = await self._read_span(a, req.data_length)
-            if span is not None:
-                return Reply(file=span)
-            buf = self.buffers.get(req.data_length)
-            try:
-                await self.gateway.read(a.oid, a.offset, memoryview(buf), copies=a.copies)
-            except BaseException:
-                self.buffers.put(buf)
-                raise
-            return Reply(data=buf, pooled=buf)
-        if req.opcode == Op.REMOVE_OBJ:
-            await self.gateway.remove(a.oid, copies=a.copies)
-            return Reply()
-        payload = data if data is not None else memoryview(b"")
-        if self._readonly(a.oid, a.offset, payload):
-            return Reply(Res.READONLY)
-        sync = not (req.flags & Flag.CMD_CACHE)
-        if req.opcode == Op.WRITE_OBJ:
-            # An index write may leave objects nobody maps: free them after.
-            old = await self.vdi.index_before(a.oid, a.offset, payload)
-            await self.gateway.write(a.oid, a.offset, payload, sync=sync, copies=a.copies)
-            if old is not None:
-                await self.vdi.index_after(a.oid, a.offset, payload, old, durable=sync)
-        else:
-            cow = a.cow_oid if req.flags & Flag.CMD_COW else 0
-            await self.gateway.create_and_write(a.oid, a.offset, payload, sync=sync,
-                                                cow_oid=cow, copies=a.copies)
-        return Reply()
-
-    async def _force_recover(self) -> Reply:
+    async def force_recover(self) -> int:
         """`dog cluster recover force`: run with the nodes that are here."""
         if self.status != ClusterStatus.WAIT or not self.formatted:
-            return Reply(Res.FORCE_RECOVER)
+            return Res.FORCE_RECOVER
         op_id = next(self._op_ids)
         waiter = self._waiters[op_id] = _Waiter()
         try:
@@ -1124,9 +1054,9 @@ class Sheep:
             await waiter.done.wait()
         finally:
             self._waiters.pop(op_id, None)
-        return waiter.reply
+        return waiter.reply.result
 
-    async def _check_epoch(self, req: Request) -> int:
+    async def check_request_epoch(self, req: Request) -> int:
         """Sheepdog's check_request_epoch: a peer request must come from a
         node at our epoch. An older sender retries; for a newer one we wait
         a little for our own epoch to catch up."""
@@ -1141,259 +1071,7 @@ class Sheep:
             return Res.SUCCESS
         return Res.OLD_NODE_VER if req.epoch < self.epoch else Res.NEW_NODE_VER
 
-    async def _peer_op(self, req: Request, data: memoryview | None) -> Reply:
-        a = ObjArgs.unpack(req.args)
-        res = await self._check_epoch(req)
-        if res != Res.SUCCESS:
-            return Reply(res)
-        if req.opcode == Op.READ_PEER and a.tgt_epoch:
-            # Recovery's own reads are not held for our recovery (two
-            # recovering nodes could wait on each other), only for writes
-            # let in before the reader's epoch (see InFlightWrites).
-            await self.peer.in_flight.settled(a.oid, req.epoch)
-        elif req.opcode != Op.FLUSH_PEER:
-            await self.recovery.ready(a.oid)
-            if req.epoch and req.epoch != self.epoch:
-                return Reply(Res.OLD_NODE_VER)  # moved on while we waited
-        size = self.object_size(a.oid)
-        sync = not (req.flags & Flag.CMD_CACHE)
-        payload = data if data is not None else memoryview(b"")
-        if req.opcode == Op.READ_PEER:
-            self.peer.check_range(a.oid, a.offset, req.data_length, size)
-            buf = self.buffers.get(req.data_length)
-            try:
-                try:
-                    await self.peer.read(a.oid, a.offset, memoryview(buf), size)
-                except NoObject:
-                    if not a.tgt_epoch:
-                        raise
-                    await self._read_stale(a.oid, a.offset, memoryview(buf), a.tgt_epoch)
-            except BaseException:
-                self.buffers.put(buf)
-                raise
-            return Reply(data=buf, pooled=buf)
-        if req.opcode == Op.WRITE_PEER:
-            try:
-                await self.peer.write(a.oid, a.offset, payload, size, sync=sync)
-            except NoObject:
-                # We own it but our recovery never saw it: pull, then write.
-                if not await self.recovery.fetch_missing(a.oid):
-                    raise
-                if req.epoch and req.epoch != self.epoch:
-                    return Reply(Res.OLD_NODE_VER)
-                await self.peer.write(a.oid, a.offset, payload, size, sync=sync)
-        elif req.opcode == Op.CREATE_AND_WRITE_PEER:
-            cow = a.cow_oid if req.flags & Flag.CMD_COW else 0
-            await self.peer.create_and_write(a.oid, a.offset, payload, size, cow_oid=cow,
-                                             sync=sync)
-        elif req.opcode == Op.REMOVE_PEER:
-            await self.peer.remove(a.oid)
-        elif req.opcode == Op.FLUSH_PEER:
-            await self.peer.flush()
-        return Reply()
-
-    async def _read_stale(self, oid: int, offset: int, buf: memoryview, since: int) -> None:
-        """Recovery asks for the object as of epoch `since` and our obj/
-        has none: answer from a stale copy at least that new (NoObject if
-        there is none)."""
-        size = self.object_size(oid)
-
-        def read() -> None:
-            ep = self._stale_copy(oid, since)
-            if ep is None:
-                raise NoObject(f"{oid:016x}: no copy as of epoch {since}")
-            if offset == 0 and len(buf) >= size:
-                self.store.read_stale(oid, ep, buf)
-                return
-            whole = memoryview(bytearray(size))
-            self.store.read_stale(oid, ep, whole)
-            n = max(0, min(len(buf), size - offset))
-            buf[:n] = whole[offset:offset + n]
-            buf[n:] = bytes(len(buf) - n)
-
-        await trio.to_thread.run_sync(read)
-
     # ---- cluster operations: work (asking node) and main (every node) ----
-
-    async def _work(self, req: Request, data: memoryview, owner: str) -> tuple[Reply, dict]:
-        v = VdiArgs.unpack(req.args)
-        op = req.opcode
-        if op == Op.NEW_VDI:
-            name, _ = parse_name(data, with_tag=False)
-            copies, policy = v.copies, v.copy_policy
-            if not copies:
-                copies = self.config.copies or SD_DEFAULT_COPIES
-                policy = self.config.copy_policy
-            shift = v.block_size_shift or self.config.block_size_shift
-            out = await self.vdi.create(name, v.vdi_size, base_vid=v.base_vdi_id,
-                                        snapshot=bool(v.snapid), copies=copies,
-                                        copy_policy=policy, store_policy=v.store_policy,
-                                        block_size_shift=shift)
-            args = VdiResult(vdi_id=out.vid, copies=copies, block_size_shift=shift).pack()
-            return Reply(args=args), {"vid": out.vid, "copies": copies, "policy": policy,
-                                      "shift": shift, "old_vid": out.old_vid,
-                                      "parent": out.parent, "snapshot": bool(v.snapid),
-                                      "name": out.name.hex(), "snap_id": out.snap_id,
-                                      "ctime": out.create_time, "old_tag": out.old_tag.hex()}
-        if op in (Op.GET_VDI_INFO, Op.LOCK_VDI, Op.DEL_VDI):
-            name, tag = parse_name(data)
-            if op == Op.DEL_VDI:
-                out = await self.vdi.delete(name, tag, v.snapid)
-                return Reply(args=VdiResult(vdi_id=out.vid).pack()), {"vid": out.vid}
-            vid = await self.vdi.find(name, tag, v.snapid)
-            e = self.table.get(vid)
-            args = VdiResult(vdi_id=vid, copies=e.copies if e else 0,
-                             block_size_shift=e.block_size_shift if e else 22).pack()
-            return Reply(args=args), {"vid": vid}
-        if op == Op.GET_VDI_ATTR:
-            out = await self.vdi.attr(data, v.snapid, create=bool(req.flags & Flag.CMD_WILDCARD),
-                                      excl=bool(req.flags & Flag.CMD_EXCL),
-                                      delete=bool(req.flags & Flag.CMD_DEL))
-            args = VdiResult(vdi_id=out.vid, attr_id=out.attr_id, copies=out.copies).pack()
-            return Reply(args=args), {}
-        if op == Op.NOTIFY_VDI_ADD:
-            return Reply(), await self._restored_names(req)
-        return Reply(Res.NO_SUPPORT), {}
-
-    async def _restored_names(self, req: Request) -> dict:
-        """NOTIFY_VDI_ADD's work half: the registered VDI's naming facts
-        from its inode, for every node's name index. Sheepdog's dog sends
-        the notify before it writes the inode: then nothing is carried and
-        the entry stays unnamed (lookups read its inode)."""
-        s = VdiStateArgs.unpack(req.args)
-        buf = memoryview(bytearray(SD_INODE_HEADER_SIZE))
-        try:
-            await self.gateway.read(vid_to_vdi_oid(s.new_vid), 0, buf, copies=s.copies)
-        except (GatewayError, StoreError, PeerError) as e:
-            log.debug("NOTIFY_VDI_ADD %x: inode not readable yet: %s", s.new_vid, e)
-            return {}
-        h = InodeHeader.unpack(buf)
-        name, tag = inode_names(buf)
-        if h.vdi_id != s.new_vid or not name:
-            return {}
-        return {"names": [name.hex(), tag.hex(), h.snap_id, h.create_time, h.parent_vdi_id]}
-
-    async def _main(self, req: Request, msg: ClusterMsg) -> int:
-        op = req.opcode
-        x = msg.extra
-        if op == Op.NEW_VDI:
-            self.table.add(VdiEntry(x["vid"], x["copies"], x["policy"], x["shift"],
-                                    parent=x["parent"], name=bytes.fromhex(x.get("name", "")),
-                                    snap_id=x.get("snap_id", 0), create_time=x.get("ctime", 0),
-                                    named="name" in x))
-            if x.get("old_vid") and x.get("snapshot"):
-                tag = x.get("old_tag")
-                self.table.mark_snapshot(x["old_vid"],
-                                         bytes.fromhex(tag) if tag is not None else None)
-                self.table.move_lock(x["old_vid"], x["vid"])
-                self.leases.moved(x["old_vid"], x["vid"])
-            return Res.SUCCESS
-        if op == Op.DEL_VDI:
-            self.table.mark_deleted(x["vid"])
-            if self.config.flags & ClusterFlag.RECYCLE_VID:
-                await self._recycle_family(x["vid"])
-            return Res.SUCCESS
-        if op == Op.LOCK_VDI:
-            kind = VdiArgs.unpack(req.args).type
-            ok = self.table.lock(x["vid"], msg.owner, kind)
-            return Res.SUCCESS if ok else Res.VDI_LOCKED
-        if op == Op.RELEASE_VDI:
-            if x.get("owner_gone"):
-                self.table.release_owner(msg.owner, x.get("vid"))
-            else:
-                v = VdiArgs.unpack(req.args)
-                self.table.unlock(v.base_vdi_id, msg.owner, v.type)
-            return Res.SUCCESS
-        if op == Op.MAKE_FS:
-            return await self._make_fs(req, msg)
-        if op == Op.NOTIFY_VDI_ADD:
-            res = md_ops.notify_vdi_add(self.table, req)
-            if res == Res.SUCCESS and x.get("names"):
-                name, tag, snap_id, ctime, parent = x["names"]
-                vid = VdiStateArgs.unpack(req.args).new_vid
-                self.table.set_names(vid, bytes.fromhex(name), bytes.fromhex(tag),
-                                     snap_id, ctime, parent=parent)
-            return res
-        if op == Op.SHUTDOWN:
-            self.recovery.stop()
-            self.status = ClusterStatus.SHUTDOWN
-            self.config.shutdown = True
-            if self.formatted:
-                self.config.save(self.root)
-            self.stop_soon()
-            return Res.SUCCESS
-        return Res.SUCCESS
-
-    async def _recycle_family(self, vid: int) -> None:
-        """VID recycling: once every member of a family (a root VDI, its
-        snapshots and clones) is deleted, its ids are free again and each
-        node drops its copies of their inodes, as Sheepdog's vid GC does.
-        Run on every node in stream order, so every table agrees."""
-        members = self.table.family_members(vid)
-        entries = [self.table.get(v) for v in members]
-        if not all(e is not None and e.deleted for e in entries):
-            return
-        for v in members:
-            self.table.forget(v)
-
-        oids = {vid_to_vdi_oid(v) for v in members}
-
-        def drop() -> None:
-            for oid in oids:
-                try:
-                    self.store.remove(oid)
-                except StoreError:
-                    pass
-            for oid, ep in list(self.store.stale_copies()):
-                if oid in oids:
-                    self.store.remove_stale(oid, ep)
-
-        await trio.to_thread.run_sync(drop)
-        log.info("VID recycling: family of %x deleted, ids %s free again", vid,
-                 ",".join(f"{v:x}" for v in members))
-
-    async def _make_fs(self, req: Request, msg: ClusterMsg) -> int:
-        c = ClusterArgs.unpack(req.args)
-        store_name = msg.data.split(b"\0", 1)[0].decode(errors="replace") or "plain"
-        if store_name != self.store.name:
-            # A multi-disk store switches every disk's backend (plain <-> farm).
-            reopen = getattr(self.store, "reopen", None)
-            if reopen is None or store_name not in BACKENDS:
-                return Res.NO_STORE
-            await trio.to_thread.run_sync(reopen, store_name)
-        await trio.to_thread.run_sync(self.store.format)
-        flags = c.flags
-        if self.auto_vnodes:
-            flags |= ClusterFlag.AUTO_VNODES
-        self.config = NodeConfig(ctime=c.ctime or int(time.time()) << 32,
-                                 copies=c.copies or SD_DEFAULT_COPIES,
-                                 copy_policy=c.copy_policy, flags=flags,
-                                 block_size_shift=c.block_size_shift
-                                 or SD_DEFAULT_BLOCK_SIZE_SHIFT,
-                                 store=store_name)
-        self.config.save(self.root)
-        self.epochs.clear()
-        self._rings.clear()
-        self.table.reset()
-        self.recovery.stop()
-        self._set_epoch(0)
-        self._new_epoch()
-        self.status = ClusterStatus.OK
-        log.info("formatted: %d copies, store %s", self.config.copies, shown(store_name))
-        return Res.SUCCESS
-
-    async def _lock_op(self, req: Request, data: memoryview | None, caller: Caller) -> Reply:
-        """LOCK_VDI / RELEASE_VDI through the stream, then the lock
-        session bookkeeping of this node (see lock_lease.py)."""
-        caller.holds_locks = True
-        reply = await self.cluster_op(req, data, caller)
-        if reply.result == Res.SUCCESS:
-            v = VdiArgs.unpack(req.args)
-            if req.opcode == Op.LOCK_VDI:
-                self.leases.locked(caller.key, VdiResult.unpack(reply.args).vdi_id, v.type)
-            else:
-                self.leases.released(caller.key, v.base_vdi_id, v.type)
-        return reply
 
     async def _release_sessions(self, releases: list[Release]) -> None:
         """Release, cluster-wide, locks whose session has no member left;

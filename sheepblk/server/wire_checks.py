@@ -711,7 +711,7 @@ def _ex_repair(env: Env) -> tuple[Request, bytes]:
 # ---- the table ----
 
 EPOCH = Field("hdr.epoch", "0, or compared with ours: older answers OLD_NODE_VER, newer waits "
-              "for ours, then NEW_NODE_VER", Res.OLD_NODE_VER, by="Sheep._check_epoch")
+              "for ours, then NEW_NODE_VER", Res.OLD_NODE_VER, by="Sheep.check_request_epoch")
 OID = Field("obj.oid", "no unused bit (56-58), at most one kind bit; an inode id has no "
             "index; a data index times the VDI's object size below SD_MAX_VDI_SIZE",
             bad=BAD_OIDS)
@@ -731,9 +731,9 @@ COW = Field("obj.cow_oid", "with CMD_COW: a data object of the same index, not t
                  lambda r, p: both(hdr(flags=r.flags | Flag.CMD_COW),
                                    obj(cow_oid=_oid_of(r) | 1 << 63))(r, p)))
 TGT_EPOCH = Field("obj.tgt_epoch", "any: a recovery read answers from a stale copy at least "
-                  "that new, or NO_OBJ", Res.NO_OBJ, by="Sheep._read_stale")
+                  "that new, or NO_OBJ", Res.NO_OBJ, by="peer_ops.read_peer")
 REPLY_LEN = Field("hdr.data_length", "the answer's room: the answer is cut to it, or "
-                  "BUFFER_SMALL", Res.BUFFER_SMALL, by="local_ops.run")
+                  "BUFFER_SMALL", Res.BUFFER_SMALL, by="each local op's handler")
 NAME_LEN = Field("hdr.data_length", "256 (name) or 512 (name, tag), as vdi_init_tag",
                  bad=BAD_NAME_LENGTHS)
 NAME = Field("payload.name", "1..255 bytes then NUL in the first 256 (any bytes: Sheepdog "
@@ -803,7 +803,7 @@ ROWS: tuple[Row, ...] = (
         Field("vdi.store_policy", "0 or 1 (hyper volume)", bad=(vdi(store_policy=2),)),
         Field("vdi.block_size_shift", "0 (the cluster's) or 20..31",
               bad=tuple(vdi(block_size_shift=s) for s in BAD_SHIFTS)),
-        Field("vdi.snapid", "any: non-zero makes a snapshot", by="Sheep._work"),
+        Field("vdi.snapid", "any: non-zero makes a snapshot", by="cluster_ops.new_vdi_work"),
     ), _new_vdi, _ex_new_vdi),
     Row(Op.DEL_VDI, (NAME_LEN, NAME, TAG, SNAPID), _named, _ex_named(Op.DEL_VDI)),
     Row(Op.GET_VDI_INFO, (NAME_LEN, NAME, TAG, SNAPID), _named, _ex_named(Op.GET_VDI_INFO)),
@@ -855,7 +855,7 @@ ROWS: tuple[Row, ...] = (
               bad=tuple(cluster(block_size_shift=s) for s in BAD_SHIFTS)),
         Field("cluster.flags", "SD_CLUSTER_FLAG_* bits only", bad=(cluster(flags=0x40),
                                                                   cluster(flags=0xFFFF))),
-        Field("cluster.ctime", "any: the cluster's creation time (0: now)", by="Sheep._make_fs"),
+        Field("cluster.ctime", "any: the cluster's creation time (0: now)", by="cluster_ops.make_fs_main"),
     ), _make_fs, _ex_make_fs),
     Row(Op.SHUTDOWN, _NONE, _nothing, _ex_plain(Op.SHUTDOWN)),
     # local: this node's own state
@@ -901,7 +901,7 @@ ROWS: tuple[Row, ...] = (
                    body(lambda p: RecoveryThrottle(0, 100).pack()))),
     ), _set_recovery, _ex_recovery),
     Row(Op.GET_OBJ_LIST, (REPLY_LEN,
-                          Field("hdr.flags", "CMD_WILDCARD: stale copies instead", by="local_ops.run")),
+                          Field("hdr.flags", "CMD_WILDCARD: stale copies instead", by="local_ops.get_obj_list")),
         _nothing, _ex_plain(Op.GET_OBJ_LIST, 1 << 20)),
     Row(Op.MD_INFO, (REPLY_LEN,), _nothing, _ex_plain(Op.MD_INFO, 1 << 20)),
     *(Row(op, (

@@ -1,0 +1,136 @@
+"""Peer ops: another sheep's request on this node's own copy of an
+object (sheep/ops.c's peer_read_obj and friends).
+
+Every handler first holds the request to our epoch (Sheepdog's
+check_request_epoch, `Sheep.check_request_epoch`), then, unless it is
+recovery's own read or a flush, waits until recovery has this object.
+The op table (optable.py) names the handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..proto import Flag, ObjArgs, Op, Request, Res
+from ..store import NoObject
+from .reply import Caller, Reply
+
+if TYPE_CHECKING:
+    from .node import Sheep
+
+Body = Callable[["Sheep", Request, ObjArgs, memoryview], Awaitable[Reply]]
+
+
+async def _admitted(node: Sheep, req: Request, a: ObjArgs) -> int:
+    """SUCCESS once the request may touch our copy, else the code to answer."""
+    res = await node.check_request_epoch(req)
+    if res != Res.SUCCESS:
+        return res
+    if req.opcode == Op.READ_PEER and a.tgt_epoch:
+        # Recovery's own reads are not held for our recovery (two
+        # recovering nodes could wait on each other), only for writes
+        # let in before the reader's epoch (see InFlightWrites).
+        await node.peer.in_flight.settled(a.oid, req.epoch)
+    elif req.opcode != Op.FLUSH_PEER:
+        await node.recovery.ready(a.oid)
+        if req.epoch and req.epoch != node.epoch:
+            return Res.OLD_NODE_VER  # moved on while we waited
+    return Res.SUCCESS
+
+
+def _served(body: Body) -> Callable[[Sheep, Request, memoryview | None, Caller],
+                                    Awaitable[Reply]]:
+    """A peer op's handler: admission first, then `body`."""
+
+    async def handler(node: Sheep, req: Request, data: memoryview | None,
+                      caller: Caller) -> Reply:
+        a = ObjArgs.unpack(req.args)
+        res = await _admitted(node, req, a)
+        if res != Res.SUCCESS:
+            return Reply(res)
+        return await body(node, req, a, data if data is not None else memoryview(b""))
+
+    handler.__name__ = handler.__qualname__ = body.__name__
+    handler.__doc__ = body.__doc__
+    return handler
+
+
+async def _read_stale(node: Sheep, oid: int, offset: int, buf: memoryview, since: int) -> None:
+    """Recovery asks for the object as of epoch `since` and our obj/ has
+    none: answer from a stale copy at least that new (NoObject if there
+    is none)."""
+    size = node.object_size(oid)
+
+    def read() -> None:
+        ep = node.stale_copy(oid, since)
+        if ep is None:
+            raise NoObject(f"{oid:016x}: no copy as of epoch {since}")
+        if offset == 0 and len(buf) >= size:
+            node.store.read_stale(oid, ep, buf)
+            return
+        whole = memoryview(bytearray(size))
+        node.store.read_stale(oid, ep, whole)
+        n = max(0, min(len(buf), size - offset))
+        buf[:n] = whole[offset:offset + n]
+        buf[n:] = bytes(len(buf) - n)
+
+    await trio.to_thread.run_sync(read)
+
+
+async def _read(node: Sheep, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
+    node.peer.check_range(a.oid, a.offset, req.data_length, node.object_size(a.oid))
+    buf = node.buffers.get(req.data_length)
+    try:
+        try:
+            await node.peer.read(a.oid, a.offset, memoryview(buf), node.object_size(a.oid))
+        except NoObject:
+            if not a.tgt_epoch:
+                raise
+            await _read_stale(node, a.oid, a.offset, memoryview(buf), a.tgt_epoch)
+    except BaseException:
+        node.buffers.put(buf)
+        raise
+    return Reply(data=buf, pooled=buf)
+
+
+async def _write(node: Sheep, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
+    size = node.object_size(a.oid)
+    sync = not (req.flags & Flag.CMD_CACHE)
+    try:
+        await node.peer.write(a.oid, a.offset, payload, size, sync=sync)
+    except NoObject:
+        # We own it but our recovery never saw it: pull, then write.
+        if not await node.recovery.fetch_missing(a.oid):
+            raise
+        if req.epoch and req.epoch != node.epoch:
+            return Reply(Res.OLD_NODE_VER)
+        await node.peer.write(a.oid, a.offset, payload, size, sync=sync)
+    return Reply()
+
+
+async def _create_and_write(node: Sheep, req: Request, a: ObjArgs,
+                            payload: memoryview) -> Reply:
+    cow = a.cow_oid if req.flags & Flag.CMD_COW else 0
+    await node.peer.create_and_write(a.oid, a.offset, payload, node.object_size(a.oid),
+                                     cow_oid=cow, sync=not (req.flags & Flag.CMD_CACHE))
+    return Reply()
+
+
+async def _remove(node: Sheep, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
+    await node.peer.remove(a.oid)
+    return Reply()
+
+
+async def _flush(node: Sheep, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
+    await node.peer.flush()
+    return Reply()
+
+
+read_peer = _served(_read)
+write_peer = _served(_write)
+create_and_write_peer = _served(_create_and_write)
+remove_peer = _served(_remove)
+flush_peer = _served(_flush)
