@@ -25,7 +25,7 @@ import click
 from cli.abbrev import AbbrevCommand
 from cli.daemonize import ReadyPipe, daemonize
 from cli.errors import QuietError
-from cli.loglevels import LOG_INFO, LOG_LEVELS, python_level
+from sheepblk.loglevels import LOG_INFO, LOG_LEVELS, python_level
 
 if TYPE_CHECKING:
     from sheepblk.cluster.driver import ClusterDriver
@@ -234,7 +234,7 @@ def _run(s: NodeSettings) -> int:
     import trio
 
     from sheepblk.server import serve
-    from sheepblk.store import AlreadyRunning, NodeConfig, PidLock, open_node_store
+    from sheepblk.store import AlreadyRunning, NodeConfig, PidLock, StoreError, open_node_store
 
     store_dir, opts = s.opts.store_dir, s.opts
     if s.disks:
@@ -266,8 +266,17 @@ def _run(s: NodeSettings) -> int:
         store = open_node_store(NodeConfig.load(store_dir).store, s.object_dirs,
                                 nosync=opts.nosync)
     except OSError as e:
-        raise QuietError(f"cannot use the disks {','.join(map(str, s.object_dirs))}: {e}"
-                         ) from None
+        why = f"cannot use the disks {','.join(map(str, s.object_dirs))}: {e}"
+        logging.getLogger("sheep").error(why)
+        if pipe is not None:
+            pipe.fail(why)
+        raise QuietError(why) from None
+    except (StoreError, ValueError) as e:  # an unknown backend, a broken config file
+        why = f"{store_dir / 'config'}: {e}"
+        logging.getLogger("sheep").error(why)
+        if pipe is not None:
+            pipe.fail(why)
+        raise QuietError(why) from None
     try:
         failed = trio.run(lambda: serve(opts, store, driver, ready=ready))
     except OSError as e:

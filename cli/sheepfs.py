@@ -21,8 +21,8 @@ import click
 from cli.abbrev import AbbrevCommand
 from cli.daemonize import daemonize
 from cli.errors import QuietError
-from cli.loglevels import LOG_DEBUG, LOG_INFO, python_level
 from sheepblk.fs.mount import MountError, MountOptions, check_cluster, check_mountpoint, run
+from sheepblk.loglevels import LOG_DEBUG, LOG_INFO, python_level
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 

@@ -25,7 +25,7 @@ from cli.abbrev import expand_prefixes
 from cli.daemonize import ReadyPipe, daemonize
 from cli.dog.errors import QuietError as DogQuietError
 from cli.errors import QuietError
-from cli.loglevels import LOG_LEVELS, python_level
+from sheepblk.loglevels import LOG_LEVELS, python_level
 
 Expected = dict[str, object] | tuple[str, object]
 

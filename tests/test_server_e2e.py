@@ -240,3 +240,23 @@ def test_shutdown_answers_then_exits(one_node: SheepProcess) -> None:
         c.shutdown()
     assert one_node.proc is not None
     assert one_node.proc.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("config", [b'{"store": "tree"}\n', b'{"store": \n'])
+def test_a_config_it_cannot_use_is_a_clear_error(tmp_path: Path, config: bytes) -> None:
+    """A store whose config names a backend this sheep does not know (or
+    is not JSON): the daemonised start says why on stderr and in sheep.log,
+    exits 1 and serves nothing (opening it as plain would serve another
+    backend's objects as garbage)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "config").write_bytes(config)
+    port = free_port()
+    done = subprocess.run([bin_path("sheep"), "-p", str(port), "-c", f"local:{tmp_path}/shm",
+                           str(store)], capture_output=True, timeout=60)
+    assert done.returncode == 1
+    assert b"Traceback" not in done.stderr
+    assert str(store / "config").encode() in done.stderr, done.stderr
+    if b"tree" in config:
+        assert b"unknown store backend 'tree'" in done.stderr
+    assert str(store / "config") in (store / "sheep.log").read_text()

@@ -231,10 +231,9 @@ async def make_fs_main(node: Sheep, req: Request, msg: ClusterMsg) -> int:
     store_name = msg.data.split(b"\0", 1)[0].decode(errors="replace") or "plain"
     if store_name != node.store.name:
         # A multi-disk store switches every disk's backend (plain <-> farm).
-        reopen = getattr(node.store, "reopen", None)
-        if reopen is None or store_name not in BACKENDS:
+        if not node.store.can_reopen or store_name not in BACKENDS:
             return Res.NO_STORE
-        await trio.to_thread.run_sync(reopen, store_name)
+        await trio.to_thread.run_sync(node.store.reopen, store_name)
     await trio.to_thread.run_sync(node.store.format)
     flags = c.flags
     if node.auto_vnodes:

@@ -13,9 +13,9 @@ import trio
 
 from ..proto import (
     SD_NODE_SIZE,
-    SD_SHEEP_PROTO_VER,
     ClusterArgs,
     ClusterDefaultResult,
+    ClusterInfo,
     ClusterStatus,
     EpochLog,
     Flag,
@@ -37,7 +37,6 @@ from .reply import Caller, Reply
 if TYPE_CHECKING:
     from .node import Sheep
 
-_CINFO = struct.Struct("<BBhIQHBBBB3x16s7x")
 _TIME = struct.Struct("<q")
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
@@ -88,10 +87,10 @@ def stat_cluster(node: Sheep, req: Request) -> Reply:
 
 def cluster_info(node: Sheep, req: Request) -> Reply:
     c = node.config
-    head = _CINFO.pack(SD_SHEEP_PROTO_VER, 0, len(node.members), node.epoch, c.ctime,
-                       _flags(node), c.copies, c.copy_policy, int(node.status),
-                       c.block_size_shift, c.store.encode()[:16])
-    body = head + pack_nodes(node.members)
+    body = ClusterInfo(epoch=node.epoch, ctime=c.ctime, flags=_flags(node), nr_copies=c.copies,
+                       copy_policy=c.copy_policy, status=int(node.status),
+                       block_size_shift=c.block_size_shift, store=c.store,
+                       nodes=node.members).pack()
     return Reply(data=body[:req.data_length])
 
 

@@ -1,11 +1,12 @@
 """One sheep: its state, the request dispatcher and the ordered cluster stream.
 
 Request flow: the connection layer hands every decoded request to
-`Sheep.handle`, which checks the cluster status, then routes by the op
-table: gateway ops to the Gateway, peer ops to PeerOps, local ops to
-local_ops, cluster ops into the driver's ordered stream (see messages.py).
-Everything a cluster operation changes is applied in `_apply_main`, which
-every node runs for every operation in the same order.
+`Sheep.handle`, which checks its fields (wire_checks) and the cluster
+status, then calls the handler the op table (optable.py) names for the
+opcode: gateway_ops, peer_ops, local_ops, md_ops, or cluster_ops, whose
+ops go through the driver's ordered stream (see messages.py). A cluster
+op's main half runs in `_apply_main`, on every node for every operation
+in the same order.
 
 Membership (see membership.py): a joiner parks its events until the
 `sync` message of a member brings it the cluster's state; every
@@ -28,6 +29,7 @@ import trio
 
 from ..cluster.driver import ClusterDriver, Event, Joined, Left, Message
 from ..cluster.ring import Ring
+from ..loglevels import python_level
 from ..proto import (
     SD_DEFAULT_VNODES,
     ClusterStatus,
@@ -263,8 +265,7 @@ class Sheep:
     def set_loglevel(self, level: int) -> None:
         """Sheepdog's 0 (emerg) .. 7 (debug) onto Python logging levels."""
         self.loglevel = level
-        py = {7: logging.DEBUG, 6: logging.INFO, 5: logging.INFO, 4: logging.WARNING}
-        logging.getLogger().setLevel(py.get(level, logging.ERROR))
+        logging.getLogger().setLevel(python_level(level))
 
     def object_size(self, oid: int) -> int:
         if is_data_obj(oid):
@@ -540,9 +541,8 @@ class Sheep:
         """Become a member of the formatted cluster `cfg` describes: an
         empty store of its backend, no epochs of our own."""
         if cfg.store and cfg.store != self.store.name:
-            reopen = getattr(self.store, "reopen", None)
-            if reopen is not None and cfg.store in BACKENDS:
-                await trio.to_thread.run_sync(reopen, cfg.store)
+            if self.store.can_reopen and cfg.store in BACKENDS:
+                await trio.to_thread.run_sync(self.store.reopen, cfg.store)
         await trio.to_thread.run_sync(self.store.format)
         self.epochs.clear()
         self._rings.clear()
