@@ -238,8 +238,7 @@ async def exist(node: Sheep, req: Request, data: memoryview | None, caller: Call
 
 async def kill_node(node: Sheep, req: Request, data: memoryview | None,
                     caller: Caller) -> Reply:
-    node.status = ClusterStatus.KILLED
-    node.stop_soon()
+    node.kill()
     return Reply()
 
 

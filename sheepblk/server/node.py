@@ -1,4 +1,5 @@
-"""One sheep: its state, the request dispatcher and the ordered cluster stream.
+"""One sheep: the request dispatcher, and the shell that performs what the
+coordinator decides.
 
 Request flow: the connection layer hands every decoded request to
 `Sheep.handle`, which checks its fields (wire_checks) and the cluster
@@ -8,18 +9,16 @@ ops go through the driver's ordered stream (see messages.py). A cluster
 op's main half runs in `_apply_main`, on every node for every operation
 in the same order.
 
-Membership (see membership.py): a joiner parks its events until the
-`sync` message of a member brings it the cluster's state; every
-membership change of a running cluster makes a new epoch and starts
-recovery (recovery.py); a restarted cluster waits for the nodes of its
-last epoch, learnt from the `claim` messages of the nodes that come back.
+The cluster's state (members, epoch, status, the ordered queue, the join
+protocol) is the coordinator's (coordinator.py), a state machine without
+I/O: this class feeds it the driver's events and performs the actions it
+yields (broadcasts, main halves, epoch logs, recovery), in order.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections import deque
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import trio
 
-from ..cluster.driver import ClusterDriver, Event, Joined, Left, Message
+from ..cluster.driver import ClusterDriver, Event
 from ..cluster.ring import Ring
 from ..loglevels import python_level
 from ..proto import (
@@ -53,9 +52,29 @@ from ..store import BACKENDS, EpochStore, NodeConfig, NoObject, ObjectStore, Sto
 from . import gateway_ops, wire_checks
 from . import membership as mship
 from .buffers import BufferPool
+from .coordinator import (
+    Action,
+    Answer,
+    ApplyMain,
+    Broadcast,
+    ClearEpochs,
+    Coordinator,
+    EmptyStore,
+    EpochMoved,
+    FailStop,
+    MoveAllToStale,
+    PurgeStale,
+    SaveConfig,
+    StartRecovery,
+    StartWork,
+    Steps,
+    Stop,
+    StopRecovery,
+    WriteEpoch,
+)
 from .gateway import RETRY_PAUSE, RETRY_TIMEOUT, Gateway, GatewayError
 from .lock_lease import LockLeases, Release
-from .messages import BadMessage, ClusterMsg
+from .messages import ClusterMsg
 from .optable import OPS, Kind
 from .peer import PeerOps, result_of
 from .peer_client import PeerClient, PeerError
@@ -117,9 +136,11 @@ class Sheep:
         self.root = opts.store_dir
         self.store = store
         self.driver = driver
-        self.config = NodeConfig.load(self.root)
+        config = NodeConfig.load(self.root)
         self.epochs = EpochStore(self.root)
-        self.epoch = self.epochs.latest() if self.config.ctime else 0
+        latest = self.epochs.latest() if config.ctime else 0
+        recent = {ep: got for ep in range(max(1, latest - mship.SYNC_EPOCHS + 1), latest + 1)
+                  if (got := self.epochs.read(ep)) is not None}
         addr = opts.myaddr or opts.bindaddr
         if addr in ("0.0.0.0", "::", ""):
             addr = "127.0.0.1"
@@ -129,9 +150,8 @@ class Sheep:
         self.me = SdNode(NodeId(addr, opts.port), vnodes, zone, size - used)
         self.key = str(self.me.nid)
         self.auto_vnodes = opts.vnodes is None
-        self.status = ClusterStatus.WAIT
-        self.members: list[SdNode] = []
         self.table = VdiTable()
+        self.coord = Coordinator(self.me, config, self.table, epoch=latest, epochs=recent)
         self.peer = PeerOps(store, lambda: self.epoch)
         self.peers = PeerClient()
         self.recovery = Recovery(self)
@@ -148,32 +168,53 @@ class Sheep:
         self.loglevel = 6
         self.buffers = BufferPool()
         self.stopped = trio.Event()
-        self.failed = ""  # why this node left the cluster (fail-stop)
-        # Whether the last run of this node ended without its final flush
-        # (set by the daemon from its marker file), and which claimers of
-        # a waiting cluster said so of themselves.
-        self.unclean = False
-        self._unclean_claims: set[str] = set()
-        self._queue: deque[ClusterMsg | Event] = deque()
-        self._running_block = False
         self._waiters: dict[int, _Waiter] = {}
         self._op_ids = itertools.count(1)
         self._conn_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
-        self._joined = False
         self._ring: Ring | None = None
         self._ring_members: list[SdNode] = []
         self._rings: dict[int, Ring | None] = {}
         self._max_zones_seen, self._zones_at = 1, -1
         self._epoch_moved = trio.Event()
-        # Join protocol state (see membership.py).
-        self._sync_wait: int | None = None  # seq of our Joined, until synced
-        self._parked: list[Event] = []
-        self._sync_from: set[str] = set()  # members when we joined, still here
-        self._pending_sync: dict[str, int] = {}  # joiner key -> its Joined seq
-        self._claimed: set[str] = set()
-        self._recovered: dict[int, set[str]] = {}
-        self._recovered_ok: dict[int, set[str]] = {}
+
+    # ---- the cluster's state (the coordinator's) ----
+
+    @property
+    def config(self) -> NodeConfig:
+        return self.coord.config
+
+    @property
+    def epoch(self) -> int:
+        return self.coord.epoch
+
+    @property
+    def status(self) -> ClusterStatus:
+        return self.coord.status
+
+    @property
+    def members(self) -> list[SdNode]:
+        return self.coord.members
+
+    @property
+    def failed(self) -> str:
+        """Why this node left the cluster (fail-stop), or ""."""
+        return self.coord.failed
+
+    @property
+    def unclean(self) -> bool:
+        """Whether the last run of this node ended without its final flush
+        (set by the daemon from its marker file)."""
+        return self.coord.unclean
+
+    @unclean.setter
+    def unclean(self, value: bool) -> None:
+        self.coord.unclean = value
+
+    @property
+    def formatted(self) -> bool:
+        return self.coord.formatted
+
 
     # ---- placement and sizes ----
 
@@ -231,11 +272,6 @@ class Sheep:
             while self.epoch == epoch:
                 await self._epoch_moved.wait()
 
-    def _set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        ev, self._epoch_moved = self._epoch_moved, trio.Event()
-        ev.set()
-
     def stop_soon(self) -> None:
         """Stop after the answer that asked for it has gone out."""
 
@@ -249,18 +285,14 @@ class Sheep:
             self.stopped.set()
 
     def fail_stop(self, why: str) -> None:
-        """Leave the cluster for good: this node can no longer hold what
-        the cluster gives it. Requests are answered KILLED from now on, a
-        code gateways retry, so the write that found the fault goes on at
-        the next epoch, without us (Sheepdog answers an EIO the same way
-        and leaves the cluster). The process then stops, which leaves the
-        cluster, and exits non-zero."""
-        if self.failed:
-            return
-        self.failed = why
-        log.error("leaving the cluster: %s", why)
-        self.status = ClusterStatus.KILLED
-        self.stop_soon()
+        """Leave the cluster for good (Coordinator.fail_stop says why);
+        the process then stops, which leaves the cluster, and exits
+        non-zero."""
+        self._run_now(self.coord.fail_stop(why))
+
+    def kill(self) -> None:
+        """KILL_NODE: answer KILLED from now on, then stop."""
+        self._run_now(self.coord.kill())
 
     def set_loglevel(self, level: int) -> None:
         """Sheepdog's 0 (emerg) .. 7 (debug) onto Python logging levels."""
@@ -273,10 +305,6 @@ class Sheep:
             shift = e.block_size_shift if e else self.config.block_size_shift
             return get_objsize(oid, 1 << (shift or SD_DEFAULT_BLOCK_SIZE_SHIFT))
         return get_objsize(oid)
-
-    @property
-    def formatted(self) -> bool:
-        return self.config.ctime != 0
 
     def new_caller(self, peer: str) -> Caller:
         caller = Caller(f"{self.key}/{next(self._conn_ids)}", peer)
@@ -328,7 +356,7 @@ class Sheep:
     async def _consume(self, recv: trio.MemoryReceiveChannel[Event]) -> None:
         async for ev in recv:
             try:
-                await self._on_event(ev)
+                await self._run(self.coord.receive(ev))
             except Exception as e:
                 # Every node applies the same stream; one that could not
                 # apply an event may now differ from the others, and must
@@ -336,69 +364,98 @@ class Sheep:
                 log.exception("failed to apply cluster event %r", ev)
                 self.fail_stop(f"cannot apply cluster event {type(ev).__name__}: {e!r}")
 
-    # ---- the ordered stream ----
+    # ---- performing the coordinator's actions ----
 
-    async def _on_event(self, ev: Event) -> None:
-        if self._sync_wait is not None:
-            await self._parked_event(ev)
-            return
-        if isinstance(ev, Joined) and ev.node.nid == self.me.nid:
-            await self._own_join(ev)
-            return
-        if isinstance(ev, Message):
-            try:
-                msg = ClusterMsg.decode(ev.payload)
-            except (BadMessage, KeyError, ValueError) as e:
-                log.warning("dropping undecodable cluster message from %s: %s", ev.sender, e)
-                return
-            if msg.kind == "notify" and msg.blocked:
-                head = self._queue[0] if self._queue else None
-                if (isinstance(head, ClusterMsg) and head.kind == "block"
-                        and head.origin == msg.origin and head.op_id == msg.op_id):
-                    self._queue.popleft()
-                    self._running_block = False
-                    await self._apply_main(msg)
-                elif not any(isinstance(q, ClusterMsg) and q.kind == "block"
-                             and q.origin == msg.origin and q.op_id == msg.op_id
-                             for q in self._queue):
-                    # Its block came before we joined: the sync's state may
-                    # or may not hold it; main halves are idempotent.
-                    await self._apply_main(msg)
-                else:
-                    log.warning("notify %s/%d matches no block", msg.origin, msg.op_id)
+    async def _run(self, steps: Steps) -> None:
+        """Perform each action before the coordinator goes on (see
+        coordinator.py: an action lands where inline code would)."""
+        for action in steps:
+            if isinstance(action, ApplyMain):
+                await self._apply_main(action.msg)
+            elif isinstance(action, EmptyStore):
+                await self._empty_store(action.kind)
+            elif isinstance(action, MoveAllToStale):
+                await trio.to_thread.run_sync(self._all_to_stale, action.epoch)
             else:
-                self._queue.append(msg)
-        else:
-            if isinstance(ev, Left):
-                head = self._queue[0] if self._queue else None
-                if (isinstance(head, ClusterMsg) and head.kind == "block"
-                        and head.origin == str(ev.node.nid)):
-                    self._queue.popleft()
-                    self._running_block = False
-            self._queue.append(ev)
-        await self._drain()
+                self._perform_now(action)
 
-    async def _drain(self) -> None:
-        while self._queue and not self._running_block:
-            head = self._queue[0]
-            if isinstance(head, ClusterMsg) and head.kind == "block":
-                alive = {str(n.nid) for n in self.members}
-                if head.origin not in alive and head.origin != self.key:
-                    self._queue.popleft()
-                    continue
-                self._running_block = True
-                if head.origin == self.key:
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._do_work, head)
-                return
-            self._queue.popleft()
-            if isinstance(head, ClusterMsg):
-                if head.kind in mship.KINDS:
-                    await self._apply_member_msg(head)
-                else:
-                    await self._apply_main(head)
-            elif isinstance(head, Joined | Left):
-                await self._membership(head)
+    def _run_now(self, steps: Steps) -> None:
+        """`_run` for inputs whose actions never wait (fail_stop, format...)."""
+        for action in steps:
+            self._perform_now(action)
+
+    def _perform_now(self, action: Action) -> None:
+        match action:
+            case Broadcast(msg):
+                self._broadcast_soon(msg)
+            case StartWork(msg):
+                assert self._nursery is not None
+                self._nursery.start_soon(self._do_work, msg)
+            case Answer(op_id, result):
+                self._answer(op_id, Reply(result))
+            case SaveConfig(config):
+                config.save(self.root)
+            case WriteEpoch(epoch, nodes, stamp):
+                self.epochs.write(epoch, nodes, stamp)
+                self._rings.pop(epoch, None)
+            case ClearEpochs():
+                self.epochs.clear()
+                self._rings.clear()
+            case EpochMoved():
+                ev, self._epoch_moved = self._epoch_moved, trio.Event()
+                ev.set()
+            case StartRecovery(epoch, reconcile, same_ring):
+                if self._nursery is not None:
+                    self.recovery.start(self._nursery, epoch, reconcile=reconcile,
+                                        same_ring=same_ring)
+            case StopRecovery():
+                self.recovery.stop()
+            case PurgeStale(epoch, full):
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._purge_stale, epoch, full)
+            case FailStop(why):
+                log.error("leaving the cluster: %s", why)
+                self.stop_soon()
+            case Stop():
+                self.stop_soon()
+            case _:
+                raise AssertionError(f"{action!r} cannot be performed without waiting")
+
+    def _broadcast_soon(self, msg: ClusterMsg) -> None:
+        """Broadcast a membership message (without waiting for it)."""
+        payload = msg.encode()
+
+        async def send() -> None:
+            try:
+                await self.driver.broadcast(payload)
+            except Exception:
+                log.exception("cannot broadcast a %s message", msg.kind)
+
+        if self._nursery is not None:
+            self._nursery.start_soon(send)
+
+    def _answer(self, op_id: int, reply: Reply) -> None:
+        waiter = self._waiters.get(op_id)
+        if waiter is not None:
+            waiter.reply = reply
+            waiter.done.set()
+
+    async def _empty_store(self, kind: str) -> None:
+        if kind and kind != self.store.name and self.store.can_reopen and kind in BACKENDS:
+            await trio.to_thread.run_sync(self.store.reopen, kind)
+        await trio.to_thread.run_sync(self.store.format)
+
+    def _all_to_stale(self, epoch: int) -> None:
+        moved = 0
+        for oid in list(self.store.oids()):
+            try:
+                self.store.move_to_stale(oid, epoch)
+                moved += 1
+            except NoObject:
+                continue
+        log.info("moved %d objects to .stale/ as of epoch %d", moved, epoch)
+
+    # ---- the ordered stream ----
 
     async def cluster_op(self, req: Request, data: memoryview | None, caller: Caller,
                          extra: dict | None = None) -> Reply:
@@ -433,8 +490,7 @@ class Sheep:
         """The barrier, where it can matter: on a joined node of a cluster
         of several, not parked for its join sync (alone, a node applied
         everything before it answered; parked, it applies nothing yet)."""
-        if (self._joined and self._sync_wait is None and len(self.members) > 1
-                and self.status in (ClusterStatus.OK, ClusterStatus.WAIT)):
+        if self.coord.in_step():
             await self.barrier()
 
     async def _through_stream(self, kind: str, req: bytes, data: bytes, owner: str,
@@ -483,370 +539,12 @@ class Sheep:
                 self.fail_stop(f"cannot apply {Op(req.opcode).name} as the cluster did: {e!r}")
                 result = Res.SYSTEM_ERROR
         if msg.origin == self.key:
-            waiter = self._waiters.get(msg.op_id)
-            if waiter is not None:
-                waiter.reply = Reply(result, msg.rsp_args)
-                waiter.done.set()
-
-    # ---- membership ----
-
-    async def _own_join(self, ev: Joined) -> None:
-        """Our own Joined: alone, we are the cluster; else park events until
-        a member's sync message brings us its state."""
-        self._queue.clear()
-        self._running_block = False
-        self.members = list(ev.members)
-        self._pending_sync.clear()
-        self._claimed.clear()
-        self._joined = True
-        if len(ev.members) > 1:
-            self._sync_wait = ev.seq
-            self._parked = []
-            self._sync_from = {str(n.nid) for n in ev.members} - {self.key}
-            if self.status == ClusterStatus.OK:
-                self.status = ClusterStatus.WAIT  # a re-join after a session loss
-            log.info("joined as one of %d nodes; waiting for the cluster's state",
-                     len(ev.members))
-            return
-        log.info("joined as the first node")
-        self._claim_alone()
-        self._maybe_resume()
-        self._after_synced()
-
-    def _claim_alone(self) -> None:
-        """We are the cluster for now: our claim is the only one counted."""
-        self._claimed = {self.key}
-        self._unclean_claims = {self.key} if self.unclean else set()
-
-    def _after_synced(self) -> None:
-        if self.formatted and self.status == ClusterStatus.WAIT:
-            self._send(mship.CLAIM, {
-                "epoch": self.epoch,
-                "nodes": [mship.node_to_json(n) for n in self._epoch_nodes(self.epoch)],
-                "vdis": mship.entries_to_json(self.table, locks=False),
-                "config": mship.config_to_json(self.config),
-                "epochs": mship.epochs_to_json(self._epoch_history()),
-                "unclean": self.unclean})
-
-    def _epoch_history(self) -> list[tuple[int, list[SdNode], int]]:
-        """The last SYNC_EPOCHS epochs, for a node that takes our state."""
-        out = []
-        for ep in range(max(1, self.epoch - mship.SYNC_EPOCHS + 1), self.epoch + 1):
-            got = self.epochs.read(ep)
-            if got is not None:
-                out.append((ep, got[0], got[1]))
-        return out
-
-    async def _adopt_config(self, cfg: NodeConfig) -> None:
-        """Become a member of the formatted cluster `cfg` describes: an
-        empty store of its backend, no epochs of our own."""
-        if cfg.store and cfg.store != self.store.name:
-            if self.store.can_reopen and cfg.store in BACKENDS:
-                await trio.to_thread.run_sync(self.store.reopen, cfg.store)
-        await trio.to_thread.run_sync(self.store.format)
-        self.epochs.clear()
-        self._rings.clear()
-
-    async def _adopt_claim(self, msg: ClusterMsg) -> None:
-        """An unformatted node of a waiting cluster meets the claim of a
-        formatted one (Sheepdog's test 070: the old nodes come back to
-        new, unformatted ones): it takes that cluster's config and epochs,
-        then claims like any member so the cluster can resume with it."""
-        x = msg.extra
-        cfg = mship.config_from_json(x["config"])
-        await self._adopt_config(cfg)
-        cfg.shutdown = False
-        self.config = cfg
-        self.config.save(self.root)
-        for ep, nodes, stamp in mship.epochs_from_json(x.get("epochs", [])):
-            self.epochs.write(ep, nodes, stamp)
-        log.info("took the cluster of %s (created %#x) at epoch %d", msg.origin,
-                 cfg.ctime, int(x["epoch"]))
-
-    def _epoch_nodes(self, epoch: int) -> list[SdNode]:
-        got = self.epochs.read(epoch) if epoch else None
-        return got[0] if got else []
-
-    async def _parked_event(self, ev: Event) -> None:
-        if isinstance(ev, Message):
-            try:
-                msg = ClusterMsg.decode(ev.payload)
-            except (BadMessage, KeyError, ValueError):
-                msg = None
-            if (msg is not None and msg.kind == mship.SYNC
-                    and msg.extra.get("to") == self.key
-                    and msg.extra.get("seq") == self._sync_wait):
-                parked, self._parked = self._parked, []
-                self._sync_wait = None
-                await self._apply_sync(msg)
-                for p in parked:
-                    await self._on_event(p)
-                return
-        if isinstance(ev, Joined) and ev.node.nid == self.me.nid:
-            await self._own_join(ev)  # joined again before the sync came
-            return
-        self._parked.append(ev)
-        if isinstance(ev, Left):
-            self._sync_from.discard(str(ev.node.nid))
-            if not self._sync_from:
-                await self._take_over()
-
-    async def _take_over(self) -> None:
-        """Every node that was a member when we joined has left before any
-        could sync us: nobody left knows more than we do. Go on as the
-        first node (what the remaining later joiners will sync from): a
-        formatted node waits for its last epoch's nodes, as after a restart."""
-        log.warning("every member left before syncing us; going on with our own state")
-        parked, self._parked = self._parked, []
-        self._sync_wait = None
-        self._pending_sync.clear()
-        self._claim_alone()
-        self._maybe_resume()
-        self._after_synced()
-        for p in parked:
-            await self._on_event(p)
-
-    async def _apply_sync(self, msg: ClusterMsg) -> None:
-        x = msg.extra
-        cfg = mship.config_from_json(x["config"])
-        status = ClusterStatus(int(x["status"]))
-        self._pending_sync = {k: int(v) for k, v in x["pending"].items()}
-        if cfg.ctime and self.formatted and cfg.ctime != self.config.ctime:
-            self.fail_stop(f"refusing to join: this node's store belongs to another cluster "
-                           f"(created {self.config.ctime:#x}, the cluster was created "
-                           f"{cfg.ctime:#x})")
-            return
-        if not cfg.ctime:
-            log.info("joined an unformatted cluster")
-            self._claimed = set(x.get("claimed", []))
-            self._unclean_claims = set(x.get("unclean", []))
-            # A formatted node brings its cluster to the unformatted ones,
-            # as Sheepdog's join takes the joiner's cluster info: our claim
-            # makes them adopt it (see _adopt_claim).
-            self._after_synced()
-            return
-        rejoin = self.formatted
-        ours = mship.entries_to_json(self.table, locks=False) if rejoin else []
-        if not self.formatted:
-            await self._adopt_config(cfg)
-        elif status == ClusterStatus.OK:
-            # We were away while the cluster ran: every copy we hold may be
-            # old, and a copy left in obj/ would be served as current, to
-            # clients and to other nodes' recovery, before our recovery
-            # replaced it. As Sheepdog's purge_obj does, each moves to
-            # .stale/ as of our last epoch: recovery pulls what we own from
-            # the nodes that stayed, and one nobody else has comes back
-            # from there.
-            log.info("rejoining a running cluster at epoch %d (ours was %d)",
-                     int(x["epoch"]), self.epoch)
-            await trio.to_thread.run_sync(self._all_to_stale, self.epoch)
-        cfg.shutdown = False
-        self.config = cfg
-        self.config.save(self.root)
-        self._rings.clear()
-        history = mship.epochs_from_json(x["epochs"])
-        sync_epoch = int(x["epoch"])
-        if status == ClusterStatus.OK or not rejoin:
-            for ep, nodes, stamp in history:
-                self.epochs.write(ep, nodes, stamp)
-            self._set_epoch(sync_epoch)
-            mship.replace_entries(self.table, mship.entries_from_json(x["vdis"]))
-        else:
-            mship.merge_entries(self.table, mship.entries_from_json(x["vdis"]))
-            if sync_epoch > self.epoch:
-                for ep, nodes, stamp in history:
-                    if ep > self.epoch:
-                        self.epochs.write(ep, nodes, stamp)
-                self._set_epoch(sync_epoch)
-        self._claimed = set(x.get("claimed", []))
-        self._unclean_claims = set(x.get("unclean", []))
-        self.status = status
-        log.info("joined: cluster %s at epoch %d, %d VDIs", status.name, self.epoch,
-                 len(self.table.entries))
-        if status == ClusterStatus.OK:
-            if ours:
-                self._send(mship.VDIS, {"vdis": ours})
-            self._start_recovery()
-        else:
-            self._after_synced()  # a waiting cluster waits for our claim too
-
-    def _all_to_stale(self, epoch: int) -> None:
-        moved = 0
-        for oid in list(self.store.oids()):
-            try:
-                self.store.move_to_stale(oid, epoch)
-                moved += 1
-            except NoObject:
-                continue
-        log.info("moved %d objects to .stale/ as of epoch %d", moved, epoch)
-
-    def _send(self, kind: str, extra: dict) -> None:
-        """Broadcast a membership message (without waiting for it)."""
-        msg = ClusterMsg(kind, 0, self.key, extra=extra).encode()
-
-        async def send() -> None:
-            try:
-                await self.driver.broadcast(msg)
-            except Exception:
-                log.exception("cannot broadcast a %s message", kind)
-
-        if self._nursery is not None:
-            self._nursery.start_soon(send)
-
-    def _syncer(self) -> str | None:
-        """The member that answers joiners: the first one already in sync."""
-        for n in self.members:
-            if str(n.nid) not in self._pending_sync:
-                return str(n.nid)
-        return None
-
-    def _send_sync(self, to: str, seq: int) -> None:
-        history = self._epoch_history()
-        self._send(mship.SYNC, {
-            "to": to, "seq": seq, "config": mship.config_to_json(self.config),
-            "status": int(self.status), "epoch": self.epoch,
-            "epochs": mship.epochs_to_json(history),
-            "vdis": mship.entries_to_json(self.table, locks=True),
-            "pending": {k: v for k, v in self._pending_sync.items() if k != to},
-            "claimed": sorted(self._claimed),
-            "unclean": sorted(self._unclean_claims)})
-
-    async def _membership(self, ev: Joined | Left) -> None:
-        before = self._syncer()
-        self.members = list(ev.members)
-        key = str(ev.node.nid)
-        if isinstance(ev, Left):
-            self._pending_sync.pop(key, None)
-            self._claimed.discard(key)
-            freed = self.table.release_owner(f"{ev.node.nid}/")
-            if freed:
-                log.info("released locks of %s on %s", ev.node.nid,
-                         ", ".join(f"{v:x}" for v in freed))
-            if before == key and self._syncer() == self.key:
-                for k, seq in self._pending_sync.items():
-                    self._send_sync(k, seq)
-        else:
-            self._pending_sync[key] = ev.seq
-        if self.formatted and self.status == ClusterStatus.OK:
-            self._new_epoch()
-        if isinstance(ev, Joined) and self._syncer() == self.key:
-            self._send_sync(key, ev.seq)
-        if self.formatted and self.status == ClusterStatus.OK:
-            self._start_recovery()
-        elif self.status == ClusterStatus.WAIT:
-            self._maybe_resume()
-
-    async def _apply_member_msg(self, msg: ClusterMsg) -> None:
-        x = msg.extra
-        if msg.kind == mship.SYNC:
-            self._pending_sync.pop(str(x.get("to")), None)
-        elif msg.kind == mship.CLAIM:
-            if self.status != ClusterStatus.WAIT:
-                return
-            adopted = False
-            if not self.formatted:
-                if "config" not in x:
-                    return
-                await self._adopt_claim(msg)
-                adopted = True
-            elif x.get("config", {}).get("ctime", self.config.ctime) != self.config.ctime:
-                # Two clusters' nodes met in an unformatted one: the first
-                # claim in the stream made it theirs. The other claimer
-                # sees that claim before its own, and refuses itself; the
-                # rest ignore its claim (it is no member of theirs).
-                if self.key not in self._claimed:
-                    self.fail_stop(f"refusing to join: the cluster became {msg.origin}'s "
-                                   f"(created {x['config']['ctime']:#x}), this node's "
-                                   f"store belongs to another (created {self.config.ctime:#x})")
-                return
-            mship.merge_entries(self.table, mship.entries_from_json(x["vdis"]))
-            ep = int(x["epoch"])
-            if ep > self.epoch:
-                self.epochs.write(ep, [mship.node_from_json(n) for n in x["nodes"]])
-                self._rings.pop(ep, None)
-                self._set_epoch(ep)
-            self._claimed.add(msg.origin)
-            if x.get("unclean"):
-                self._unclean_claims.add(msg.origin)
-            self._maybe_resume()
-            if adopted:
-                self._after_synced()  # our own claim, now of that cluster
-        elif msg.kind == mship.VDIS:
-            if self.formatted:
-                mship.merge_entries(self.table, mship.entries_from_json(x["vdis"]))
-        elif msg.kind == mship.RECOVERED:
-            ep = int(x["epoch"])
-            if ep != self.epoch or self.status != ClusterStatus.OK:
-                return
-            done = self._recovered.setdefault(ep, set())
-            done.add(msg.origin)
-            ok = self._recovered_ok.setdefault(ep, set())
-            if x.get("ok", True):
-                ok.add(msg.origin)
-            alive = {str(n.nid) for n in self.members}
-            if alive <= done and self._nursery is not None:
-                self._nursery.start_soon(self._purge_stale, ep, alive <= ok)
-        elif msg.kind == mship.FORCE:
-            result = Res.FORCE_RECOVER
-            if self.status == ClusterStatus.WAIT and self.formatted:
-                self.status = ClusterStatus.OK
-                self._new_epoch()
-                self._start_recovery()
-                log.info("recovery forced: running with %d nodes at epoch %d",
-                         len(self.members), self.epoch)
-                result = Res.SUCCESS
-            if msg.origin == self.key:
-                waiter = self._waiters.get(msg.op_id)
-                if waiter is not None:
-                    waiter.reply = Reply(result)
-                    waiter.done.set()
-
-    def _maybe_resume(self) -> None:
-        """A waiting cluster runs once every node of its last epoch is back
-        (and has told us what it holds)."""
-        if not self.formatted or self.status != ClusterStatus.WAIT \
-                or self._sync_wait is not None:
-            return
-        want = {str(n.nid) for n in self._epoch_nodes(self.epoch)}
-        here = {str(n.nid) for n in self.members}
-        # Every node here must have claimed, not only the last epoch's: a
-        # node that joined but whose claim is still on its way may hold a
-        # later epoch (with other nodes to wait for).
-        if not want or not want <= here or not here <= self._claimed:
-            return
-        self.status = ClusterStatus.OK
-        reconcile, self._unclean_claims = bool(self._unclean_claims), set()
-        if want != here:
-            self._new_epoch()
-        if want != here:
-            self._start_recovery(reconcile=reconcile)
-        elif reconcile and self._nursery is not None:
-            # After an unclean stop, copies may differ in the writes that
-            # were never flushed: every node makes its copies the first
-            # owner's (see recovery.py).
-            self.recovery.start(self._nursery, self.epoch, reconcile=True, same_ring=True)
-        log.info("cluster is running at epoch %d%s", self.epoch,
-                 " (comparing copies after an unclean stop)" if reconcile else "")
-
-    def _new_epoch(self) -> None:
-        # Sorted by node id, as Sheepdog keeps an epoch's node list.
-        from ..proto.node import addr_to_bytes
-
-        nodes = sorted(self.members, key=lambda n: (addr_to_bytes(n.nid.addr), n.nid.port))
-        self.epochs.write(self.epoch + 1, nodes)
-        self._rings.pop(self.epoch + 1, None)
-        self._set_epoch(self.epoch + 1)
-        log.info("epoch %d: %s", self.epoch, ", ".join(str(n.nid) for n in self.members))
-
-    def _start_recovery(self, *, reconcile: bool = False) -> None:
-        if self._nursery is not None:
-            self.recovery.start(self._nursery, self.epoch, reconcile=reconcile)
+            self._answer(msg.op_id, Reply(result, msg.rsp_args))
 
     async def recovery_done(self, epoch: int, ok: bool = True) -> None:
         """Our recovery for `epoch` finished (`ok`: every object we own is
         here): tell everybody."""
-        if epoch == self.epoch:
-            self._send(mship.RECOVERED, {"epoch": epoch, "ok": ok})
+        self._run_now(self.coord.recovered(epoch, ok))
 
     async def _purge_stale(self, epoch: int, full: bool) -> None:
         """Every member has recovered `epoch`: objects we do not own under
@@ -912,29 +610,15 @@ class Sheep:
 
     def stream_idle(self) -> bool:
         """Nothing ordered is queued or running here (see get_vdi_info)."""
-        return not self._queue and not self._running_block
+        return self.coord.stream_idle()
 
     def adopt_format(self, config: NodeConfig) -> None:
-        """MAKE_FS's main half once the store is formatted: a new cluster
-        at epoch 1 with this node's members, everything before forgotten."""
-        self.config = config
-        self.config.save(self.root)
-        self.epochs.clear()
-        self._rings.clear()
-        self.table.reset()
-        self.recovery.stop()
-        self._set_epoch(0)
-        self._new_epoch()
-        self.status = ClusterStatus.OK
+        """MAKE_FS's main half once the store is formatted."""
+        self._run_now(self.coord.format(config))
 
     def shut_down(self) -> None:
-        """SHUTDOWN's main half: remember a clean cluster-wide stop, then go."""
-        self.recovery.stop()
-        self.status = ClusterStatus.SHUTDOWN
-        self.config.shutdown = True
-        if self.formatted:
-            self.config.save(self.root)
-        self.stop_soon()
+        """SHUTDOWN's main half."""
+        self._run_now(self.coord.shut_down())
 
     # ---- dispatch ----
 

@@ -1,0 +1,681 @@
+"""The cluster's state on this node, as a state machine without I/O.
+
+Every sheep applies the same ordered stream of events (a node joined or
+left, a message) and must reach the same state: members, epoch, cluster
+status, who has claimed and synced, the VDI table. This module is that
+fold, and only that: it owns the state, takes the events, and *yields*
+what must happen in the world as actions (`Broadcast`, `ApplyMain`,
+`WriteEpoch`, `StartRecovery`, ...), in the order it must happen. The
+node (node.py) performs each action before it asks for the next, so an
+action's effect lands exactly where it would if the code did it inline;
+the coordinator never awaits, opens a file or touches a socket. Tests
+drive it with events made by hand and read the actions back
+(tests/test_coordinator.py), the way h11 and hypercorn test their
+protocol cores.
+
+The ordered stream: cluster ops arrive as `block` (a work half runs on the
+asking node while every node holds the stream) or `notify` messages; a
+block's notify carries its result. Membership (see membership.py): a
+joiner parks its events until the `sync` message of a member brings it
+the cluster's state; every membership change of a running cluster makes a
+new epoch and starts recovery; a restarted cluster waits for the nodes of
+its last epoch, learnt from the `claim` messages of the nodes that come
+back.
+
+A node that cannot do what the others did leaves (`fail_stop`, as C
+Sheepdog aborts) rather than serve from a state that has drifted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+from ..cluster.driver import Event, Joined, Left, Message
+from ..proto import ClusterStatus, Res, SdNode
+from ..proto.node import addr_to_bytes
+from ..store import NodeConfig
+from . import membership as mship
+from .messages import BadMessage, ClusterMsg
+from .vdi_table import VdiTable
+
+log = logging.getLogger("sheep")
+
+EpochLog = tuple[list[SdNode], int]  # an epoch's nodes and when it began
+
+
+# ---- actions: what the node must do, in order ----
+
+@dataclass(frozen=True)
+class Broadcast:
+    """Send this message to the cluster (without waiting for it)."""
+    msg: ClusterMsg
+
+
+@dataclass(frozen=True)
+class StartWork:
+    """Our own block reached the head of the stream: run its work half,
+    then broadcast its notify."""
+    msg: ClusterMsg
+
+
+@dataclass(frozen=True)
+class ApplyMain:
+    """Run this cluster op's main half here, then answer its caller if it
+    is ours."""
+    msg: ClusterMsg
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer to our own membership request (`dog cluster recover force`)."""
+    op_id: int
+    result: int
+
+
+@dataclass(frozen=True)
+class SaveConfig:
+    config: NodeConfig
+
+
+@dataclass(frozen=True)
+class WriteEpoch:
+    epoch: int
+    nodes: list[SdNode]
+    stamp: int
+
+
+@dataclass(frozen=True)
+class ClearEpochs:
+    """Forget every epoch log (a new or an adopted cluster)."""
+
+
+@dataclass(frozen=True)
+class EmptyStore:
+    """Empty the store, reopened as `kind` first when that is another
+    backend (a node becoming a member of a formatted cluster)."""
+    kind: str
+
+
+@dataclass(frozen=True)
+class MoveAllToStale:
+    """Every object held moves to .stale/ as of `epoch` (a node that was
+    away while the cluster ran; see `_apply_sync`)."""
+    epoch: int
+
+
+@dataclass(frozen=True)
+class EpochMoved:
+    """The epoch is now `epoch`: wake whoever waits for a new one."""
+    epoch: int
+
+
+@dataclass(frozen=True)
+class StartRecovery:
+    epoch: int
+    reconcile: bool = False
+    same_ring: bool = False
+
+
+@dataclass(frozen=True)
+class StopRecovery:
+    pass
+
+
+@dataclass(frozen=True)
+class PurgeStale:
+    """Every member has recovered `epoch`: objects no longer ours go to
+    .stale/ (`full`: nobody missed any, older stale copies may go)."""
+    epoch: int
+    full: bool
+
+
+@dataclass(frozen=True)
+class FailStop:
+    """This node leaves the cluster for good (log `why`, then stop)."""
+    why: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop once the answer that asked for it has gone out."""
+
+
+Action = (Broadcast | StartWork | ApplyMain | Answer | SaveConfig | WriteEpoch | ClearEpochs
+          | EmptyStore | MoveAllToStale | EpochMoved | StartRecovery | StopRecovery
+          | PurgeStale | FailStop | Stop)
+Steps = Generator[Action, None, None]
+
+
+@dataclass
+class _JoinState:
+    """Where this node is in the join protocol (see membership.py)."""
+    joined: bool = False
+    sync_wait: int | None = None  # seq of our Joined, until a sync came
+    parked: list[Event] = field(default_factory=list)
+    sync_from: set[str] = field(default_factory=set)  # members when we joined, still here
+    pending_sync: dict[str, int] = field(default_factory=dict)  # joiner -> its Joined seq
+    claimed: set[str] = field(default_factory=set)
+    unclean_claims: set[str] = field(default_factory=set)
+
+
+class Coordinator:
+    """Owns members, epoch, status, config, the ordered queue and the join
+    protocol; changes the VDI table as the stream says (the ops' main
+    halves change it too, through the node). Every input is a generator of
+    actions (`receive`, `recovered`, `format`, `shut_down`, `kill`,
+    `fail_stop`); nothing changes until it is iterated, and the caller
+    must perform each action before taking the next. Error handling: an
+    undecodable message is logged and dropped; anything else raised is a
+    bug the node answers with fail-stop."""
+
+    def __init__(self, me: SdNode, config: NodeConfig, table: VdiTable, *, epoch: int,
+                 epochs: dict[int, EpochLog], unclean: bool = False,
+                 now: Callable[[], int] = lambda: int(time.time())) -> None:
+        self.me = me
+        self.key = str(me.nid)
+        self.config = config
+        self.table = table
+        self.epoch = epoch if config.ctime else 0
+        # The recent epoch logs: at least the last SYNC_EPOCHS (what a sync
+        # or a claim carries) and every one written since we started.
+        self._epochs = dict(epochs)
+        self.unclean = unclean  # the last run ended without its final flush
+        self._now = now
+        self.status = ClusterStatus.WAIT
+        self.members: list[SdNode] = []
+        self.failed = ""  # why this node left the cluster (fail-stop)
+        self._queue: deque[ClusterMsg | Event] = deque()
+        self._running_block = False
+        self._join = _JoinState()
+        self._recovered: dict[int, set[str]] = {}
+        self._recovered_ok: dict[int, set[str]] = {}
+
+    # ---- what the node reads ----
+
+    @property
+    def formatted(self) -> bool:
+        return self.config.ctime != 0
+
+    def stream_idle(self) -> bool:
+        """Nothing ordered is queued or running here."""
+        return not self._queue and not self._running_block
+
+    def in_step(self) -> bool:
+        """Joined, synced, one of several, and serving or waiting: where a
+        local answer could be older than what another node has applied
+        (see Sheep.caught_up)."""
+        return (self._join.joined and self._join.sync_wait is None and len(self.members) > 1
+                and self.status in (ClusterStatus.OK, ClusterStatus.WAIT))
+
+    def epoch_nodes(self, epoch: int) -> list[SdNode]:
+        got = self._epochs.get(epoch) if epoch else None
+        return got[0] if got else []
+
+    # ---- inputs ----
+
+    def receive(self, ev: Event) -> Steps:
+        """One event of the driver's ordered stream."""
+        if self._join.sync_wait is not None:
+            yield from self._parked_event(ev)
+            return
+        if isinstance(ev, Joined) and ev.node.nid == self.me.nid:
+            yield from self._own_join(ev)
+            return
+        if isinstance(ev, Message):
+            try:
+                msg = ClusterMsg.decode(ev.payload)
+            except (BadMessage, KeyError, ValueError) as e:
+                log.warning("dropping undecodable cluster message from %s: %s", ev.sender, e)
+                return
+            if msg.kind == "notify" and msg.blocked:
+                yield from self._block_done(msg)
+            else:
+                self._queue.append(msg)
+        else:
+            if isinstance(ev, Left):
+                head = self._queue[0] if self._queue else None
+                if (isinstance(head, ClusterMsg) and head.kind == "block"
+                        and head.origin == str(ev.node.nid)):
+                    self._queue.popleft()
+                    self._running_block = False
+            self._queue.append(ev)
+        yield from self._drain()
+
+    def recovered(self, epoch: int, ok: bool) -> Steps:
+        """Our recovery for `epoch` finished (`ok`: every object we own is
+        here): tell everybody."""
+        if epoch == self.epoch:
+            yield self._send(mship.RECOVERED, {"epoch": epoch, "ok": ok})
+
+    def format(self, config: NodeConfig) -> Steps:
+        """MAKE_FS's main half, the store emptied: a new cluster at epoch 1
+        with this node's members, everything before forgotten."""
+        self.config = config
+        yield SaveConfig(config)
+        yield from self._clear_epochs()
+        self.table.reset()
+        yield StopRecovery()
+        yield from self._set_epoch(0)
+        yield from self._new_epoch()
+        self.status = ClusterStatus.OK
+
+    def shut_down(self) -> Steps:
+        """SHUTDOWN's main half: remember a clean cluster-wide stop, then go."""
+        yield StopRecovery()
+        self.status = ClusterStatus.SHUTDOWN
+        self.config.shutdown = True
+        if self.formatted:
+            yield SaveConfig(self.config)
+        yield Stop()
+
+    def kill(self) -> Steps:
+        """KILL_NODE: stop serving at once, then stop."""
+        self.status = ClusterStatus.KILLED
+        yield Stop()
+
+    def fail_stop(self, why: str) -> Steps:
+        """Leave the cluster for good: this node can no longer hold what
+        the cluster gives it. Requests are answered KILLED from now on, a
+        code gateways retry, so the write that found the fault goes on at
+        the next epoch, without us (Sheepdog answers an EIO the same way
+        and leaves the cluster)."""
+        if self.failed:
+            return
+        self.failed = why
+        self.status = ClusterStatus.KILLED
+        yield FailStop(why)
+
+    # ---- the ordered stream ----
+
+    def _block_done(self, msg: ClusterMsg) -> Steps:
+        """A block's notify: its result, for every node's main half."""
+        head = self._queue[0] if self._queue else None
+        if (isinstance(head, ClusterMsg) and head.kind == "block"
+                and head.origin == msg.origin and head.op_id == msg.op_id):
+            self._queue.popleft()
+            self._running_block = False
+            yield ApplyMain(msg)
+        elif not any(isinstance(q, ClusterMsg) and q.kind == "block"
+                     and q.origin == msg.origin and q.op_id == msg.op_id
+                     for q in self._queue):
+            # Its block came before we joined: the sync's state may or may
+            # not hold it; main halves are idempotent.
+            yield ApplyMain(msg)
+        else:
+            log.warning("notify %s/%d matches no block", msg.origin, msg.op_id)
+
+    def _drain(self) -> Steps:
+        while self._queue and not self._running_block:
+            head = self._queue[0]
+            if isinstance(head, ClusterMsg) and head.kind == "block":
+                alive = {str(n.nid) for n in self.members}
+                if head.origin not in alive and head.origin != self.key:
+                    self._queue.popleft()
+                    continue
+                self._running_block = True
+                if head.origin == self.key:
+                    yield StartWork(head)
+                return
+            self._queue.popleft()
+            if isinstance(head, ClusterMsg):
+                if head.kind in mship.KINDS:
+                    yield from self._apply_member_msg(head)
+                else:
+                    yield ApplyMain(head)
+            elif isinstance(head, Joined | Left):
+                yield from self._membership(head)
+
+    # ---- epochs ----
+
+    def _set_epoch(self, epoch: int) -> Steps:
+        self.epoch = epoch
+        yield EpochMoved(epoch)
+
+    def _write_epoch(self, epoch: int, nodes: list[SdNode], stamp: int | None = None) -> Steps:
+        stamp = self._now() if stamp is None else stamp
+        self._epochs[epoch] = (list(nodes), stamp)
+        yield WriteEpoch(epoch, list(nodes), stamp)
+
+    def _clear_epochs(self) -> Steps:
+        self._epochs.clear()
+        yield ClearEpochs()
+
+    def _new_epoch(self) -> Steps:
+        # Sorted by node id, as Sheepdog keeps an epoch's node list.
+        nodes = sorted(self.members, key=lambda n: (addr_to_bytes(n.nid.addr), n.nid.port))
+        yield from self._write_epoch(self.epoch + 1, nodes)
+        yield from self._set_epoch(self.epoch + 1)
+        log.info("epoch %d: %s", self.epoch, ", ".join(str(n.nid) for n in self.members))
+
+    def _epoch_history(self) -> list[tuple[int, list[SdNode], int]]:
+        """The last SYNC_EPOCHS epochs, for a node that takes our state."""
+        out = []
+        for ep in range(max(1, self.epoch - mship.SYNC_EPOCHS + 1), self.epoch + 1):
+            got = self._epochs.get(ep)
+            if got is not None:
+                out.append((ep, got[0], got[1]))
+        return out
+
+    # ---- membership ----
+
+    def _send(self, kind: str, extra: dict) -> Broadcast:
+        return Broadcast(ClusterMsg(kind, 0, self.key, extra=extra))
+
+    def _own_join(self, ev: Joined) -> Steps:
+        """Our own Joined: alone, we are the cluster; else park events until
+        a member's sync message brings us its state."""
+        j = self._join
+        self._queue.clear()
+        self._running_block = False
+        self.members = list(ev.members)
+        j.pending_sync.clear()
+        j.claimed.clear()
+        j.joined = True
+        if len(ev.members) > 1:
+            j.sync_wait = ev.seq
+            j.parked = []
+            j.sync_from = {str(n.nid) for n in ev.members} - {self.key}
+            if self.status == ClusterStatus.OK:
+                self.status = ClusterStatus.WAIT  # a re-join after a session loss
+            log.info("joined as one of %d nodes; waiting for the cluster's state",
+                     len(ev.members))
+            return
+        log.info("joined as the first node")
+        self._claim_alone()
+        yield from self._maybe_resume()
+        yield from self._after_synced()
+
+    def _claim_alone(self) -> None:
+        """We are the cluster for now: our claim is the only one counted."""
+        self._join.claimed = {self.key}
+        self._join.unclean_claims = {self.key} if self.unclean else set()
+
+    def _after_synced(self) -> Steps:
+        if self.formatted and self.status == ClusterStatus.WAIT:
+            yield self._send(mship.CLAIM, {
+                "epoch": self.epoch,
+                "nodes": [mship.node_to_json(n) for n in self.epoch_nodes(self.epoch)],
+                "vdis": mship.entries_to_json(self.table, locks=False),
+                "config": mship.config_to_json(self.config),
+                "epochs": mship.epochs_to_json(self._epoch_history()),
+                "unclean": self.unclean})
+
+    def _adopt_config(self, cfg: NodeConfig) -> Steps:
+        """Become a member of the formatted cluster `cfg` describes: an
+        empty store of its backend, no epochs of our own."""
+        yield EmptyStore(cfg.store)
+        yield from self._clear_epochs()
+
+    def _adopt_claim(self, msg: ClusterMsg) -> Steps:
+        """An unformatted node of a waiting cluster meets the claim of a
+        formatted one (Sheepdog's test 070: the old nodes come back to
+        new, unformatted ones): it takes that cluster's config and epochs,
+        then claims like any member so the cluster can resume with it."""
+        x = msg.extra
+        cfg = mship.config_from_json(x["config"])
+        yield from self._adopt_config(cfg)
+        cfg.shutdown = False
+        self.config = cfg
+        yield SaveConfig(cfg)
+        for ep, nodes, stamp in mship.epochs_from_json(x.get("epochs", [])):
+            yield from self._write_epoch(ep, nodes, stamp)
+        log.info("took the cluster of %s (created %#x) at epoch %d", msg.origin,
+                 cfg.ctime, int(x["epoch"]))
+
+    def _parked_event(self, ev: Event) -> Steps:
+        j = self._join
+        if isinstance(ev, Message):
+            try:
+                msg: ClusterMsg | None = ClusterMsg.decode(ev.payload)
+            except (BadMessage, KeyError, ValueError):
+                msg = None
+            if (msg is not None and msg.kind == mship.SYNC
+                    and msg.extra.get("to") == self.key
+                    and msg.extra.get("seq") == j.sync_wait):
+                parked, j.parked = j.parked, []
+                j.sync_wait = None
+                yield from self._apply_sync(msg)
+                for p in parked:
+                    yield from self.receive(p)
+                return
+        if isinstance(ev, Joined) and ev.node.nid == self.me.nid:
+            yield from self._own_join(ev)  # joined again before the sync came
+            return
+        j.parked.append(ev)
+        if isinstance(ev, Left):
+            j.sync_from.discard(str(ev.node.nid))
+            if not j.sync_from:
+                yield from self._take_over()
+
+    def _take_over(self) -> Steps:
+        """Every node that was a member when we joined has left before any
+        could sync us: nobody left knows more than we do. Go on as the
+        first node (what the remaining later joiners will sync from): a
+        formatted node waits for its last epoch's nodes, as after a restart."""
+        j = self._join
+        log.warning("every member left before syncing us; going on with our own state")
+        parked, j.parked = j.parked, []
+        j.sync_wait = None
+        j.pending_sync.clear()
+        self._claim_alone()
+        yield from self._maybe_resume()
+        yield from self._after_synced()
+        for p in parked:
+            yield from self.receive(p)
+
+    def _apply_sync(self, msg: ClusterMsg) -> Steps:
+        """A member's state, sent for our Joined: take it."""
+        j = self._join
+        x = msg.extra
+        cfg = mship.config_from_json(x["config"])
+        status = ClusterStatus(int(x["status"]))
+        j.pending_sync = {k: int(v) for k, v in x["pending"].items()}
+        if cfg.ctime and self.formatted and cfg.ctime != self.config.ctime:
+            yield from self.fail_stop(
+                f"refusing to join: this node's store belongs to another cluster "
+                f"(created {self.config.ctime:#x}, the cluster was created {cfg.ctime:#x})")
+            return
+        if not cfg.ctime:
+            log.info("joined an unformatted cluster")
+            j.claimed = set(x.get("claimed", []))
+            j.unclean_claims = set(x.get("unclean", []))
+            # A formatted node brings its cluster to the unformatted ones,
+            # as Sheepdog's join takes the joiner's cluster info: our claim
+            # makes them adopt it (see _adopt_claim).
+            yield from self._after_synced()
+            return
+        rejoin = self.formatted
+        ours = mship.entries_to_json(self.table, locks=False) if rejoin else []
+        if not self.formatted:
+            yield from self._adopt_config(cfg)
+        elif status == ClusterStatus.OK:
+            # We were away while the cluster ran: every copy we hold may be
+            # old, and a copy left in obj/ would be served as current, to
+            # clients and to other nodes' recovery, before our recovery
+            # replaced it. As Sheepdog's purge_obj does, each moves to
+            # .stale/ as of our last epoch: recovery pulls what we own from
+            # the nodes that stayed, and one nobody else has comes back
+            # from there.
+            log.info("rejoining a running cluster at epoch %d (ours was %d)",
+                     int(x["epoch"]), self.epoch)
+            yield MoveAllToStale(self.epoch)
+        cfg.shutdown = False
+        self.config = cfg
+        yield SaveConfig(cfg)
+        history = mship.epochs_from_json(x["epochs"])
+        sync_epoch = int(x["epoch"])
+        if status == ClusterStatus.OK or not rejoin:
+            for ep, nodes, stamp in history:
+                yield from self._write_epoch(ep, nodes, stamp)
+            yield from self._set_epoch(sync_epoch)
+            mship.replace_entries(self.table, mship.entries_from_json(x["vdis"]))
+        else:
+            mship.merge_entries(self.table, mship.entries_from_json(x["vdis"]))
+            if sync_epoch > self.epoch:
+                for ep, nodes, stamp in history:
+                    if ep > self.epoch:
+                        yield from self._write_epoch(ep, nodes, stamp)
+                yield from self._set_epoch(sync_epoch)
+        j.claimed = set(x.get("claimed", []))
+        j.unclean_claims = set(x.get("unclean", []))
+        self.status = status
+        log.info("joined: cluster %s at epoch %d, %d VDIs", status.name, self.epoch,
+                 len(self.table.entries))
+        if status == ClusterStatus.OK:
+            if ours:
+                yield self._send(mship.VDIS, {"vdis": ours})
+            yield StartRecovery(self.epoch)
+        else:
+            yield from self._after_synced()  # a waiting cluster waits for our claim too
+
+    def _syncer(self) -> str | None:
+        """The member that answers joiners: the first one already in sync."""
+        for n in self.members:
+            if str(n.nid) not in self._join.pending_sync:
+                return str(n.nid)
+        return None
+
+    def _send_sync(self, to: str, seq: int) -> Broadcast:
+        j = self._join
+        return self._send(mship.SYNC, {
+            "to": to, "seq": seq, "config": mship.config_to_json(self.config),
+            "status": int(self.status), "epoch": self.epoch,
+            "epochs": mship.epochs_to_json(self._epoch_history()),
+            "vdis": mship.entries_to_json(self.table, locks=True),
+            "pending": {k: v for k, v in j.pending_sync.items() if k != to},
+            "claimed": sorted(j.claimed),
+            "unclean": sorted(j.unclean_claims)})
+
+    def _membership(self, ev: Joined | Left) -> Steps:
+        j = self._join
+        before = self._syncer()
+        self.members = list(ev.members)
+        key = str(ev.node.nid)
+        if isinstance(ev, Left):
+            j.pending_sync.pop(key, None)
+            j.claimed.discard(key)
+            freed = self.table.release_owner(f"{ev.node.nid}/")
+            if freed:
+                log.info("released locks of %s on %s", ev.node.nid,
+                         ", ".join(f"{v:x}" for v in freed))
+            if before == key and self._syncer() == self.key:
+                for k, seq in list(j.pending_sync.items()):
+                    yield self._send_sync(k, seq)
+        else:
+            j.pending_sync[key] = ev.seq
+        if self.formatted and self.status == ClusterStatus.OK:
+            yield from self._new_epoch()
+        if isinstance(ev, Joined) and self._syncer() == self.key:
+            yield self._send_sync(key, ev.seq)
+        if self.formatted and self.status == ClusterStatus.OK:
+            yield StartRecovery(self.epoch)
+        elif self.status == ClusterStatus.WAIT:
+            yield from self._maybe_resume()
+
+    def _apply_member_msg(self, msg: ClusterMsg) -> Steps:
+        handlers = {mship.SYNC: self._on_sync_seen, mship.CLAIM: self._on_claim,
+                    mship.VDIS: self._on_vdis, mship.RECOVERED: self._on_recovered,
+                    mship.FORCE: self._on_force}
+        yield from handlers[msg.kind](msg)
+
+    def _on_sync_seen(self, msg: ClusterMsg) -> Steps:
+        """Some member synced a joiner: that joiner is in step now."""
+        self._join.pending_sync.pop(str(msg.extra.get("to")), None)
+        yield from ()
+
+    def _on_claim(self, msg: ClusterMsg) -> Steps:
+        """A formatted node's claim in a waiting cluster: its epoch and VDIs."""
+        x = msg.extra
+        if self.status != ClusterStatus.WAIT:
+            return
+        adopted = False
+        if not self.formatted:
+            if "config" not in x:
+                return
+            yield from self._adopt_claim(msg)
+            adopted = True
+        elif x.get("config", {}).get("ctime", self.config.ctime) != self.config.ctime:
+            # Two clusters' nodes met in an unformatted one: the first claim
+            # in the stream made it theirs. The other claimer sees that
+            # claim before its own, and refuses itself; the rest ignore its
+            # claim (it is no member of theirs).
+            if self.key not in self._join.claimed:
+                yield from self.fail_stop(
+                    f"refusing to join: the cluster became {msg.origin}'s (created "
+                    f"{x['config']['ctime']:#x}), this node's store belongs to another "
+                    f"(created {self.config.ctime:#x})")
+            return
+        mship.merge_entries(self.table, mship.entries_from_json(x["vdis"]))
+        ep = int(x["epoch"])
+        if ep > self.epoch:
+            yield from self._write_epoch(ep, [mship.node_from_json(n) for n in x["nodes"]])
+            yield from self._set_epoch(ep)
+        self._join.claimed.add(msg.origin)
+        if x.get("unclean"):
+            self._join.unclean_claims.add(msg.origin)
+        yield from self._maybe_resume()
+        if adopted:
+            yield from self._after_synced()  # our own claim, now of that cluster
+
+    def _on_vdis(self, msg: ClusterMsg) -> Steps:
+        if self.formatted:
+            mship.merge_entries(self.table, mship.entries_from_json(msg.extra["vdis"]))
+        yield from ()
+
+    def _on_recovered(self, msg: ClusterMsg) -> Steps:
+        x = msg.extra
+        ep = int(x["epoch"])
+        if ep != self.epoch or self.status != ClusterStatus.OK:
+            return
+        done = self._recovered.setdefault(ep, set())
+        done.add(msg.origin)
+        ok = self._recovered_ok.setdefault(ep, set())
+        if x.get("ok", True):
+            ok.add(msg.origin)
+        alive = {str(n.nid) for n in self.members}
+        if alive <= done:
+            yield PurgeStale(ep, alive <= ok)
+
+    def _on_force(self, msg: ClusterMsg) -> Steps:
+        """`dog cluster recover force`: a waiting cluster runs with the
+        nodes it has."""
+        result = Res.FORCE_RECOVER
+        if self.status == ClusterStatus.WAIT and self.formatted:
+            self.status = ClusterStatus.OK
+            yield from self._new_epoch()
+            yield StartRecovery(self.epoch)
+            log.info("recovery forced: running with %d nodes at epoch %d",
+                     len(self.members), self.epoch)
+            result = Res.SUCCESS
+        if msg.origin == self.key:
+            yield Answer(msg.op_id, result)
+
+    def _maybe_resume(self) -> Steps:
+        """A waiting cluster runs once every node of its last epoch is back
+        (and has told us what it holds)."""
+        j = self._join
+        if not self.formatted or self.status != ClusterStatus.WAIT or j.sync_wait is not None:
+            return
+        want = {str(n.nid) for n in self.epoch_nodes(self.epoch)}
+        here = {str(n.nid) for n in self.members}
+        # Every node here must have claimed, not only the last epoch's: a
+        # node that joined but whose claim is still on its way may hold a
+        # later epoch (with other nodes to wait for).
+        if not want or not want <= here or not here <= j.claimed:
+            return
+        self.status = ClusterStatus.OK
+        reconcile, j.unclean_claims = bool(j.unclean_claims), set()
+        if want != here:
+            yield from self._new_epoch()
+            yield StartRecovery(self.epoch, reconcile=reconcile)
+        elif reconcile:
+            # After an unclean stop, copies may differ in the writes that
+            # were never flushed: every node makes its copies the first
+            # owner's (see recovery.py).
+            yield StartRecovery(self.epoch, reconcile=True, same_ring=True)
+        log.info("cluster is running at epoch %d%s", self.epoch,
+                 " (comparing copies after an unclean stop)" if reconcile else "")
