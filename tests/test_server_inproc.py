@@ -31,6 +31,7 @@ from sheepblk.proto import (
     vid_to_vdi_oid,
 )
 from sheepblk.server.conn import serve_stream
+from sheepblk.server.context import NodeContext
 from sheepblk.server.messages import ClusterMsg
 from sheepblk.server.node import Options, Sheep
 from sheepblk.server.optable import OPS
@@ -402,7 +403,7 @@ def test_a_node_that_cannot_apply_an_ordered_op_fails_stop(tmp_path: Path) -> No
     async def body(node: Sheep, connect: Callable[[], Awaitable[Raw]]) -> None:
         c = await connect()
 
-        async def broken(node: Sheep, req: Request, msg: ClusterMsg) -> int:
+        async def broken(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
             raise OSError(5, "injected")
 
         with mock.patch.dict(OPS, {Op.NEW_VDI: OPS[Op.NEW_VDI]._replace(main=broken)}):

@@ -1,6 +1,6 @@
 """The sheep daemon: connections, gateway, peer ops, cluster ops."""
 
 from .daemon import serve
-from .node import Options, Sheep
+from .options import Options
 
-__all__ = ["Options", "Sheep", "serve"]
+__all__ = ["Options", "serve"]

@@ -1,13 +1,13 @@
 """Cluster ops: VDI and cluster changes every node applies in the same
 order (sheep/ops.c's process_work and process_main halves).
 
-An op goes through the driver's ordered stream (`Sheep.cluster_op`). A
+An op goes through the driver's ordered stream (`NodeContext.cluster_op`). A
 *block* op's work half runs on the asking node alone, while every node
 holds back the stream; its result and what it found (`extra`) reach every
 node in the notify that follows, where each runs the main half. A
 *notify* op has only a main half. A main half changes only this node's
 state, the same way on every node: one that cannot apply it fails stop
-(`Sheep.fail_stop`). The op table (optable.py) names the halves.
+(`NodeContext.fail_stop`). The op table (optable.py) names the halves.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .vdi_table import VdiEntry
 from .wire_text import shown
 
 if TYPE_CHECKING:
-    from .node import Sheep
+    from .context import NodeContext
 
 log = logging.getLogger("sheep")
 
@@ -52,12 +52,12 @@ Extra = dict[str, Any]
 
 # ---- submitting (the asking node) ----
 
-async def through_stream(node: Sheep, req: Request, data: memoryview | None,
+async def through_stream(node: NodeContext, req: Request, data: memoryview | None,
                          caller: Caller) -> Reply:
     return await node.cluster_op(req, data, caller)
 
 
-async def get_vdi_info(node: Sheep, req: Request, data: memoryview | None,
+async def get_vdi_info(node: NodeContext, req: Request, data: memoryview | None,
                        caller: Caller) -> Reply:
     """A read-only lookup with nothing ordered ahead of it is answered here,
     after a barrier, instead of blocking every node for the block / notify
@@ -70,7 +70,7 @@ async def get_vdi_info(node: Sheep, req: Request, data: memoryview | None,
     return reply
 
 
-async def lock_op(node: Sheep, req: Request, data: memoryview | None, caller: Caller) -> Reply:
+async def lock_op(node: NodeContext, req: Request, data: memoryview | None, caller: Caller) -> Reply:
     """LOCK_VDI / RELEASE_VDI through the stream, then the lock session
     bookkeeping of this node (see lock_lease.py)."""
     caller.holds_locks = True
@@ -86,7 +86,7 @@ async def lock_op(node: Sheep, req: Request, data: memoryview | None, caller: Ca
 
 # ---- work halves (the asking node, the stream held) ----
 
-async def new_vdi_work(node: Sheep, req: Request, data: memoryview,
+async def new_vdi_work(node: NodeContext, req: Request, data: memoryview,
                        owner: str) -> tuple[Reply, Extra]:
     v = VdiArgs.unpack(req.args)
     name, _ = parse_name(data, with_tag=False)
@@ -107,7 +107,7 @@ async def new_vdi_work(node: Sheep, req: Request, data: memoryview,
                               "ctime": out.create_time, "old_tag": out.old_tag.hex()}
 
 
-async def find_vdi_work(node: Sheep, req: Request, data: memoryview,
+async def find_vdi_work(node: NodeContext, req: Request, data: memoryview,
                         owner: str) -> tuple[Reply, Extra]:
     """GET_VDI_INFO and LOCK_VDI: which VDI the name (and tag or snapshot
     id) means."""
@@ -120,7 +120,7 @@ async def find_vdi_work(node: Sheep, req: Request, data: memoryview,
     return Reply(args=args), {"vid": vid}
 
 
-async def del_vdi_work(node: Sheep, req: Request, data: memoryview,
+async def del_vdi_work(node: NodeContext, req: Request, data: memoryview,
                        owner: str) -> tuple[Reply, Extra]:
     v = VdiArgs.unpack(req.args)
     name, tag = parse_name(data)
@@ -128,7 +128,7 @@ async def del_vdi_work(node: Sheep, req: Request, data: memoryview,
     return Reply(args=VdiResult(vdi_id=out.vid).pack()), {"vid": out.vid}
 
 
-async def get_vdi_attr_work(node: Sheep, req: Request, data: memoryview,
+async def get_vdi_attr_work(node: NodeContext, req: Request, data: memoryview,
                             owner: str) -> tuple[Reply, Extra]:
     v = VdiArgs.unpack(req.args)
     out = await node.vdi.attr(data, v.snapid, create=bool(req.flags & Flag.CMD_WILDCARD),
@@ -138,7 +138,7 @@ async def get_vdi_attr_work(node: Sheep, req: Request, data: memoryview,
     return Reply(args=args), {}
 
 
-async def notify_vdi_add_work(node: Sheep, req: Request, data: memoryview,
+async def notify_vdi_add_work(node: NodeContext, req: Request, data: memoryview,
                               owner: str) -> tuple[Reply, Extra]:
     """The registered VDI's naming facts from its inode, for every node's
     name index. Sheepdog's dog sends the notify before it writes the
@@ -161,7 +161,7 @@ async def notify_vdi_add_work(node: Sheep, req: Request, data: memoryview,
 
 # ---- main halves (every node, in stream order) ----
 
-async def new_vdi_main(node: Sheep, req: Request, msg: ClusterMsg) -> int:
+async def new_vdi_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
     x = msg.extra
     node.table.add(VdiEntry(x["vid"], x["copies"], x["policy"], x["shift"],
                             parent=x["parent"], name=bytes.fromhex(x.get("name", "")),
@@ -175,7 +175,7 @@ async def new_vdi_main(node: Sheep, req: Request, msg: ClusterMsg) -> int:
     return Res.SUCCESS
 
 
-async def del_vdi_main(node: Sheep, req: Request, msg: ClusterMsg) -> int:
+async def del_vdi_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
     vid = msg.extra["vid"]
     node.table.mark_deleted(vid)
     if node.config.flags & ClusterFlag.RECYCLE_VID:
@@ -183,7 +183,7 @@ async def del_vdi_main(node: Sheep, req: Request, msg: ClusterMsg) -> int:
     return Res.SUCCESS
 
 
-async def _recycle_family(node: Sheep, vid: int) -> None:
+async def _recycle_family(node: NodeContext, vid: int) -> None:
     """VID recycling: once every member of a family (a root VDI, its
     snapshots and clones) is deleted, its ids are free again and each node
     drops its copies of their inodes, as Sheepdog's vid GC does."""
@@ -210,13 +210,13 @@ async def _recycle_family(node: Sheep, vid: int) -> None:
              ",".join(f"{v:x}" for v in members))
 
 
-async def lock_vdi_main(node: Sheep, req: Request, msg: ClusterMsg) -> int:
+async def lock_vdi_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
     kind = VdiArgs.unpack(req.args).type
     ok = node.table.lock(msg.extra["vid"], msg.owner, kind)
     return Res.SUCCESS if ok else Res.VDI_LOCKED
 
 
-async def release_vdi_main(node: Sheep, req: Request, msg: ClusterMsg) -> int:
+async def release_vdi_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
     x = msg.extra
     if x.get("owner_gone"):
         node.table.release_owner(msg.owner, x.get("vid"))
@@ -226,7 +226,7 @@ async def release_vdi_main(node: Sheep, req: Request, msg: ClusterMsg) -> int:
     return Res.SUCCESS
 
 
-async def make_fs_main(node: Sheep, req: Request, msg: ClusterMsg) -> int:
+async def make_fs_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
     c = ClusterArgs.unpack(req.args)
     store_name = msg.data.split(b"\0", 1)[0].decode(errors="replace") or "plain"
     if store_name != node.store.name:
@@ -248,7 +248,7 @@ async def make_fs_main(node: Sheep, req: Request, msg: ClusterMsg) -> int:
     return Res.SUCCESS
 
 
-async def notify_vdi_add_main(node: Sheep, req: Request, msg: ClusterMsg) -> int:
+async def notify_vdi_add_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
     res = md_ops.notify_vdi_add(node.table, req)
     if res == Res.SUCCESS and msg.extra.get("names"):
         name, tag, snap_id, ctime, parent = msg.extra["names"]
@@ -258,6 +258,6 @@ async def notify_vdi_add_main(node: Sheep, req: Request, msg: ClusterMsg) -> int
     return res
 
 
-async def shutdown_main(node: Sheep, req: Request, msg: ClusterMsg) -> int:
+async def shutdown_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
     node.shut_down()
     return Res.SUCCESS

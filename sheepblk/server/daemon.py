@@ -16,7 +16,8 @@ from ..cluster.driver import ClusterDriver
 from ..store import ObjectStore, write_atomic
 from . import md_ops
 from .conn import serve_stream
-from .node import Options, Sheep
+from .node import Sheep
+from .options import Options
 from .transport import SocketTransport
 
 log = logging.getLogger("sheep")
@@ -42,7 +43,6 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     it). Returns why the node left the cluster on a fault ("" for a stop
     it was asked for)."""
     node = Sheep(opts, store, driver)
-    md_ops.install(node)
     running = opts.store_dir / RUNNING_MARK
     node.unclean = running.exists()
     if node.unclean:
@@ -73,6 +73,7 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
 
     try:
         async with trio.open_nursery() as nursery:
+            md_ops.install(node, nursery)
             nursery.start_soon(_watch_signals, node)
             await nursery.start(node.run_cluster)
             nursery.start_soon(trio.serve_listeners, handler, listeners)

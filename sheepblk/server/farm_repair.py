@@ -19,7 +19,7 @@ from ..proto import SD_SHEEP_PROTO_VER, ObjArgs, Op, Request, Res
 from .peer_client import PeerError
 
 if TYPE_CHECKING:
-    from .node import Sheep
+    from .context import NodeContext
 
 log = logging.getLogger("sheep.repair")
 
@@ -30,8 +30,9 @@ class Repairer:
     failures are logged; the object then stays refused until the next
     detection tries again."""
 
-    def __init__(self, node: Sheep) -> None:
+    def __init__(self, node: NodeContext, nursery: trio.Nursery) -> None:
         self.node = node
+        self.nursery = nursery
         self.token = trio.lowlevel.current_trio_token()
         self.pending: set[int] = set()
         self.repaired = 0
@@ -44,17 +45,16 @@ class Repairer:
             self._kick(oid)
 
     def _kick(self, oid: int) -> None:
-        nursery = getattr(self.node, "_nursery", None)
-        if oid in self.pending or nursery is None:
+        if oid in self.pending:
             return
         self.pending.add(oid)
-        nursery.start_soon(self.repair, oid)
+        self.nursery.start_soon(self.repair, oid)
 
     async def repair(self, oid: int) -> bool:
         node = self.node
         try:
-            size = node.object_size(oid)
-            others = [n for n in node.placement(oid, 0) if n.nid != node.me.nid]
+            size = node.view.object_size(oid)
+            others = [n for n in node.view.placement(oid, 0) if n.nid != node.me.nid]
             if not others:
                 log.error("object %016x is corrupt and has no other copy here", oid)
                 return False

@@ -2,7 +2,7 @@
 owners (sheep/gateway.c's gateway_read_obj and friends).
 
 Each handler takes the node, the request and its payload; the op table
-(optable.py) names them. The inline fast path (`Sheep.handle_nowait`)
+(optable.py) names them. The inline fast path (`NodeContext.handle_nowait`)
 shares `lease_io` and `readonly` with them.
 """
 
@@ -24,10 +24,10 @@ from ..store import StoreError
 from .reply import Caller, FileSpan, Reply
 
 if TYPE_CHECKING:
-    from .node import Sheep
+    from .context import NodeContext
 
 
-def lease_io(node: Sheep, key: str, oid: int) -> None:
+def lease_io(node: NodeContext, key: str, oid: int) -> None:
     """handle_nowait's share of `handle`'s lease bookkeeping (a key that
     is not fresh releases nothing)."""
     if not node.leases.active:
@@ -36,7 +36,7 @@ def lease_io(node: Sheep, key: str, oid: int) -> None:
         node.leases.touch(key, oid_to_vid(oid))
 
 
-def readonly(node: Sheep, oid: int, offset: int, data: memoryview | None) -> bool:
+def readonly(node: NodeContext, oid: int, offset: int, data: memoryview | None) -> bool:
     """Writes to a snapshot's objects are refused, except zeroing its
     index entries, which Sheepdog's dog does before deleting it."""
     vid = oid_to_vid(oid)
@@ -49,19 +49,19 @@ def readonly(node: Sheep, oid: int, offset: int, data: memoryview | None) -> boo
     return False
 
 
-async def _read_span(node: Sheep, a: ObjArgs, n: int) -> FileSpan | None:
+async def _read_span(node: NodeContext, a: ObjArgs, n: int) -> FileSpan | None:
     """A large read of this node's own copy as a span of its file, sent
     with sendfile (no worker thread, no copy through our memory), when
     that copy is in the page cache; otherwise None and the gateway reads
     it (failing over to other copies as it does)."""
-    if node.peer.inline_ok(n) or node.halted(a.oid, a.copies):
+    if node.peer.inline_ok(n) or node.view.halted(a.oid, a.copies):
         return None
     owners = node.gateway.owners(a.oid, a.copies)
     if not any(o.nid == node.me.nid for o in owners):
         return None
     await node.gateway.ready(a.oid)
     try:
-        got = node.peer.open_span(a.oid, a.offset, n, node.object_size(a.oid))
+        got = node.peer.open_span(a.oid, a.offset, n, node.view.object_size(a.oid))
     except StoreError:
         if len(owners) > 1:
             return None
@@ -71,9 +71,9 @@ async def _read_span(node: Sheep, a: ObjArgs, n: int) -> FileSpan | None:
     return FileSpan(got[0], a.offset, got[1], n)
 
 
-async def read_obj(node: Sheep, req: Request, data: memoryview | None, caller: Caller) -> Reply:
+async def read_obj(node: NodeContext, req: Request, data: memoryview | None, caller: Caller) -> Reply:
     a = ObjArgs.unpack(req.args)
-    node.peer.check_range(a.oid, a.offset, req.data_length, node.object_size(a.oid))
+    node.peer.check_range(a.oid, a.offset, req.data_length, node.view.object_size(a.oid))
     span = await _read_span(node, a, req.data_length)
     if span is not None:
         return Reply(file=span)
@@ -86,14 +86,14 @@ async def read_obj(node: Sheep, req: Request, data: memoryview | None, caller: C
     return Reply(data=buf, pooled=buf)
 
 
-async def remove_obj(node: Sheep, req: Request, data: memoryview | None,
+async def remove_obj(node: NodeContext, req: Request, data: memoryview | None,
                      caller: Caller) -> Reply:
     a = ObjArgs.unpack(req.args)
     await node.gateway.remove(a.oid, copies=a.copies)
     return Reply()
 
 
-async def write_obj(node: Sheep, req: Request, data: memoryview | None,
+async def write_obj(node: NodeContext, req: Request, data: memoryview | None,
                     caller: Caller) -> Reply:
     a = ObjArgs.unpack(req.args)
     payload = data if data is not None else memoryview(b"")
@@ -108,7 +108,7 @@ async def write_obj(node: Sheep, req: Request, data: memoryview | None,
     return Reply()
 
 
-async def create_and_write_obj(node: Sheep, req: Request, data: memoryview | None,
+async def create_and_write_obj(node: NodeContext, req: Request, data: memoryview | None,
                                caller: Caller) -> Reply:
     a = ObjArgs.unpack(req.args)
     payload = data if data is not None else memoryview(b"")

@@ -35,14 +35,14 @@ from . import hyper, repair
 from .reply import Caller, Reply
 
 if TYPE_CHECKING:
-    from .node import Sheep
+    from .context import NodeContext
 
 _TIME = struct.Struct("<q")
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
 
 
-def status_result(node: Sheep) -> int:
+def status_result(node: NodeContext) -> int:
     if node.status == ClusterStatus.OK:
         return Res.SUCCESS
     if node.status == ClusterStatus.WAIT:
@@ -52,14 +52,14 @@ def status_result(node: Sheep) -> int:
     return Res.SYSTEM_ERROR
 
 
-def _flags(node: Sheep) -> int:
+def _flags(node: NodeContext) -> int:
     flags = node.config.flags
     if not node.formatted and node.auto_vnodes:
         flags |= ClusterFlag.AUTO_VNODES
     return flags
 
 
-def stat_cluster(node: Sheep, req: Request) -> Reply:
+def stat_cluster(node: NodeContext, req: Request) -> Reply:
     nodes_nr = ClusterArgs.unpack(req.args).nodes_nr
     stride = EPOCH_LOG_SIZE + nodes_nr * SD_NODE_SIZE
     max_logs = req.data_length // stride if stride else 0
@@ -85,7 +85,7 @@ def stat_cluster(node: Sheep, req: Request) -> Reply:
     return Reply(status_result(node), data=out)
 
 
-def cluster_info(node: Sheep, req: Request) -> Reply:
+def cluster_info(node: NodeContext, req: Request) -> Reply:
     c = node.config
     body = ClusterInfo(epoch=node.epoch, ctime=c.ctime, flags=_flags(node), nr_copies=c.copies,
                        copy_policy=c.copy_policy, status=int(node.status),
@@ -94,7 +94,7 @@ def cluster_info(node: Sheep, req: Request) -> Reply:
     return Reply(data=body[:req.data_length])
 
 
-async def discard(node: Sheep, req: Request) -> Reply:
+async def discard(node: NodeContext, req: Request) -> Reply:
     """Clear data_vdi_id[idx] in the VDI's inode, then free the object."""
     oid = ObjArgs.unpack(req.args).oid
     vid, idx = oid_to_vid(oid), data_oid_to_idx(oid)
@@ -124,7 +124,7 @@ async def discard(node: Sheep, req: Request) -> Reply:
 
 # ---- handlers, named by the op table (optable.py) ----
 
-async def get_node_list(node: Sheep, req: Request, data: memoryview | None,
+async def get_node_list(node: NodeContext, req: Request, data: memoryview | None,
                         caller: Caller) -> Reply:
     body = pack_nodes(node.members)
     n = min(len(node.members), req.data_length // SD_NODE_SIZE)
@@ -132,7 +132,7 @@ async def get_node_list(node: Sheep, req: Request, data: memoryview | None,
                  data=body[:n * SD_NODE_SIZE])
 
 
-async def stat_sheep(node: Sheep, req: Request, data: memoryview | None,
+async def stat_sheep(node: NodeContext, req: Request, data: memoryview | None,
                      caller: Caller) -> Reply:
     size, used = node.store.space()
     if node.opts.gateway:
@@ -140,17 +140,17 @@ async def stat_sheep(node: Sheep, req: Request, data: memoryview | None,
     return Reply(args=NodeResult(0, size, size - used).pack())
 
 
-async def stat_cluster_op(node: Sheep, req: Request, data: memoryview | None,
+async def stat_cluster_op(node: NodeContext, req: Request, data: memoryview | None,
                           caller: Caller) -> Reply:
     return stat_cluster(node, req)
 
 
-async def cluster_info_op(node: Sheep, req: Request, data: memoryview | None,
+async def cluster_info_op(node: NodeContext, req: Request, data: memoryview | None,
                           caller: Caller) -> Reply:
     return cluster_info(node, req)
 
 
-async def get_epoch(node: Sheep, req: Request, data: memoryview | None,
+async def get_epoch(node: NodeContext, req: Request, data: memoryview | None,
                     caller: Caller) -> Reply:
     # tgt_epoch is 1 .. our epoch (wire_checks); its log may still be gone.
     got = node.epochs.read(ObjArgs.unpack(req.args).tgt_epoch)
@@ -163,18 +163,18 @@ async def get_epoch(node: Sheep, req: Request, data: memoryview | None,
     return Reply(data=body + _TIME.pack(stamp))
 
 
-async def stat_recovery(node: Sheep, req: Request, data: memoryview | None,
+async def stat_recovery(node: NodeContext, req: Request, data: memoryview | None,
                         caller: Caller) -> Reply:
     return Reply(data=node.recovery.state().pack()[:req.data_length])
 
 
-async def force_recover(node: Sheep, req: Request, data: memoryview | None,
+async def force_recover(node: NodeContext, req: Request, data: memoryview | None,
                         caller: Caller) -> Reply:
     """`dog cluster recover force`: run with the nodes that are here."""
     return Reply(await node.force_recover())
 
 
-async def get_cluster_default(node: Sheep, req: Request, data: memoryview | None,
+async def get_cluster_default(node: NodeContext, req: Request, data: memoryview | None,
                               caller: Caller) -> Reply:
     c = node.config
     return Reply(args=ClusterDefaultResult(c.copies, c.copy_policy,
@@ -184,19 +184,19 @@ async def get_cluster_default(node: Sheep, req: Request, data: memoryview | None
 # What `dog vdi list` reads is never older than a VDI another node has
 # just reported created or deleted: each waits for `caught_up` first.
 
-async def read_vdis(node: Sheep, req: Request, data: memoryview | None,
+async def read_vdis(node: NodeContext, req: Request, data: memoryview | None,
                     caller: Caller) -> Reply:
     await node.caught_up()
     return Reply(data=bytes(node.table.inuse.bits))  # data_length is its size (wire_checks)
 
 
-async def read_del_vdis(node: Sheep, req: Request, data: memoryview | None,
+async def read_del_vdis(node: NodeContext, req: Request, data: memoryview | None,
                         caller: Caller) -> Reply:
     await node.caught_up()
     return Reply(data=bytes(node.table.deleted.bits))
 
 
-async def get_vdi_copies(node: Sheep, req: Request, data: memoryview | None,
+async def get_vdi_copies(node: NodeContext, req: Request, data: memoryview | None,
                          caller: Caller) -> Reply:
     await node.caught_up()
     body = b"".join(e.state().pack() for e in node.table.entries.values())
@@ -205,66 +205,66 @@ async def get_vdi_copies(node: Sheep, req: Request, data: memoryview | None,
     return Reply(data=body)
 
 
-async def get_store_list(node: Sheep, req: Request, data: memoryview | None,
+async def get_store_list(node: NodeContext, req: Request, data: memoryview | None,
                          caller: Caller) -> Reply:
     return Reply(data=b"plain farm "[:req.data_length])
 
 
-async def flush_vdi(node: Sheep, req: Request, data: memoryview | None,
+async def flush_vdi(node: NodeContext, req: Request, data: memoryview | None,
                     caller: Caller) -> Reply:
     await node.gateway.flush(node.members or [node.me])
     return Reply()
 
 
-async def discard_obj(node: Sheep, req: Request, data: memoryview | None,
+async def discard_obj(node: NodeContext, req: Request, data: memoryview | None,
                       caller: Caller) -> Reply:
     return await discard(node, req)
 
 
-async def get_hash(node: Sheep, req: Request, data: memoryview | None,
+async def get_hash(node: NodeContext, req: Request, data: memoryview | None,
                    caller: Caller) -> Reply:
     return await repair.get_hash(node, req)
 
 
-async def repair_replica(node: Sheep, req: Request, data: memoryview | None,
+async def repair_replica(node: NodeContext, req: Request, data: memoryview | None,
                          caller: Caller) -> Reply:
     return await repair.repair_replica(node, req)
 
 
-async def exist(node: Sheep, req: Request, data: memoryview | None, caller: Caller) -> Reply:
+async def exist(node: NodeContext, req: Request, data: memoryview | None, caller: Caller) -> Reply:
     ok = await node.peer.exists(ObjArgs.unpack(req.args).oid)
     return Reply(Res.SUCCESS if ok else Res.NO_OBJ)
 
 
-async def kill_node(node: Sheep, req: Request, data: memoryview | None,
+async def kill_node(node: NodeContext, req: Request, data: memoryview | None,
                     caller: Caller) -> Reply:
     node.kill()
     return Reply()
 
 
-async def get_loglevel(node: Sheep, req: Request, data: memoryview | None,
+async def get_loglevel(node: NodeContext, req: Request, data: memoryview | None,
                        caller: Caller) -> Reply:
     return Reply(data=_I32.pack(node.loglevel))
 
 
-async def set_loglevel(node: Sheep, req: Request, data: memoryview | None,
+async def set_loglevel(node: NodeContext, req: Request, data: memoryview | None,
                        caller: Caller) -> Reply:
     assert data is not None  # a 4-byte level in 0..7 (wire_checks)
     node.set_loglevel(_I32.unpack(data)[0])
     return Reply()
 
 
-async def get_vnodes(node: Sheep, req: Request, data: memoryview | None,
+async def get_vnodes(node: NodeContext, req: Request, data: memoryview | None,
                      caller: Caller) -> Reply:
     return Reply(data=_I32.pack(node.me.nr_vnodes))
 
 
-async def get_recovery(node: Sheep, req: Request, data: memoryview | None,
+async def get_recovery(node: NodeContext, req: Request, data: memoryview | None,
                        caller: Caller) -> Reply:
     return Reply(data=node.recovery.throttle.pack()[:req.data_length])
 
 
-async def set_recovery(node: Sheep, req: Request, data: memoryview | None,
+async def set_recovery(node: NodeContext, req: Request, data: memoryview | None,
                        caller: Caller) -> Reply:
     assert data is not None  # a whole, consistent struct (wire_checks)
     t = RecoveryThrottle.unpack(data)
@@ -272,7 +272,7 @@ async def set_recovery(node: Sheep, req: Request, data: memoryview | None,
     return Reply()
 
 
-async def get_obj_list(node: Sheep, req: Request, data: memoryview | None,
+async def get_obj_list(node: NodeContext, req: Request, data: memoryview | None,
                        caller: Caller) -> Reply:
     if req.flags & Flag.CMD_WILDCARD:
         # Our extension for recovery: the stale copies, (oid, epoch) pairs.

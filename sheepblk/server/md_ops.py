@@ -28,12 +28,12 @@ from .vdi_table import VdiEntry, VdiTable
 from .wire_text import shown
 
 if TYPE_CHECKING:
-    from .node import Sheep
+    from .context import NodeContext
 
 log = logging.getLogger("sheep.md")
 
 
-async def md_info(node: Sheep, req: Request, data: memoryview | None,
+async def md_info(node: NodeContext, req: Request, data: memoryview | None,
                   caller: Caller) -> Reply:
     store = node.store
     if not isinstance(store, MdStore):
@@ -42,17 +42,17 @@ async def md_info(node: Sheep, req: Request, data: memoryview | None,
     return Reply(data=body[:req.data_length])
 
 
-async def md_plug(node: Sheep, req: Request, data: memoryview | None,
+async def md_plug(node: NodeContext, req: Request, data: memoryview | None,
                   caller: Caller) -> Reply:
     return await _plug_or_unplug(node, data, plug=True)
 
 
-async def md_unplug(node: Sheep, req: Request, data: memoryview | None,
+async def md_unplug(node: NodeContext, req: Request, data: memoryview | None,
                     caller: Caller) -> Reply:
     return await _plug_or_unplug(node, data, plug=False)
 
 
-async def _plug_or_unplug(node: Sheep, data: memoryview | None, *, plug: bool) -> Reply:
+async def _plug_or_unplug(node: NodeContext, data: memoryview | None, *, plug: bool) -> Reply:
     store = node.store
     if not isinstance(store, MdStore):
         return Reply(Res.NO_SUPPORT)
@@ -86,8 +86,9 @@ async def _plug_or_unplug(node: Sheep, data: memoryview | None, *, plug: bool) -
 class DiskLostHook:
     """Called by MdStore (from an I/O thread) when a disk is dropped."""
 
-    def __init__(self, node: Sheep) -> None:
+    def __init__(self, node: NodeContext, nursery: trio.Nursery) -> None:
         self.node = node
+        self.nursery = nursery
         self.token = trio.lowlevel.current_trio_token()
 
     def __call__(self, path: Path) -> None:
@@ -101,23 +102,22 @@ class DiskLostHook:
         if isinstance(node.store, MdStore) and not node.store.all_disks():
             node.fail_stop(f"every disk of this node is lost (the last: {path})")
             return
-        recovery = getattr(node, "recovery", None)
-        nursery = getattr(node, "_nursery", None)
-        if len(node.members) > 1 and recovery is not None and nursery is not None:
+        if len(node.members) > 1:
             log.warning("disk %s lost: recovering its objects from other nodes", path)
-            recovery.start(nursery, node.epoch)
+            node.recovery.start(self.nursery, node.epoch)
         else:
             log.error("disk %s lost: its objects have no other copy on a single node", path)
 
 
-def install(node: Sheep) -> None:
-    """Hook a node's MdStore to the node (call inside trio): lost disks
-    start a recovery pass, corrupt objects a repair from another copy."""
+def install(node: NodeContext, nursery: trio.Nursery) -> None:
+    """Hook a node's MdStore to the node: lost disks start a recovery
+    pass, corrupt objects a repair from another copy, each a task in
+    `nursery` (the daemon's)."""
     from .farm_repair import Repairer
 
     if isinstance(node.store, MdStore):
-        node.store.on_disk_lost = DiskLostHook(node)
-        node.store.on_corrupt = Repairer(node)
+        node.store.on_disk_lost = DiskLostHook(node, nursery)
+        node.store.on_corrupt = Repairer(node, nursery)
 
 
 def notify_vdi_add(table: VdiTable, req: Request) -> int:

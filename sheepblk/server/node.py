@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
-from pathlib import Path
 
 import trio
 
 from ..cluster.driver import ClusterDriver, Event
-from ..cluster.ring import Ring
 from ..loglevels import python_level
 from ..proto import (
     SD_DEFAULT_VNODES,
@@ -41,12 +37,11 @@ from ..proto import (
     Res,
     SdNode,
     VdiArgs,
-    get_objsize,
     is_data_obj,
     is_vdi_obj,
     oid_to_vid,
 )
-from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
+from ..proto.constants import ClusterFlag
 from ..proto.inode import SD_INODE_HEADER_SIZE
 from ..store import BACKENDS, EpochStore, NodeConfig, NoObject, ObjectStore, StoreError
 from . import gateway_ops, wire_checks
@@ -76,12 +71,14 @@ from .gateway import RETRY_PAUSE, RETRY_TIMEOUT, Gateway, GatewayError
 from .lock_lease import LockLeases, Release
 from .messages import ClusterMsg
 from .optable import OPS, Kind
+from .options import Options
 from .peer import PeerOps, result_of
 from .peer_client import PeerClient, PeerError
 from .recovery import EPOCHS_BACK, Recovery
 from .reply import Caller, Reply
 from .vdi_ops import VdiError, VdiOps, inode_names
 from .vdi_table import VdiEntry, VdiTable
+from .view import ClusterView
 from .wire_text import shown
 
 log = logging.getLogger("sheep")
@@ -98,19 +95,6 @@ NEW_EPOCH_WAIT = 5.0
 STREAM_RETRYABLE = frozenset({Res.NETWORK_ERROR, Res.OLD_NODE_VER, Res.NEW_NODE_VER})
 # True in the task running a block's work half (the epoch is frozen there).
 _IN_WORK: ContextVar[bool] = ContextVar("sheep_in_work", default=False)
-
-
-@dataclass
-class Options:
-    store_dir: Path
-    port: int = 7000
-    bindaddr: str = "127.0.0.1"
-    myaddr: str | None = None
-    zone: int | None = None
-    vnodes: int | None = None
-    gateway: bool = False
-    nosync: bool = False
-    cluster: str = "local"
 
 
 def default_zone(addr: str) -> int:
@@ -152,18 +136,20 @@ class Sheep:
         self.auto_vnodes = opts.vnodes is None
         self.table = VdiTable()
         self.coord = Coordinator(self.me, config, self.table, epoch=latest, epochs=recent)
+        self.view = ClusterView(self.me, self.coord, self.table, self.epochs)
         self.peer = PeerOps(store, lambda: self.epoch)
         self.peers = PeerClient()
-        self.recovery = Recovery(self)
-        self.gateway = Gateway(self.me, self.peer, self.peers, self.placement,
-                               self.object_size, lambda: self.epoch,
-                               wait_epoch=self.wait_epoch, ready=self.recovery.ready,
-                               halted=self.halted, fetch_missing=self.recovery.fetch_missing,
-                               strict_short=self.strict_short,
-                               member=lambda n: any(m.nid == n.nid for m in self.members),
+        view = self.view
+        self.gateway = Gateway(self.me, self.peer, self.peers, view.placement,
+                               view.object_size, lambda: view.epoch,
+                               wait_epoch=self.wait_epoch, ready=self._ready,
+                               halted=view.halted, fetch_missing=self._fetch_missing,
+                               strict_short=view.strict_short, member=view.is_member,
                                frozen=_IN_WORK.get)
         self.vdi = VdiOps(self.gateway, self.table,
                           recycle=lambda: bool(self.config.flags & ClusterFlag.RECYCLE_VID))
+        self.recovery = Recovery(view, store, self.peer, self.peers, self.vdi,
+                                 self.recovery_done)
         self.leases = LockLeases()  # lock sessions of this node's clients
         self.loglevel = 6
         self.buffers = BufferPool()
@@ -172,10 +158,6 @@ class Sheep:
         self._op_ids = itertools.count(1)
         self._conn_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
-        self._ring: Ring | None = None
-        self._ring_members: list[SdNode] = []
-        self._rings: dict[int, Ring | None] = {}
-        self._max_zones_seen, self._zones_at = 1, -1
         self._epoch_moved = trio.Event()
 
     # ---- the cluster's state (the coordinator's) ----
@@ -216,55 +198,11 @@ class Sheep:
         return self.coord.formatted
 
 
-    # ---- placement and sizes ----
+    async def _ready(self, oid: int) -> None:
+        await self.recovery.ready(oid)
 
-    def current_ring(self) -> Ring:
-        if self._ring is None or self._ring_members != self.members:
-            self._ring = Ring(self.members or [self.me])
-            self._ring_members = list(self.members)
-        return self._ring
-
-    def copies_of(self, oid: int) -> int:
-        e = self.table.get(oid_to_vid(oid))
-        return (e.copies if e else 0) or self.config.copies or SD_DEFAULT_COPIES
-
-    def placement(self, oid: int, copies: int) -> Sequence[SdNode]:
-        """The owners of an object: this node alone while it is the only
-        member, else the ring of the current members."""
-        if len(self.members) <= 1:
-            return [self.me]
-        return self.current_ring().oid_to_nodes(oid, copies or self.copies_of(oid)) or [self.me]
-
-    def halted(self, oid: int, copies: int) -> bool:
-        """Too few zones alive for a majority of the object's copies (as
-        many as the cluster ever had zones for: a one-node cluster with
-        copies=3 runs, a three-node one down to one zone does not)."""
-        copies = min(copies or self.copies_of(oid), self._max_zones())
-        return self.current_ring().nr_zones < copies // 2 + 1
-
-    def strict_short(self, oid: int, copies: int) -> bool:
-        """In strict mode, fewer live zones than the object's copies (data
-        and parity strips for erasure coding): writes halt."""
-        return (bool(self.config.flags & ClusterFlag.STRICT)
-                and self.current_ring().nr_zones < (copies or self.copies_of(oid)))
-
-    def _max_zones(self) -> int:
-        """The most zones any epoch of this cluster had."""
-        if self._zones_at != self.epoch:
-            best = 1
-            for ep in range(1, self.epoch + 1):
-                ring = self.ring_at(ep)
-                if ring is not None:
-                    best = max(best, ring.nr_zones)
-            self._max_zones_seen, self._zones_at = best, self.epoch
-        return self._max_zones_seen
-
-    def ring_at(self, epoch: int) -> Ring | None:
-        """The ring of a past (or the current) epoch, from epoch/."""
-        if epoch not in self._rings:
-            got = self.epochs.read(epoch) if epoch > 0 else None
-            self._rings[epoch] = Ring(got[0]) if got and got[0] else None
-        return self._rings[epoch]
+    async def _fetch_missing(self, oid: int) -> bool:
+        return await self.recovery.fetch_missing(oid)
 
     async def wait_epoch(self, epoch: int, delay: float) -> None:
         """Return when the epoch is no longer `epoch`, or after `delay`."""
@@ -298,13 +236,6 @@ class Sheep:
         """Sheepdog's 0 (emerg) .. 7 (debug) onto Python logging levels."""
         self.loglevel = level
         logging.getLogger().setLevel(python_level(level))
-
-    def object_size(self, oid: int) -> int:
-        if is_data_obj(oid):
-            e = self.table.get(oid_to_vid(oid))
-            shift = e.block_size_shift if e else self.config.block_size_shift
-            return get_objsize(oid, 1 << (shift or SD_DEFAULT_BLOCK_SIZE_SHIFT))
-        return get_objsize(oid)
 
     def new_caller(self, peer: str) -> Caller:
         caller = Caller(f"{self.key}/{next(self._conn_ids)}", peer)
@@ -397,10 +328,10 @@ class Sheep:
                 config.save(self.root)
             case WriteEpoch(epoch, nodes, stamp):
                 self.epochs.write(epoch, nodes, stamp)
-                self._rings.pop(epoch, None)
+                self.view.forget_ring(epoch)
             case ClearEpochs():
                 self.epochs.clear()
-                self._rings.clear()
+                self.view.forget_rings()
             case EpochMoved():
                 ev, self._epoch_moved = self._epoch_moved, trio.Event()
                 ev.set()
@@ -553,12 +484,12 @@ class Sheep:
         copies of the same object go. When the recovery was `full` (no
         member missed an object), stale copies made before this epoch
         (LAST < epoch - 1) are no longer needed and are deleted."""
-        ring = self.ring_at(epoch)
+        ring = self.view.ring_at(epoch)
         if ring is None or self.me.nr_vnodes == 0:
             return
         me = self.me.nid
         back = [(ep, r) for ep in range(epoch - 1, max(0, epoch - 1 - EPOCHS_BACK), -1)
-                if (r := self.ring_at(ep)) is not None]
+                if (r := self.view.ring_at(ep)) is not None]
 
         def last_owned(oid: int, copies: int) -> int:
             for ep, r in back:
@@ -574,7 +505,7 @@ class Sheep:
             for oid in list(self.store.oids()):
                 if self.epoch != epoch:
                     return moved, dropped
-                copies = self.copies_of(oid)
+                copies = self.view.copies_of(oid)
                 if any(o.nid == me for o in ring.oid_to_nodes(oid, copies)):
                     continue
                 tag = last_owned(oid, copies)
@@ -629,7 +560,7 @@ class Sheep:
             return Reply(Res.INVALID_PARMS)
         # Every field before any use, whatever the cluster's state: a
         # malformed request gets its code even from a waiting node.
-        bad = wire_checks.refused(req, data, self)
+        bad = wire_checks.refused(req, data, self.view)
         if bad is not None:
             log.warning("refusing %s from %s: %s: %s", Op(req.opcode).name,
                         shown(caller.peer), bad.field, bad.why)
@@ -653,7 +584,7 @@ class Sheep:
             if self.status == ClusterStatus.WAIT:
                 return Reply(Res.WAIT_FOR_JOIN if self.formatted else Res.WAIT_FOR_FORMAT)
         if (not info.force and info.kind in (Kind.GATEWAY, Kind.CLUSTER)
-                and self.halted(0, self.config.copies)):
+                and self.view.halted(0, self.config.copies)):
             return Reply(Res.HALT)
         try:
             if not self.leases.active:
@@ -691,11 +622,11 @@ class Sheep:
         key = caller.key
         if self.leases.active and self.leases.fresh(key):
             return None
-        if wire_checks.refused(req, data, self) is not None:
+        if wire_checks.refused(req, data, self.view) is not None:
             return None  # `handle` answers it (and says why)
         a = ObjArgs.unpack(req.args)
         oid = a.oid
-        if self.halted(0, self.config.copies) or self.halted(oid, a.copies):
+        if self.view.halted(0, self.config.copies) or self.view.halted(oid, a.copies):
             return None
         owners = self.gateway.owners(oid, a.copies)
         me = self.me.nid
@@ -707,7 +638,7 @@ class Sheep:
             if gateway_ops.readonly(self, oid, a.offset, data):
                 return Reply(Res.READONLY)
             try:
-                self.peer.write_now(oid, a.offset, data, self.object_size(oid))
+                self.peer.write_now(oid, a.offset, data, self.view.object_size(oid))
             except NoObject:
                 return None  # `handle` may pull it first (recovery never saw it)
             except StoreError as e:
@@ -717,7 +648,7 @@ class Sheep:
             return None
         buf = self.buffers.get(n)
         try:
-            self.peer.read_now(oid, a.offset, memoryview(buf), self.object_size(oid))
+            self.peer.read_now(oid, a.offset, memoryview(buf), self.view.object_size(oid))
         except StoreError as e:
             self.buffers.put(buf)
             if len(owners) > 1:

@@ -6,7 +6,7 @@ object's owners (gateway_ops), *peer* ops serve this node's copy
 md_ops), *cluster* ops go through the ordered stream (cluster_ops):
 `work` runs on the asking node while every node holds the stream (a
 block), `main` on every node in stream order. `process` is where
-`Sheep.handle` sends the request; for a cluster op it submits it to the
+`NodeContext.handle` sends the request; for a cluster op it submits it to the
 stream. `force` ops are served before the cluster is formatted or while
 it waits for nodes. Finding where an opcode is handled takes one look
 here.
@@ -27,8 +27,8 @@ from . import peer_ops as p
 from .reply import Caller, Reply
 
 if TYPE_CHECKING:
+    from .context import NodeContext
     from .messages import ClusterMsg
-    from .node import Sheep
 
 
 class Kind(enum.Enum):
@@ -38,9 +38,9 @@ class Kind(enum.Enum):
     CLUSTER = "cluster"
 
 
-Process = Callable[["Sheep", Request, "memoryview | None", Caller], Awaitable[Reply]]
-Work = Callable[["Sheep", Request, memoryview, str], Awaitable[tuple[Reply, dict[str, Any]]]]
-Main = Callable[["Sheep", Request, "ClusterMsg"], Awaitable[int]]
+Process = Callable[["NodeContext", Request, "memoryview | None", Caller], Awaitable[Reply]]
+Work = Callable[["NodeContext", Request, memoryview, str], Awaitable[tuple[Reply, dict[str, Any]]]]
+Main = Callable[["NodeContext", Request, "ClusterMsg"], Awaitable[int]]
 
 
 class OpInfo(NamedTuple):

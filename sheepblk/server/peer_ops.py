@@ -2,7 +2,7 @@
 object (sheep/ops.c's peer_read_obj and friends).
 
 Every handler first holds the request to our epoch (Sheepdog's
-check_request_epoch, `Sheep.check_request_epoch`), then, unless it is
+check_request_epoch, `NodeContext.check_request_epoch`), then, unless it is
 recovery's own read or a flush, waits until recovery has this object.
 The op table (optable.py) names the handlers.
 """
@@ -19,12 +19,12 @@ from ..store import NoObject
 from .reply import Caller, Reply
 
 if TYPE_CHECKING:
-    from .node import Sheep
+    from .context import NodeContext
 
-Body = Callable[["Sheep", Request, ObjArgs, memoryview], Awaitable[Reply]]
+Body = Callable[["NodeContext", Request, ObjArgs, memoryview], Awaitable[Reply]]
 
 
-async def _admitted(node: Sheep, req: Request, a: ObjArgs) -> int:
+async def _admitted(node: NodeContext, req: Request, a: ObjArgs) -> int:
     """SUCCESS once the request may touch our copy, else the code to answer."""
     res = await node.check_request_epoch(req)
     if res != Res.SUCCESS:
@@ -41,11 +41,11 @@ async def _admitted(node: Sheep, req: Request, a: ObjArgs) -> int:
     return Res.SUCCESS
 
 
-def _served(body: Body) -> Callable[[Sheep, Request, memoryview | None, Caller],
+def _served(body: Body) -> Callable[[NodeContext, Request, memoryview | None, Caller],
                                     Awaitable[Reply]]:
     """A peer op's handler: admission first, then `body`."""
 
-    async def handler(node: Sheep, req: Request, data: memoryview | None,
+    async def handler(node: NodeContext, req: Request, data: memoryview | None,
                       caller: Caller) -> Reply:
         a = ObjArgs.unpack(req.args)
         res = await _admitted(node, req, a)
@@ -58,11 +58,11 @@ def _served(body: Body) -> Callable[[Sheep, Request, memoryview | None, Caller],
     return handler
 
 
-async def _read_stale(node: Sheep, oid: int, offset: int, buf: memoryview, since: int) -> None:
+async def _read_stale(node: NodeContext, oid: int, offset: int, buf: memoryview, since: int) -> None:
     """Recovery asks for the object as of epoch `since` and our obj/ has
     none: answer from a stale copy at least that new (NoObject if there
     is none)."""
-    size = node.object_size(oid)
+    size = node.view.object_size(oid)
 
     def read() -> None:
         ep = node.stale_copy(oid, since)
@@ -80,12 +80,12 @@ async def _read_stale(node: Sheep, oid: int, offset: int, buf: memoryview, since
     await trio.to_thread.run_sync(read)
 
 
-async def _read(node: Sheep, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
-    node.peer.check_range(a.oid, a.offset, req.data_length, node.object_size(a.oid))
+async def _read(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
+    node.peer.check_range(a.oid, a.offset, req.data_length, node.view.object_size(a.oid))
     buf = node.buffers.get(req.data_length)
     try:
         try:
-            await node.peer.read(a.oid, a.offset, memoryview(buf), node.object_size(a.oid))
+            await node.peer.read(a.oid, a.offset, memoryview(buf), node.view.object_size(a.oid))
         except NoObject:
             if not a.tgt_epoch:
                 raise
@@ -96,8 +96,8 @@ async def _read(node: Sheep, req: Request, a: ObjArgs, payload: memoryview) -> R
     return Reply(data=buf, pooled=buf)
 
 
-async def _write(node: Sheep, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
-    size = node.object_size(a.oid)
+async def _write(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
+    size = node.view.object_size(a.oid)
     sync = not (req.flags & Flag.CMD_CACHE)
     try:
         await node.peer.write(a.oid, a.offset, payload, size, sync=sync)
@@ -111,20 +111,20 @@ async def _write(node: Sheep, req: Request, a: ObjArgs, payload: memoryview) -> 
     return Reply()
 
 
-async def _create_and_write(node: Sheep, req: Request, a: ObjArgs,
+async def _create_and_write(node: NodeContext, req: Request, a: ObjArgs,
                             payload: memoryview) -> Reply:
     cow = a.cow_oid if req.flags & Flag.CMD_COW else 0
-    await node.peer.create_and_write(a.oid, a.offset, payload, node.object_size(a.oid),
+    await node.peer.create_and_write(a.oid, a.offset, payload, node.view.object_size(a.oid),
                                      cow_oid=cow, sync=not (req.flags & Flag.CMD_CACHE))
     return Reply()
 
 
-async def _remove(node: Sheep, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
+async def _remove(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
     await node.peer.remove(a.oid)
     return Reply()
 
 
-async def _flush(node: Sheep, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
+async def _flush(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
     await node.peer.flush()
     return Reply()
 

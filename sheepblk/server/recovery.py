@@ -55,6 +55,7 @@ from __future__ import annotations
 import itertools
 import logging
 import struct
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -73,12 +74,14 @@ from ..proto import (
     SdNode,
     is_data_obj,
 )
-from ..store import NoObject, StoreError
-from .peer_client import PeerError
+from ..store import NoObject, ObjectStore, StoreError
+from .peer_client import PeerClient, PeerError
 from .repair import sha1_of
 
 if TYPE_CHECKING:
-    from .node import Sheep
+    from .peer import PeerOps
+    from .vdi_ops import VdiOps
+    from .view import ClusterView
 
 log = logging.getLogger("sheep.recovery")
 
@@ -144,8 +147,15 @@ class Recovery:
     cancels a previous run. Error handling: an object no node can give is
     logged and counted as done; recovery never raises into the node."""
 
-    def __init__(self, node: Sheep) -> None:
-        self.node = node
+    def __init__(self, view: ClusterView, store: ObjectStore, peer: PeerOps, peers: PeerClient,
+                 vdi: VdiOps, done: Callable[[int, bool], Awaitable[None]]) -> None:
+        self.view = view
+        self.store = store
+        self.peer = peer
+        self.peers = peers
+        self.vdi = vdi
+        self._done = done  # a run ended: (its epoch, whether every object came)
+        self._nursery: trio.Nursery | None = None  # the last run's, for urgent objects
         self.current: _Run | None = None
         self._missing: dict[int, trio.Event] = {}
         self.throttle = RecoveryThrottle()
@@ -185,6 +195,7 @@ class Recovery:
             if not prev.completed and prev.epoch == epoch - 1:
                 base = prev.base
         run = self.current = _Run(epoch, base)
+        self._nursery = nursery
         run.reconcile = reconcile or (prev is not None and prev.reconcile and not prev.completed)
         nursery.start_soon(self._main, run)
 
@@ -204,8 +215,8 @@ class Recovery:
             ev = r.pending.get(oid)
             if ev is None or ev.is_set():
                 return
-            if oid not in r.inflight and self.node._nursery is not None:
-                self.node._nursery.start_soon(self._recover_one, r, oid, True)
+            if oid not in r.inflight and self._nursery is not None:
+                self._nursery.start_soon(self._recover_one, r, oid, True)
             await ev.wait()
             if self.current is r:
                 return
@@ -219,7 +230,7 @@ class Recovery:
         ev = self._missing.get(oid)
         if ev is not None:
             await ev.wait()
-            return await self.node.peer.exists(oid)
+            return await self.peer.exists(oid)
         ev = self._missing[oid] = trio.Event()
         try:
             return await self._pull_missing(oid)
@@ -228,20 +239,19 @@ class Recovery:
             ev.set()
 
     async def _pull_missing(self, oid: int) -> bool:
-        node = self.node
-        epoch = node.epoch
+        epoch = self.view.epoch
         run = _Run(epoch + 1, epoch)  # sources as seen from a run after this epoch
         sources = self._sources(run, oid)
         if not sources:
             return False
-        size = node.object_size(oid)
+        size = self.view.object_size(oid)
         for src, tgt in sources:
             buf = await self._whole_copy(src, oid, size, epoch, tgt)
             if buf is None:
                 continue
-            if await node.peer.exists(oid):
+            if await self.peer.exists(oid):
                 return True  # created meanwhile (recovery or a client)
-            await node.peer.create_and_write(oid, 0, memoryview(buf), size, sync=True)
+            await self.peer.create_and_write(oid, 0, memoryview(buf), size, sync=True)
             log.info("pulled %016x from %s: a write found no copy here", oid, src.nid)
             return True
         return False
@@ -254,7 +264,7 @@ class Recovery:
         req = Request(Op.READ_PEER, 0, epoch, 0, size,
                       ObjArgs(oid=oid, tgt_epoch=tgt_epoch).pack(), SD_SHEEP_PROTO_VER)
         try:
-            rsp, n = await self.node.peers.request(src.nid, req, None, memoryview(buf))
+            rsp, n = await self.peers.request(src.nid, req, None, memoryview(buf))
         except PeerError:
             return None
         if rsp.result != Res.SUCCESS:
@@ -274,7 +284,7 @@ class Recovery:
                 async with trio.open_nursery() as nursery:
                     await self._feed(run, nursery)
                 run.state = RW_NOTIFY_COMPLETION
-                await trio.to_thread.run_sync(self.node.store.flush)
+                await trio.to_thread.run_sync(self.store.flush)
                 run.completed = True
                 log.info("epoch %d: recovery done, %d objects", run.epoch, run.done)
             except Exception:
@@ -284,25 +294,24 @@ class Recovery:
         if self.current is run and not run.finished:
             run.finished = True
             ok = run.failed == 0 and run.state == RW_NOTIFY_COMPLETION
-            await self.node.recovery_done(run.epoch, ok)
+            await self._done(run.epoch, ok)
 
     def _ring(self, epoch: int) -> Ring | None:
-        return self.node.ring_at(epoch)
+        return self.view.ring_at(epoch)
 
     async def _prepare(self, run: _Run) -> None:
-        node = self.node
         new = self._ring(run.epoch)
-        if new is None or node.me.nr_vnodes == 0:
+        if new is None or self.view.me.nr_vnodes == 0:
             return
         prev = self._ring(run.base) if run.base >= 1 else None
-        me = node.me.nid
+        me = self.view.me.nid
 
         def scan() -> tuple[set[int], list[tuple[int, int]]]:
-            return set(node.store.oids()), list(node.store.stale_copies())
+            return set(self.store.oids()), list(self.store.stale_copies())
 
         local, stale = await trio.to_thread.run_sync(scan)
         seen: dict[int, list[SdNode]] = {}
-        for peer in node.members:
+        for peer in self.view.members:
             if peer.nid == me or peer.nr_vnodes == 0:
                 continue
             for oid in await self._obj_list(peer, run.epoch):
@@ -310,11 +319,11 @@ class Recovery:
             for oid, ep in await self._stale_list(peer, run.epoch):
                 run.stale.setdefault(oid, []).append((peer, ep))
         for oid, ep in stale:
-            run.stale.setdefault(oid, []).append((node.me, ep))
+            run.stale.setdefault(oid, []).append((self.view.me, ep))
         for oid in itertools.chain(local, run.stale):
             seen.setdefault(oid, [])
         for oid, holders in seen.items():
-            copies = node.copies_of(oid)
+            copies = self.view.copies_of(oid)
             if not any(n.nid == me for n in new.oid_to_nodes(oid, copies)):
                 continue
             owners = new.oid_to_nodes(oid, copies)
@@ -348,12 +357,12 @@ class Recovery:
             req = Request(Op.GET_OBJ_LIST, 0, epoch, 0, size,
                           ObjArgs(tgt_epoch=epoch).pack(), SD_SHEEP_PROTO_VER)
             try:
-                rsp, n = await self.node.peers.request(peer.nid, req, None, memoryview(buf))
+                rsp, n = await self.peers.request(peer.nid, req, None, memoryview(buf))
             except PeerError as e:
                 # A node just (re)started may drop us while it syncs; one
                 # that died leaves the membership, which restarts us.
-                if tries < EPOCH_RETRIES and self.node.epoch == epoch and any(
-                        n.nid == peer.nid for n in self.node.members):
+                if tries < EPOCH_RETRIES and self.view.epoch == epoch and any(
+                        n.nid == peer.nid for n in self.view.members):
                     tries += 1
                     await trio.sleep(EPOCH_RETRY_DELAY)
                     continue
@@ -362,7 +371,7 @@ class Recovery:
             if rsp.result == Res.BUFFER_SMALL:
                 size *= 4
                 continue
-            if rsp.result in LAGGING and tries < EPOCH_RETRIES and self.node.epoch == epoch:
+            if rsp.result in LAGGING and tries < EPOCH_RETRIES and self.view.epoch == epoch:
                 tries += 1  # the peer has not applied this epoch yet
                 await trio.sleep(EPOCH_RETRY_DELAY)
                 continue
@@ -379,7 +388,7 @@ class Recovery:
             req = Request(Op.GET_OBJ_LIST, Flag.CMD_WILDCARD, epoch, 0, size,
                           ObjArgs(tgt_epoch=epoch).pack(), SD_SHEEP_PROTO_VER)
             try:
-                rsp, n = await self.node.peers.request(peer.nid, req, None, memoryview(buf))
+                rsp, n = await self.peers.request(peer.nid, req, None, memoryview(buf))
             except PeerError:
                 return []
             if rsp.result == Res.BUFFER_SMALL:
@@ -393,11 +402,10 @@ class Recovery:
         """(node, tgt_epoch) to try: previous owners of the newest epoch
         first, then the nodes that listed it, then stale copies, newest
         first (this node's own among them: read locally)."""
-        node = self.node
-        alive = {n.nid: n for n in node.members}
-        copies = node.copies_of(oid)
+        alive = {n.nid: n for n in self.view.members}
+        copies = self.view.copies_of(oid)
         out: list[tuple[SdNode, int]] = []
-        tried: set[object] = {node.me.nid}
+        tried: set[object] = {self.view.me.nid}
         for ep in range(run.epoch - 1, max(0, run.epoch - 1 - EPOCHS_BACK), -1):
             ring = self._ring(ep)
             if ring is None:
@@ -411,7 +419,7 @@ class Recovery:
                 tried.add(n.nid)
                 out.append((n, run.epoch - 1))
         for n, ep in sorted(run.stale.get(oid, []), key=lambda s: -s[1]):
-            if n.nid == node.me.nid or n.nid in alive:
+            if n.nid == self.view.me.nid or n.nid in alive:
                 out.append((n, max(ep, 1)))
         return out
 
@@ -481,16 +489,15 @@ class Recovery:
         """Make our copy the first owner's when they differ (compared by
         SHA-1, so only differing objects move). False when it could not
         be compared; our copy then stays as it is."""
-        node = self.node
         ring = self._ring(run.epoch)
         if ring is None:
             return False
-        first = ring.oid_to_nodes(oid, node.copies_of(oid))[0]
-        size = node.object_size(oid)
+        first = ring.oid_to_nodes(oid, self.view.copies_of(oid))[0]
+        size = self.view.object_size(oid)
         req = Request(Op.GET_HASH, 0, run.epoch, 0, 0, ObjArgs(oid=oid).pack(),
                       SD_SHEEP_PROTO_VER)
         try:
-            rsp, _ = await node.peers.request(first.nid, req)
+            rsp, _ = await self.peers.request(first.nid, req)
         except PeerError as e:
             log.warning("cannot compare %016x with %s: %s", oid, first.nid, e)
             return False
@@ -499,7 +506,7 @@ class Recovery:
         if rsp.result != Res.SUCCESS:
             return False
         try:
-            ours = await trio.to_thread.run_sync(sha1_of, node, oid, size)
+            ours = await trio.to_thread.run_sync(sha1_of, self.store, oid, size)
         except StoreError:
             ours = b""
         if HashResult.unpack(rsp.args).digest == ours:
@@ -510,7 +517,7 @@ class Recovery:
         # Synced: it replaces a copy that was durable, and if a cut came
         # before the run's closing flush, the name could outlive the bytes
         # and a garbage copy would be compared as ours next time.
-        await node.peer.create_and_write(oid, 0, memoryview(buf), size, sync=True)
+        await self.peer.create_and_write(oid, 0, memoryview(buf), size, sync=True)
         log.info("%016x differed from %s's copy after an unclean stop: replaced", oid,
                  first.nid)
         return True
@@ -518,10 +525,10 @@ class Recovery:
     async def _unreferenced(self, oid: int) -> bool:
         """True when no live inode names this data object: then our copy,
         if any, is removed and nothing is pulled."""
-        if await self.node.vdi.is_mapped(oid) is not False:
+        if await self.vdi.is_mapped(oid) is not False:
             return False
         try:
-            await trio.to_thread.run_sync(self.node.store.remove, oid)
+            await trio.to_thread.run_sync(self.store.remove, oid)
             log.info("dropped %016x: no inode refers to it (removed while away)", oid)
         except NoObject:
             log.info("not recovering %016x: no inode refers to it", oid)
@@ -531,15 +538,14 @@ class Recovery:
 
     async def _fetch(self, run: _Run, oid: int) -> bool:
         """Pull `oid` from the first source that has it; False when none did."""
-        node = self.node
-        size = node.object_size(oid)
+        size = self.view.object_size(oid)
         buf = bytearray(size)
         for src, tgt in self._sources(run, oid):
-            if src.nid == node.me.nid:
+            if src.nid == self.view.me.nid:
                 try:
-                    await trio.to_thread.run_sync(node.store.read_stale, oid, tgt,
+                    await trio.to_thread.run_sync(self.store.read_stale, oid, tgt,
                                                   memoryview(buf))
-                    await node.peer.create_and_write(oid, 0, memoryview(buf), size,
+                    await self.peer.create_and_write(oid, 0, memoryview(buf), size,
                                                      sync=False)
                 except StoreError as e:
                     log.debug("recover %016x from our stale copy: %s", oid, e)
@@ -550,12 +556,12 @@ class Recovery:
                           ObjArgs(oid=oid, tgt_epoch=tgt).pack(), SD_SHEEP_PROTO_VER)
             for _ in range(EPOCH_RETRIES):
                 try:
-                    rsp, n = await node.peers.request(src.nid, req, None, memoryview(buf))
+                    rsp, n = await self.peers.request(src.nid, req, None, memoryview(buf))
                 except PeerError as e:
                     log.debug("recover %016x from %s: %s", oid, src.nid, e)
                     break
                 if rsp.result in LAGGING:
-                    if node.epoch != run.epoch:
+                    if self.view.epoch != run.epoch:
                         return True  # superseded; the next run takes over
                     await trio.sleep(EPOCH_RETRY_DELAY)
                     continue
@@ -564,7 +570,7 @@ class Recovery:
                 if n < size:
                     buf[n:] = bytes(size - n)
                 try:
-                    await node.peer.create_and_write(oid, 0, memoryview(buf), size, sync=False)
+                    await self.peer.create_and_write(oid, 0, memoryview(buf), size, sync=False)
                 except StoreError as e:
                     log.error("cannot store recovered %016x: %s", oid, e)
                     return False

@@ -25,53 +25,53 @@ from ..proto import (
     Request,
     Res,
 )
-from ..store import StoreError
+from ..store import ObjectStore, StoreError
 from .reply import Reply
 
 if TYPE_CHECKING:
-    from .node import Sheep
+    from .context import NodeContext
 
 # Objects are hashed in slices this large, so an inode (12 MiB) does not
 # need one buffer of its whole size per request.
 HASH_CHUNK = 1 << 22
 
 
-def sha1_of(node: Sheep, oid: int, size: int) -> bytes:
+def sha1_of(store: ObjectStore, oid: int, size: int) -> bytes:
     """Runs in a worker thread: read the local copy slice by slice."""
     h = hashlib.sha1(usedforsecurity=False)
     buf = memoryview(bytearray(min(size, HASH_CHUNK)))
     pos = 0
     while pos < size:
         n = min(len(buf), size - pos)
-        node.store.read_into(oid, pos, buf[:n])
+        store.read_into(oid, pos, buf[:n])
         h.update(buf[:n])
         pos += n
     return h.digest()
 
 
-async def get_hash(node: Sheep, req: Request) -> Reply:
+async def get_hash(node: NodeContext, req: Request) -> Reply:
     """SHA-1 of this node's copy; NO_OBJ when it holds none (dog then
     counts the copy as missing and asks for a repair)."""
     oid = ObjArgs.unpack(req.args).oid
     if not await node.peer.exists(oid):
         return Reply(Res.NO_OBJ)
-    size = node.object_size(oid)
+    size = node.view.object_size(oid)
     try:
-        digest = await trio.to_thread.run_sync(sha1_of, node, oid, size,
+        digest = await trio.to_thread.run_sync(sha1_of, node.store, oid, size,
                                                limiter=node.peer.limiter)
     except StoreError as e:
         return Reply(getattr(e, "result", Res.EIO))
     return Reply(args=HashResult(digest).pack())
 
 
-async def repair_replica(node: Sheep, req: Request) -> Reply:
+async def repair_replica(node: NodeContext, req: Request) -> Reply:
     """Copy the whole object from the node in `forw` over the local copy.
 
     Error handling: the source's result code (or NETWORK_ERROR) is
     answered as is; nothing is written here unless the whole object was
     read."""
     oid, src = ForwArgs.unpack(req.args)
-    size = node.object_size(oid)
+    size = node.view.object_size(oid)
     buf = memoryview(bytearray(size))
     if src == node.me.nid:
         await node.peer.read(oid, 0, buf, size)

@@ -1,0 +1,87 @@
+"""What an op handler, recovery's helpers and the store hooks may use of
+the node: the services, and the cluster's state only through a read-only
+`ClusterView`. A `Sheep` (node.py) is one; only the daemon that wires the
+node imports node.py, so these modules name this protocol instead and
+cannot reach the coordinator or the stream's private state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from ..proto import ClusterStatus, Request, SdNode
+from ..store import EpochStore, NodeConfig, ObjectStore
+
+if TYPE_CHECKING:
+    from .buffers import BufferPool
+    from .gateway import Gateway
+    from .lock_lease import LockLeases
+    from .options import Options
+    from .peer import PeerOps
+    from .peer_client import PeerClient
+    from .recovery import Recovery
+    from .reply import Caller, Reply
+    from .vdi_ops import VdiOps
+    from .vdi_table import VdiTable
+    from .view import ClusterView
+
+
+class NodeContext(Protocol):
+    view: ClusterView
+    me: SdNode
+    root: Path
+    opts: Options
+    store: ObjectStore
+    table: VdiTable
+    epochs: EpochStore
+    peer: PeerOps
+    peers: PeerClient
+    gateway: Gateway
+    vdi: VdiOps
+    leases: LockLeases
+    buffers: BufferPool
+    recovery: Recovery
+    loglevel: int
+    auto_vnodes: bool
+
+    # the cluster's state (read-only: the coordinator changes it)
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def members(self) -> list[SdNode]: ...
+
+    @property
+    def status(self) -> ClusterStatus: ...
+
+    @property
+    def config(self) -> NodeConfig: ...
+
+    @property
+    def formatted(self) -> bool: ...
+
+    # the ordered stream
+    async def cluster_op(self, req: Request, data: memoryview | None, caller: Caller,
+                         extra: dict | None = None) -> Reply: ...
+
+    async def caught_up(self) -> None: ...
+
+    def stream_idle(self) -> bool: ...
+
+    async def check_request_epoch(self, req: Request) -> int: ...
+
+    async def force_recover(self) -> int: ...
+
+    # what cluster ops and local ops change, through the coordinator
+    def adopt_format(self, config: NodeConfig) -> None: ...
+
+    def shut_down(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def fail_stop(self, why: str) -> None: ...
+
+    def set_loglevel(self, level: int) -> None: ...
+
+    def stale_copy(self, oid: int, since: int) -> int | None: ...

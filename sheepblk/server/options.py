@@ -1,0 +1,20 @@
+"""How a sheep was started (`sheep` command-line options), as the daemon
+and the ops read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Options:
+    store_dir: Path
+    port: int = 7000
+    bindaddr: str = "127.0.0.1"
+    myaddr: str | None = None
+    zone: int | None = None
+    vnodes: int | None = None
+    gateway: bool = False  # a gateway-only node: no objects of its own
+    nosync: bool = False
+    cluster: str = "local"

@@ -1,0 +1,124 @@
+"""What the rest of the server may know of the cluster, read-only.
+
+The gateway, recovery, repair and the ops ask where an object lives, how
+many copies it has, which ring an epoch had and whether I/O must halt;
+none of them may change members, epochs or status (only the coordinator
+does, as the ordered stream says). This view answers from the
+coordinator's state, the VDI table and the epoch logs, and caches the
+rings it builds (a ring is derived from an epoch's node list, so the
+cache is dropped when the node rewrites a log: `forget_ring(s)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..cluster.ring import Ring
+from ..proto import ClusterStatus, SdNode, get_objsize, is_data_obj, oid_to_vid
+from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
+from ..store import EpochStore, NodeConfig
+from .coordinator import Coordinator
+from .vdi_table import VdiTable
+
+
+class ClusterView:
+    """Resource handling: holds only caches of rings."""
+
+    def __init__(self, me: SdNode, coord: Coordinator, table: VdiTable,
+                 epochs: EpochStore) -> None:
+        self.me = me
+        self._coord = coord
+        self._table = table
+        self._epochs = epochs
+        self._ring: Ring | None = None
+        self._ring_members: list[SdNode] = []
+        self._rings: dict[int, Ring | None] = {}
+        self._max_zones_seen, self._zones_at = 1, -1
+
+    # ---- the coordinator's state ----
+
+    @property
+    def epoch(self) -> int:
+        return self._coord.epoch
+
+    @property
+    def members(self) -> list[SdNode]:
+        return self._coord.members
+
+    @property
+    def status(self) -> ClusterStatus:
+        return self._coord.status
+
+    @property
+    def config(self) -> NodeConfig:
+        return self._coord.config
+
+    @property
+    def formatted(self) -> bool:
+        return self._coord.formatted
+
+    def is_member(self, node: SdNode) -> bool:
+        return any(m.nid == node.nid for m in self.members)
+
+    # ---- placement and sizes ----
+
+    def current_ring(self) -> Ring:
+        if self._ring is None or self._ring_members != self.members:
+            self._ring = Ring(self.members or [self.me])
+            self._ring_members = list(self.members)
+        return self._ring
+
+    def copies_of(self, oid: int) -> int:
+        e = self._table.get(oid_to_vid(oid))
+        return (e.copies if e else 0) or self.config.copies or SD_DEFAULT_COPIES
+
+    def placement(self, oid: int, copies: int) -> Sequence[SdNode]:
+        """The owners of an object: this node alone while it is the only
+        member, else the ring of the current members."""
+        if len(self.members) <= 1:
+            return [self.me]
+        return self.current_ring().oid_to_nodes(oid, copies or self.copies_of(oid)) or [self.me]
+
+    def halted(self, oid: int, copies: int) -> bool:
+        """Too few zones alive for a majority of the object's copies (as
+        many as the cluster ever had zones for: a one-node cluster with
+        copies=3 runs, a three-node one down to one zone does not)."""
+        copies = min(copies or self.copies_of(oid), self._max_zones())
+        return self.current_ring().nr_zones < copies // 2 + 1
+
+    def strict_short(self, oid: int, copies: int) -> bool:
+        """In strict mode, fewer live zones than the object's copies (data
+        and parity strips for erasure coding): writes halt."""
+        return (bool(self.config.flags & ClusterFlag.STRICT)
+                and self.current_ring().nr_zones < (copies or self.copies_of(oid)))
+
+    def _max_zones(self) -> int:
+        """The most zones any epoch of this cluster had."""
+        if self._zones_at != self.epoch:
+            best = 1
+            for ep in range(1, self.epoch + 1):
+                ring = self.ring_at(ep)
+                if ring is not None:
+                    best = max(best, ring.nr_zones)
+            self._max_zones_seen, self._zones_at = best, self.epoch
+        return self._max_zones_seen
+
+    def ring_at(self, epoch: int) -> Ring | None:
+        """The ring of a past (or the current) epoch, from its log."""
+        if epoch not in self._rings:
+            got = self._epochs.read(epoch) if epoch > 0 else None
+            self._rings[epoch] = Ring(got[0]) if got and got[0] else None
+        return self._rings[epoch]
+
+    def forget_ring(self, epoch: int) -> None:
+        self._rings.pop(epoch, None)
+
+    def forget_rings(self) -> None:
+        self._rings.clear()
+
+    def object_size(self, oid: int) -> int:
+        if is_data_obj(oid):
+            e = self._table.get(oid_to_vid(oid))
+            shift = e.block_size_shift if e else self.config.block_size_shift
+            return get_objsize(oid, 1 << (shift or SD_DEFAULT_BLOCK_SIZE_SHIFT))
+        return get_objsize(oid)
