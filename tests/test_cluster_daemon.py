@@ -17,8 +17,8 @@ import pytest
 from conftest import SheepFactory, SheepProcess, run_dog, wait_for
 
 from sheepblk.client import SheepClient, SheepdogError, Vdi
-from sheepblk.cluster.ring import Ring
 from sheepblk.proto import Res
+from sheepblk.ring import Ring
 
 MiB = 1 << 20
 WAIT = 90.0

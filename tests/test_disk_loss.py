@@ -10,8 +10,8 @@ from conftest import SheepFactory, run_dog, wait_for
 from test_cluster_daemon import node_count, three
 
 from sheepblk.client import Vdi
-from sheepblk.cluster.ring import Ring
 from sheepblk.proto import vid_to_data_oid
+from sheepblk.ring import Ring
 
 OBJ = 4 << 20
 OBJECTS = 6

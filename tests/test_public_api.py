@@ -96,3 +96,27 @@ def test_frontends_never_import_the_daemon_or_the_store(frontend: str) -> None:
             target = _absolute(path, level, module)
             assert not target.startswith(("sheepblk.server", "sheepblk.store")), \
                 f"{path.relative_to(ROOT)} imports {target}"
+
+
+def test_dog_imports_no_daemon_store_or_cluster_module() -> None:
+    for path in _files("cli/dog"):
+        for level, module in _imports(path):
+            target = _absolute(path, level, module)
+            assert not target.startswith(("sheepblk.server", "sheepblk.store",
+                                          "sheepblk.cluster")), \
+                f"{path.relative_to(ROOT)} imports {target}"
+
+
+def test_only_the_daemon_imports_the_node() -> None:
+    """The gateway, recovery, repair and the ops see the node as a
+    NodeContext and the cluster's state as a read-only ClusterView; only
+    the daemon that wires them imports node.py (and nothing imports it
+    from outside server/ but the tests)."""
+    for rel in ("sheepblk", "cli"):
+        for path in _files(rel):
+            if path.name == "daemon.py" and path.parent.name == "server":
+                continue
+            for level, module in _imports(path):
+                target = _absolute(path, level, module)
+                assert target != "sheepblk.server.node", \
+                    f"{path.relative_to(ROOT)} imports the node"

@@ -10,8 +10,8 @@ from qemu_replay import QemuDisk
 from test_cluster_daemon import node_count, running
 
 from sheepblk.client import Vdi
-from sheepblk.cluster.ring import Ring
 from sheepblk.proto import vid_to_data_oid
+from sheepblk.ring import Ring
 
 OBJ = 4 << 20
 OBJECTS = 12

@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from sheepblk.cluster.ring import Ring, node_vnode_positions, vnodes_for_space, weight_by_space
 from sheepblk.proto import NodeId, SdNode, sd_hash, sd_hash_next, sd_hash_oid
 from sheepblk.proto.node import addr_to_bytes
+from sheepblk.ring import Ring, node_vnode_positions, vnodes_for_space, weight_by_space
 
 N_OIDS = 20_000
 
@@ -140,7 +140,7 @@ def test_cached_lookups_answer_as_a_fresh_ring() -> None:
     never changes an answer: cold, warm and after the cache is cleared
     when full, lookups agree with a ring that never saw them. (No timing
     threshold: speed is for bench/, not for a test.)"""
-    import sheepblk.cluster.ring as ring_mod
+    import sheepblk.ring as ring_mod
 
     nodes = [node(i, zone=i % 3) for i in range(16)]
     ring = Ring(nodes)

@@ -2,7 +2,7 @@
 VDI and repair the ones that differ from the majority or are missing.
 
 As dog does it: the expected holders come from the ring of the current
-membership (sheepblk.cluster.ring, a pure function of the node list, the
+membership (sheepblk.ring, a pure function of the node list, the
 same recipe the daemons use); each holder is asked for the object's hash
 (SD_OP_GET_HASH), a Boyer-Moore majority vote picks the good copy, and a
 holder with a missing or different copy is told to fetch it from a good one
@@ -18,7 +18,6 @@ import click
 
 from sheepblk.client import ClientError, HyperTree, SheepClient
 from sheepblk.client.hyper import HYPER_VOLUME
-from sheepblk.cluster.ring import Ring
 from sheepblk.proto import (
     ForwArgs,
     HashResult,
@@ -31,6 +30,7 @@ from sheepblk.proto import (
     vid_to_data_oid,
     vid_to_vdi_oid,
 )
+from sheepblk.ring import Ring
 
 from .errors import EXIT_FAILURE, QuietError
 from .format import node_addr

@@ -299,7 +299,7 @@ def _object_map(inode: VdiInode, index: int | None) -> None:
 
 
 def _object_location(c: SheepClient, inode: VdiInode, index: int | None) -> int:
-    from sheepblk.cluster.ring import Ring
+    from sheepblk.ring import Ring
 
     nodes = sort_nodes(c.node_list())
     hdr = inode.header

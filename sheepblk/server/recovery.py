@@ -60,7 +60,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..cluster.ring import Ring
 from ..proto import (
     SD_SHEEP_PROTO_VER,
     Flag,
@@ -74,6 +73,7 @@ from ..proto import (
     SdNode,
     is_data_obj,
 )
+from ..ring import Ring
 from ..store import NoObject, ObjectStore, StoreError
 from .peer_client import PeerClient, PeerError
 from .repair import sha1_of

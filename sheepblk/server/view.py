@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..cluster.ring import Ring
 from ..proto import ClusterStatus, SdNode, get_objsize, is_data_obj, oid_to_vid
 from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
+from ..ring import Ring
 from ..store import EpochStore, NodeConfig
 from .coordinator import Coordinator
 from .vdi_table import VdiTable

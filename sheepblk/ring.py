@@ -7,6 +7,9 @@ vnode at or after `sd_hash_oid(oid)` (wrapping), and its other copies on
 the following vnodes, skipping zones already used. Using the same recipe
 means our placement matches a C sheep's for the same membership.
 
+It lives outside server/ and cluster/ because dog computes placement too
+(`dog vdi check`), as Sheepdog shares it through include/ and lib/.
+
 Why a frozen ring per membership: the gateway asks `oid_to_nodes` on every
 request, while membership changes only with an epoch. So a ring is built
 once per epoch (sorted positions, bisect) and answers from a small cache.
@@ -20,8 +23,8 @@ from collections.abc import Iterable
 
 from sortedcontainers import SortedList
 
-from ..proto import SD_DEFAULT_VNODES, SdNode, sd_hash, sd_hash_next, sd_hash_oid
-from ..proto.node import addr_to_bytes
+from .proto import SD_DEFAULT_VNODES, SdNode, sd_hash, sd_hash_next, sd_hash_oid
+from .proto.node import addr_to_bytes
 
 # Placement answers kept per ring; a 4 MiB object hit again soon is the
 # common case (sequential I/O, inode updates), and a ring lives one epoch.
