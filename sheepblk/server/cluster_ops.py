@@ -20,6 +20,7 @@ import trio
 
 from ..proto import (
     ClusterArgs,
+    ClusterStatus,
     Flag,
     InodeHeader,
     Op,
@@ -35,6 +36,7 @@ from ..proto.inode import SD_INODE_HEADER_SIZE
 from ..store import BACKENDS, NodeConfig, StoreError
 from . import md_ops
 from .gateway import GatewayError
+from .lock_lease import Release
 from .messages import ClusterMsg
 from .peer_client import PeerError
 from .reply import Caller, Reply
@@ -54,7 +56,7 @@ Extra = dict[str, Any]
 
 async def through_stream(node: NodeContext, req: Request, data: memoryview | None,
                          caller: Caller) -> Reply:
-    return await node.cluster_op(req, data, caller)
+    return await node.calls.cluster_op(req, data, caller)
 
 
 async def get_vdi_info(node: NodeContext, req: Request, data: memoryview | None,
@@ -63,8 +65,8 @@ async def get_vdi_info(node: NodeContext, req: Request, data: memoryview | None,
     after a barrier, instead of blocking every node for the block / notify
     pair Sheepdog sends."""
     if not node.stream_idle():
-        return await node.cluster_op(req, data, caller)
-    await node.caught_up()
+        return await node.calls.cluster_op(req, data, caller)
+    await node.calls.caught_up()
     reply, _ = await find_vdi_work(node, req, data if data is not None else memoryview(b""),
                                    caller.key)
     return reply
@@ -74,7 +76,7 @@ async def lock_op(node: NodeContext, req: Request, data: memoryview | None, call
     """LOCK_VDI / RELEASE_VDI through the stream, then the lock session
     bookkeeping of this node (see lock_lease.py)."""
     caller.holds_locks = True
-    reply = await node.cluster_op(req, data, caller)
+    reply = await node.calls.cluster_op(req, data, caller)
     if reply.result == Res.SUCCESS:
         v = VdiArgs.unpack(req.args)
         if req.opcode == Op.LOCK_VDI:
@@ -261,3 +263,20 @@ async def notify_vdi_add_main(node: NodeContext, req: Request, msg: ClusterMsg) 
 async def shutdown_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
     node.shut_down()
     return Res.SUCCESS
+
+
+# ---- lock sessions whose clients are gone ----
+
+async def release_sessions(node: NodeContext, releases: list[Release]) -> None:
+    """Release, cluster-wide, locks whose session has no member left;
+    owner-specific, so a lock re-taken by someone else meanwhile stays."""
+    if not releases or node.status != ClusterStatus.OK or node.stopped.is_set():
+        return
+    for r in releases:
+        req = Request(Op.RELEASE_VDI, 0, 0, 0, 0, VdiArgs(base_vdi_id=r.vid, type=r.kind).pack())
+        try:
+            await node.calls.cluster_op(req, None, Caller(r.owner),
+                                        extra={"owner_gone": True, "vid": r.vid})
+            log.info("released lock of %x: its client %s is gone", r.vid, r.owner)
+        except Exception:
+            log.exception("releasing the lock of %x held by %s failed", r.vid, r.owner)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from ..proto import ClusterStatus, Request, SdNode
+import trio
+
+from ..proto import ClusterStatus, SdNode
 from ..store import EpochStore, NodeConfig, ObjectStore
 
 if TYPE_CHECKING:
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from .peer import PeerOps
     from .peer_client import PeerClient
     from .recovery import Recovery
-    from .reply import Caller, Reply
+    from .stream_calls import ClusterCalls
     from .vdi_ops import VdiOps
     from .vdi_table import VdiTable
     from .view import ClusterView
@@ -61,17 +63,12 @@ class NodeContext(Protocol):
     @property
     def formatted(self) -> bool: ...
 
-    # the ordered stream
-    async def cluster_op(self, req: Request, data: memoryview | None, caller: Caller,
-                         extra: dict | None = None) -> Reply: ...
+    calls: ClusterCalls  # this node's side of the ordered stream
+    stopped: trio.Event
 
-    async def caught_up(self) -> None: ...
+    async def wait_epoch(self, epoch: int, delay: float) -> None: ...
 
     def stream_idle(self) -> bool: ...
-
-    async def check_request_epoch(self, req: Request) -> int: ...
-
-    async def force_recover(self) -> int: ...
 
     # what cluster ops and local ops change, through the coordinator
     def adopt_format(self, config: NodeConfig) -> None: ...

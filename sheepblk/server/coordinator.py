@@ -207,7 +207,7 @@ class Coordinator:
     def in_step(self) -> bool:
         """Joined, synced, one of several, and serving or waiting: where a
         local answer could be older than what another node has applied
-        (see Sheep.caught_up)."""
+        (see ClusterCalls.caught_up)."""
         return (self._join.joined and self._join.sync_wait is None and len(self.members) > 1
                 and self.status in (ClusterStatus.OK, ClusterStatus.WAIT))
 
@@ -488,6 +488,12 @@ class Coordinator:
             # makes them adopt it (see _adopt_claim).
             yield from self._after_synced()
             return
+        yield from self._take_cluster(x, cfg, status)
+
+    def _take_cluster(self, x: dict, cfg: NodeConfig, status: ClusterStatus) -> Steps:
+        """The sync of a formatted cluster: its config, epochs, VDIs and
+        status become ours (a rejoin keeps what only we know)."""
+        j = self._join
         rejoin = self.formatted
         ours = mship.entries_to_json(self.table, locks=False) if rejoin else []
         if not self.formatted:

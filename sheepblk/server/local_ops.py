@@ -171,7 +171,9 @@ async def stat_recovery(node: NodeContext, req: Request, data: memoryview | None
 async def force_recover(node: NodeContext, req: Request, data: memoryview | None,
                         caller: Caller) -> Reply:
     """`dog cluster recover force`: run with the nodes that are here."""
-    return Reply(await node.force_recover())
+    if node.status != ClusterStatus.WAIT or not node.formatted:
+        return Reply(Res.FORCE_RECOVER)
+    return Reply(await node.calls.force())
 
 
 async def get_cluster_default(node: NodeContext, req: Request, data: memoryview | None,
@@ -186,19 +188,19 @@ async def get_cluster_default(node: NodeContext, req: Request, data: memoryview 
 
 async def read_vdis(node: NodeContext, req: Request, data: memoryview | None,
                     caller: Caller) -> Reply:
-    await node.caught_up()
+    await node.calls.caught_up()
     return Reply(data=bytes(node.table.inuse.bits))  # data_length is its size (wire_checks)
 
 
 async def read_del_vdis(node: NodeContext, req: Request, data: memoryview | None,
                         caller: Caller) -> Reply:
-    await node.caught_up()
+    await node.calls.caught_up()
     return Reply(data=bytes(node.table.deleted.bits))
 
 
 async def get_vdi_copies(node: NodeContext, req: Request, data: memoryview | None,
                          caller: Caller) -> Reply:
-    await node.caught_up()
+    await node.calls.caught_up()
     body = b"".join(e.state().pack() for e in node.table.entries.values())
     if len(body) > req.data_length:
         return Reply(Res.BUFFER_SMALL)

@@ -18,3 +18,10 @@ class Options:
     gateway: bool = False  # a gateway-only node: no objects of its own
     nosync: bool = False
     cluster: str = "local"
+
+
+def default_zone(addr: str) -> int:
+    """As Sheepdog: the last four bytes of the address, when none is given."""
+    from ..proto.node import addr_to_bytes
+
+    return int.from_bytes(addr_to_bytes(addr)[12:16], "little")

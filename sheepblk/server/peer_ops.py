@@ -24,9 +24,30 @@ if TYPE_CHECKING:
 Body = Callable[["NodeContext", Request, ObjArgs, memoryview], Awaitable[Reply]]
 
 
+# A peer request from a node already at a newer epoch waits this long for
+# ours to catch up before it is answered NEW_NODE_VER (and retried).
+NEW_EPOCH_WAIT = 5.0
+
+
+async def check_request_epoch(node: NodeContext, req: Request) -> int:
+    """Sheepdog's check_request_epoch: a peer request must come from a
+    node at our epoch. An older sender retries; for a newer one we wait a
+    little for our own epoch to catch up."""
+    if not req.epoch or req.epoch == node.epoch:
+        return Res.SUCCESS
+    if req.epoch < node.epoch:
+        return Res.OLD_NODE_VER
+    with trio.move_on_after(NEW_EPOCH_WAIT):
+        while node.epoch < req.epoch:
+            await node.wait_epoch(node.epoch, NEW_EPOCH_WAIT)
+    if req.epoch == node.epoch:
+        return Res.SUCCESS
+    return Res.OLD_NODE_VER if req.epoch < node.epoch else Res.NEW_NODE_VER
+
+
 async def _admitted(node: NodeContext, req: Request, a: ObjArgs) -> int:
     """SUCCESS once the request may touch our copy, else the code to answer."""
-    res = await node.check_request_epoch(req)
+    res = await check_request_epoch(node, req)
     if res != Res.SUCCESS:
         return res
     if req.opcode == Op.READ_PEER and a.tgt_epoch:

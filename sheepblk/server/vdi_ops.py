@@ -55,9 +55,10 @@ from ..proto.fnv import FNV1A_64_INIT, fnv_64a_buf
 from ..proto.inode import _HEADER as _INODE_HEADER
 from ..proto.inode import DATA_VDI_ID_OFFSET, GREF_OFFSET
 from ..proto.vdi_attr import SD_ATTR_HEADER_SIZE, SD_ATTR_OBJ_SIZE
+from ..store import ObjectStore, StoreError
 from . import hyper
 from .gateway import Gateway
-from .vdi_table import VdiTable
+from .vdi_table import VdiEntry, VdiTable
 
 _HEAD_LEN = _INODE_HEADER.size  # name .. btree_counter
 SNAP_CTIME_OFFSET = 2 * SD_MAX_VDI_LEN + 8
@@ -552,3 +553,34 @@ class _NoVdi(Exception):
 
 def head_size() -> int:
     return SD_INODE_HEADER_SIZE
+
+
+# ---- the table at start-up ----
+
+def stored_inodes(store: ObjectStore) -> list[bytes]:
+    """The header of every inode object this node stores (blocking; an
+    unreadable one is skipped: recovery or repair deals with it)."""
+    out = []
+    for oid in store.oids():
+        if is_vdi_obj(oid):
+            buf = memoryview(bytearray(SD_INODE_HEADER_SIZE))
+            try:
+                store.read_into(oid, 0, buf)
+            except StoreError:
+                continue
+            out.append(bytes(buf))
+    return out
+
+
+def add_inodes(table: VdiTable, headers: list[bytes]) -> None:
+    """Rebuild the VDI table from stored inode headers: a node knows the
+    VDIs whose inodes it holds before any other node tells it more."""
+    for raw in headers:
+        h = InodeHeader.unpack(raw)
+        if not h.vdi_id:
+            continue
+        name, tag = inode_names(raw)
+        table.add(VdiEntry(h.vdi_id, h.nr_copies, h.copy_policy, h.block_size_shift,
+                           h.is_snapshot, deleted=not name, parent=h.parent_vdi_id,
+                           name=name, tag=tag, snap_id=h.snap_id,
+                           create_time=h.create_time, named=True))

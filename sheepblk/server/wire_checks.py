@@ -711,7 +711,7 @@ def _ex_repair(env: Env) -> tuple[Request, bytes]:
 # ---- the table ----
 
 EPOCH = Field("hdr.epoch", "0, or compared with ours: older answers OLD_NODE_VER, newer waits "
-              "for ours, then NEW_NODE_VER", Res.OLD_NODE_VER, by="Sheep.check_request_epoch")
+              "for ours, then NEW_NODE_VER", Res.OLD_NODE_VER, by="peer_ops.check_request_epoch")
 OID = Field("obj.oid", "no unused bit (56-58), at most one kind bit; an inode id has no "
             "index; a data index times the VDI's object size below SD_MAX_VDI_SIZE",
             bad=BAD_OIDS)
