@@ -128,6 +128,9 @@ def run_seed(tmp: Path, backend: str, seed: int) -> None:
                                + "\n".join(log[-60:]))
 
 
+# 100 cuts per seed take 1.5 to 2.5 minutes alone (md is the slowest: three
+# mounts per cut); a loaded machine can double that, past the default 300 s.
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("backend", ["plain", "farm", "md"])
 def test_power_cuts_keep_what_was_flushed(tmp_path: Path, backend: str) -> None:
     """CUTS cuts for each seed; the seeds run side by side, each on a node
