@@ -187,7 +187,10 @@ def test_a_node_of_another_cluster_refuses_to_join() -> None:
     joined = Joined(3, B, (A, B))
     feed(a, joined)
     out = feed(stranger, joined, msg(4, A, sync_for(a, B, 3)))
-    assert [type(x) for x in out] == [FailStop]
+    assert [type(x) for x in out] == [Broadcast, FailStop]
+    last_word = out[0]
+    assert isinstance(last_word, Broadcast) and last_word.msg.kind == mship.FAILED
+    assert "another cluster" in last_word.msg.extra["why"]
     assert stranger.status == ClusterStatus.KILLED and "another cluster" in stranger.failed
 
 
@@ -273,6 +276,16 @@ def test_stale_copies_go_once_every_member_recovered() -> None:
     assert feed(a, msg(11, B, done_b)) == [PurgeStale(2, False)]
 
 
+def test_every_node_keeps_why_a_node_failed_stop() -> None:
+    a, b = running(A, B)
+    (last_word, _) = list(b.fail_stop("cannot apply NEW_VDI as the cluster did"))
+    assert isinstance(last_word, Broadcast)
+    events: list[Event] = [msg(10, B, last_word.msg), Left(11, B, (A,))]
+    feed(a, *events)
+    assert a.departed == {str(B.nid): "cannot apply NEW_VDI as the cluster did"}
+    assert a.members == [A]
+
+
 def test_undecodable_messages_are_dropped() -> None:
     a, _ = running(A, B)
     assert feed(a, Message(10, B, b"junk")) == []
@@ -286,7 +299,7 @@ def test_shutdown_and_kill() -> None:
     assert a.status == ClusterStatus.SHUTDOWN and a.config.shutdown
     b = coord(B)
     assert list(b.kill()) == [Stop()] and b.status == ClusterStatus.KILLED
-    assert kinds(list(b.fail_stop("x"))) == ["FailStop"]
+    assert kinds(list(b.fail_stop("x"))) == ["Broadcast", "FailStop"]
     assert list(b.fail_stop("again")) == [] and b.failed == "x"
 
 

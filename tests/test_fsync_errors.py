@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SheepFactory, SheepProcess, free_port, wait_for
+from conftest import SheepFactory, SheepProcess, free_port, run_dog, wait_for
 from powercut import PowerCutFS
 from test_cluster_daemon import node_count, running, wait_settled
 
@@ -48,6 +48,10 @@ def test_fsync_error_fails_the_flush_and_the_node_leaves(sheep_factory: SheepFac
         assert b.proc.wait(60) == 1
         assert "leaving the cluster" in (pc.mountpoint / "store" / "sheep.log").read_text()
         wait_for(lambda: node_count(a) == 2, "b gone")
+        # Every node heard why b left; dog node info says it.
+        out = run_dog(a, "node", "info").stdout.decode()
+        assert f"Left the cluster on a fault:\n  127.0.0.1:{b.port}: " in out, out
+        assert "disk" in out.split("Left the cluster on a fault:")[1], out
         # The two that stayed flushed their copies: a flush now succeeds,
         # and it is true (both hold the bytes).
         with c.client() as cl, Vdi(cl, "v", cache=True) as v:

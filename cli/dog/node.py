@@ -99,6 +99,12 @@ def node_info(target: Target, raw: bool) -> int:
         click.echo(f"Total {t} {u} {a} {pct}% {v}")
     else:
         click.echo(f"Total\t{t}\t{u}\t{a}\t{pct:3d}%\n\nTotal virtual image size\t{v}")
+        with target.client() as c:
+            departed = c.departed()
+        if departed:
+            click.echo("\nLeft the cluster on a fault:")
+            for nid, why in departed:
+                click.echo(f"  {nid}: {why}")
     return EXIT_SUCCESS
 
 

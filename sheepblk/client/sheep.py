@@ -7,6 +7,7 @@ raise SheepdogError with Sheepdog's message.
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 from typing import NamedTuple
@@ -52,6 +53,8 @@ from .pool import ConnectionPool
 # slot and has not reached epoch 1 (a long-lived cluster has many epochs).
 STAT_CLUSTER_NODES = 64
 STAT_CLUSTER_EPOCHS = 64
+# Room for GET_DEPARTED's answer (16 nodes with a reason of up to 1 KiB).
+DEPARTED_BYTES = 1 << 16
 
 
 def _proto_for(opcode: int) -> int:
@@ -260,6 +263,14 @@ class SheepClient:
     def node_list(self) -> list[SdNode]:
         rsp, out = self.request(Op.GET_NODE_LIST, data_length=SD_NODE_SIZE * 1024)
         return unpack_nodes(out, NodeResult.unpack(rsp.args).nr_nodes)
+
+    def departed(self) -> list[tuple[str, str]]:
+        """(node, why) for each node that left the cluster on a fault, as
+        this node heard it (sheepblk's own op; [] from a sheep without it)."""
+        rsp, out = self.request(Op.GET_DEPARTED, data_length=DEPARTED_BYTES, check=False)
+        if rsp.result != Res.SUCCESS:
+            return []
+        return [(str(n), str(w)) for n, w in json.loads(bytes(out))]
 
     def stat_sheep(self) -> NodeResult:
         rsp, _ = self.request(Op.STAT_SHEEP)

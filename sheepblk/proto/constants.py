@@ -123,6 +123,9 @@ class Op(enum.IntEnum):
     SET_RECOVERY = 0xCB
     SET_VNODES = 0xCC
     GET_VNODES = 0xCD
+    # sheepblk's own, outside Sheepdog's range: the nodes that left the
+    # cluster on a fault, and why (`dog node info` prints them).
+    GET_DEPARTED = 0xF0
 
 
 class Flag(enum.IntFlag):

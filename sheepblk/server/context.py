@@ -63,6 +63,9 @@ class NodeContext(Protocol):
     @property
     def formatted(self) -> bool: ...
 
+    @property
+    def departed(self) -> dict[str, str]: ...
+
     calls: ClusterCalls  # this node's side of the ordered stream
     stopped: trio.Event
 

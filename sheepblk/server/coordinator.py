@@ -45,6 +45,7 @@ from .vdi_table import VdiTable
 log = logging.getLogger("sheep")
 
 EpochLog = tuple[list[SdNode], int]  # an epoch's nodes and when it began
+DEPARTED_KEPT = 16  # nodes remembered as having left on a fault
 
 
 # ---- actions: what the node must do, in order ----
@@ -192,6 +193,8 @@ class Coordinator:
         self._running_block = False
         self._join = _JoinState()
         self._recovered: dict[int, set[str]] = {}
+        # Nodes that left on a fault, and why (the last DEPARTED_KEPT).
+        self.departed: dict[str, str] = {}
         self._recovered_ok: dict[int, set[str]] = {}
 
     # ---- what the node reads ----
@@ -287,6 +290,7 @@ class Coordinator:
             return
         self.failed = why
         self.status = ClusterStatus.KILLED
+        yield self._send(mship.FAILED, {"why": why})  # the others keep it
         yield FailStop(why)
 
     # ---- the ordered stream ----
@@ -585,7 +589,7 @@ class Coordinator:
     def _apply_member_msg(self, msg: ClusterMsg) -> Steps:
         handlers = {mship.SYNC: self._on_sync_seen, mship.CLAIM: self._on_claim,
                     mship.VDIS: self._on_vdis, mship.RECOVERED: self._on_recovered,
-                    mship.FORCE: self._on_force}
+                    mship.FORCE: self._on_force, mship.FAILED: self._on_failed}
         yield from handlers[msg.kind](msg)
 
     def _on_sync_seen(self, msg: ClusterMsg) -> Steps:
@@ -630,6 +634,17 @@ class Coordinator:
     def _on_vdis(self, msg: ClusterMsg) -> Steps:
         if self.formatted:
             mship.merge_entries(self.table, mship.entries_from_json(msg.extra["vdis"]))
+        yield from ()
+
+    def _on_failed(self, msg: ClusterMsg) -> Steps:
+        """A node fails stop: remember why (its Left follows)."""
+        why = str(msg.extra.get("why", ""))[:1024]
+        self.departed.pop(msg.origin, None)
+        self.departed[msg.origin] = why
+        while len(self.departed) > DEPARTED_KEPT:
+            del self.departed[next(iter(self.departed))]
+        if msg.origin != self.key:
+            log.warning("%s leaves the cluster: %s", msg.origin, why)
         yield from ()
 
     def _on_recovered(self, msg: ClusterMsg) -> Steps:

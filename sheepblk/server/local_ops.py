@@ -6,6 +6,7 @@ read them (STAT_CLUSTER's padded epoch log, CLUSTER_INFO's cluster_info).
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import TYPE_CHECKING
 
@@ -283,6 +284,16 @@ async def get_obj_list(node: NodeContext, req: Request, data: memoryview | None,
     else:
         oids = sorted(node.store.oids())
         body = b"".join(struct.pack("<Q", o) for o in oids)
+    if len(body) > req.data_length:
+        return Reply(Res.BUFFER_SMALL)
+    return Reply(data=body)
+
+
+async def get_departed(node: NodeContext, req: Request, data: memoryview | None,
+                       caller: Caller) -> Reply:
+    """sheepblk's own: the nodes that left the cluster on a fault and why,
+    as JSON [[node, why], ...] (oldest first)."""
+    body = json.dumps(list(node.departed.items())).encode()
     if len(body) > req.data_length:
         return Reply(Res.BUFFER_SMALL)
     return Reply(data=body)

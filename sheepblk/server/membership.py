@@ -24,7 +24,9 @@ fetch a joiner's VDI states.
 
 A `force` message (`dog cluster recover force`) makes a waiting cluster
 run with the nodes it has. A `recovered` message says a node finished recovery for an epoch; once
-every member said so, objects a node no longer owns go to obj/.stale/.
+every member said so, objects a node no longer owns go to obj/.stale/. A
+`failed` message is the last word of a node that fails stop: why it
+leaves, which every node keeps for `dog node info`.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from ..proto import SdNode
 from ..store import NodeConfig
 from .vdi_table import VdiEntry, VdiTable
 
-SYNC, CLAIM, VDIS, RECOVERED, FORCE = "sync", "claim", "vdis", "recovered", "force"
-KINDS = (SYNC, CLAIM, VDIS, RECOVERED, FORCE)
+SYNC, CLAIM, VDIS, RECOVERED, FORCE, FAILED = (
+    "sync", "claim", "vdis", "recovered", "force", "failed")
+KINDS = (SYNC, CLAIM, VDIS, RECOVERED, FORCE, FAILED)
 
 # Epochs a joiner receives in its sync message (for `dog cluster info` and
 # for recovery's older rings). The zookeeper driver splits a message past

@@ -151,6 +151,11 @@ class Sheep:
     def formatted(self) -> bool:
         return self.coord.formatted
 
+    @property
+    def departed(self) -> dict[str, str]:
+        """Nodes that left the cluster on a fault, and why."""
+        return self.coord.departed
+
 
     async def _ready(self, oid: int) -> None:
         await self.recovery.ready(oid)

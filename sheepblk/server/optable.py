@@ -104,4 +104,5 @@ OPS: dict[int, OpInfo] = {
     Op.MD_PLUG: OpInfo(L, md.md_plug, force=True),
     Op.MD_UNPLUG: OpInfo(L, md.md_unplug, force=True),
     Op.REPAIR_REPLICA: OpInfo(L, lo.repair_replica),
+    Op.GET_DEPARTED: OpInfo(L, lo.get_departed, force=True),
 }

@@ -892,6 +892,7 @@ ROWS: tuple[Row, ...] = (
                                                             body(lambda p: _I32.pack(-1)))),
     ), _set_loglevel, _ex_loglevel),
     Row(Op.GET_VNODES, _NONE, _nothing, _ex_plain(Op.GET_VNODES, 4)),
+    Row(Op.GET_DEPARTED, (REPLY_LEN,), _nothing, _ex_plain(Op.GET_DEPARTED, 1 << 16)),
     Row(Op.GET_RECOVERY, (REPLY_LEN,), _nothing, _ex_plain(Op.GET_RECOVERY, 64)),
     Row(Op.SET_RECOVERY, (
         Field("hdr.data_length", f"{RECOVERY_THROTTLE_SIZE}: struct recovery_throttling",
