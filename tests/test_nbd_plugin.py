@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import logcheck
 import pytest
 from conftest import wait_for
 
@@ -59,6 +60,7 @@ class Nbdkit:
         return f"nbd+unix:///?socket={self.sock}"
 
     def start(self) -> Nbdkit:
+        logcheck.watch(self.err, logcheck.NBDKIT_STDERR)
         with open(self.err, "wb") as err:
             self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, stdout=subprocess.DEVNULL,
                                          stderr=err)
@@ -89,6 +91,7 @@ class Nbdkit:
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        logcheck.collect(self.err)
 
 
 @contextmanager

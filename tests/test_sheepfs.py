@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import logcheck
 import pytest
 from conftest import SheepProcess, bin_path, free_port
 
@@ -60,6 +61,8 @@ class Mount:
         # stderr to a file, not a pipe nobody reads (a full pipe would block
         # sheepfs), and our descriptor closed at once: the child has its own.
         self.err = path.parent / f"{path.name}.err"
+        logcheck.watch(self.log, logcheck.LOG)
+        logcheck.watch(self.err, logcheck.STDERR)
         with open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
                 [bin_path("sheepfs"), str(path), "-f", "-p", str(node.port), "--log",
@@ -81,6 +84,8 @@ class Mount:
             unmount(self.path)
         finally:
             stop_pid(self.proc)
+            logcheck.collect(self.log)
+            logcheck.collect(self.err)
 
 
 @contextmanager
