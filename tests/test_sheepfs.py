@@ -468,6 +468,33 @@ def test_fusermount_unmount_flushes(one_node: SheepProcess, tmp_path: Path) -> N
         assert lockable(c, "Alice")
 
 
+def test_a_reply_the_kernel_dropped_is_no_error() -> None:
+    """pyfuse3's error for a reply the kernel no longer waits for (ENOENT:
+    an asynchronous RELEASE still served when `fusermount3 -u` ended the
+    session) is a debug line in sheepfs's log; its other errors stay."""
+    import logging
+
+    from sheepblk.fs.mount import QuietDroppedReplies
+
+    quiet = QuietDroppedReplies()
+
+    def record(fmt: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord("pyfuse3", logging.ERROR, "handlers.pxi", 514, fmt, args, None)
+
+    dropped = record("fuse_release(): fuse_reply_* failed with %s", os.strerror(errno.ENOENT))
+    assert not quiet.filter(dropped)  # the logger is not at debug level
+    assert dropped.levelno == logging.DEBUG
+    raw = record("fuse_write(): fuse_reply_* failed with %s", os.strerror(errno.ENOENT).encode())
+    logging.getLogger("pyfuse3").setLevel(logging.DEBUG)
+    try:
+        assert quiet.filter(raw) and raw.levelname == "DEBUG"
+    finally:
+        logging.getLogger("pyfuse3").setLevel(logging.NOTSET)
+    for other in (record("fuse_read(): fuse_reply_* failed with %s", os.strerror(errno.EIO)),
+                  record("Failed to submit %s", "x")):
+        assert quiet.filter(other) and other.levelno == logging.ERROR
+
+
 def test_daemon_mode_returns_with_the_mount_up(one_node: SheepProcess, tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
