@@ -82,8 +82,8 @@ def test_demo_runs_and_stops(tmp_path: Path) -> None:
                        stderr=subprocess.DEVNULL, timeout=120)
         # The daemons' output, for the teardown's log check (their sheep.log
         # files it finds by itself); sheepfs -f logs its records to stderr.
-        for out in demo_dir.glob("sheep[0-9]*.out"):
-            logcheck.watch(out, logcheck.SHEEP_STDERR)
+        for err in demo_dir.glob("sheep[0-9]*.out"):
+            logcheck.watch(err, logcheck.SHEEP_STDERR)
         logcheck.watch(demo_dir / "nbdkit.out", logcheck.NBDKIT_STDERR)
         logcheck.watch(demo_dir / "sheepfs.out", logcheck.LOG)
     wait_for(lambda: not any(alive(p) for p in pids), "the demo's processes to end", 60)
