@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import logcheck
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 WAIT = 30.0  # generous: two shared cores, several colleagues
@@ -33,6 +35,7 @@ class Member:
         )
         self.lines: list[dict[str, Any]] = []
         self.stderr = b""
+        self.checked = False
         self._lock = threading.Lock()
         self._readers = [threading.Thread(target=self._read, daemon=True),
                          threading.Thread(target=self._read_err, daemon=True)]
@@ -82,6 +85,10 @@ class Member:
                 self.kill9()
         for t in self._readers:
             t.join(timeout=15)
+        if not self.checked:  # its log records: logging's "LEVEL:name:message" on stderr
+            self.checked = True
+            logcheck.check_text(self.stderr.decode(errors="replace"), logcheck.MEMBER_STDERR,
+                                f"cluster member {self.port}'s stderr")
 
     def __repr__(self) -> str:
         return f"Member({self.port}, rc={self.proc.poll()}, err={self.stderr[-2000:]!r})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 
@@ -68,6 +69,9 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    # Warnings and errors on stderr as "LEVEL:name:message", which the
+    # test's teardown checks (tests/logcheck.py).
+    logging.basicConfig(level=logging.WARNING)
     p = argparse.ArgumentParser()
     p.add_argument("spec")
     p.add_argument("port", type=int)

@@ -6,6 +6,7 @@ test touches a process it did not start.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import logcheck
 import pytest
 from cluster_harness import Member, stop_all
 
@@ -93,6 +95,8 @@ class SheepProcess:
             args += ["-z", str(self.zone)]
         args += self.extra + [self.store_arg()]
         self.store.mkdir(parents=True, exist_ok=True)
+        for path, kind in self.logs():
+            logcheck.watch(path, kind)
         # The child keeps its own copy of the log's descriptor; ours closes.
         with open(self.store.parent / f"sheep-{self.port}.err", "ab") as err:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
@@ -103,6 +107,18 @@ class SheepProcess:
     def store_arg(self) -> str:
         """The STORE argument of `sheep` (a multi-disk node lists its disks)."""
         return str(self.store)
+
+    def logs(self) -> list[tuple[Path, logcheck.Kind]]:
+        """Its sheep.log (in the store dir) and its stderr, which the
+        test's teardown checks for errors (tests/logcheck.py)."""
+        return [(self.store / "sheep.log", logcheck.LOG),
+                (self.store.parent / f"sheep-{self.port}.err", logcheck.SHEEP_STDERR)]
+
+    def collect_logs(self) -> None:
+        """Read its logs now that it stopped: a store on a mount that goes
+        before the test ends (a power cut) keeps them no longer."""
+        for path, _ in self.logs():
+            logcheck.collect(path)
 
     def client(self, **kw) -> SheepClient:  # type: ignore[no-untyped-def]
         return SheepClient("127.0.0.1", self.port, **kw)
@@ -127,15 +143,18 @@ class SheepProcess:
         if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        self.collect_logs()
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
+            self.collect_logs()
             return
         os.kill(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill9()
+        self.collect_logs()
 
     @property
     def alive(self) -> bool:
@@ -230,6 +249,50 @@ def spawn() -> Iterator[list[Member]]:
     started: list[Member] = []
     yield started
     stop_all(started)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "expected_errors(*regexes): errors this test causes on purpose; an error "
+        "in a log (tests/logcheck.py) that none of the regexes finds (re.search) fails it")
+
+
+@pytest.fixture(autouse=True)
+def check_logs(request: pytest.FixtureRequest) -> Iterator[logcheck.LogWatch]:
+    """Fail the test on an unexpected error in a log (tests/logcheck.py):
+    this process's `sheep*` and root loggers, and the logs of the sheep,
+    sheepfs, nbdkit and cluster members it started, read at teardown
+    (this fixture comes first, so it ends after every other one)."""
+    watch = logcheck.LogWatch()
+    for mark in request.node.iter_markers("expected_errors"):
+        watch.expect(*mark.args)
+    tmp: Path | None = None
+    if "tmp_path" in request.fixturenames:
+        tmp = request.getfixturevalue("tmp_path")
+    handler = watch.handler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    logcheck.CURRENT = watch
+    try:
+        yield watch
+        for path in list(watch.sources):
+            watch.collect(path)
+        for path in logcheck.sheep_logs_under(tmp) if tmp is not None else []:
+            watch.watch(path, logcheck.LOG)
+            watch.collect(path)
+    finally:
+        root.removeHandler(handler)
+        logcheck.CURRENT = None
+    report = watch.report()
+    if report is not None:
+        pytest.fail(report, pytrace=False)
+
+
+@pytest.fixture
+def expect_error_log(check_logs: logcheck.LogWatch) -> Callable[..., None]:
+    """expect_error_log(r"regex", ...): from now on in this test, an error
+    in a log that one of the regexes finds is expected."""
+    return check_logs.expect
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -256,6 +256,9 @@ def test_force_recover_with_a_node_missing(sheep_factory: SheepFactory) -> None:
     wait_settled(nodes[:2], 2)
 
 
+# The foreign node leaves and says why, as an error: what this test wants.
+@pytest.mark.expected_errors(r"leaving the cluster: refusing to join: this node's store belongs "
+                             r"to another cluster")
 def test_foreign_store_is_refused(sheep_factory: SheepFactory, tmp_path: Path) -> None:
     (a,) = sheep_factory.start(1)
     with a.client() as c:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import SheepFactory, SheepProcess, free_port, run_dog, wait_for
 from test_cluster_daemon import node_count, running, three
 
@@ -51,6 +52,9 @@ def test_formatted_nodes_bring_their_cluster_to_unformatted_ones(
         assert v.pread(4096, 0) == b"kept" * 1024
 
 
+# The foreign node leaves and says why, as an error: what this test wants.
+@pytest.mark.expected_errors(r"leaving the cluster: refusing to join: this node's store belongs "
+                             r"to another cluster")
 def test_a_node_of_another_cluster_is_refused_and_never_counted(
         sheep_factory: SheepFactory, tmp_path: Path) -> None:
     """069 as first written: a node of another cluster, with a newer epoch,

@@ -14,6 +14,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import logcheck
 from conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +80,12 @@ def test_demo_runs_and_stops(tmp_path: Path) -> None:
     finally:
         subprocess.run(["bash", str(DEMO), "stop"], env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=120)
+        # The daemons' output, for the teardown's log check (their sheep.log
+        # files it finds by itself); sheepfs -f logs its records to stderr.
+        for err in demo_dir.glob("sheep[0-9]*.out"):
+            logcheck.watch(err, logcheck.SHEEP_STDERR)
+        logcheck.watch(demo_dir / "nbdkit.out", logcheck.NBDKIT_STDERR)
+        logcheck.watch(demo_dir / "sheepfs.out", logcheck.LOG)
     wait_for(lambda: not any(alive(p) for p in pids), "the demo's processes to end", 60)
     mnt = demo_dir / "mnt"
     assert subprocess.run(["mountpoint", "-q", str(mnt)]).returncode != 0

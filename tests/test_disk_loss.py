@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 from conftest import SheepFactory, run_dog, wait_for
 from test_cluster_daemon import node_count, three
 
@@ -29,6 +30,9 @@ def _stamps(node_port_client) -> list[bytes]:  # type: ignore[no-untyped-def]
         return [bytes(v.pread(512, i * OBJ)).rstrip(b"\0") for i in range(OBJECTS)]
 
 
+# The two stores removed: each node drops its only disk and fails stop, as errors.
+@pytest.mark.expected_errors(r"disk \S+/node\d dropped \(object [0-9a-f]{16}\)",
+                             r"leaving the cluster: every disk of this node is lost")
 def test_a_node_that_lost_its_store_leaves(sheep_factory: SheepFactory,
                                            driver: str | None) -> None:
     nodes = three(sheep_factory, n=5, copies=3, cluster=driver)

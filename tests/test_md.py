@@ -138,6 +138,8 @@ def test_md_plug_refuses_paths_it_must_not_touch(md_node: MdSheepProcess,
                 assert e.value.result == Res.INVALID_PARMS, (payload, e.value)
                 log = (node.store / "sheep.log").read_bytes().decode()  # never raw bytes
                 assert why in log.splitlines()[-1], (payload, log[-300:])
+                # a request refused is the client's error: a warning, as others
+                assert log.splitlines()[-1].split()[2] == "WARNING", log[-300:]
     finally:
         subprocess.run(["umount", str(small)], check=True)
     assert not Path(relative).exists() and not missing.parent.exists()
@@ -145,6 +147,9 @@ def test_md_plug_refuses_paths_it_must_not_touch(md_node: MdSheepProcess,
     assert _md_paths(node) == [str(d1 / "obj"), str(d2 / "obj")]
 
 
+# A single node loses the objects of the disk that vanished: errors, rightly.
+@pytest.mark.expected_errors(r"disk \S+/d2 dropped \(object [0-9a-f]{16}\)",
+                             r"disk \S+/d2 lost: its objects have no other copy on a single node")
 def test_vanished_disk_is_dropped(md_node: MdSheepProcess) -> None:
     node = md_node
     d1, d2 = node.disks

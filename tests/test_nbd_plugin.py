@@ -17,12 +17,14 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import logcheck
 import pytest
 from conftest import wait_for
 
@@ -42,6 +44,31 @@ pytestmark = pytest.mark.skipif(shutil.which("nbdkit") is None, reason="nbdkit n
 # ---- helpers ----
 
 
+def _recv_exact(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        got = s.recv(n - len(buf))
+        if not got:
+            raise ConnectionError(f"nbdkit closed after {len(buf)} of {n} bytes")
+        buf += got
+    return buf
+
+
+def nbd_probe(sock: Path) -> None:
+    """Check that nbdkit serves on `sock`, leaving as a polite client does:
+    NBD_OPT_ABORT, then read its ACK. A client that closes in the middle of
+    the handshake makes nbdkit log an error ("sending newstyle handshake:
+    Broken pipe"), which the test's log check would count."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(sock))
+        if _recv_exact(s, 18)[:16] != b"NBDMAGICIHAVEOPT":  # + the handshake flags
+            raise ConnectionError("not an NBD newstyle server")
+        s.sendall(struct.pack(">I", 1))  # NBD_FLAG_C_FIXED_NEWSTYLE
+        s.sendall(b"IHAVEOPT" + struct.pack(">II", 2, 0))  # NBD_OPT_ABORT, no data
+        _recv_exact(s, 20)  # its reply: magic, option, NBD_REP_ACK, length 0
+
+
 class Nbdkit:
     """One `nbdkit -f python sheepblk/nbd_plugin.py ...` on a unix socket."""
 
@@ -59,6 +86,7 @@ class Nbdkit:
         return f"nbd+unix:///?socket={self.sock}"
 
     def start(self) -> Nbdkit:
+        logcheck.watch(self.err, logcheck.NBDKIT_STDERR)
         with open(self.err, "wb") as err:
             self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, stdout=subprocess.DEVNULL,
                                          stderr=err)
@@ -68,8 +96,7 @@ class Nbdkit:
                 raise RuntimeError(f"nbdkit exited {self.proc.returncode}: {self.stderr()}")
             if self.sock.exists():
                 try:
-                    with socket.socket(socket.AF_UNIX) as s:
-                        s.connect(str(self.sock))
+                    nbd_probe(self.sock)
                     return self
                 except OSError:
                     pass
@@ -89,6 +116,7 @@ class Nbdkit:
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        logcheck.collect(self.err)
 
 
 @contextmanager

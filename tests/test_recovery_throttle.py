@@ -67,7 +67,9 @@ def test_recovery_under_a_throttle(sheep_factory: SheepFactory) -> None:
     live = nodes[:2]
     # Each survivor pulls the objects it shared with the dead node: one is
     # started, then the throttle holds the rest.
-    wait_for(lambda: all(progress(n) is not None for n in live), "recovery started", WAIT)
+    # (0 of 0 while a survivor still gathers its list: wait for the list too)
+    wait_for(lambda: all((p := progress(n)) is not None and p[1] > 0 for n in live),
+             "recovery started", WAIT)
     before = {n.port: progress(n) for n in live}
     for p in before.values():
         assert p is not None and p[0] < p[1]

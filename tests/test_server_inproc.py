@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from unittest import mock
 
+import pytest
 import trio
 import trio.testing
 
@@ -395,6 +396,9 @@ def test_wrong_proto_ver(tmp_path: Path) -> None:
     _bad_input_case(tmp_path, attack)
 
 
+# The injected fault, logged as the apply that failed and as why the node left.
+@pytest.mark.expected_errors(r"applying opcode 0x11 failed",
+                             r"leaving the cluster: cannot apply NEW_VDI .*OSError\(5, 'injected'\)")
 def test_a_node_that_cannot_apply_an_ordered_op_fails_stop(tmp_path: Path) -> None:
     """Every node applies the same stream of cluster ops; one whose apply
     fails (here: an injected fault in NEW_VDI's main half) would drift from

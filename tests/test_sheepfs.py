@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import logcheck
 import pytest
 from conftest import SheepProcess, bin_path, free_port
 
@@ -60,6 +61,8 @@ class Mount:
         # stderr to a file, not a pipe nobody reads (a full pipe would block
         # sheepfs), and our descriptor closed at once: the child has its own.
         self.err = path.parent / f"{path.name}.err"
+        logcheck.watch(self.log, logcheck.LOG)
+        logcheck.watch(self.err, logcheck.STDERR)
         with open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
                 [bin_path("sheepfs"), str(path), "-f", "-p", str(node.port), "--log",
@@ -81,6 +84,8 @@ class Mount:
             unmount(self.path)
         finally:
             stop_pid(self.proc)
+            logcheck.collect(self.log)
+            logcheck.collect(self.err)
 
 
 @contextmanager
@@ -461,6 +466,33 @@ def test_fusermount_unmount_flushes(one_node: SheepProcess, tmp_path: Path) -> N
     assert vdi_bytes(one_node, "Alice", len(payload)) == payload
     with one_node.client() as c:
         assert lockable(c, "Alice")
+
+
+def test_a_reply_the_kernel_dropped_is_no_error() -> None:
+    """pyfuse3's error for a reply the kernel no longer waits for (ENOENT:
+    an asynchronous RELEASE still served when `fusermount3 -u` ended the
+    session) is a debug line in sheepfs's log; its other errors stay."""
+    import logging
+
+    from sheepblk.fs.mount import QuietDroppedReplies
+
+    quiet = QuietDroppedReplies()
+
+    def record(fmt: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord("pyfuse3", logging.ERROR, "handlers.pxi", 514, fmt, args, None)
+
+    dropped = record("fuse_release(): fuse_reply_* failed with %s", os.strerror(errno.ENOENT))
+    assert not quiet.filter(dropped)  # the logger is not at debug level
+    assert dropped.levelno == logging.DEBUG
+    raw = record("fuse_write(): fuse_reply_* failed with %s", os.strerror(errno.ENOENT).encode())
+    logging.getLogger("pyfuse3").setLevel(logging.DEBUG)
+    try:
+        assert quiet.filter(raw) and raw.levelname == "DEBUG"
+    finally:
+        logging.getLogger("pyfuse3").setLevel(logging.NOTSET)
+    for other in (record("fuse_read(): fuse_reply_* failed with %s", os.strerror(errno.EIO)),
+                  record("Failed to submit %s", "x")):
+        assert quiet.filter(other) and other.levelno == logging.ERROR
 
 
 def test_daemon_mode_returns_with_the_mount_up(one_node: SheepProcess, tmp_path: Path) -> None:

@@ -47,6 +47,29 @@ class MountError(Exception):
     """A refusal to mount, with a one-line message for the user."""
 
 
+class QuietDroppedReplies(logging.Filter):
+    """pyfuse3 logs an error for a reply the kernel no longer waits for
+    (ENOENT): the request was interrupted, or the mount is going away while
+    an asynchronous RELEASE is being served, as at `fusermount3 -u` right
+    after a close. Nothing is lost (the handler ran; the kernel has no use
+    for the answer) and libfuse reports nothing then (fuse_send_msg skips
+    ENOENT); sheepfs logs it at debug level, not as an error."""
+
+    ENOENT = os.strerror(errno.ENOENT)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if (record.levelno == logging.ERROR and isinstance(record.msg, str)
+                and record.msg.endswith("(): fuse_reply_* failed with %s") and len(args) == 1
+                and (args[0].decode() if isinstance(args[0], bytes) else args[0]) == self.ENOENT):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_QUIET = QuietDroppedReplies()
+
+
 @dataclass
 class MountOptions:
     mountpoint: str
@@ -194,6 +217,7 @@ def run(opts: MountOptions, ready: Callable[[str | None], None] | None = None) -
     meta = SheepClient(opts.host, opts.port,
                        pool=ConnectionPool(opts.host, opts.port, META_POOL_SIZE, META_TIMEOUT))
     fs = SheepFs(io, meta)
+    logging.getLogger("pyfuse3").addFilter(_QUIET)
     for sig in _STOP_SIGNALS:  # until trio's receiver takes over (_watch_signals)
         signal.signal(sig, _remember_signal)
     try:

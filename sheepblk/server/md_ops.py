@@ -67,8 +67,8 @@ async def _plug_or_unplug(node: NodeContext, data: memoryview | None, *, plug: b
 
     try:
         paths = await trio.to_thread.run_sync(checked)
-    except md_paths.DiskPathRefused as e:
-        log.error("md %s refused: %s", what, e)
+    except md_paths.DiskPathRefused as e:  # the client's mistake, as other refusals
+        log.warning("md %s refused: %s", what, e)
         return Reply(Res.INVALID_PARMS)
     if not paths:
         return Reply()  # every path named is plugged already
