@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from unittest import mock
 
+import pytest
 import trio
 import trio.testing
 
@@ -89,6 +90,8 @@ def test_a_node_that_fails_stop_ends_every_wait_and_every_later_call() -> None:
     trio.run(main)
 
 
+# The broadcast's failure is logged with its traceback, as it should be.
+@pytest.mark.expected_errors(r"cannot broadcast the result of opcode 0x11")
 def test_a_notify_that_cannot_be_sent_fails_the_node_stop() -> None:
     """Every node holds the stream until a block's notify: a node that
     cannot send it must leave, or the cluster waits for ever."""
