@@ -156,6 +156,7 @@ class Sheep:
         """Nodes that left the cluster on a fault, and why."""
         return self.coord.departed
 
+    # ---- for the gateway, which is built before recovery ----
 
     async def _ready(self, oid: int) -> None:
         await self.recovery.ready(oid)
