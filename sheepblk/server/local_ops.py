@@ -32,7 +32,7 @@ from ..proto import (
 )
 from ..proto.constants import ClusterFlag
 from ..proto.records import EPOCH_LOG_SIZE
-from . import hyper, repair
+from . import hyper
 from .reply import Caller, Reply
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ def _flags(node: NodeContext) -> int:
     return flags
 
 
-def stat_cluster(node: NodeContext, req: Request) -> Reply:
+async def stat_cluster(node: NodeContext, req: Request, data: memoryview | None,
+                       caller: Caller) -> Reply:
     nodes_nr = ClusterArgs.unpack(req.args).nodes_nr
     stride = EPOCH_LOG_SIZE + nodes_nr * SD_NODE_SIZE
     max_logs = req.data_length // stride if stride else 0
@@ -86,7 +87,8 @@ def stat_cluster(node: NodeContext, req: Request) -> Reply:
     return Reply(status_result(node), data=out)
 
 
-def cluster_info(node: NodeContext, req: Request) -> Reply:
+async def cluster_info(node: NodeContext, req: Request, data: memoryview | None,
+                       caller: Caller) -> Reply:
     c = node.config
     body = ClusterInfo(epoch=node.epoch, ctime=c.ctime, flags=_flags(node), nr_copies=c.copies,
                        copy_policy=c.copy_policy, status=int(node.status),
@@ -95,7 +97,8 @@ def cluster_info(node: NodeContext, req: Request) -> Reply:
     return Reply(data=body[:req.data_length])
 
 
-async def discard(node: NodeContext, req: Request) -> Reply:
+async def discard_obj(node: NodeContext, req: Request, data: memoryview | None,
+                      caller: Caller) -> Reply:
     """Clear data_vdi_id[idx] in the VDI's inode, then free the object."""
     oid = ObjArgs.unpack(req.args).oid
     vid, idx = oid_to_vid(oid), data_oid_to_idx(oid)
@@ -139,16 +142,6 @@ async def stat_sheep(node: NodeContext, req: Request, data: memoryview | None,
     if node.opts.gateway:
         size = used = 0
     return Reply(args=NodeResult(0, size, size - used).pack())
-
-
-async def stat_cluster_op(node: NodeContext, req: Request, data: memoryview | None,
-                          caller: Caller) -> Reply:
-    return stat_cluster(node, req)
-
-
-async def cluster_info_op(node: NodeContext, req: Request, data: memoryview | None,
-                          caller: Caller) -> Reply:
-    return cluster_info(node, req)
 
 
 async def get_epoch(node: NodeContext, req: Request, data: memoryview | None,
@@ -217,21 +210,6 @@ async def flush_vdi(node: NodeContext, req: Request, data: memoryview | None,
                     caller: Caller) -> Reply:
     await node.gateway.flush(node.members or [node.me])
     return Reply()
-
-
-async def discard_obj(node: NodeContext, req: Request, data: memoryview | None,
-                      caller: Caller) -> Reply:
-    return await discard(node, req)
-
-
-async def get_hash(node: NodeContext, req: Request, data: memoryview | None,
-                   caller: Caller) -> Reply:
-    return await repair.get_hash(node, req)
-
-
-async def repair_replica(node: NodeContext, req: Request, data: memoryview | None,
-                         caller: Caller) -> Reply:
-    return await repair.repair_replica(node, req)
 
 
 async def exist(node: NodeContext, req: Request, data: memoryview | None, caller: Caller) -> Reply:

@@ -315,9 +315,6 @@ class Sheep:
         here): tell everybody."""
         self._run_now(self.coord.recovered(epoch, ok))
 
-    def stale_copy(self, oid: int, since: int) -> int | None:
-        return stale.newest_copy(self.store, oid, since)
-
     # ---- what cluster ops change (cluster_ops.py) ----
 
     def stream_idle(self) -> bool:

@@ -24,6 +24,7 @@ from . import gateway_ops as g
 from . import local_ops as lo
 from . import md_ops as md
 from . import peer_ops as p
+from . import repair as rp
 from .reply import Caller, Reply
 
 if TYPE_CHECKING:
@@ -86,11 +87,11 @@ OPS: dict[int, OpInfo] = {
     Op.GET_NODE_LIST: OpInfo(L, lo.get_node_list, force=True),
     Op.GET_CLUSTER_DEFAULT: OpInfo(L, lo.get_cluster_default, force=True),
     Op.STAT_SHEEP: OpInfo(L, lo.stat_sheep),
-    Op.STAT_CLUSTER: OpInfo(L, lo.stat_cluster_op, force=True),
+    Op.STAT_CLUSTER: OpInfo(L, lo.stat_cluster, force=True),
     Op.STAT_RECOVERY: OpInfo(L, lo.stat_recovery, force=True),
     Op.GET_EPOCH: OpInfo(L, lo.get_epoch),
     Op.GET_STORE_LIST: OpInfo(L, lo.get_store_list, force=True),
-    Op.CLUSTER_INFO: OpInfo(L, lo.cluster_info_op, force=True),
+    Op.CLUSTER_INFO: OpInfo(L, lo.cluster_info, force=True),
     Op.KILL_NODE: OpInfo(L, lo.kill_node, force=True),
     Op.GET_LOGLEVEL: OpInfo(L, lo.get_loglevel, force=True),
     Op.SET_LOGLEVEL: OpInfo(L, lo.set_loglevel, force=True),
@@ -99,10 +100,10 @@ OPS: dict[int, OpInfo] = {
     Op.SET_RECOVERY: OpInfo(L, lo.set_recovery, force=True),
     Op.FORCE_RECOVER: OpInfo(L, lo.force_recover, force=True),
     Op.GET_OBJ_LIST: OpInfo(L, lo.get_obj_list),
-    Op.GET_HASH: OpInfo(L, lo.get_hash),
+    Op.GET_HASH: OpInfo(L, rp.get_hash),
     Op.MD_INFO: OpInfo(L, md.md_info, force=True),
     Op.MD_PLUG: OpInfo(L, md.md_plug, force=True),
     Op.MD_UNPLUG: OpInfo(L, md.md_unplug, force=True),
-    Op.REPAIR_REPLICA: OpInfo(L, lo.repair_replica),
+    Op.REPAIR_REPLICA: OpInfo(L, rp.repair_replica),
     Op.GET_DEPARTED: OpInfo(L, lo.get_departed, force=True),
 }

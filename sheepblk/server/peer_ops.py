@@ -16,6 +16,7 @@ import trio
 
 from ..proto import Flag, ObjArgs, Op, Request, Res
 from ..store import NoObject
+from . import stale
 from .reply import Caller, Reply
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ async def _read_stale(node: NodeContext, oid: int, offset: int, buf: memoryview,
     size = node.view.object_size(oid)
 
     def read() -> None:
-        ep = node.stale_copy(oid, since)
+        ep = stale.newest_copy(node.store, oid, since)
         if ep is None:
             raise NoObject(f"{oid:016x}: no copy as of epoch {since}")
         if offset == 0 and len(buf) >= size:

@@ -26,7 +26,7 @@ from ..proto import (
     Res,
 )
 from ..store import ObjectStore, StoreError
-from .reply import Reply
+from .reply import Caller, Reply
 
 if TYPE_CHECKING:
     from .context import NodeContext
@@ -49,7 +49,8 @@ def sha1_of(store: ObjectStore, oid: int, size: int) -> bytes:
     return h.digest()
 
 
-async def get_hash(node: NodeContext, req: Request) -> Reply:
+async def get_hash(node: NodeContext, req: Request, data: memoryview | None,
+                   caller: Caller) -> Reply:
     """SHA-1 of this node's copy; NO_OBJ when it holds none (dog then
     counts the copy as missing and asks for a repair)."""
     oid = ObjArgs.unpack(req.args).oid
@@ -64,7 +65,8 @@ async def get_hash(node: NodeContext, req: Request) -> Reply:
     return Reply(args=HashResult(digest).pack())
 
 
-async def repair_replica(node: NodeContext, req: Request) -> Reply:
+async def repair_replica(node: NodeContext, req: Request, data: memoryview | None,
+                         caller: Caller) -> Reply:
     """Copy the whole object from the node in `forw` over the local copy.
 
     Error handling: the source's result code (or NETWORK_ERROR) is
