@@ -74,8 +74,9 @@ class NodeSettings:
 
     @property
     def object_dirs(self) -> list[Path]:
-        """Where the objects go: the DISKs, else STORE_DIR itself."""
-        return self.disks or [self.opts.store_dir]
+        """Where the objects go: the DISKs, else STORE_DIR/obj (Sheepdog's
+        single disk; `dog node md info` shows it so)."""
+        return self.disks or [self.opts.store_dir / "obj"]
 
 
 def node_settings(store_arg: str, *, port: int = 7000, bindaddr: str = "127.0.0.1",

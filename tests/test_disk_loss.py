@@ -31,7 +31,7 @@ def _stamps(node_port_client) -> list[bytes]:  # type: ignore[no-untyped-def]
 
 
 # The two stores removed: each node drops its only disk and fails stop, as errors.
-@pytest.mark.expected_errors(r"disk \S+/node\d dropped \(object [0-9a-f]{16}\)",
+@pytest.mark.expected_errors(r"disk \S+/node\d/obj dropped \(object [0-9a-f]{16}\)",
                              r"leaving the cluster: every disk of this node is lost")
 def test_a_node_that_lost_its_store_leaves(sheep_factory: SheepFactory,
                                            driver: str | None) -> None:

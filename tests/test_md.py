@@ -32,8 +32,8 @@ def md_node(tmp_path: Path) -> Iterator[MdSheepProcess]:
 
 
 def _objects(disk: Path) -> set[str]:
-    obj = disk / "obj"
-    return {p.name for p in obj.iterdir() if p.is_file()} if obj.exists() else set()
+    """The objects on a disk: Sheepdog's layout, DISK/OID."""
+    return {p.name for p in disk.iterdir() if p.is_file()} if disk.exists() else set()
 
 
 def _md_paths(node: SheepProcess) -> list[str]:
@@ -66,32 +66,41 @@ def test_placement_matches_the_ring(tmp_path: Path) -> None:
 def test_md_info_plug_unplug(md_node: MdSheepProcess, tmp_path: Path) -> None:
     node = md_node
     d1, d2 = node.disks
-    assert _md_paths(node) == [str(d1 / "obj"), str(d2 / "obj")]
+    assert _md_paths(node) == [str(d1), str(d2)]
     text = run_dog(node, "node", "md", "info").stdout.decode().splitlines()
     assert text[0] == "Id\tSize\tUsed\tAvail\tUse%\tPath"
-    assert text[1].startswith(" 0\t") and text[1].endswith(str(d1 / "obj"))
+    assert text[1].startswith(" 0\t") and text[1].endswith(str(d1))
 
     run_dog(node, "vdi", "create", "A", f"{NOBJ * 4}M")
     data = os.urandom(NOBJ * 4 * MiB)
     run_dog(node, "vdi", "write", "A", input=data)
     on1, on2 = _objects(d1), _objects(d2)
     assert on1 and on2 and not on1 & on2  # spread, each object once
-    assert not (node.store / "obj").exists() or not _objects(node.store)
+    assert not _objects(node.store / "obj")
+    # Sheepdog's md info: used is the objects' blocks, size is used + free
+    rows = run_dog(node, "node", "md", "info", "-r").stdout.decode().splitlines()
+    for row, disk in zip(rows, (d1, d2), strict=True):
+        _, _, size, used, free, _, _ = row.split()
+        blocks = sum(os.stat(disk / n).st_blocks * 512 for n in _objects(disk))
+        assert int(used) == blocks and int(size) == int(used) + int(free)
 
     run_dog(node, "node", "md", "unplug", "-f", str(d2))
-    assert _md_paths(node) == [str(d1 / "obj")]
+    assert _md_paths(node) == [str(d1)]
     assert _objects(d1) == on1 | on2 and not _objects(d2)
     assert run_dog(node, "vdi", "read", "A").stdout == data
 
-    d3 = tmp_path / "d3"
-    d3.mkdir()
+    d3 = tmp_path / "d3"  # not there yet: plug makes it, as Sheepdog's does
     run_dog(node, "node", "md", "plug", "-f", f"{d2},{d3}")
-    assert _md_paths(node) == [str(d1 / "obj"), str(d2 / "obj"), str(d3 / "obj")]
+    assert _md_paths(node) == [str(d1), str(d2), str(d3)]
     assert _objects(d2) and _objects(d3)  # rebalanced onto the new disks
     assert run_dog(node, "vdi", "read", "A").stdout == data
 
     bad = run_dog(node, "node", "md", "unplug", "-f", str(tmp_path / "nope"), check=False)
     assert bad.returncode != 0 and b"Failed to execute request" in bad.stderr
+    # a plug that changes nothing fails, as Sheepdog's does
+    again = run_dog(node, "node", "md", "plug", "-f", str(d3), check=False)
+    assert again.returncode != 0 and b"Failed to execute request" in again.stderr
+    assert _md_paths(node) == [str(d1), str(d2), str(d3)]
 
 
 def test_md_plug_refuses_paths_it_must_not_touch(md_node: MdSheepProcess,
@@ -122,9 +131,11 @@ def test_md_plug_refuses_paths_it_must_not_touch(md_node: MdSheepProcess,
         (Op.MD_PLUG, str(d1 / "sub").encode(), "nested with disk"),
         (Op.MD_PLUG, str(tmp_path).encode(), "nested with"),
         (Op.MD_PLUG, str(node.store / "obj").encode(), "nested with the node's store"),
+        (Op.MD_PLUG, str(node.store / "epoch" / "d").encode(), "nested with the node's store"),
+        (Op.MD_PLUG, str(node.store.parent).encode(), "nested with"),
         (Op.MD_PLUG, str(a_file).encode(), "not an existing directory"),
         (Op.MD_PLUG, b"/tmp/\xff\xfe-bad", "not UTF-8"),
-        (Op.MD_PLUG, b"/tmp/a\nINFO forged line", "not an existing directory"),
+        (Op.MD_PLUG, b"/tmp/a\nINFO forged line", "control characters in the path"),
         (Op.MD_PLUG, b"", "no path given"),
         (Op.MD_PLUG, str(small).encode(), "less than 64 MiB free"),
         (Op.MD_UNPLUG, str(tmp_path / "nope").encode(), "not a disk of this node"),
@@ -144,7 +155,11 @@ def test_md_plug_refuses_paths_it_must_not_touch(md_node: MdSheepProcess,
         subprocess.run(["umount", str(small)], check=True)
     assert not Path(relative).exists() and not missing.parent.exists()
     assert "\\nINFO forged line" in log and "\nINFO forged line" not in log
-    assert _md_paths(node) == [str(d1 / "obj"), str(d2 / "obj")]
+    assert _md_paths(node) == [str(d1), str(d2)]
+    # a new directory of its own inside the store is fine (Sheepdog's
+    # `sheep STORE,STORE/d0` layout): plug makes it
+    run_dog(node, "node", "md", "plug", "-f", str(node.store / "d9"))
+    assert _md_paths(node) == [str(d1), str(d2), str(node.store / "d9")]
 
 
 # A single node loses the objects of the disk that vanished: errors, rightly.
@@ -173,7 +188,7 @@ def test_vanished_disk_is_dropped(md_node: MdSheepProcess) -> None:
                 assert out.stdout == data[idx * 4 * MiB:(idx + 1) * 4 * MiB]
     else:
         assert run_dog(node, "vdi", "read", "A", check=False).returncode != 0
-    assert _md_paths(node) == [str(d1 / "obj")]
+    assert _md_paths(node) == [str(d1)]
     run_dog(node, "node", "list")
     run_dog(node, "vdi", "create", "B", "8M")
     run_dog(node, "vdi", "write", "B", input=b"still works")

@@ -70,8 +70,10 @@ async def _plug_or_unplug(node: NodeContext, data: memoryview | None, *, plug: b
     except md_paths.DiskPathRefused as e:  # the client's mistake, as other refusals
         log.warning("md %s refused: %s", what, e)
         return Reply(Res.INVALID_PARMS)
-    if not paths:
-        return Reply()  # every path named is plugged already
+    if not paths:  # every path named is plugged already: nothing changes,
+        # which Sheepdog answers as a failure (`dog` says so)
+        log.warning("md plug refused: every path is plugged already")
+        return Reply(Res.INVALID_PARMS)
     fn = store.plug if plug else store.unplug
     named = ",".join(shown(str(p)) for p in paths)
     try:

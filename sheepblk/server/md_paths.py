@@ -1,7 +1,8 @@
 """Which paths a `dog node md plug|unplug` request may name.
 
 Why so strict: the paths come from the wire, from any client that reaches
-the port. A node must never create a directory a request names, store
+the port. A node may create only the last directory a request names, as
+Sheepdog's md_add_disk does, inside an existing one; it must never store
 objects in a system directory, nest one disk in another or in its own
 store, or lose its last disk. Every refusal says why (DiskPathRefused),
 and the caller logs it with the path escaped (`shown`).
@@ -17,6 +18,10 @@ from .wire_text import shown
 
 # Directories a disk may be neither of nor inside.
 SYSTEM_DIRS = tuple(Path(p) for p in ("/proc", "/sys", "/dev", "/etc", "/boot", "/run"))
+# What a node keeps in its store directory: a disk there may be none of
+# these nor inside one (other subdirectories are fine, as Sheepdog's
+# `sheep STORE,STORE/d0,STORE/d1` layout has them).
+STORE_ENTRIES = ("config", "epoch", "obj", "sheep.log", "sheep.pid")
 # A disk must have at least this much room when it is plugged.
 MIN_FREE_BYTES = 64 << 20
 # One request names at most this many paths (a node has at most 64 disks).
@@ -42,6 +47,8 @@ def parse(data: bytes | memoryview | None) -> list[str]:
     for p in paths:
         if not os.path.isabs(p):
             raise DiskPathRefused(f"not an absolute path: {shown(p)}")
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in p):
+            raise DiskPathRefused(f"control characters in the path: {shown(p)}")
     return paths
 
 
@@ -52,28 +59,34 @@ def _inside(path: Path, other: Path) -> bool:
 def check_plug(paths: Sequence[str], disks: Sequence[Path], store_root: Path) -> list[Path]:
     """The directories to plug, resolved (symlinks followed); disks already
     plugged are left out. DiskPathRefused for the first that breaks a rule:
-    it must exist as a writable directory with room, and be neither a
-    system directory nor inside one, nor nested with a disk of this node
-    or inside the node's store directory (nor contain them)."""
+    it must be a writable directory with room, or a new name in one (the
+    store creates it), and be neither a system directory nor inside one,
+    nor nested with a disk of this node (nor contain one), nor contain
+    the node's store directory or sit in one of the store's own entries."""
     plugged = [Path(os.path.realpath(d)) for d in disks]
     root = Path(os.path.realpath(store_root))
     out: list[Path] = []
     for p in paths:
-        if not os.path.isdir(p):
+        if os.path.isdir(p):
+            real = Path(os.path.realpath(p))
+            there = real
+        elif os.path.lexists(p) or not os.path.isdir(os.path.dirname(p)):
             raise DiskPathRefused(f"not an existing directory: {shown(p)}")
-        real = Path(os.path.realpath(p))
+        else:
+            there = Path(os.path.realpath(os.path.dirname(p)))
+            real = there / os.path.basename(p)
         if real in plugged:
             continue
         if real == Path("/") or any(_inside(real, s) for s in SYSTEM_DIRS):
             raise DiskPathRefused(f"a system directory: {shown(p)}")
-        if _inside(real, root) or _inside(root, real):
+        if _inside(root, real) or any(_inside(real, root / e) for e in STORE_ENTRIES):
             raise DiskPathRefused(f"nested with the node's store {shown(str(root))}: {shown(p)}")
         for other in plugged + out:
             if _inside(real, other) or _inside(other, real):
                 raise DiskPathRefused(f"nested with disk {shown(str(other))}: {shown(p)}")
-        if not os.access(real, os.W_OK | os.X_OK):
+        if not os.access(there, os.W_OK | os.X_OK):
             raise DiskPathRefused(f"not writable: {shown(p)}")
-        st = os.statvfs(real)
+        st = os.statvfs(there)
         if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
             raise DiskPathRefused(f"less than {MIN_FREE_BYTES >> 20} MiB free: {shown(p)}")
         out.append(real)

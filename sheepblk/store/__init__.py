@@ -30,10 +30,10 @@ def _known(kind: str) -> Callable[..., ObjectStore]:
                              f"(known: {', '.join(sorted(BACKENDS))})") from None
 
 
-def open_store(kind: str, root: str, *, nosync: bool = False) -> ObjectStore:
+def open_store(kind: str, root: str, *, nosync: bool = False, flat: bool = False) -> ObjectStore:
     """A backend by its `dog cluster format -b` name (UnknownBackend for
-    another name)."""
-    return _known(kind)(root, nosync=nosync)
+    another name); `flat`: objects directly in `root`, not in root/obj."""
+    return _known(kind)(root, nosync=nosync, flat=flat)
 
 
 __all__ = [
@@ -44,8 +44,9 @@ __all__ = [
 
 
 def open_node_store(kind: str, disks: list[Path], *, nosync: bool = False) -> MdStore:
-    """A node's store: `kind` backends on one or more disks (see md.py).
-    An unknown kind (a config from elsewhere) is UnknownBackend, raised
-    before any disk is touched."""
+    """A node's store: `kind` backends on one or more disks (see md.py),
+    each disk holding its objects directly, as Sheepdog's do. An unknown
+    kind (a config from elsewhere) is UnknownBackend, raised before any
+    disk is touched."""
     _known(kind)
-    return MdStore(disks, kind, lambda k, p: open_store(k, str(p), nosync=nosync))
+    return MdStore(disks, kind, lambda k, p: open_store(k, str(p), nosync=nosync, flat=True))

@@ -143,8 +143,9 @@ class FarmStore(FileStore):
 
     name = "farm"
 
-    def __init__(self, root: str | os.PathLike[str], *, nosync: bool = False) -> None:
-        super().__init__(root, nosync=nosync)
+    def __init__(self, root: str | os.PathLike[str], *, nosync: bool = False,
+                 flat: bool = False) -> None:
+        super().__init__(root, nosync=nosync, flat=flat)
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._codec = _Codec()
         # oid -> chunk -> entry written by a cached write, not yet on disk

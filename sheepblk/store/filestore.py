@@ -94,9 +94,12 @@ class FileStore(ObjectStore):
 
     obj_dir: Path
 
-    def __init__(self, root: str | os.PathLike[str], *, nosync: bool = False) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, nosync: bool = False,
+                 flat: bool = False) -> None:
         self.root = Path(root)
-        self.obj_dir = self.root / "obj"
+        # flat: `root` is itself the object directory, as each disk of a
+        # Sheepdog node is (DISK/OID; a single-disk node's disk is STORE/obj)
+        self.obj_dir = self.root if flat else self.root / "obj"
         self.stale_dir = self.obj_dir / ".stale"
         self.tmp_dir = self.obj_dir / ".tmp"
         self.nosync = nosync

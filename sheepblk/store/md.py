@@ -2,8 +2,9 @@
 
 `sheep /store,/disk1,/disk2` keeps its config and epochs in /store and its
 objects on /disk1 and /disk2; `sheep /store` keeps everything in /store.
-Each disk is a backend of its own (plain or farm, rooted at the disk, so
-objects sit in DISK/obj/). An object's home disk is found by consistent
+Each disk is a backend of its own (plain or farm) with its objects
+directly in the disk's directory, as Sheepdog's (DISK/OID, DISK/.stale/);
+a single-disk node's one disk is STORE/obj. An object's home disk is found by consistent
 hashing over virtual disks as Sheepdog's md.c places them: a disk of S
 bytes gets ceil(S / 1 GiB) vdisks at sd_hash(path), sd_hash_next(...), and
 an oid lives on the first vdisk at or after sd_hash_oid(oid). So plugging
@@ -59,13 +60,26 @@ class Disk:
 
     @property
     def obj_dir(self) -> Path:
-        """The backend's object directory (DISK/obj for plain and farm)."""
-        return self.store.obj_dir or self.path / "obj"
+        """The backend's object directory (the disk itself for plain and farm)."""
+        return self.store.obj_dir or self.path
 
 
 def _space(path: Path) -> int:
     st = os.statvfs(path)
     return st.f_blocks * st.f_frsize
+
+
+def _object_blocks(obj_dir: Path) -> int:
+    """Bytes allocated to the objects (16-hex-digit names) in `obj_dir`."""
+    total = 0
+    with os.scandir(obj_dir) as it:
+        for e in it:
+            if len(e.name) == 16 and e.is_file(follow_symlinks=False):
+                try:
+                    total += e.stat(follow_symlinks=False).st_blocks * 512
+                except FileNotFoundError:
+                    pass
+    return total
 
 
 def _vdisk_hashes(disk: Disk) -> list[int]:
@@ -343,16 +357,19 @@ class MdStore(ObjectStore):
     # ---- plug / unplug (dog node md plug|unplug) ----
 
     def info(self) -> list[tuple[int, Path, int, int]]:
-        """(index, object directory, free, used) of every disk."""
+        """(index, object directory, free, used) of every disk, counted as
+        Sheepdog's md_get_info does: free is the file system's room left,
+        used the blocks of the objects on the disk (so `dog node md info`
+        shows their sum as the disk's size, whatever else shares it)."""
         out = []
-        for i, d in enumerate(self._others(None)):  # type: ignore[arg-type]
+        disks = sorted(self._others(None), key=lambda d: str(d.path))  # type: ignore[arg-type]
+        for i, d in enumerate(disks):  # by path, as Sheepdog's md.root
             try:
                 st = os.statvfs(d.obj_dir)
+                used = _object_blocks(d.obj_dir)
             except OSError:
                 continue
-            size = st.f_blocks * st.f_frsize
-            free = st.f_bavail * st.f_frsize
-            out.append((i, d.obj_dir, free, size - free))
+            out.append((i, d.obj_dir, st.f_bavail * st.f_frsize, used))
         return out
 
     def _rebalance(self) -> int:
