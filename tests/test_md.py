@@ -232,3 +232,28 @@ def test_copy_on_write_across_disks_survives_a_power_cut(tmp_path: Path) -> None
         assert new in (body[4096:4096 + 512], b"x" * 512)
         want[4096:4096 + 512] = new
         assert bytes(got) == bytes(want)
+
+
+def test_a_moved_inode_stays_sparse(tmp_path: Path) -> None:
+    """An unplug moves objects to their new homes; an inode (12 MiB, a few
+    KiB of it used) is copied as the span of its non-zero 4 KiB blocks, as
+    Sheepdog's md_move_object, not as 12 MiB of zeros on the new disk."""
+    from sheepblk.proto import vid_to_vdi_oid
+    from sheepblk.proto.inode import SD_INODE_SIZE
+    from sheepblk.store import open_store
+
+    disks = [tmp_path / f"d{i}" for i in range(2)]
+    st = MdStore(disks, "plain", lambda k, p: open_store(k, str(p), flat=True))
+    oid = next(vid_to_vdi_oid(v) for v in range(1, 1000)
+               if st.home(vid_to_vdi_oid(v)).path == disks[1])
+    head, tail = b"inode header", b"\x07\x00\x00\x00"
+    st.create_and_write(oid, SD_INODE_SIZE, 0, memoryview(head), sync=False)
+    st.write(oid, 4664, memoryview(tail), sync=False)
+    st.unplug([disks[1]])
+    moved = disks[0] / f"{oid:016x}"
+    assert moved.stat().st_size == SD_INODE_SIZE
+    assert moved.stat().st_blocks * 512 <= 2 * 4096  # two 4 KiB blocks, not 12 MiB
+    buf = memoryview(bytearray(SD_INODE_SIZE))
+    st.read_into(oid, 0, buf)
+    assert bytes(buf[:len(head)]) == head and bytes(buf[4664:4668]) == tail
+    assert not any(buf[len(head):4664]) and not any(buf[4668:])
