@@ -220,3 +220,22 @@ def test_a_multi_disk_node_with_the_tree_store(sheep_factory: SheepFactory,
     info = run_dog(node, "node", "md", "info").stdout.decode()
     assert all(str(d / "obj") in info for d in disks)
     assert run_dog(node, "vdi", "read", "test").stdout == data
+
+
+@pytest.mark.parametrize("first,then", [("plain", "tree"), ("tree", "plain"), ("tree", "farm")])
+def test_a_format_that_switches_backend_leaves_no_objects_behind(
+        tmp_path: Path, first: str, then: str) -> None:
+    """A multi-disk store switched to another backend by `cluster format
+    -b` starts empty: the old layout's files (obj/<oid> or obj/XX/<oid>)
+    would otherwise stay on disk unseen, and count in Sheepdog's tests'
+    walks of STORE/obj."""
+    from sheepblk.store import MdStore, open_store
+
+    s = MdStore([tmp_path / "d1"], first, lambda k, p: open_store(k, str(p)))
+    s.create_and_write(INODE, 4096, 0, memoryview(b"i"), sync=True)
+    s.create_and_write(DATA, 4096, 0, memoryview(b"d"), sync=True)
+    s.reopen(then)
+    s.format()
+    assert list(s.oids()) == []
+    left = [p for p in (tmp_path / "d1" / "obj").rglob("*") if p.is_file()]
+    assert left == []

@@ -281,7 +281,14 @@ class FileStore(ObjectStore):
     # ---- the whole store ----
 
     def format(self) -> None:
-        dirs = self._object_dirs()
+        """Drop every object, stale copy and staging file. The files of
+        every layout go, not only this backend's: a format that switches
+        backend (plain <-> tree) must not leave the other's objects behind
+        in obj/ or its subdirectories, unseen and never freed."""
+        dirs = {str(self.obj_dir), *self._object_dirs()}
+        with os.scandir(self.obj_dir) as it:
+            dirs.update(e.path for e in it
+                        if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
         for d in [*dirs, str(self.stale_dir), str(self.tmp_dir)]:
             with os.scandir(d) as it:
                 for entry in it:
@@ -291,7 +298,7 @@ class FileStore(ObjectStore):
             self._dirty.clear()
             self._dirty_dirs.clear()
         if not self.nosync:
-            for d, e in sync_all(dirs, fsync_dir):
+            for d, e in sync_all(sorted(dirs), fsync_dir):
                 raise store_error(e, f"fsync {d}") if isinstance(e, OSError) else e
 
     def space(self) -> tuple[int, int]:
