@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cli.dog.cluster import format_cluster_info, parse_copies
+from cli.dog.cluster import format_cluster_info, format_store_list, parse_copies
 from cli.dog.errors import EXIT_USAGE, QuietError
 from cli.dog.format import (
     NODE_LIST_HEADER,
@@ -177,6 +177,15 @@ def test_cluster_info_running_matches_transcript() -> None:
         "\n"
         "Epoch Time           Version [Host:Port:V-Nodes,,,]\n"
         "2026-11-25 21:36:36      1 [127.0.0.1:17000:128]\n")
+
+
+def test_store_list_matches_sheepdog_101() -> None:
+    """`dog cluster format -b dummy` against C sheep 1.0.1 (test 101's
+    .out, whose filter strips the trailing space of the names)."""
+    assert format_store_list("tree plain ") == (
+        "Available stores:\n"
+        "---------------------------------------\n"
+        "tree plain \n")
 
 
 def test_cluster_info_unformatted_matches_transcript() -> None:

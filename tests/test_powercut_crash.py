@@ -80,7 +80,7 @@ class CrashNode:
 
     def format(self) -> None:
         with self.client() as c:
-            c.make_fs(copies=1, store=("farm" if self.backend == "farm" else "plain"))
+            c.make_fs(copies=1, store=("plain" if self.backend == "md" else self.backend))
 
     def cut(self, mode: str, seed: int) -> None:
         assert self.sheep is not None
@@ -131,7 +131,7 @@ def run_seed(tmp: Path, backend: str, seed: int) -> None:
 # 100 cuts per seed take 1.5 to 2.5 minutes alone (md is the slowest: three
 # mounts per cut); a loaded machine can double that, past the default 300 s.
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("backend", ["plain", "farm", "md"])
+@pytest.mark.parametrize("backend", ["plain", "farm", "tree", "md"])
 def test_power_cuts_keep_what_was_flushed(tmp_path: Path, backend: str) -> None:
     """CUTS cuts for each seed; the seeds run side by side, each on a node
     of its own (most of a cut is waiting for processes to start)."""
@@ -231,7 +231,7 @@ def test_power_cuts_on_a_cluster(tmp_path: Path, seed: int) -> None:
                                    f"{wrong}\n" + "\n".join(log[-60:]))
 
 
-@pytest.mark.parametrize("backend", ["plain", "farm"])
+@pytest.mark.parametrize("backend", ["plain", "farm", "tree"])
 def test_a_freed_object_outlives_the_cached_index_write_that_freed_it(
         tmp_path: Path, backend: str) -> None:
     """A VDI's cached write copies an object of its deleted snapshot, and

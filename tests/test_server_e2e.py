@@ -243,8 +243,8 @@ def test_shutdown_answers_then_exits(one_node: SheepProcess) -> None:
 
 
 # sheep.log says why it stops, as an error: that is what this test checks.
-@pytest.mark.expected_errors(r"/config: (unknown store backend 'tree'|Expecting value)")
-@pytest.mark.parametrize("config", [b'{"store": "tree"}\n', b'{"store": \n'])
+@pytest.mark.expected_errors(r"/config: (unknown store backend 'dummy'|Expecting value)")
+@pytest.mark.parametrize("config", [b'{"store": "dummy"}\n', b'{"store": \n'])
 def test_a_config_it_cannot_use_is_a_clear_error(tmp_path: Path, config: bytes) -> None:
     """A store whose config names a backend this sheep does not know (or
     is not JSON): the daemonised start says why on stderr and in sheep.log,
@@ -259,6 +259,6 @@ def test_a_config_it_cannot_use_is_a_clear_error(tmp_path: Path, config: bytes) 
     assert done.returncode == 1
     assert b"Traceback" not in done.stderr
     assert str(store / "config").encode() in done.stderr, done.stderr
-    if b"tree" in config:
-        assert b"unknown store backend 'tree'" in done.stderr
+    if b"dummy" in config:
+        assert b"unknown store backend 'dummy'" in done.stderr
     assert str(store / "config") in (store / "sheep.log").read_text()

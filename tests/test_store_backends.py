@@ -18,6 +18,7 @@ from sheepblk.store import (
     ObjectStore,
     PlainStore,
     StoreError,
+    TreeStore,
     UnknownBackend,
     Unsupported,
     open_node_store,
@@ -35,7 +36,8 @@ def _md(kind: str) -> Callable[[Path], MdStore]:
 
 
 STORES: dict[str, Callable[[Path], ObjectStore]] = {
-    "plain": PlainStore, "farm": FarmStore, "md-plain": _md("plain"), "md-farm": _md("farm"),
+    "plain": PlainStore, "farm": FarmStore, "tree": TreeStore,
+    "md-plain": _md("plain"), "md-farm": _md("farm"), "md-tree": _md("tree"),
 }
 
 
@@ -53,7 +55,7 @@ def test_object_size_is_the_logical_size(store: ObjectStore) -> None:
 
 def test_open_read_is_declared(store: ObjectStore) -> None:
     store.create_and_write(OID, 1 * MiB, 0, memoryview(b"abc"), sync=True)
-    assert store.can_open_read == (store.name == "plain")
+    assert store.can_open_read == (store.name in ("plain", "tree"))
     if not store.can_open_read:
         with pytest.raises(Unsupported):
             store.open_read(OID)
@@ -74,12 +76,12 @@ def test_reopen_to_its_own_backend_is_a_no_op(store: ObjectStore) -> None:
     assert bytes(buf) == b"kept"
 
 
-@pytest.mark.parametrize("make", [PlainStore, FarmStore])
+@pytest.mark.parametrize("make", [PlainStore, FarmStore, TreeStore])
 def test_a_single_backend_cannot_become_another(tmp_path: Path,
                                                 make: Callable[[Path], ObjectStore]) -> None:
     s = make(tmp_path)
     assert not s.can_reopen
-    other = "farm" if s.name == "plain" else "plain"
+    other = "farm" if s.name != "farm" else "plain"
     with pytest.raises(Unsupported, match=other):
         s.reopen(other)
     assert s.name != other
@@ -91,6 +93,10 @@ def test_md_switches_every_disk(tmp_path: Path) -> None:
     s.reopen("farm")
     assert s.name == "farm" and not s.can_open_read
     assert all(isinstance(d.store, FarmStore) for d in s.all_disks())
+    s.reopen("tree")
+    assert s.name == "tree" and s.can_open_read
+    assert all(isinstance(d.store, TreeStore) for d in s.all_disks())
+    assert all((d.obj_dir / "meta").is_dir() for d in s.all_disks())
 
 
 def test_obj_dir(tmp_path: Path, store: ObjectStore) -> None:
@@ -106,10 +112,10 @@ def test_a_node_store_of_an_unknown_backend_is_an_error(tmp_path: Path) -> None:
     """A config naming a backend of another version must not open as
     plain: that store's objects would be served as garbage."""
     disk = tmp_path / "d1"
-    with pytest.raises(UnknownBackend, match=r"'tree'.*known: farm, plain") as err:
-        open_node_store("tree", [disk])
+    with pytest.raises(UnknownBackend, match=r"'dummy'.*known: farm, plain, tree") as err:
+        open_node_store("dummy", [disk])
     assert isinstance(err.value, StoreError) and isinstance(err.value, ValueError)
     assert not disk.exists(), "a disk was touched before the kind was checked"
-    with pytest.raises(UnknownBackend, match="'tree'"):
-        open_store("tree", str(tmp_path))
+    with pytest.raises(UnknownBackend, match="'dummy'"):
+        open_store("dummy", str(tmp_path))
     assert open_node_store("farm", [disk]).name == "farm"

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from sheepblk.client import SheepdogError
+from sheepblk.client import SheepClient, SheepdogError
 from sheepblk.proto import SD_NODE_SIZE, ClusterFlag, EpochLog, Op, Res, strerror
 from sheepblk.proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_MAX_COPIES, STORE_LEN
 
@@ -130,11 +130,28 @@ def cluster_format(target: Target, store: str, copies: str | None,
                       block_size_shift=block_size_shift or SD_DEFAULT_BLOCK_SIZE_SHIFT,
                       store=store, ctime=ctime)
         except SheepdogError as e:
-            if e.result == Res.NO_STORE:
-                raise QuietError(f"Format failed: {strerror(e.result)} "
-                                 "(available stores: plain, farm)", EXIT_SYSFAIL) from None
-            raise QuietError(f"Format failed: {strerror(e.result)}", EXIT_SYSFAIL) from None
+            if e.result != Res.NO_STORE:
+                raise QuietError(f"Format failed: {strerror(e.result)}", EXIT_SYSFAIL) from None
+            click.echo(f"Format failed: {strerror(e.result)}", err=True)
+            return list_stores(c)
     return EXIT_SUCCESS
+
+
+def list_stores(c: SheepClient) -> int:
+    """After a format that named no backend of the node: the ones it has,
+    as dog's list_store prints them (exit 2 even when listed: the format
+    failed; the "Restore failed" of a failed list is C's text)."""
+    try:
+        names = c.store_list()
+    except SheepdogError as e:
+        raise QuietError(f"Restore failed: {strerror(e.result)}", EXIT_FAILURE) from None
+    click.echo(format_store_list(names), nl=False)
+    return EXIT_SYSFAIL
+
+
+def format_store_list(names: str) -> str:
+    """The text of dog's list_store for GET_STORE_LIST's answer."""
+    return f"Available stores:\n---------------------------------------\n{names}\n"
 
 
 def _epoch_nodes(log: EpochLog) -> str:

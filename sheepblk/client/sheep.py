@@ -55,6 +55,8 @@ STAT_CLUSTER_NODES = 64
 STAT_CLUSTER_EPOCHS = 64
 # Room for GET_DEPARTED's answer (16 nodes with a reason of up to 1 KiB).
 DEPARTED_BYTES = 1 << 16
+# Room for GET_STORE_LIST's answer (dog's list_store asks for 512 bytes).
+STORE_LIST_LEN = 512
 
 
 def _proto_for(opcode: int) -> int:
@@ -256,6 +258,12 @@ class SheepClient:
         args = ClusterArgs(ctime=ctime, copies=copies, copy_policy=copy_policy,
                            flags=flags, block_size_shift=block_size_shift)
         self.request(Op.MAKE_FS, args.pack(), data=store.encode().ljust(16, b"\0")[:16])
+
+    def store_list(self) -> str:
+        """The backends the node names for `dog cluster format -b`, as
+        GET_STORE_LIST answers them (names, each followed by a space)."""
+        _, out = self.request(Op.GET_STORE_LIST, data_length=STORE_LIST_LEN)
+        return bytes(out).split(b"\0", 1)[0].decode(errors="replace")
 
     def shutdown(self) -> None:
         self.request(Op.SHUTDOWN)

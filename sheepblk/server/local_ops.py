@@ -32,6 +32,7 @@ from ..proto import (
 )
 from ..proto.constants import ClusterFlag
 from ..proto.records import EPOCH_LOG_SIZE
+from ..store import LISTED_BACKENDS
 from . import hyper
 from .reply import Caller, Reply
 
@@ -203,7 +204,8 @@ async def get_vdi_copies(node: NodeContext, req: Request, data: memoryview | Non
 
 async def get_store_list(node: NodeContext, req: Request, data: memoryview | None,
                          caller: Caller) -> Reply:
-    return Reply(data=b"plain farm "[:req.data_length])
+    names = "".join(f"{k} " for k in LISTED_BACKENDS).encode()
+    return Reply(data=names[:req.data_length])
 
 
 async def flush_vdi(node: NodeContext, req: Request, data: memoryview | None,

@@ -83,7 +83,7 @@ MIN_BLOCK_SIZE_SHIFT = 20
 MAX_BLOCK_SIZE_SHIFT = 31
 # The backends MAKE_FS may name (sheepblk.store.BACKENDS; the store package
 # is not imported here, this module does no I/O). "" is the default.
-STORE_NAMES = frozenset({"", "plain", "farm"})
+STORE_NAMES = frozenset({"", "plain", "tree", "farm"})
 # Log levels SET_LOGLEVEL takes (LOG_EMERG .. LOG_DEBUG).
 MAX_LOGLEVEL = 7
 
@@ -678,7 +678,7 @@ def _ex_notify(env: Env) -> tuple[Request, bytes]:
 def _ex_make_fs(env: Env) -> tuple[Request, bytes]:
     args = ClusterArgs(ctime=env.rnd.randrange(1, 1 << 62), copies=env.rnd.randrange(1, 4),
                        block_size_shift=22)
-    return _req(Op.MAKE_FS, args.pack(), env.rnd.choice((b"plain", b"farm")).ljust(16, b"\0"))
+    return _req(Op.MAKE_FS, args.pack(), env.rnd.choice((b"plain", b"tree", b"farm")).ljust(16, b"\0"))
 
 
 def _ex_stat_cluster(env: Env) -> tuple[Request, bytes]:
@@ -843,9 +843,9 @@ ROWS: tuple[Row, ...] = (
               bad=tuple(state(block_size_shift=s) for s in BAD_SHIFTS)),
     ), _notify_vdi_add, _ex_notify),
     Row(Op.MAKE_FS, (
-        Field("payload.store", "a backend name ('plain', 'farm') NUL-terminated in 16 bytes, "
+        Field("payload.store", "a backend name ('plain', 'tree', 'farm') NUL-terminated in 16 bytes, "
               "or none (plain)", Res.NO_STORE,
-              bad=(body(lambda p: b"tree\0"), body(lambda p: b"../../etc\0"),
+              bad=(body(lambda p: b"dummy\0"), body(lambda p: b"../../etc\0"),
                    body(lambda p: b"p" * STORE_LEN), body(lambda p: b"\xffplain\0"))),
         Field("cluster.copies", f"0 (default) .. {SD_MAX_COPIES}",
               bad=(cluster(copies=SD_MAX_COPIES + 1),)),

@@ -1,9 +1,11 @@
 """What every file-per-object backend shares: the directory layout, dirty
 tracking for cached writes, flush, format and space.
 
-Both `plain` and `farm` keep one file per object at STORE_DIR/obj/<16 hex
-digits>, stale copies in obj/.stale/ and half-made creations in obj/.tmp/;
-they differ only in how an object's bytes sit in its file.
+`plain` and `farm` keep one file per object at STORE_DIR/obj/<16 hex
+digits>, `tree` in subdirectories of obj/ (see tree.py); all keep stale
+copies in obj/.stale/ and half-made creations in obj/.tmp/. They differ
+only in where an object's file sits (`_dir_of`) and how its bytes sit in
+it.
 """
 
 from __future__ import annotations
@@ -70,6 +72,26 @@ def _fdatasync_path(path: str) -> None:
         os.close(fd)
 
 
+def fsync_dir(path: str) -> None:
+    """Make the entries of directory `path` durable (names created,
+    renamed in or removed)."""
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class _DirRound:
+    """One round of shared directory fsyncs (FileStore._fsync_dir_shared):
+    the directories its callers named, and how it went."""
+
+    def __init__(self) -> None:
+        self.dirs: set[str] = set()
+        self.done = False
+        self.error: Exception | None = None
+
+
 def store_error(e: OSError, what: str) -> StoreError:
     """The typed store error for an OSError (ENOENT, ENOSPC, the rest)."""
     if e.errno == errno.ENOENT:
@@ -109,14 +131,22 @@ class FileStore(ObjectStore):
             leftover.unlink(missing_ok=True)
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
-        self._dir_dirty = False
+        self._dirty_dirs: set[str] = set()  # removals since the last flush
         self._tmp_seq = 0
-        self._dir_cv = threading.Condition()
-        self._dir_wanted = self._dir_done = 0  # shared directory fsyncs
-        self._dir_busy = False
+        self._dir_cv = threading.Condition()  # shared directory fsyncs:
+        self._dir_busy = False  # a round runs
+        self._dir_next = _DirRound()  # the round new callers join
+
+    def _dir_of(self, oid: int) -> str:
+        """The directory an object's file lives in: obj/ itself here."""
+        return str(self.obj_dir)
+
+    def _object_dirs(self) -> list[str]:
+        """Every directory `_dir_of` may answer."""
+        return [str(self.obj_dir)]
 
     def _path(self, oid: int) -> str:
-        return f"{self.obj_dir}/{oid_name(oid)}"
+        return f"{self._dir_of(oid)}/{oid_name(oid)}"
 
     def _tmp_path(self, oid: int) -> str:
         """A fresh staging name for a creation (renamed over the object)."""
@@ -138,9 +168,10 @@ class FileStore(ObjectStore):
             raise store_error(e, f"object {oid:016x}") from e
 
     def oids(self) -> Iterator[int]:
-        with os.scandir(self.obj_dir) as it:
-            for entry in it:
-                name = entry.name
+        for d in self._object_dirs():
+            with os.scandir(d) as it:
+                names = [e.name for e in it]
+            for name in names:
                 if len(name) == 16 and not name.startswith("."):
                     try:
                         yield int(name, 16)
@@ -167,7 +198,7 @@ class FileStore(ObjectStore):
             except OSError as e:
                 raise store_error(e, f"remove {oid:016x}") from e
         if not self.nosync:
-            self._mark_dirty(dir_too=True)
+            self._mark_dirty(dir_of=self._dir_of(oid))
 
     def move_to_stale(self, oid: int, epoch: int) -> None:
         with self._object_lock(oid):
@@ -179,14 +210,14 @@ class FileStore(ObjectStore):
 
     # ---- durability ----
 
-    def _mark_dirty(self, path: str | None = None, *, dir_too: bool = False) -> None:
+    def _mark_dirty(self, path: str | None = None, *, dir_of: str | None = None) -> None:
         """Remember what a cached write left for the next flush: the file
-        (data) and, for creations and removals, the directory."""
+        (data) and, for removals, the directory the name left."""
         with self._dirty_lock:
             if path is not None:
                 self._dirty.add(path)
-            if dir_too:
-                self._dir_dirty = True
+            if dir_of is not None:
+                self._dirty_dirs.add(dir_of)
 
     def _created(self, path: str, *, sync: bool) -> None:
         """After an object file was renamed into place: its name is made
@@ -199,38 +230,39 @@ class FileStore(ObjectStore):
         for a new object). Concurrent creations share one fsync."""
         if self.nosync:
             return
-        self._fsync_dir_shared()
+        self._fsync_dir_shared(os.path.dirname(path))
         if not sync:
             self._mark_dirty(path)
 
-    def _fsync_dir_shared(self) -> None:
-        """fsync obj/ covering every rename made before the call; callers
-        that arrive while one runs wait for the next, which covers them
-        all (group commit)."""
+    def _fsync_dir_shared(self, d: str) -> None:
+        """fsync directory `d` covering every rename into it made before
+        the call. Callers that arrive while a round of fsyncs runs join
+        the next round, which fsyncs every directory its callers named
+        (group commit); a round that fails fails each of its callers."""
         with self._dir_cv:
-            self._dir_wanted += 1
-            mine = self._dir_wanted
-            while self._dir_done < mine:
+            rnd = self._dir_next
+            rnd.dirs.add(d)
+            while not rnd.done:
                 if self._dir_busy:
                     self._dir_cv.wait()
                     continue
+                # Not busy and not done: `rnd` is the round to run now.
                 self._dir_busy = True
-                target = self._dir_wanted
+                self._dir_next = _DirRound()
                 self._dir_cv.release()
                 try:
-                    self._fsync_dir()
+                    failed = sync_all(sorted(rnd.dirs), fsync_dir)
+                    rnd.error = failed[0][1] if failed else None
                 finally:
                     self._dir_cv.acquire()
                     self._dir_busy = False
+                    rnd.done = True
                     self._dir_cv.notify_all()
-                self._dir_done = target
-
-    def _fsync_dir(self) -> None:
-        dfd = os.open(self.obj_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        if rnd.error is not None:
+            err = rnd.error
+            if isinstance(err, OSError):
+                raise store_error(err, f"fsync {d}") from err
+            raise err
 
     def flush(self) -> None:
         """Make every cached write durable. Every dirty file is synced even
@@ -241,29 +273,36 @@ class FileStore(ObjectStore):
         must treat the copies as lost (MdStore drops the disk)."""
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
-            dir_dirty, self._dir_dirty = self._dir_dirty, False
+            dirs, self._dirty_dirs = self._dirty_dirs, set()
         failed = [f"{path}: {getattr(e, 'strerror', None) or e}"
                   for path, e in sync_all(sorted(dirty), _fdatasync_path)]
-        if dir_dirty:
-            try:
-                self._fsync_dir()
-            except OSError as e:
-                failed.append(f"{self.obj_dir}: {e.strerror or e}")
+        failed += [f"{d}: {getattr(e, 'strerror', None) or e}"
+                   for d, e in sync_all(sorted(dirs), fsync_dir)]
         if failed:
             raise StoreIOError(f"flush failed for {len(failed)} file(s): {failed[0]}")
 
     # ---- the whole store ----
 
     def format(self) -> None:
-        for d in (self.obj_dir, self.stale_dir, self.tmp_dir):
+        """Drop every object, stale copy and staging file. The files of
+        every layout go, not only this backend's: a format that switches
+        backend (plain <-> tree) must not leave the other's objects behind
+        in obj/ or its subdirectories, unseen and never freed."""
+        dirs = {str(self.obj_dir), *self._object_dirs()}
+        with os.scandir(self.obj_dir) as it:
+            dirs.update(e.path for e in it
+                        if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+        for d in [*dirs, str(self.stale_dir), str(self.tmp_dir)]:
             with os.scandir(d) as it:
                 for entry in it:
                     if entry.is_file(follow_symlinks=False):
                         os.unlink(entry.path)
         with self._dirty_lock:
             self._dirty.clear()
+            self._dirty_dirs.clear()
         if not self.nosync:
-            self._fsync_dir()
+            for d, e in sync_all(sorted(dirs), fsync_dir):
+                raise store_error(e, f"fsync {d}") if isinstance(e, OSError) else e
 
     def space(self) -> tuple[int, int]:
         st = os.statvfs(self.root)
