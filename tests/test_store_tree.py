@@ -21,12 +21,13 @@ INODE = vid_to_vdi_oid(VID)  # 807c2b2500000000
 DATA = vid_to_data_oid(VID, 3)  # 007c2b2500000003
 
 
-def tree_files(root: Path) -> dict[str, Path]:
+def tree_files(root: Path, obj: str = "obj") -> dict[str, Path]:
     """name -> path of every object file under a store's obj/ (stale and
-    staging copies left out), wherever it sits."""
+    staging copies left out), wherever it sits; obj="" for a disk of a
+    multi-disk node, which holds its objects itself."""
     out = {}
-    for p in (root / "obj").rglob("*"):
-        rel = p.relative_to(root / "obj")
+    for p in (root / obj).rglob("*"):
+        rel = p.relative_to(root / obj)
         if p.is_file() and len(p.name) == 16 and not rel.parts[0].startswith("."):
             out[p.name] = p
     return out
@@ -203,7 +204,8 @@ def test_a_tree_cluster_recovers_a_node_that_was_away(sheep_factory: SheepFactor
 
 def test_a_multi_disk_node_with_the_tree_store(sheep_factory: SheepFactory,
                                                tmp_path: Path) -> None:
-    """Each disk holds its own tree (DISK/obj/XX/, DISK/obj/meta/)."""
+    """Each disk holds its own tree (DISK/XX/, DISK/meta/, as C's
+    tree store on md disks)."""
     store = tmp_path / "md"
     disks = [store / "d0", store / "d1"]
     node: SheepProcess = MdSheepProcess(store, free_port(), f"local:{tmp_path}/shm", disks)
@@ -213,12 +215,14 @@ def test_a_multi_disk_node_with_the_tree_store(sheep_factory: SheepFactory,
     run_dog(node, "vdi", "create", "test", "64M")
     data = os.urandom(64 * MiB)
     run_dog(node, "vdi", "write", "test", input=data)
-    per_disk = [tree_files(d) for d in disks]
+    per_disk = [tree_files(d, "") for d in disks]
     assert all(per_disk), "an object-less disk"
     assert sum(len(f) for f in per_disk) == 16 + 1  # 16 data objects and the inode
-    assert all((d / "obj" / "meta").is_dir() for d in disks)
-    info = run_dog(node, "node", "md", "info").stdout.decode()
-    assert all(str(d / "obj") in info for d in disks)
+    assert all((d / "meta").is_dir() for d in disks)
+    info = run_dog(node, "node", "md", "info", "-r").stdout.decode().splitlines()
+    assert [row.split()[-1] for row in info] == [str(d) for d in disks]
+    used = sum(int(row.split()[3]) for row in info)  # the objects' bytes, in subdirectories too
+    assert used >= len(data)
     assert run_dog(node, "vdi", "read", "test").stdout == data
 
 

@@ -85,12 +85,18 @@ def nonzero_span(buf: memoryview, block: int) -> tuple[int, int]:
     return start, end
 
 
-def _object_blocks(obj_dir: Path) -> int:
-    """Bytes allocated to the objects (16-hex-digit names) in `obj_dir`."""
+def _object_blocks(obj_dir: Path | str) -> int:
+    """Bytes allocated to the objects (16-hex-digit names) in `obj_dir`
+    and its subdirectories (the tree backend's), not in dot directories
+    (.stale, .tmp), as Sheepdog's for_each_object_in_path counts."""
     total = 0
     with os.scandir(obj_dir) as it:
         for e in it:
-            if len(e.name) == 16 and e.is_file(follow_symlinks=False):
+            if e.name.startswith("."):
+                continue
+            if e.is_dir(follow_symlinks=False):
+                total += _object_blocks(e.path)
+            elif len(e.name) == 16 and e.is_file(follow_symlinks=False):
                 try:
                     total += e.stat(follow_symlinks=False).st_blocks * 512
                 except FileNotFoundError:

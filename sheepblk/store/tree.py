@@ -41,8 +41,9 @@ class TreeStore(PlainStore):
 
     name = "tree"
 
-    def __init__(self, root: str | os.PathLike[str], *, nosync: bool = False) -> None:
-        super().__init__(root, nosync=nosync)
+    def __init__(self, root: str | os.PathLike[str], *, nosync: bool = False,
+                 flat: bool = False) -> None:
+        super().__init__(root, nosync=nosync, flat=flat)
         base = str(self.obj_dir)
         self._dirs = [f"{base}/{d}" for d in (META_DIR, *_TREE_DIRS)]
         made = False
