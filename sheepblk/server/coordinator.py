@@ -128,8 +128,8 @@ class StopRecovery:
 
 @dataclass(frozen=True)
 class PurgeStale:
-    """Every member has recovered `epoch`: objects no longer ours go to
-    .stale/ (`full`: nobody missed any, older stale copies may go)."""
+    """Every member has recovered `epoch` (`full`: nobody missed an
+    object): see stale.purge for what goes."""
     epoch: int
     full: bool
 

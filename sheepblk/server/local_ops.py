@@ -33,7 +33,7 @@ from ..proto import (
 from ..proto.constants import ClusterFlag
 from ..proto.records import EPOCH_LOG_SIZE
 from ..store import LISTED_BACKENDS
-from . import hyper
+from . import epoch_logs, hyper
 from .reply import Caller, Reply
 
 if TYPE_CHECKING:
@@ -71,7 +71,8 @@ async def stat_cluster(node: NodeContext, req: Request, data: memoryview | None,
     for i in range(max_logs):
         if epoch <= 0:
             break
-        got = node.epochs.read(epoch)
+        # A log we missed (we were down) is asked of the others, as C does.
+        got = await epoch_logs.read_epoch(node, epoch) if nodes_nr else node.epochs.read(epoch)
         nodes, stamp = got if got else ([], 0)
         if len(nodes) > nodes_nr:
             return Reply(Res.BUFFER_SMALL)

@@ -14,14 +14,16 @@ recovers that object first (`ready`). While the object list is being built
 every request for an object waits (we do not know yet what is missing).
 
 Stale copies (obj/.stale/OID.EPOCH, EPOCH being the last epoch the node
-owned the object, see Sheep._purge_stale) are the sources of last resort:
+owned the object, see stale.purge) are the sources of last resort:
 a previous owner that no longer has the object in obj/ answers a READ_PEER
 for an old epoch from a stale copy at least that new, and when no current
 copy answers, the stale copies the members report (GET_OBJ_LIST with the
 wildcard flag, ours) and our own are tried, newest first. So a double
 failure that leaves the only copy of an object in some .stale/ loses
-nothing. Stale copies are deleted only after a full recovery at a later
-epoch (every member recovered every object it owns).
+nothing. Stale copies are deleted once every member recovered an epoch
+without missing an object (then every object has all its copies on its
+owners), as Sheepdog purges .stale/ when every node reported its
+recovery done; see stale.purge.
 
 Deleted objects do not come back: an object that no previous owner (by
 the previous epoch's ring) holds, found only on nodes that were away or

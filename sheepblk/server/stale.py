@@ -7,6 +7,13 @@ to other owners, may hold the only copy of an object as of some epoch;
 recovery (`READ_PEER` with a target epoch) reads it from here. Why drop
 them only once every member has recovered an epoch: before that, some
 member may still ask.
+
+When every member recovered the current epoch and none missed an object
+(a `full` recovery), every object has all its copies on its owners, so
+nothing here can be the last copy of anything: as Sheepdog's
+cluster_recovery_completion then purges every .stale/ directory
+(default_cleanup), we delete every stale copy and every object we do
+not own. After a recovery that missed objects, they stay.
 """
 
 from __future__ import annotations
@@ -43,12 +50,14 @@ def newest_copy(store: ObjectStore, oid: int, since: int) -> int | None:
 
 
 async def purge(view: ClusterView, store: ObjectStore, epoch: int, full: bool) -> None:
-    """Every member has recovered `epoch`: objects we do not own under its
-    ring move to obj/.stale/OID.LAST, LAST being the last epoch we owned
-    them in (the copy is the object as of that epoch), older stale copies
-    of the same object go. When the recovery was `full` (no member missed
-    an object), stale copies made before this epoch (LAST < epoch - 1) are
-    no longer needed and are deleted. Stops early if the epoch moves on."""
+    """Every member has recovered `epoch`. When the recovery was `full`
+    (no member missed an object), objects we do not own under its ring and
+    every stale copy are deleted (Sheepdog's cleanup at the end of a
+    recovery). Otherwise objects we do not own move to obj/.stale/OID.LAST,
+    LAST being the last epoch we owned them in (the copy is the object as
+    of that epoch), older stale copies of the same object go, and the
+    other stale copies stay: one may be the last copy of an object some
+    member missed. Stops early if the epoch moves on."""
     ring = view.ring_at(epoch)
     if ring is None or view.me.nr_vnodes == 0:
         return
@@ -62,18 +71,40 @@ async def purge(view: ClusterView, store: ObjectStore, epoch: int, full: bool) -
                 return ep
         return 1
 
-    def run() -> tuple[int, int]:
+    def not_ours() -> list[int]:
+        out = []
+        for oid in list(store.oids()):
+            copies = view.copies_of(oid)
+            if not any(o.nid == me for o in ring.oid_to_nodes(oid, copies)):
+                out.append(oid)
+        return out
+
+    def clean() -> tuple[int, int]:
+        removed = dropped = 0
+        for oid in not_ours():
+            if view.epoch != epoch:
+                return removed, dropped
+            try:
+                store.remove(oid)
+                removed += 1
+            except StoreError:
+                continue
+        for oid, ep in list(store.stale_copies()):
+            if view.epoch != epoch:
+                break
+            store.remove_stale(oid, ep)
+            dropped += 1
+        return removed, dropped
+
+    def set_aside() -> int:
         tags: dict[int, list[int]] = {}
         for oid, ep in store.stale_copies():
             tags.setdefault(oid, []).append(ep)
-        moved = dropped = 0
-        for oid in list(store.oids()):
+        moved = 0
+        for oid in not_ours():
             if view.epoch != epoch:
-                return moved, dropped
-            copies = view.copies_of(oid)
-            if any(o.nid == me for o in ring.oid_to_nodes(oid, copies)):
-                continue
-            tag = last_owned(oid, copies)
+                break
+            tag = last_owned(oid, view.copies_of(oid))
             try:
                 store.move_to_stale(oid, tag)
                 moved += 1
@@ -82,16 +113,15 @@ async def purge(view: ClusterView, store: ObjectStore, epoch: int, full: bool) -
             for old in tags.pop(oid, []):
                 if old != tag:
                     store.remove_stale(oid, old)
-            tags[oid] = [tag]
-        if full:
-            for oid, eps in tags.items():
-                for ep in eps:
-                    if ep < epoch - 1 and view.epoch == epoch:
-                        store.remove_stale(oid, ep)
-                        dropped += 1
-        return moved, dropped
+        return moved
 
-    moved, dropped = await trio.to_thread.run_sync(run)
-    if moved or dropped:
-        log.info("epoch %d: %d objects no longer ours moved to .stale, %d older stale "
-                 "copies deleted", epoch, moved, dropped)
+    if full:
+        removed, dropped = await trio.to_thread.run_sync(clean)
+        if removed or dropped:
+            log.info("epoch %d: every member recovered, %d objects no longer ours and "
+                     "%d stale copies deleted", epoch, removed, dropped)
+    else:
+        moved = await trio.to_thread.run_sync(set_aside)
+        if moved:
+            log.info("epoch %d: some member missed objects, %d objects no longer ours "
+                     "moved to .stale", epoch, moved)

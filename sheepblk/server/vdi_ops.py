@@ -559,16 +559,33 @@ def head_size() -> int:
 
 def stored_inodes(store: ObjectStore) -> list[bytes]:
     """The header of every inode object this node stores (blocking; an
-    unreadable one is skipped: recovery or repair deals with it)."""
+    unreadable one is skipped: recovery or repair deals with it), and of
+    the newest stale copy of each inode not in obj/: a node that came back
+    to a running cluster moved everything it held to .stale/, and if the
+    cluster stops again before recovery brought the inodes back, they are
+    what it knows of those VDIs (Sheepdog's start-up reads .stale/ too)."""
     out = []
+    held = set()
     for oid in store.oids():
         if is_vdi_obj(oid):
+            held.add(oid)
             buf = memoryview(bytearray(SD_INODE_HEADER_SIZE))
             try:
                 store.read_into(oid, 0, buf)
             except StoreError:
                 continue
             out.append(bytes(buf))
+    newest: dict[int, int] = {}
+    for oid, ep in store.stale_copies():
+        if is_vdi_obj(oid) and oid not in held and ep > newest.get(oid, -1):
+            newest[oid] = ep
+    for oid, ep in newest.items():
+        buf = memoryview(bytearray(SD_INODE_HEADER_SIZE))
+        try:
+            store.read_stale(oid, ep, buf)
+        except StoreError:
+            continue
+        out.append(bytes(buf))
     return out
 
 
