@@ -86,13 +86,18 @@ def test_md_info_plug_unplug(md_node: MdSheepProcess, tmp_path: Path) -> None:
 
     run_dog(node, "node", "md", "unplug", "-f", str(d2))
     assert _md_paths(node) == [str(d1)]
-    assert _objects(d1) == on1 | on2 and not _objects(d2)
+    # copied to d1; d2 keeps its files, as Sheepdog's unplug leaves them
+    assert _objects(d1) == on1 | on2 and _objects(d2) == on2
     assert run_dog(node, "vdi", "read", "A").stdout == data
+    # what d2 still holds is now old: rewrite the VDI while it is out
+    data = os.urandom(NOBJ * 4 * MiB)
+    run_dog(node, "vdi", "write", "A", input=data)
 
     d3 = tmp_path / "d3"  # not there yet: plug makes it, as Sheepdog's does
     run_dog(node, "node", "md", "plug", "-f", f"{d2},{d3}")
     assert _md_paths(node) == [str(d1), str(d2), str(d3)]
     assert _objects(d2) and _objects(d3)  # rebalanced onto the new disks
+    # d2's old files were dropped before use: the rewritten bytes read back
     assert run_dog(node, "vdi", "read", "A").stdout == data
 
     bad = run_dog(node, "node", "md", "unplug", "-f", str(tmp_path / "nope"), check=False)

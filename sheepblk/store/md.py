@@ -19,7 +19,9 @@ that answers EIO, is dropped at once; `on_disk_lost` is told, so the
 daemon can fetch the objects it held from other nodes. Reads of those
 objects meanwhile answer EIO (the gateway then reads another copy); on a
 single node they are lost and say so. A planned `unplug` of a readable
-disk first moves its objects to their new homes: nothing is lost.
+disk first copies its objects to their new homes: nothing is lost, and
+the disk keeps its files, as Sheepdog's; a `plug` drops the object files
+a disk holds before it takes any, so none of them is ever served again.
 """
 
 from __future__ import annotations
@@ -149,9 +151,12 @@ class MdStore(ObjectStore):
 
     can_reopen = True
 
-    def _add(self, path: Path) -> Disk:
+    def _open(self, path: Path) -> Disk:
         path.mkdir(parents=True, exist_ok=True)
-        disk = Disk(path, self.factory(self.kind, path), _space(path))
+        return Disk(path, self.factory(self.kind, path), _space(path))
+
+    def _add(self, path: Path) -> Disk:
+        disk = self._open(path)
         self.disks.append(disk)
         return disk
 
@@ -227,8 +232,9 @@ class MdStore(ObjectStore):
             return home
         return self._elsewhere(oid, home) or home
 
-    def move(self, oid: int, src: Disk, dst: Disk) -> None:
-        """Copy an object to another disk, then remove it from `src`. An
+    def move(self, oid: int, src: Disk, dst: Disk, *, keep: bool = False) -> None:
+        """Copy an object to another disk, then remove it from `src`
+        (unless `keep`). An
         inode (or ledger) is mostly zeros: as Sheepdog's md_move_object,
         only the span between its first and last non-zero 4 KiB block is
         written, so a 12 MiB inode does not become 12 MiB of disk."""
@@ -239,7 +245,8 @@ class MdStore(ObjectStore):
         if is_vdi_obj(oid) or is_ledger_obj(oid):
             start, end = nonzero_span(buf, ZERO_BLOCK)
         dst.store.create_and_write(oid, size, start, buf[start:end], sync=True)
-        src.store.remove(oid)
+        if not keep:
+            src.store.remove(oid)
 
     def _on_home(self, oid: int, op: Callable[[ObjectStore], None]) -> None:
         """Run `op` on the disk holding `oid`: its home first (one try, no
@@ -417,8 +424,18 @@ class MdStore(ObjectStore):
             new = [Path(p) for p in paths if Path(p) not in known]
             if len(self.disks) + len(new) > MAX_DISKS:
                 raise DiskError(f"at most {MAX_DISKS} disks per node")
-            for p in new:
-                self._add(p)
+        # A plugged disk starts empty, as Sheepdog's purges it: objects
+        # there are what the node held when the disk left (since rewritten
+        # or deleted), and must never be served or spread. Only object
+        # files go; anything else in the directory is left alone.
+        disks = [self._open(p) for p in new]
+        for d in disks:
+            for oid in list(d.store.oids()):
+                d.store.remove(oid)
+            for oid, epoch in list(d.store.stale_copies()):
+                d.store.remove_stale(oid, epoch)
+        with self._lock:
+            self.disks.extend(disks)
             self._rebuild()
         return self._rebalance()
 
@@ -439,7 +456,9 @@ class MdStore(ObjectStore):
                 if self.on_disk_lost is not None:
                     self.on_disk_lost(d.path)
                 continue
+            # copied, not moved: the unplugged disk keeps its files, as
+            # Sheepdog's does (a plug purges them before any use)
             for oid in list(d.store.oids()):
-                self.move(oid, d, self.home(oid))
+                self.move(oid, d, self.home(oid), keep=True)
                 moved += 1
         return moved
