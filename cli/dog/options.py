@@ -101,8 +101,15 @@ snapshot_option = click.option("-s", "--snapshot", metavar="SNAPSHOT",
 
 def confirm(message: str) -> bool:
     """Ask on stdout, read one line from stdin; like dog, only an answer
-    starting with 'yes' goes on (the caller exits 0 otherwise)."""
-    click.echo(message, nl=False)
+    starting with 'yes' goes on (the caller exits 0 otherwise).
+
+    Buffered as C's stdio buffers it: flushed at once to a terminal, but
+    into a pipe only with later output, so a message dog writes to stderr
+    after the answer comes first there (Sheepdog's expected outputs show
+    `alter-copy`'s "... is set to N" line ahead of the prompt)."""
+    sys.stdout.write(message)
+    if sys.stdout.isatty():
+        sys.stdout.flush()
     try:
         answer = sys.stdin.readline()
     except (OSError, UnicodeDecodeError):

@@ -266,6 +266,29 @@ class Coordinator:
         yield from self._new_epoch()
         self.status = ClusterStatus.OK
 
+    def set_auto_recovery(self, on: bool) -> None:
+        """ENABLE_RECOVER / DISABLE_RECOVER's main half: the switch every
+        node holds the same (stream order), that joiners take with the
+        config; nothing to save (a restart enables recovery again)."""
+        self.config.disable_recovery = not on
+
+    def set_copies(self, copies: int) -> Steps:
+        """ALTER_CLUSTER_COPY's main half: the copies of VDIs created from
+        now on (those that exist keep theirs)."""
+        self.config.copies = copies
+        yield SaveConfig(self.config)
+
+    def placement_changed(self) -> Steps:
+        """ALTER_VDI_COPY's main half, the VDI's copies changed: a recovery
+        at the same epoch and ring moves its objects to their new owners.
+        The epoch's recovered tally starts over, so stale copies are purged
+        only once every member has finished this run too."""
+        if self.status != ClusterStatus.OK:
+            return
+        self._recovered.pop(self.epoch, None)
+        self._recovered_ok.pop(self.epoch, None)
+        yield StartRecovery(self.epoch, same_ring=True)
+
     def shut_down(self) -> Steps:
         """SHUTDOWN's main half: remember a clean cluster-wide stop, then go."""
         yield StopRecovery()
