@@ -6,9 +6,11 @@ recovery starts no object at all, so what is checked cannot race it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections import Counter
 
-from conftest import SheepFactory, SheepProcess, run_dog, wait_for
+from conftest import SheepFactory, SheepProcess, bin_path, run_dog, wait_for
 from test_cluster_daemon import node_count, objects, recovered, running, three
 
 from sheepblk.client import Vdi
@@ -139,3 +141,20 @@ def test_vdi_create_without_data_nodes(sheep_factory: SheepFactory) -> None:
     out = run_dog(nodes[0], "vdi", "create", "test", "100M", check=False)
     assert out.returncode == 1
     assert out.stderr == b"Failed to create VDI test: Failed to write to requested VDI\n"
+
+
+def test_prompt_stays_behind_later_stderr_in_one_stream(sheep_factory: SheepFactory) -> None:
+    """stdout and stderr into one file, Python unbuffered: the prompt is
+    still held back as C's stdio holds it, so the line dog writes to
+    stderr after the answer comes first (Sheepdog's 096.out)."""
+    nodes = three(sheep_factory, n=2, copies=2)
+    out = subprocess.run(
+        [bin_path("dog"), "cluster", "alter-copy", "-c", "1", "-p", str(nodes[0].port)],
+        input=b"yes\n", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, check=True)
+    assert out.stdout.decode().splitlines() == [
+        "The cluster's redundancy level is set to 1, the old one was 2.",
+        "    __", "   ()'`;",
+        "   /\\|`  Caution! Changing cluster's redundancy level will affect",
+        "  /  |   all the VDIs to be created later.",
+        "(/_)_|_  Are you sure you want to continue? [yes/no]: "]
