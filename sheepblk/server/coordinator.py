@@ -185,6 +185,10 @@ class Coordinator:
         # or a claim carries) and every one written since we started.
         self._epochs = dict(epochs)
         self.unclean = unclean  # the last run ended without its final flush
+        # This node's last run ended with `dog cluster shutdown` (its own
+        # config, before a sync replaces it): only then does a resume at
+        # the same ring skip recovery, as in Sheepdog.
+        self._shut_down_cleanly = config.shutdown
         self._now = now
         self.status = ClusterStatus.WAIT
         self.members: list[SdNode] = []
@@ -716,10 +720,14 @@ class Coordinator:
         if want != here:
             yield from self._new_epoch()
             yield StartRecovery(self.epoch, reconcile=reconcile)
-        elif reconcile:
-            # After an unclean stop, copies may differ in the writes that
-            # were never flushed: every node makes its copies the first
-            # owner's (see recovery.py).
-            yield StartRecovery(self.epoch, reconcile=True, same_ring=True)
+        elif reconcile or not self._shut_down_cleanly:
+            # As Sheepdog's update_cluster_info: a cluster back from
+            # anything but `dog cluster shutdown` recovers at the same ring,
+            # so each node pulls what it owns but lacks (an object found
+            # only in some .stale/, say). After an unclean stop, copies may
+            # also differ in the writes that were never flushed: every node
+            # makes its copies the first owner's (see recovery.py).
+            yield StartRecovery(self.epoch, reconcile=reconcile, same_ring=True)
+        self._shut_down_cleanly = False
         log.info("cluster is running at epoch %d%s", self.epoch,
                  " (comparing copies after an unclean stop)" if reconcile else "")
