@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cli.abbrev import AbbrevCommand
+from cli.cnum import str_to_uint
 from cli.daemonize import ReadyPipe, daemonize
 from cli.errors import QuietError
 from sheepblk.loglevels import LOG_INFO, LOG_LEVELS, python_level
@@ -104,6 +106,21 @@ def node_settings(store_arg: str, *, port: int = 7000, bindaddr: str = "127.0.0.
                         log_dir=log_dir, foreground=foreground, pidfile=pidfile)
 
 
+def _checked(message: str, maximum: int, minimum: int = 0
+             ) -> Callable[[click.Context, click.Parameter, str | None], int | None]:
+    """A click callback reading a number as C sheep does (str_to_u32):
+    a bad one is refused with C's own line, no usage text, exit 1."""
+    def check(ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+        if value is None:
+            return None
+        number = str_to_uint(value, maximum)
+        if number is None or number < minimum:
+            click.echo(message.format(value=value), err=True)
+            ctx.exit(1)
+        return number
+    return check
+
+
 def _v_option(ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
     """C sheep's -v: `-v N` sets the vnodes (and wins over -V); a bare -v
     shows the version and exits."""
@@ -125,14 +142,17 @@ def _v_option(ctx: click.Context, _param: click.Parameter, value: str | None) ->
                     "this node keeps its state and objects; objects go on the DISKs instead "
                     "when given (multi-disk node).")
 @click.argument("store_arg", metavar="STORE_DIR[,DISK...]")
-@click.option("-p", "--port", type=int, default=7000, help="TCP port (default 7000)")
+@click.option("-p", "--port", default="7000", help="TCP port (default 7000)",
+              callback=_checked("Invalid port number '{value}'", 0xFFFF, minimum=1))
 @click.option("-b", "--bindaddr", default="127.0.0.1",
               help="address to listen on (default 127.0.0.1)")
 @click.option("-y", "--myaddr", help="address advertised to other sheep")
 @click.option("-c", "--cluster", default="local",
               help="cluster driver: local[:SHMFILE] (default), "
                    "zookeeper:HOST:PORT[,HOST:PORT...], or solo")
-@click.option("-z", "--zone", type=int, help="zone id (default: from the address)")
+@click.option("-z", "--zone", help="zone id (default: from the address)",
+              callback=_checked("Invalid zone id '{value}': must be an integer between 0 "
+                                "and 4294967295", 0xFFFFFFFF))
 @click.option("-g", "--gateway", is_flag=True,
               help="gateway only: serve requests, store no objects")
 @click.option("-f", "--foreground", is_flag=True, help="do not daemonise")

@@ -105,23 +105,27 @@ SHEEP_CASES: list[tuple[str, Expected]] = [
       'local:/sd/shm'}),
     ('/wd/0 -p 7000', {'store_dir': '/wd/0'}),
     ('/wd/0 -p 65535', {'store_dir': '/wd/0', 'port': 65535}),
-    ('/wd/0 -p 0', {'store_dir': '/wd/0', 'port': 0}),
-    ('/wd/0 -p 65536', {'store_dir': '/wd/0', 'port': 65536}),
-    ('/wd/0 -p 4294967297', {'store_dir': '/wd/0', 'port': 4294967297}),
-    ('/wd/0 -p -1', {'store_dir': '/wd/0', 'port': -1}),
-    ('/wd/0 -p a', ('exit', 2)),
-    ('/wd/0 -p 42a', ('exit', 2)),
-    ('/wd/0 -p +', ('exit', 2)),
-    ('/wd/0 -p -', ('exit', 2)),
+    # Ports and zones are read as C sheep reads them (str_to_u16 / u32):
+    # anything else exits 1 with C's message (the parse used to let
+    # out-of-range numbers through to the daemon).
+    ('/wd/0 -p 0', ('exit', 1)),
+    ('/wd/0 -p 65536', ('exit', 1)),
+    ('/wd/0 -p 4294967297', ('exit', 1)),
+    ('/wd/0 -p -1', ('exit', 1)),
+    ('/wd/0 -p a', ('exit', 1)),
+    ('/wd/0 -p 42a', ('exit', 1)),
+    ('/wd/0 -p +', ('exit', 1)),
+    ('/wd/0 -p -', ('exit', 1)),
+    ('/wd/0 -p " +7002"', {'store_dir': '/wd/0', 'port': 7002}),
     ('/wd/0 -z 0', {'store_dir': '/wd/0', 'zone': 0}),
     ('/wd/0 -z 4294967295', {'store_dir': '/wd/0', 'zone': 4294967295}),
-    ('/wd/0 -z 4294967296', {'store_dir': '/wd/0', 'zone': 4294967296}),
-    ('/wd/0 -z 9223372036854775808', {'store_dir': '/wd/0', 'zone': 9223372036854775808}),
-    ('/wd/0 -z -1', {'store_dir': '/wd/0', 'zone': -1}),
-    ('/wd/0 -z a', ('exit', 2)),
-    ('/wd/0 -z 42a', ('exit', 2)),
-    ('/wd/0 -z +', ('exit', 2)),
-    ('/wd/0 -z -', ('exit', 2)),
+    ('/wd/0 -z 4294967296', ('exit', 1)),
+    ('/wd/0 -z 9223372036854775808', ('exit', 1)),
+    ('/wd/0 -z -1', ('exit', 1)),
+    ('/wd/0 -z a', ('exit', 1)),
+    ('/wd/0 -z 42a', ('exit', 1)),
+    ('/wd/0 -z +', ('exit', 1)),
+    ('/wd/0 -z -', ('exit', 1)),
     ('--port 7001 --bindaddr 0.0.0.0 --myaddr 10.0.0.1 --cluster solo --zone 3 /s',
      {'port': 7001, 'bindaddr': '0.0.0.0', 'myaddr': '10.0.0.1', 'zone': 3, 'cluster': 'solo'}),
     ('--port=7001 --bindaddr=0.0.0.0 --myaddr=10.0.0.1 --cluster=local --zone=3 /s',
@@ -194,7 +198,7 @@ SHEEP_CASES: list[tuple[str, Expected]] = [
     ('/s -p', ('exit', 2)),
     ('--gateway=1 /s', ('exit', 2)),
     ('--bogus /s', ('exit', 2)),
-    ('-z /s', ('exit', 2)),
+    ('-z /s', ('exit', 1)),  # C: "Invalid zone id '/s'"
     ('-c', ('exit', 2)),
     ('-h', ('exit', 0)),
     ('--help', ('exit', 0)),
@@ -295,7 +299,12 @@ def test_sheepfs_command_lines(line: str, expected: Expected) -> None:
 
 
 def test_sheep_usage_errors_say_what_is_wrong(capsys: pytest.CaptureFixture[str]) -> None:
-    assert sheep.main(["-p", "x", "/s"]) == 2
+    assert sheep.main(["-p", "x", "/s"]) == 1
+    assert capsys.readouterr().err == "Invalid port number 'x'\n"
+    assert sheep.main(["-z", "4294967296", "/s"]) == 1
+    assert capsys.readouterr().err == ("Invalid zone id '4294967296': must be an integer "
+                                       "between 0 and 4294967295\n")
+    assert sheep.main(["-V", "x", "/s"]) == 2
     err = capsys.readouterr().err
     assert "Usage: sheep [OPTIONS] STORE_DIR[,DISK...]" in err
     assert "'x' is not a valid integer" in err

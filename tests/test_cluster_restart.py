@@ -4,6 +4,9 @@ back, through every node."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 from conftest import SheepFactory, SheepProcess, free_port, run_dog, wait_for
 from test_cluster_daemon import node_count, recovered, running, three
 
@@ -87,3 +90,47 @@ def test_old_nodes_back_never_serve_their_old_copies(sheep_factory: SheepFactory
         _replace(sheep_factory, nodes, nodes[i - 2], nodes[i], slow=True)
     assert _stamps(nodes[0]) == want
     assert _stamps(nodes[1]) == want
+
+
+def test_objects_left_only_in_stale_come_back_after_a_restart(
+        sheep_factory: SheepFactory) -> None:
+    """Sheepdog's test 072: the cluster is stopped (not `dog cluster
+    shutdown`) and each node's copy of an object it owns is found only in
+    its .stale/ when it comes back. The resume recovers at the same ring,
+    as Sheepdog does, and the objects are in obj/ again."""
+    nodes = three(sheep_factory, n=2, copies=1)
+    (late,) = sheep_factory.start(1, cluster=nodes[0].cluster)
+    nodes.append(late)
+    wait_for(lambda: node_count(nodes[0]) == 3, "3 nodes")
+    run_dog(nodes[0], "vdi", "create", "-P", "test", "64M")
+    wait_for(lambda: recovered(nodes), "recovery")
+    data = run_dog(nodes[0], "vdi", "read", "test").stdout
+    for n in nodes:  # all at once, as the harness's pkill: the last epoch keeps all three
+        assert n.proc is not None
+        os.kill(n.proc.pid, signal.SIGTERM)
+    for n in nodes:
+        n.stop()
+    assert all(epochs(n) == 2 for n in nodes), [epochs(n) for n in nodes]
+    moved = []
+    for n in nodes[:2]:  # an object each of the first epoch's nodes owns
+        obj = n.store / "obj"
+        names = sorted(p.name for p in obj.iterdir() if p.name.startswith("00"))
+        if not names:  # the ring gave this node none (random ports)
+            continue
+        (obj / ".stale").mkdir(exist_ok=True)
+        (obj / names[0]).rename(obj / ".stale" / f"{names[0]}.1")
+        moved.append((n, names[0]))
+    assert moved
+    for n in nodes:
+        n.start()
+    wait_for(lambda: all(running(n) for n in nodes) and recovered(nodes), "recovery")
+    for n, name in moved:
+        assert (n.store / "obj" / name).exists(), (n.port, name)
+    out = run_dog(nodes[2], "vdi", "check", "test")
+    assert out.stdout.decode().splitlines() == ["finish check&repair test"]
+    assert run_dog(nodes[1], "vdi", "read", "test").stdout == data
+
+
+def epochs(node: SheepProcess) -> int:
+    """The newest epoch log a stopped node keeps."""
+    return max(int(p.name) for p in (node.store / "epoch").iterdir() if p.name.isdigit())

@@ -43,8 +43,9 @@ A, B, C = node(7000), node(7001), node(7002)
 
 
 def coord(me: SdNode, *, formatted: bool = False, epoch: int = 0,
-          epochs: dict[int, list[SdNode]] | None = None, unclean: bool = False) -> Coordinator:
-    cfg = NodeConfig(ctime=CTIME, copies=3) if formatted else NodeConfig()
+          epochs: dict[int, list[SdNode]] | None = None, unclean: bool = False,
+          shut_down: bool = False) -> Coordinator:
+    cfg = NodeConfig(ctime=CTIME, copies=3, shutdown=shut_down) if formatted else NodeConfig()
     logs = {ep: (nodes, 1000 + ep) for ep, nodes in (epochs or {}).items()}
     return Coordinator(me, cfg, VdiTable(), epoch=epoch, epochs=logs, unclean=unclean,
                        now=lambda: 42)
@@ -112,8 +113,16 @@ def test_an_unformatted_first_node_waits_for_format() -> None:
 
 
 def test_a_restarted_lone_node_runs_when_its_last_epoch_had_only_it() -> None:
-    c = coord(A, formatted=True, epoch=3, epochs={3: [A]})
+    c = coord(A, formatted=True, epoch=3, epochs={3: [A]}, shut_down=True)
     assert feed(c, Joined(1, A, (A,))) == []
+    assert c.status == ClusterStatus.OK and c.epoch == 3
+
+
+def test_a_cluster_back_from_a_kill_recovers_at_the_same_ring() -> None:
+    """Not `dog cluster shutdown`: as Sheepdog, each node recovers what it
+    owns but lacks (Sheepdog's test 072: objects left only in .stale/)."""
+    c = coord(A, formatted=True, epoch=3, epochs={3: [A]})
+    assert feed(c, Joined(1, A, (A,))) == [StartRecovery(3, same_ring=True)]
     assert c.status == ClusterStatus.OK and c.epoch == 3
 
 
@@ -136,7 +145,8 @@ def test_a_restarted_cluster_waits_for_the_claim_of_every_node_present() -> None
     (claim,) = [x.msg for x in out if isinstance(x, Broadcast)]
     assert claim.kind == mship.CLAIM and claim.extra["epoch"] == 2
     for c in (a, b):
-        assert feed(c, msg(4, B, claim)) == []
+        # killed, not shut down: each recovers at the same ring
+        assert feed(c, msg(4, B, claim)) == [StartRecovery(2, same_ring=True)]
         assert c.status == ClusterStatus.OK and c.epoch == 2
 
 

@@ -202,3 +202,15 @@ def test_bad_options_are_usage_errors(one_node: SheepProcess) -> None:
 def test_usage_error_is_one_line(one_node: SheepProcess) -> None:
     line = fails(one_node, "vdi", "write", "-s", "snap1", "Alice", input=b"x", code=64)
     assert "No such option" in line and "-s" in line
+
+
+def test_restore_to_a_missing_snapshot_says_why(one_node: SheepProcess) -> None:
+    """As dog: the failed look-up's own line, then what it means here."""
+    run_dog(one_node, "vdi", "create", "test", "4M")
+    run_dog(one_node, "vdi", "snapshot", "-s", "s1", "test")
+    out = run_dog(one_node, "vdi", "restore", "test", "-s", "nope", input=b"", check=False)
+    assert out.returncode == 1
+    assert out.stderr.decode().splitlines() == [
+        "Failed to open VDI test (snapshot id: 0 snapshot tag: nope): "
+        "Failed to find requested tag",
+        "Snapshot ID 0 or tag nope doesn't exist"]

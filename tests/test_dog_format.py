@@ -252,6 +252,21 @@ def test_parse_copies() -> None:
     for bad in ("0", "32", "3:1", "x", "4:0", "4:16"):
         with pytest.raises(QuietError):
             parse_copies(bad)
+    with pytest.raises(QuietError) as err:  # dog's text, Sheepdog's tests 029 and 096
+        parse_copies("something")
+    assert err.value.message == (
+        "Invalid parameter something\n"
+        "To create replicated vdi, set -c x\n"
+        "  x(1 to 31)   - number of replicated copies\n"
+        "To create erasure coded vdi, set -c x:y\n"
+        "  x(2,4,8,16)  - number of data strips\n"
+        "  y(1 to 15)   - number of parity strips")
+
+
+def test_cluster_info_shows_disabled_recovery() -> None:
+    off = epoch1()._replace(disable_recovery=1)
+    assert format_cluster_info(Res.SUCCESS, [off]).splitlines()[0] == (
+        "Cluster status: running, auto-recovery disabled")
 
 
 def test_parse_snapshot() -> None:

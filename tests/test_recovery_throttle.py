@@ -7,8 +7,9 @@ recovery for ten minutes per object, so what is checked does not race it."""
 from __future__ import annotations
 
 import os
+import subprocess
 
-from conftest import SheepFactory, SheepProcess, run_dog, wait_for
+from conftest import SheepFactory, SheepProcess, bin_path, run_dog, wait_for
 
 from sheepblk.client import Vdi
 from sheepblk.proto import Op, RecoveryThrottle
@@ -90,3 +91,31 @@ def test_recovery_under_a_throttle(sheep_factory: SheepFactory) -> None:
     wait_for(lambda: all(progress(n) is None for n in live), "recovery done", WAIT)
     with live[0].client() as c, Vdi(c, "T", writable=False) as v:
         assert v.pread(48 * MiB, 0) == data
+
+
+def test_throttle_numbers_are_read_as_dog_reads_them(one_node: SheepProcess) -> None:
+    """strtol's verdicts, which Sheepdog's test 107 pins: max is 0 .. 2^32-1,
+    interval 0 .. 2^63-1, both zero or both not."""
+    def set_throttle(mx: str, interval: str) -> subprocess.CompletedProcess[bytes]:
+        # "--" so that "-1" is a value: the address options go before it.
+        return subprocess.run([bin_path("dog"), "node", "recovery", "set-throttle", "-a",
+                               "127.0.0.1", "-p", str(one_node.port), "--", mx, interval],
+                              capture_output=True, timeout=60)
+
+    def refused(mx: str, interval: str) -> str:
+        out = set_throttle(mx, interval)
+        assert out.returncode == 64, out
+        return out.stderr.decode().strip()
+
+    assert refused("4294967295", "9223372036854775808") == \
+        "Invalid interval (9223372036854775808)"
+    assert refused("4294967296", "9223372036854775807") == "Invalid max (4294967296)"
+    assert refused("-1", "1") == "Invalid max (-1)"
+    assert refused("1", "-2") == "Invalid interval (-2)"
+    assert refused("0", "1") == "Invalid interval max (0), interval (1)"
+    assert refused("1a", "1") == "Invalid max (1a)"
+    assert get_throttle(one_node) == "max (0), interval (0)"
+    assert set_throttle("4294967295", "9223372036854775807").returncode == 0
+    assert get_throttle(one_node) == "max (4294967295), interval (9223372036854775807)"
+    assert set_throttle("+0", " 0").returncode == 0
+    assert get_throttle(one_node) == "max (0), interval (0)"

@@ -20,6 +20,7 @@ import click
 
 from sheepblk.client import NetworkError, SheepdogError
 
+from .alter_copy import cluster_alter_copy, vdi_alter_copy
 from .cluster import cluster
 from .errors import EXIT_FAILURE, EXIT_SYSFAIL, EXIT_USAGE, QuietError
 from .node import node
@@ -33,6 +34,8 @@ def dog() -> None:
     """Sheepdog administrator utility (sheepblk)."""
 
 
+cluster.add_command(cluster_alter_copy)
+vdi.add_command(vdi_alter_copy)
 dog.add_command(cluster)
 dog.add_command(node)
 dog.add_command(vdi)

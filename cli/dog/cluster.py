@@ -48,8 +48,12 @@ def parse_copies(text: str) -> tuple[int, int]:
     copy_policy) as dog's parse_copy() does."""
     data_s, _, parity_s = text.partition(":")
     bad = QuietError(
-        f"Invalid parameter {text}: set -c x (1 to {SD_MAX_COPIES} replicated copies) "
-        "or -c x:y (x of 2, 4, 8, 16 data strips, y of 1 to 15 parity strips)",
+        f"Invalid parameter {text}\n"
+        "To create replicated vdi, set -c x\n"
+        f"  x(1 to {SD_MAX_COPIES})   - number of replicated copies\n"
+        "To create erasure coded vdi, set -c x:y\n"
+        "  x(2,4,8,16)  - number of data strips\n"
+        "  y(1 to 15)   - number of parity strips",
         EXIT_FAILURE)
     if not data_s.isdigit() or (parity_s and not parity_s.isdigit()):
         raise bad

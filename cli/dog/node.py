@@ -12,6 +12,7 @@ from sheepblk.client import ClientError, SheepdogError
 from sheepblk.proto import Op, RecoveryState, RecoveryThrottle, SdNode, strerror
 from sheepblk.proto.records import RECOVERY_THROTTLE_SIZE
 
+from ..cnum import strtoll
 from .errors import EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE, QuietError
 from .format import NODE_LIST_HEADER, node_addr, node_list_row, sort_nodes, strnumber
 from .inodes import walk_vdis
@@ -214,11 +215,12 @@ def recovery_set_throttle(target: Target, max_arg: str | None, interval_arg: str
     if raw_max is None or raw_interval is None:
         raise QuietError(f"Invalid interval max ({raw_max}), interval ({raw_interval})",
                          EXIT_USAGE)
-    if not raw_max.isdigit() or int(raw_max) > _U32_MAX:
+    mx = strtoll(raw_max)
+    if mx is None or not 0 <= mx <= _U32_MAX:
         raise QuietError(f"Invalid max ({raw_max})", EXIT_USAGE)
-    if not raw_interval.isdigit():
+    interval = strtoll(raw_interval)
+    if interval is None or interval < 0:
         raise QuietError(f"Invalid interval ({raw_interval})", EXIT_USAGE)
-    mx, interval = int(raw_max), int(raw_interval)
     if (mx == 0) != (interval == 0):
         raise QuietError(f"Invalid interval max ({mx}), interval ({interval})", EXIT_USAGE)
     body = RecoveryThrottle(mx, interval, mx > 0).pack()

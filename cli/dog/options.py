@@ -9,10 +9,11 @@ everywhere.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -99,10 +100,31 @@ snapshot_option = click.option("-s", "--snapshot", metavar="SNAPSHOT",
                                help="specify a snapshot id or tag name")
 
 
+def _buffered_stdout() -> TextIO:
+    out = sys.stdout
+    if isinstance(out, io.TextIOWrapper) and out.write_through:
+        out.flush()
+        raw = io.FileIO(out.fileno(), "w", closefd=False)
+        out = io.TextIOWrapper(io.BufferedWriter(raw), encoding=out.encoding,
+                               errors=out.errors)
+        sys.stdout = out
+    return out
+
+
 def confirm(message: str) -> bool:
     """Ask on stdout, read one line from stdin; like dog, only an answer
-    starting with 'yes' goes on (the caller exits 0 otherwise)."""
-    click.echo(message, nl=False)
+    starting with 'yes' goes on (the caller exits 0 otherwise).
+
+    Buffered as C's stdio buffers it: flushed at once to a terminal, but
+    into a pipe or file only with later output or at exit, so a message
+    dog writes to stderr after the answer comes first there (Sheepdog's
+    expected outputs show `alter-copy`'s "... is set to N" line ahead of
+    the prompt). Python's stdout may be unbuffered (PYTHONUNBUFFERED):
+    then a buffered one takes its place for the rest of the command."""
+    if sys.stdout.isatty():
+        click.echo(message, nl=False)
+    else:
+        _buffered_stdout().write(message)
     try:
         answer = sys.stdin.readline()
     except (OSError, UnicodeDecodeError):

@@ -140,15 +140,17 @@ def do_restore(c: SheepClient, name: str, snapshot: str, src: BinaryIO) -> None:
 def restore(target: Target, name: str, snapshot: str | None) -> int:
     """restore snapshot images from a backup provided in stdin"""
     if not snapshot:
-        raise QuietError("We can restore a backup file only to snapshots: please specify "
-                         "the '-s' option", EXIT_USAGE)
+        raise QuietError("We can restore a backup file only to snapshots\n"
+                         "Please specify the '-s' option", EXIT_USAGE)
     snapid, tag = parse_snapshot(snapshot)
     if os.isatty(0):
         raise QuietError("stdin must be pipe", EXIT_USAGE)
     with target.client() as c:
         try:
             read_vdi(c, name, snapshot, with_index=False)
-        except QuietError:
+        except QuietError as e:
+            # dog says why the lookup failed, then what it means here.
+            click.echo(e.message, err=True)
             raise QuietError(f"Snapshot ID {snapid} or tag {tag} doesn't exist",
                              EXIT_FAILURE) from None
         current = read_vdi(c, name, None, with_index=False).header

@@ -31,7 +31,12 @@ from ..proto import (
     VdiStateArgs,
     vid_to_vdi_oid,
 )
-from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
+from ..proto.constants import (
+    SD_DEFAULT_BLOCK_SIZE_SHIFT,
+    SD_DEFAULT_COPIES,
+    SD_MAX_COPIES,
+    ClusterFlag,
+)
 from ..proto.inode import SD_INODE_HEADER_SIZE
 from ..store import BACKENDS, NodeConfig, StoreError
 from . import md_ops
@@ -258,6 +263,45 @@ async def notify_vdi_add_main(node: NodeContext, req: Request, msg: ClusterMsg) 
         node.table.set_names(vid, bytes.fromhex(name), bytes.fromhex(tag), snap_id, ctime,
                              parent=parent)
     return res
+
+
+async def enable_recover_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
+    node.set_auto_recovery(True)
+    log.info("automatic recovery enabled")
+    return Res.SUCCESS
+
+
+async def disable_recover_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
+    """From now on a recovery pulls only the objects clients ask for
+    until recovery is enabled again (Sheepdog's suspended recovery)."""
+    node.set_auto_recovery(False)
+    log.info("automatic recovery disabled")
+    return Res.SUCCESS
+
+
+async def alter_cluster_copy_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
+    """`dog cluster alter-copy`: the default copies of new VDIs. Erasure
+    coding cannot be changed (Sheepdog refuses it too)."""
+    c = ClusterArgs.unpack(req.args)
+    if c.copy_policy or not 1 <= c.copies <= SD_MAX_COPIES:
+        return Res.INVALID_PARMS
+    node.set_cluster_copies(c.copies)
+    log.info("the cluster's copies are %d now", c.copies)
+    return Res.SUCCESS
+
+
+async def alter_vdi_copy_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
+    """`dog vdi alter-copy` (dog has rewritten the inode already): the
+    VDI's objects get the new number of copies, and a recovery at the
+    same epoch moves them (as Sheepdog's cluster_alter_vdi_copy)."""
+    s = VdiStateArgs.unpack(req.args)
+    if s.copy_policy or not 1 <= s.copies <= SD_MAX_COPIES:
+        return Res.INVALID_PARMS
+    if not node.table.set_copies(s.new_vid, s.copies):
+        return Res.NO_VDI
+    log.info("VDI %x has %d copies now", s.new_vid, s.copies)
+    node.placement_changed()
+    return Res.SUCCESS
 
 
 async def shutdown_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:

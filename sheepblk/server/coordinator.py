@@ -185,6 +185,10 @@ class Coordinator:
         # or a claim carries) and every one written since we started.
         self._epochs = dict(epochs)
         self.unclean = unclean  # the last run ended without its final flush
+        # This node's last run ended with `dog cluster shutdown` (its own
+        # config, before a sync replaces it): only then does a resume at
+        # the same ring skip recovery, as in Sheepdog.
+        self._shut_down_cleanly = config.shutdown
         self._now = now
         self.status = ClusterStatus.WAIT
         self.members: list[SdNode] = []
@@ -265,6 +269,29 @@ class Coordinator:
         yield from self._set_epoch(0)
         yield from self._new_epoch()
         self.status = ClusterStatus.OK
+
+    def set_auto_recovery(self, on: bool) -> None:
+        """ENABLE_RECOVER / DISABLE_RECOVER's main half: the switch every
+        node holds the same (stream order), that joiners take with the
+        config; nothing to save (a restart enables recovery again)."""
+        self.config.disable_recovery = not on
+
+    def set_copies(self, copies: int) -> Steps:
+        """ALTER_CLUSTER_COPY's main half: the copies of VDIs created from
+        now on (those that exist keep theirs)."""
+        self.config.copies = copies
+        yield SaveConfig(self.config)
+
+    def placement_changed(self) -> Steps:
+        """ALTER_VDI_COPY's main half, the VDI's copies changed: a recovery
+        at the same epoch and ring moves its objects to their new owners.
+        The epoch's recovered tally starts over, so stale copies are purged
+        only once every member has finished this run too."""
+        if self.status != ClusterStatus.OK:
+            return
+        self._recovered.pop(self.epoch, None)
+        self._recovered_ok.pop(self.epoch, None)
+        yield StartRecovery(self.epoch, same_ring=True)
 
     def shut_down(self) -> Steps:
         """SHUTDOWN's main half: remember a clean cluster-wide stop, then go."""
@@ -693,10 +720,14 @@ class Coordinator:
         if want != here:
             yield from self._new_epoch()
             yield StartRecovery(self.epoch, reconcile=reconcile)
-        elif reconcile:
-            # After an unclean stop, copies may differ in the writes that
-            # were never flushed: every node makes its copies the first
-            # owner's (see recovery.py).
-            yield StartRecovery(self.epoch, reconcile=True, same_ring=True)
+        elif reconcile or not self._shut_down_cleanly:
+            # As Sheepdog's update_cluster_info: a cluster back from
+            # anything but `dog cluster shutdown` recovers at the same ring,
+            # so each node pulls what it owns but lacks (an object found
+            # only in some .stale/, say). After an unclean stop, copies may
+            # also differ in the writes that were never flushed: every node
+            # makes its copies the first owner's (see recovery.py).
+            yield StartRecovery(self.epoch, reconcile=reconcile, same_ring=True)
+        self._shut_down_cleanly = False
         log.info("cluster is running at epoch %d%s", self.epoch,
                  " (comparing copies after an unclean stop)" if reconcile else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
+from importlib import metadata
 
 import trio
 
@@ -36,6 +37,13 @@ async def _watch_signals(node: Sheep) -> None:
             return
 
 
+def _version() -> str:
+    try:
+        return metadata.version("sheepblk")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
                 ready: Callable[[], None] | None = None) -> str:
     """Run one sheep until it is told to stop. `ready` is called once the
@@ -50,6 +58,9 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     write_atomic(running, b"")
     await node.load_vdis()
     listeners = await trio.open_tcp_listeners(opts.port, host=opts.bindaddr)
+    # Sheepdog's first line names the daemon: scripts (its tests among
+    # them) grep sheep.log for "daemon" to see that a node came up.
+    log.info("sheepdog daemon (sheepblk %s) started", _version())
     log.info("listening on %s:%d, store %s, cluster driver %s", opts.bindaddr, opts.port,
              opts.store_dir, driver.name)
 

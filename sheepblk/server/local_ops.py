@@ -80,8 +80,8 @@ async def stat_cluster(node: NodeContext, req: Request, data: memoryview | None,
             nodes = []
         if i == 0:
             c = node.config
-            log = EpochLog(c.ctime, stamp, epoch, nodes, 0, c.copies, c.copy_policy,
-                           _flags(node), c.store)
+            log = EpochLog(c.ctime, stamp, epoch, nodes, int(c.disable_recovery), c.copies,
+                           c.copy_policy, _flags(node), c.store)
         else:
             log = EpochLog(0, stamp, epoch, nodes)
         out += log.pack(nodes_slots=nodes_nr)
@@ -95,7 +95,8 @@ async def cluster_info(node: NodeContext, req: Request, data: memoryview | None,
     body = ClusterInfo(epoch=node.epoch, ctime=c.ctime, flags=_flags(node), nr_copies=c.copies,
                        copy_policy=c.copy_policy, status=int(node.status),
                        block_size_shift=c.block_size_shift, store=c.store,
-                       nodes=node.members).pack()
+                       nodes=node.members,
+                       disable_recovery=int(c.disable_recovery)).pack()
     return Reply(data=body[:req.data_length])
 
 

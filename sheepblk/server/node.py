@@ -325,6 +325,21 @@ class Sheep:
         """MAKE_FS's main half once the store is formatted."""
         self._run_now(self.coord.format(config))
 
+    def set_auto_recovery(self, on: bool) -> None:
+        """ENABLE_RECOVER / DISABLE_RECOVER's main half: a suspended
+        recovery goes on once enabled."""
+        self.coord.set_auto_recovery(on)
+        if on:
+            self.recovery.resume()
+
+    def set_cluster_copies(self, copies: int) -> None:
+        """ALTER_CLUSTER_COPY's main half."""
+        self._run_now(self.coord.set_copies(copies))
+
+    def placement_changed(self) -> None:
+        """ALTER_VDI_COPY's main half, once the VDI table has the new copies."""
+        self._run_now(self.coord.placement_changed())
+
     def shut_down(self) -> None:
         """SHUTDOWN's main half."""
         self._run_now(self.coord.shut_down())
@@ -361,7 +376,10 @@ class Sheep:
                 await self.calls.caught_up()
             if self.status == ClusterStatus.WAIT:
                 return Reply(Res.WAIT_FOR_JOIN if self.formatted else Res.WAIT_FOR_FORMAT)
-        if (not info.force and info.kind in (Kind.GATEWAY, Kind.CLUSTER)
+        # Only object I/O halts, as in Sheepdog's queue_gateway_request: a
+        # cluster op goes on and fails on the I/O it does (a VDI created in
+        # a cluster of gateways is "Failed to write to requested VDI").
+        if (not info.force and info.kind is Kind.GATEWAY
                 and self.view.halted(0, self.config.copies)):
             return Reply(Res.HALT)
         try:

@@ -75,6 +75,10 @@ OPS: dict[int, OpInfo] = {
     Op.GET_VDI_ATTR: OpInfo(C, c.through_stream, work=c.get_vdi_attr_work),
     Op.MAKE_FS: OpInfo(C, c.through_stream, force=True, main=c.make_fs_main),
     Op.SHUTDOWN: OpInfo(C, c.through_stream, force=True, main=c.shutdown_main),
+    Op.ENABLE_RECOVER: OpInfo(C, c.through_stream, main=c.enable_recover_main),
+    Op.DISABLE_RECOVER: OpInfo(C, c.through_stream, main=c.disable_recover_main),
+    Op.ALTER_CLUSTER_COPY: OpInfo(C, c.through_stream, main=c.alter_cluster_copy_main),
+    Op.ALTER_VDI_COPY: OpInfo(C, c.through_stream, main=c.alter_vdi_copy_main),
     Op.NOTIFY_VDI_ADD: OpInfo(C, c.through_stream, work=c.notify_vdi_add_work,
                               main=c.notify_vdi_add_main),
     # local

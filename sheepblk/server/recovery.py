@@ -50,6 +50,11 @@ in flight with no pause, so client I/O keeps most of the disk and network;
 a client request for an object not yet recovered is never throttled. A
 throttle set during a recovery applies from its next object. A newer epoch cancels the running recovery and
 starts over from the new ring; objects already pulled are then kept.
+
+`dog cluster recover disable` (the config's disable_recovery) suspends
+that feed: a run still builds its object list and still recovers each
+object a client asks for, but starts no other object until `dog cluster
+recover enable` (`resume`), as Sheepdog's suspended recovery does.
 """
 
 from __future__ import annotations
@@ -162,6 +167,7 @@ class Recovery:
         self._missing: dict[int, trio.Event] = {}
         self.throttle = RecoveryThrottle()
         self._throttle_set = trio.Event()
+        self._resumed = trio.Event()
 
     def set_throttle(self, max_exec_count: int, interval_ms: int) -> None:
         """Sheepdog's set_recovery: both nonzero throttles, both 0 stops
@@ -169,6 +175,11 @@ class Recovery:
         on = max_exec_count > 0 and interval_ms > 0
         self.throttle = RecoveryThrottle(max_exec_count, interval_ms, on)
         ev, self._throttle_set = self._throttle_set, trio.Event()
+        ev.set()
+
+    def resume(self) -> None:
+        """Automatic recovery was enabled again: a suspended feed goes on."""
+        ev, self._resumed = self._resumed, trio.Event()
         ev.set()
 
     def state(self) -> RecoveryState:
@@ -436,6 +447,9 @@ class Recovery:
         started = 0  # in this interval
         i = 0
         while i < len(todo):
+            if self.view.config.disable_recovery:
+                await self._resumed.wait()
+                continue
             t = self.throttle
             if t.throttling and started >= t.max_exec_count:
                 with trio.move_on_after(t.queue_work_interval / 1000):

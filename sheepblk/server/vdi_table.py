@@ -140,6 +140,15 @@ class VdiTable:
             self.deleted.set(entry.vid)
         self._index(entry)
 
+    def set_copies(self, vid: int, copies: int) -> bool:
+        """ALTER_VDI_COPY: the VDI's objects have `copies` copies from now
+        on. False when the VDI is unknown."""
+        e = self.entries.get(vid)
+        if e is None:
+            return False
+        e.copies = copies
+        return True
+
     def set_names(self, vid: int, name: bytes, tag: bytes, snap_id: int,
                   create_time: int, *, parent: int = 0) -> None:
         """Record what `vid`'s inode says (name, tag, snap_id, ctime; its

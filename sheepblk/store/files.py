@@ -49,6 +49,10 @@ class NodeConfig:
     block_size_shift: int = 22
     store: str = "plain"
     shutdown: bool = False
+    # `dog cluster recover disable`: a cluster-wide switch that joiners
+    # take with the rest of the config but that no restart keeps (Sheepdog
+    # holds it in sys->cinfo, not in its config file).
+    disable_recovery: bool = False
 
     @classmethod
     def load(cls, root: Path) -> NodeConfig:
@@ -61,7 +65,9 @@ class NodeConfig:
         return cls(**known)
 
     def save(self, root: Path) -> None:
-        write_atomic(root / "config", json.dumps(asdict(self), indent=1).encode() + b"\n")
+        fields = asdict(self)
+        del fields["disable_recovery"]
+        write_atomic(root / "config", json.dumps(fields, indent=1).encode() + b"\n")
 
 
 class EpochStore:
