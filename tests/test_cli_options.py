@@ -261,7 +261,7 @@ def _sheep(line: str) -> Expected:
         "nosync": o.nosync, "cluster": o.cluster, "foreground": s.foreground,
         "log_level": s.log_level, "log_dir": s.log_dir, "pidfile": s.pidfile,
     }
-    if s.object_dirs != [o.store_dir / "obj"]:  # a single disk: STORE/obj
+    if s.object_dirs not in ([o.store_dir / "obj"], [o.store_dir]):  # STORE/obj, or STORE named as its disk
         got["disks"] = [str(d) for d in s.object_dirs]
     return got
 
