@@ -237,12 +237,11 @@ async def make_fs_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
             return Res.NO_STORE
         await trio.to_thread.run_sync(node.store.reopen, store_name)
     await trio.to_thread.run_sync(node.store.format)
-    flags = c.flags
-    if node.auto_vnodes:
-        flags |= ClusterFlag.AUTO_VNODES
+    # The flags as dog sent them, the vnodes strategy included: dog
+    # checked that every sheep was started for it (C sheep takes them too).
     node.adopt_format(NodeConfig(ctime=c.ctime or int(time.time()) << 32,
                                  copies=c.copies or SD_DEFAULT_COPIES,
-                                 copy_policy=c.copy_policy, flags=flags,
+                                 copy_policy=c.copy_policy, flags=c.flags,
                                  block_size_shift=c.block_size_shift
                                  or SD_DEFAULT_BLOCK_SIZE_SHIFT,
                                  store=store_name))

@@ -45,7 +45,6 @@ class NodeContext(Protocol):
     buffers: BufferPool
     recovery: Recovery
     loglevel: int
-    auto_vnodes: bool
 
     # the cluster's state (read-only: the coordinator changes it)
     @property
@@ -66,6 +65,12 @@ class NodeContext(Protocol):
     @property
     def departed(self) -> dict[str, str]: ...
 
+    @property
+    def auto_vnodes(self) -> bool: ...
+
+    @property
+    def nr_vnodes(self) -> int: ...
+
     calls: ClusterCalls  # this node's side of the ordered stream
     stopped: trio.Event
 
@@ -83,3 +88,5 @@ class NodeContext(Protocol):
     def fail_stop(self, why: str) -> None: ...
 
     def set_loglevel(self, level: int) -> None: ...
+
+    def update_node(self, *, nr_vnodes: int | None = None, space: int | None = None) -> None: ...

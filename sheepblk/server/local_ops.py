@@ -237,7 +237,21 @@ async def set_loglevel(node: NodeContext, req: Request, data: memoryview | None,
 
 async def get_vnodes(node: NodeContext, req: Request, data: memoryview | None,
                      caller: Caller) -> Reply:
-    return Reply(data=_I32.pack(node.me.nr_vnodes))
+    return Reply(data=_I32.pack(node.nr_vnodes))
+
+
+async def set_vnodes(node: NodeContext, req: Request, data: memoryview | None,
+                     caller: Caller) -> Reply:
+    """`dog node vnodes set`: this node's new vnodes, announced to every
+    node (a new epoch; recovery moves objects to the new ring). Only for
+    a storing node of the fixed strategy: under auto, space decides."""
+    assert data is not None  # an int32 in 1..65535 first (wire_checks)
+    if node.opts.gateway:
+        return Reply(Res.GATEWAY_MODE)
+    if node.auto_vnodes:
+        return Reply(Res.INVALID_VNODES_STRATEGY)
+    node.update_node(nr_vnodes=_I32.unpack_from(data)[0])
+    return Reply()
 
 
 async def get_recovery(node: NodeContext, req: Request, data: memoryview | None,

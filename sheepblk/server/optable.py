@@ -96,6 +96,7 @@ OPS: dict[int, OpInfo] = {
     Op.GET_LOGLEVEL: OpInfo(L, lo.get_loglevel, force=True),
     Op.SET_LOGLEVEL: OpInfo(L, lo.set_loglevel, force=True),
     Op.GET_VNODES: OpInfo(L, lo.get_vnodes, force=True),
+    Op.SET_VNODES: OpInfo(L, lo.set_vnodes, force=True),
     Op.GET_RECOVERY: OpInfo(L, lo.get_recovery, force=True),
     Op.SET_RECOVERY: OpInfo(L, lo.set_recovery, force=True),
     Op.FORCE_RECOVER: OpInfo(L, lo.force_recover, force=True),

@@ -415,6 +415,8 @@ R_BITMAP = _refuse("hdr.data_length", f"a VDI bitmap is {_BITMAP_BYTES} bytes")
 R_EPOCH = _refuse("obj.tgt_epoch", "no such epoch here", Res.NO_TAG)
 R_LEVEL_LEN = _refuse("hdr.data_length", "the log level is a 4-byte int")
 R_LEVEL = _refuse("payload.level", f"not a log level (0..{MAX_LOGLEVEL})")
+R_VNODES_LEN = _refuse("hdr.data_length", "the vnodes are an int32 (4 bytes, or 8 as C dog sends)")
+R_VNODES = _refuse("payload.vnodes", "not a number of vnodes (1..65535)")
 R_THROTTLE_LEN = _refuse("hdr.data_length",
                          f"the throttle is a {RECOVERY_THROTTLE_SIZE}-byte struct")
 R_THROTTLE = _refuse("payload.throttle", "a count without an interval, or the reverse")
@@ -441,6 +443,12 @@ def _set_loglevel(req: Request, data: memoryview | None, ctx: Context) -> Refusa
     if data is None or len(data) != _I32.size:
         return R_LEVEL_LEN
     return None if 0 <= _I32.unpack(data)[0] <= MAX_LOGLEVEL else R_LEVEL
+
+
+def _set_vnodes(req: Request, data: memoryview | None, ctx: Context) -> Refusal | None:
+    if data is None or len(data) not in (4, 8):
+        return R_VNODES_LEN
+    return None if 1 <= _I32.unpack_from(data)[0] <= 0xFFFF else R_VNODES
 
 
 def _set_recovery(req: Request, data: memoryview | None, ctx: Context) -> Refusal | None:
@@ -694,6 +702,11 @@ def _ex_loglevel(env: Env) -> tuple[Request, bytes]:
     return _req(Op.SET_LOGLEVEL, payload=_I32.pack(env.rnd.choice((5, 6, 7))))
 
 
+def _ex_vnodes(env: Env) -> tuple[Request, bytes]:
+    payload = _I32.pack(env.rnd.choice((1, 100, 0xFFFF)))
+    return _req(Op.SET_VNODES, payload=payload + bytes(env.rnd.choice((0, 4))))
+
+
 def _ex_recovery(env: Env) -> tuple[Request, bytes]:
     on = env.rnd.random() < 0.5
     t = RecoveryThrottle(4 if on else 0, 100 if on else 0)
@@ -892,6 +905,14 @@ ROWS: tuple[Row, ...] = (
                                                             body(lambda p: _I32.pack(-1)))),
     ), _set_loglevel, _ex_loglevel),
     Row(Op.GET_VNODES, _NONE, _nothing, _ex_plain(Op.GET_VNODES, 4)),
+    Row(Op.SET_VNODES, (
+        Field("hdr.data_length", "4 or 8: an int32 first", bad=(body(lambda p: p[:3]),
+                                                               body(lambda p: p * 3),
+                                                               hdr(data_length=0, flags=0))),
+        Field("payload.vnodes", "1 .. 65535", bad=(body(lambda p: _I32.pack(0)),
+                                                   body(lambda p: _I32.pack(65536)),
+                                                   body(lambda p: _I32.pack(-1)))),
+    ), _set_vnodes, _ex_vnodes),
     Row(Op.GET_DEPARTED, (REPLY_LEN,), _nothing, _ex_plain(Op.GET_DEPARTED, 1 << 16)),
     Row(Op.GET_RECOVERY, (REPLY_LEN,), _nothing, _ex_plain(Op.GET_RECOVERY, 64)),
     Row(Op.SET_RECOVERY, (
