@@ -117,3 +117,22 @@ def test_the_space_a_node_announces_is_kept_across_restarts(
     with a.client() as c:
         (me,) = c.node_list()
     assert me.space == 12345
+
+
+def test_reweight_announces_a_changed_space(sheep_factory: SheepFactory) -> None:
+    """`dog cluster reweight` measures each node again; one whose space
+    changed announces it, which makes an epoch (Sheepdog's tests 064, 113)."""
+    (a,) = sheep_factory.start(1)
+    run_dog(a, "cluster", "format", "-c", "1")
+    a.stop()
+    (a.store / "space").write_text("12345\n")  # as if it had been measured small
+    a.start()
+    a.wait_running()
+    run_dog(a, "cluster", "reweight")
+    wait_for(lambda: len(epochs(a)) == 2, "the epoch of the new space")
+    assert load_node_space(a.store) > 12345
+    with a.client() as c:
+        (me,) = c.node_list()
+    assert me.space == load_node_space(a.store)
+    run_dog(a, "cluster", "reweight")  # nothing changed since: no epoch
+    assert len(epochs(a)) == 2

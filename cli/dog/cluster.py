@@ -238,6 +238,18 @@ def cluster_shutdown(target: Target) -> int:
     return EXIT_SUCCESS
 
 
+@cluster.command("reweight")
+@target_options
+def cluster_reweight(target: Target) -> int:
+    """reweight the cluster"""
+    with target.client() as c:
+        try:
+            c.request(Op.REWEIGHT)
+        except SheepdogError as e:
+            raise QuietError(f"Response's result: {strerror(e.result)}", EXIT_FAILURE) from None
+    return EXIT_SUCCESS
+
+
 @cluster.command("check")
 @target_options
 def cluster_check(target: Target) -> int:

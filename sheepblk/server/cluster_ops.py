@@ -33,13 +33,14 @@ from ..proto import (
 )
 from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
 from ..proto.inode import SD_INODE_HEADER_SIZE
-from ..store import BACKENDS, NodeConfig, StoreError
+from ..store import BACKENDS, NodeConfig, StoreError, save_node_space
 from . import md_ops
 from .gateway import GatewayError
 from .lock_lease import Release
 from .messages import ClusterMsg
 from .peer_client import PeerError
 from .reply import Caller, Reply
+from .usage import store_usage
 from .vdi_ops import inode_names, parse_name
 from .vdi_table import VdiEntry
 from .wire_text import shown
@@ -261,6 +262,29 @@ async def notify_vdi_add_main(node: NodeContext, req: Request, msg: ClusterMsg) 
 
 async def shutdown_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
     node.shut_down()
+    return Res.SUCCESS
+
+
+# A node's space must change by this share before a reweight announces it
+# (Sheepdog's node_size_varied): small drifts, a log growing, move nothing.
+REWEIGHT_MIN_CHANGE = 0.01
+
+
+async def reweight_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
+    """`dog cluster reweight`, on every node: measure the space again
+    (usage.py) and, when it changed enough, keep and announce it, which
+    makes an epoch (under the auto strategy, with new vnodes)."""
+    if node.opts.gateway:
+        return Res.SUCCESS
+    new, _free = await trio.to_thread.run_sync(store_usage, node.store)
+    old = node.space
+    if old and abs(new - old) / old < REWEIGHT_MIN_CHANGE:
+        return Res.SUCCESS
+    if not old and not new:
+        return Res.SUCCESS
+    log.info("reweight: space %d -> %d bytes", old, new)
+    save_node_space(node.root, new)
+    node.update_node(space=new)
     return Res.SUCCESS
 
 

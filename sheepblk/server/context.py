@@ -71,6 +71,9 @@ class NodeContext(Protocol):
     @property
     def nr_vnodes(self) -> int: ...
 
+    @property
+    def space(self) -> int: ...
+
     calls: ClusterCalls  # this node's side of the ordered stream
     stopped: trio.Event
 

@@ -34,6 +34,7 @@ from ..proto.constants import ClusterFlag
 from ..proto.records import EPOCH_LOG_SIZE
 from . import hyper
 from .reply import Caller, Reply
+from .usage import store_usage
 
 if TYPE_CHECKING:
     from .context import NodeContext
@@ -138,10 +139,12 @@ async def get_node_list(node: NodeContext, req: Request, data: memoryview | None
 
 async def stat_sheep(node: NodeContext, req: Request, data: memoryview | None,
                      caller: Caller) -> Reply:
-    size, used = node.store.space()
+    """The store's size and free bytes as C sheep counts them (usage.py):
+    `dog node info`'s Used is what the objects take."""
     if node.opts.gateway:
-        size = used = 0
-    return Reply(args=NodeResult(0, size, size - used).pack())
+        return Reply(args=NodeResult(0, 0, 0).pack())
+    size, free = await trio.to_thread.run_sync(store_usage, node.store)
+    return Reply(args=NodeResult(0, size, free).pack())
 
 
 async def get_epoch(node: NodeContext, req: Request, data: memoryview | None,

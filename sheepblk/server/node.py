@@ -161,6 +161,11 @@ class Sheep:
         return self.coord.auto_vnodes
 
     @property
+    def space(self) -> int:
+        """The space this node announces (see _node_space)."""
+        return (self.coord.announced(self.me.nid) or self.me).space
+
+    @property
     def nr_vnodes(self) -> int:
         """This node's vnodes as it announced them (sheep -V, or the last
         `dog node vnodes set`); 128 for an auto node, 0 for a gateway."""

@@ -75,6 +75,7 @@ OPS: dict[int, OpInfo] = {
     Op.GET_VDI_ATTR: OpInfo(C, c.through_stream, work=c.get_vdi_attr_work),
     Op.MAKE_FS: OpInfo(C, c.through_stream, force=True, main=c.make_fs_main),
     Op.SHUTDOWN: OpInfo(C, c.through_stream, force=True, main=c.shutdown_main),
+    Op.REWEIGHT: OpInfo(C, c.through_stream, main=c.reweight_main),
     Op.NOTIFY_VDI_ADD: OpInfo(C, c.through_stream, work=c.notify_vdi_add_work,
                               main=c.notify_vdi_add_main),
     # local

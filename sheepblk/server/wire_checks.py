@@ -871,6 +871,7 @@ ROWS: tuple[Row, ...] = (
         Field("cluster.ctime", "any: the cluster's creation time (0: now)", by="cluster_ops.make_fs_main"),
     ), _make_fs, _ex_make_fs),
     Row(Op.SHUTDOWN, _NONE, _nothing, _ex_plain(Op.SHUTDOWN)),
+    Row(Op.REWEIGHT, _NONE, _nothing, _ex_plain(Op.REWEIGHT)),
     # local: this node's own state
     Row(Op.READ_VDIS, (Field("hdr.data_length", "the bitmap's size (2 MiB)",
                              bad=(hdr(data_length=1), hdr(data_length=_BITMAP_BYTES + 1))),),
