@@ -35,7 +35,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 from ..cluster.driver import Event, Joined, Left, Message
-from ..proto import ClusterStatus, Res, SdNode
+from ..proto import ClusterStatus, NodeId, Res, SdNode
 from ..proto.constants import ClusterFlag
 from ..proto.node import addr_to_bytes
 from ..ring import weight_by_space
@@ -238,7 +238,7 @@ class Coordinator:
             return bool(self.config.flags & ClusterFlag.AUTO_VNODES)
         return self.local_auto
 
-    def announced(self, nid: object) -> SdNode | None:
+    def announced(self, nid: NodeId) -> SdNode | None:
         """A member as it announced itself, before any weighting."""
         return next((n for n in self._announced if n.nid == nid), None)
 
