@@ -115,6 +115,7 @@ def test_the_space_a_node_announces_is_kept_across_restarts(
     a.stop()
     a.start()
     with a.client() as c:
+        wait_for(lambda: len(c.node_list()) == 1, "the node's own join")
         (me,) = c.node_list()
     assert me.space == 12345
 
