@@ -684,8 +684,10 @@ def _ex_notify(env: Env) -> tuple[Request, bytes]:
 
 
 def _ex_make_fs(env: Env) -> tuple[Request, bytes]:
+    # The auto vnodes strategy, as dog without -V asks: sheep started
+    # without -V refuse to restart into a fixed cluster.
     args = ClusterArgs(ctime=env.rnd.randrange(1, 1 << 62), copies=env.rnd.randrange(1, 4),
-                       block_size_shift=22)
+                       block_size_shift=22, flags=ClusterFlag.AUTO_VNODES)
     return _req(Op.MAKE_FS, args.pack(), env.rnd.choice((b"plain", b"farm")).ljust(16, b"\0"))
 
 
