@@ -137,6 +137,20 @@ def _v_option(ctx: click.Context, _param: click.Parameter, value: str | None) ->
         raise click.BadParameter(f"-v takes a number of vnodes, not {value!r}") from None
 
 
+def _vnodes_option(ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    """C sheep's -V: 1..65535 read as its str_to_u16 reads them; else C's
+    own line, no usage text, exit 1 (Sheepdog's test 110 feeds it "0",
+    "65536", "-1", "42a", "+")."""
+    if value is None:
+        return None
+    number = str_to_uint(value, 0xFFFF)
+    if not number:
+        click.echo(f"Invalid number of vnodes '{value}': must be an integer between 1 "
+                   "and 65535", err=True)
+        ctx.exit(1)
+    return number
+
+
 @click.command(cls=AbbrevCommand, context_settings=CONTEXT,
                help="Run a sheepblk storage node (a Sheepdog sheep).\n\nSTORE_DIR is where "
                     "this node keeps its state and objects; objects go on the DISKs instead "
@@ -159,7 +173,8 @@ def _v_option(ctx: click.Context, _param: click.Parameter, value: str | None) ->
 @click.option("-l", "--log", help="level=LEVEL,dir=PATH (default level=info, dir=STORE_DIR)")
 @click.option("-n", "--nosync", is_flag=True,
               help="never fsync object writes (fast, not crash safe)")
-@click.option("-V", "--vnodes", type=int, help="fixed number of virtual nodes")
+@click.option("-V", "--vnodes", callback=_vnodes_option,
+              help="fixed number of virtual nodes (the fixed vnodes strategy)")
 @click.option("-v", "v_opt", is_flag=False, flag_value="", default=None, is_eager=True,
               callback=_v_option, metavar="[VNODES]",
               help="-v N: vnodes; bare -v: show the version")
@@ -176,7 +191,10 @@ def _v_option(ctx: click.Context, _param: click.Parameter, value: str | None) ->
 def command(store_arg: str, port: int, bindaddr: str, myaddr: str | None, cluster: str,
             zone: int | None, gateway: bool, foreground: bool, log: str | None,
             nosync: bool, vnodes: int | None, v_opt: int | None, pidfile: str | None,
-            **_ignored: object) -> NodeSettings:
+            **_ignored: object) -> NodeSettings | int:
+    if gateway and vnodes is not None:
+        click.echo("Options '-g' and '-V' can not be both specified", err=True)
+        return 1
     return node_settings(store_arg, port=port, bindaddr=bindaddr, myaddr=myaddr,
                          cluster=cluster, zone=zone,
                          vnodes=v_opt if v_opt is not None else vnodes, gateway=gateway,
@@ -185,7 +203,8 @@ def command(store_arg: str, port: int, bindaddr: str, myaddr: str | None, cluste
 
 def parse(args: list[str] | None = None) -> NodeSettings | int:
     """sheep's command line (sys.argv's without `args`) -> its settings, or
-    the exit code when it asked for help or the version only. Raises
+    the exit code when it asked for help or the version only, or when it
+    refused a value with C sheep's own message (-V, -g with -V). Raises
     click.ClickException for usage errors, QuietError for bad values."""
     result: NodeSettings | int = command.main(args, prog_name="sheep", standalone_mode=False)
     return result

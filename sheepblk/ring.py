@@ -31,29 +31,35 @@ from .proto.node import addr_to_bytes
 CACHE_SIZE = 65536
 
 
-def vnodes_for_space(space: int, spaces: Iterable[int]) -> int:
-    """Vnodes for a node with `space` bytes among nodes with `spaces`.
+def _f32(x: float) -> float:
+    """`x` rounded to a C float (IEEE single precision)."""
+    return float(struct.unpack("<f", struct.pack("<f", x))[0])
+
+
+def vnodes_for_space(space: int, avg: int) -> int:
+    """Vnodes for a node with `space` bytes when the nodes that have any
+    average `avg` bytes (avg > 0).
 
     Sheepdog's auto-vnodes rule (group.c `recalculate_vnodes`): 128 times
-    the ratio of the node's space to the mean space of the nodes that have
-    any; a node with no space is a gateway (0 vnodes, stores nothing).
-    We round a tiny but non-zero share up to one vnode, so a node with
-    space always stores something.
+    the node's share of the mean, in C float arithmetic and rounded half
+    to even (rintf), so the counts, and with them every placement, are a
+    C sheep's to the vnode even where a ratio falls near a half. A node
+    with no space (a gateway), or with under 1/256 of the mean, gets none.
     """
-    sized = [s for s in spaces if s > 0]
-    if not sized:
-        return SD_DEFAULT_VNODES  # nobody reports space: no weighting
-    if space <= 0:
-        return 0
-    avg = sum(sized) // len(sized)
-    return max(1, round(SD_DEFAULT_VNODES * space / avg))
+    factor = _f32(_f32(float(space)) / _f32(float(avg)))
+    return round(_f32(SD_DEFAULT_VNODES * factor))
 
 
 def weight_by_space(nodes: Iterable[SdNode]) -> list[SdNode]:
-    """The same nodes with nr_vnodes set from their space (auto vnodes)."""
+    """The same nodes with nr_vnodes set from their space (a cluster
+    whose vnodes strategy is auto). The mean is of the nodes that report
+    space, in integer bytes as C's; when none does, nothing changes."""
     nodes = list(nodes)
-    spaces = [n.space for n in nodes]
-    return [n._replace(nr_vnodes=vnodes_for_space(n.space, spaces)) for n in nodes]
+    sized = [n.space for n in nodes if n.space > 0]
+    if not sized:
+        return nodes
+    avg = sum(sized) // len(sized)
+    return [n._replace(nr_vnodes=vnodes_for_space(n.space, avg)) for n in nodes]
 
 
 def node_vnode_positions(node: SdNode) -> list[int]:

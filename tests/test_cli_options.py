@@ -78,8 +78,9 @@ SHEEP_CASES: list[tuple[str, Expected]] = [
       'cluster': 'local:/sd/shm', 'log_level': 7}),
     ('/wd/0 -z 0 -p 7000 -c local:/sd/shm -V 100',
      {'store_dir': '/wd/0', 'zone': 0, 'vnodes': 100, 'cluster': 'local:/sd/shm'}),
-    ('/wd/0 -z 0 -p 7000 -c local:/sd/shm -g -V 42',
-     {'store_dir': '/wd/0', 'zone': 0, 'vnodes': 42, 'gateway': True, 'cluster': 'local:/sd/shm'}),
+    # C sheep refuses a gateway with vnodes (Sheepdog's test 110).
+    ('/wd/0 -z 0 -p 7000 -c local:/sd/shm -g -V 42', ('exit', 1)),
+    ('-V 42 -g /s', ('exit', 1)),
     ('/wd/0 -z 0 -p 7000 -c local:/sd/shm',
      {'store_dir': '/wd/0', 'zone': 0, 'cluster': 'local:/sd/shm'}),
     ('/wd/0 -z 0 -p 7000 -c local:/sd/shm -n -y 127.0.0.1 -l level=debug -r swift,port=8000,host=127.0.0.1',
@@ -130,17 +131,17 @@ SHEEP_CASES: list[tuple[str, Expected]] = [
      {'port': 7001, 'bindaddr': '0.0.0.0', 'myaddr': '10.0.0.1', 'zone': 3, 'cluster': 'solo'}),
     ('--port=7001 --bindaddr=0.0.0.0 --myaddr=10.0.0.1 --cluster=local --zone=3 /s',
      {'port': 7001, 'bindaddr': '0.0.0.0', 'myaddr': '10.0.0.1', 'zone': 3}),
-    ('--gateway --foreground --nosync --vnodes 7 --pidfile /run/sheep.pid /s',
-     {'vnodes': 7, 'gateway': True, 'nosync': True, 'foreground': True, 'pidfile':
-      '/run/sheep.pid'}),
+    ('--gateway --foreground --nosync --pidfile /run/sheep.pid /s',
+     {'gateway': True, 'nosync': True, 'foreground': True, 'pidfile': '/run/sheep.pid'}),
+    ('--vnodes 7 /s', {'vnodes': 7}),
     ('--log level=3,dir=/var/log/sheep /s', {'log_level': 3, 'log_dir': '/var/log/sheep'}),
     ('--log=level=warn /s', {'log_level': 4}),
     ('--directio --wildcard-recovery --upgrade /s', {}),
     ('--ioaddr host=1.2.3.4,port=7002 --journal size=1G --wq-threads 8 --recovery max=10 --http port=8000 /s',
      {}),
     ('-D -W -u -i host=1.2.3.4 -j size=1G -w object:size=1G -R max=10 -r port=8000 /s', {}),
-    ('-b 0.0.0.0 -y 10.0.0.2 -P /run/p.pid -V 0 /s',
-     {'bindaddr': '0.0.0.0', 'myaddr': '10.0.0.2', 'vnodes': 0, 'pidfile': '/run/p.pid'}),
+    ('-b 0.0.0.0 -y 10.0.0.2 -P /run/p.pid -V 1 /s',
+     {'bindaddr': '0.0.0.0', 'myaddr': '10.0.0.2', 'vnodes': 1, 'pidfile': '/run/p.pid'}),
     ('-fng -p7001 -z3 /s',
      {'port': 7001, 'zone': 3, 'gateway': True, 'nosync': True, 'foreground': True}),
     ('-fp7001 /s', {'port': 7001, 'foreground': True}),
@@ -151,7 +152,17 @@ SHEEP_CASES: list[tuple[str, Expected]] = [
     ('-V 3 -v 4 /s', {'vnodes': 4}),
     ('-v 4 -V 3 /s', {'vnodes': 4}),
     ('-v5 /s', {'vnodes': 5}),
-    ('-V -1 /s', ('error', 'vnodes must be >= 0')),
+    # -V as C sheep's str_to_u16 reads it: 1..65535, whole, else exit 1.
+    ('-V -1 /s', ('exit', 1)),
+    ('-V 0 /s', ('exit', 1)),
+    ('-V 65535 /s', {'vnodes': 65535}),
+    ('-V 65536 /s', ('exit', 1)),
+    ('-V 4294967297 /s', ('exit', 1)),
+    ('-V 42a /s', ('exit', 1)),
+    ('-V + /s', ('exit', 1)),
+    ('-V - /s', ('exit', 1)),
+    ("-V ' +7' /s", {'vnodes': 7}),
+    ('-V 1_0 /s', ('exit', 1)),
     # Bad either way; click takes -1 for an option where argparse took a number.
     ('-v -1 /s', ('exit', 2)),
     ('-v abc /s', ('exit', 2)),
@@ -314,6 +325,15 @@ def test_sheep_usage_errors_say_what_is_wrong(capsys: pytest.CaptureFixture[str]
     assert "ambiguous option: --p could match --pidfile, --port" in capsys.readouterr().err
     assert sheep.main(["-l", "level=loud", "/s"]) == 1
     assert capsys.readouterr().err == "sheep: invalid log level 'loud'\n"
+
+
+def test_sheep_refuses_bad_vnodes_with_c_sheeps_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """The lines Sheepdog's test 110 expects, bare on stderr, exit 1."""
+    assert sheep.main(["-V", "42a", "/s"]) == 1
+    assert capsys.readouterr().err == (
+        "Invalid number of vnodes '42a': must be an integer between 1 and 65535\n")
+    assert sheep.main(["-g", "-V", "42", "/s"]) == 1
+    assert capsys.readouterr().err == "Options '-g' and '-V' can not be both specified\n"
 
 
 def test_sheep_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:

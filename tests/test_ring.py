@@ -129,10 +129,23 @@ def test_weight_proportional_to_vnodes() -> None:
 
 
 def test_vnodes_for_space() -> None:
-    assert vnodes_for_space(0, [0, 0]) == 128  # nobody reports: default
-    assert vnodes_for_space(0, [0, 10]) == 0  # gateway
-    assert vnodes_for_space(10, [10, 10]) == 128
-    assert vnodes_for_space(1, [1, 10**9]) == 1  # tiny but not nothing
+    assert vnodes_for_space(0, 10) == 0  # gateway
+    assert vnodes_for_space(10, 10) == 128
+    assert vnodes_for_space(1, 10**9) == 0  # under 1/256 of the mean: none, as C
+    assert weight_by_space([node(0, space=0), node(1, space=0)]) == [
+        node(0, space=0), node(1, space=0)]  # nobody reports space: unchanged
+
+
+def test_auto_vnodes_match_c_sheep_for_measured_disks() -> None:
+    """Free bytes of ext4 file systems of 1..6 GiB (Sheepdog's test 054
+    makes them) give the counts C sheep shows for them: the weights
+    follow the free space, not the nominal sizes (1 GiB of a 3 GiB mean
+    would be 43)."""
+    free = [983764992, 1983303680, 2983370752, 2983370752, 3979235328, 4978249728]
+    nodes = weight_by_space(node(i, space=s) for i, s in enumerate(free))
+    assert [n.nr_vnodes for n in nodes] == [42, 85, 128, 128, 171, 214]
+    nodes = weight_by_space(node(i, space=s) for i, s in enumerate(free + [5977268224]))
+    assert [n.nr_vnodes for n in nodes] == [37, 74, 112, 112, 149, 187, 224]
 
 
 def test_cached_lookups_answer_as_a_fresh_ring() -> None:

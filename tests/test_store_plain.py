@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sheepblk.proto import vid_to_data_oid, vid_to_vdi_oid
 from sheepblk.store import (
     AlreadyRunning,
     EpochStore,
@@ -17,6 +18,7 @@ from sheepblk.store import (
     PlainStore,
     StoreIOError,
 )
+from sheepblk.store.plain import trimmed
 
 MiB = 1 << 20
 
@@ -33,6 +35,39 @@ def test_create_is_sparse_and_reads_zeros(tmp_path: Path) -> None:
     assert bytes(buf[:4096]) == bytes(4096)
     assert bytes(buf[4096:8192]) == b"x" * 4096
     assert bytes(buf[8192:]) == bytes(10)
+
+
+def test_an_inode_written_whole_keeps_its_zeros_as_holes(tmp_path: Path) -> None:
+    """Recovery creates an inode with its whole 12 MiB buffer, mostly
+    zeros: as C sheep's, only the non-zero blocks take disk (Sheepdog's
+    test 113 counts the bytes objects take). A data object is written as
+    given."""
+    s = PlainStore(tmp_path)
+    inode = vid_to_vdi_oid(0xABC)
+    buf = bytearray(12 * MiB)
+    buf[0:100] = b"h" * 100
+    buf[5 * MiB + 10] = 7
+    s.create_and_write(inode, len(buf), 0, memoryview(buf), sync=True)
+    st = (tmp_path / "obj" / f"{inode:016x}").stat()
+    assert st.st_size == 12 * MiB and st.st_blocks * 512 < 6 * MiB
+    got = memoryview(bytearray(len(buf)))
+    s.read_into(inode, 0, got)
+    assert got == buf
+    data = vid_to_data_oid(0xABC, 1)
+    s.create_and_write(data, 4 * MiB, 0, memoryview(bytes(4 * MiB)), sync=True)
+    assert (tmp_path / "obj" / f"{data:016x}").stat().st_blocks * 512 == 4 * MiB
+
+
+def test_trimmed_keeps_the_span_of_non_zero_blocks() -> None:
+    data = bytearray(5 * 4096)
+    data[4096 + 1] = 1
+    data[3 * 4096 - 1] = 2
+    part, at = trimmed(memoryview(data), 100)
+    # At offset 100, the non-zero bytes sit at 4197 and 12387: the blocks
+    # [4096, 16384) of the object hold them.
+    assert (at, len(part)) == (4096, 3 * 4096)
+    assert part[4197 - 4096] == 1 and part[12387 - 4096] == 2
+    assert trimmed(memoryview(bytes(8192)), 0)[0].nbytes == 0
 
 
 def test_short_file_reads_as_zeros(tmp_path: Path) -> None:

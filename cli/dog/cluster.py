@@ -7,7 +7,7 @@ import time
 import click
 
 from sheepblk.client import SheepClient, SheepdogError
-from sheepblk.proto import SD_NODE_SIZE, ClusterFlag, EpochLog, Op, Res, strerror
+from sheepblk.proto import SD_NODE_SIZE, ClusterFlag, EpochLog, Op, Res, SdNode, strerror
 from sheepblk.proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_MAX_COPIES, STORE_LEN
 
 from .check import check_vdi
@@ -103,6 +103,7 @@ def cluster_format(target: Target, store: str, copies: str | None,
         raise QuietError(f"Invalid store name '{store}'", EXIT_USAGE)
     with target.client() as c:
         nodes = c.node_list()
+        _check_vnodes_strategy(target, sort_nodes(nodes), fixedvnodes)
         zones = len({n.zone for n in nodes})
         if nr_copies > zones and not confirm(
                 f"Number of copies ({nr_copies}) is larger than number of zones ({zones}).\n"
@@ -156,6 +157,29 @@ def list_stores(c: SheepClient) -> int:
 def format_store_list(names: str) -> str:
     """The text of dog's list_store for GET_STORE_LIST's answer."""
     return f"Available stores:\n---------------------------------------\n{names}\n"
+
+
+def _check_vnodes_strategy(target: Target, nodes: list[SdNode], fixed: bool) -> None:
+    """Every storing sheep must have been started for the strategy the
+    format asks for (-V: fixed, sheep -V; else auto), as C dog checks:
+    a cluster of both kinds cannot be formatted at all."""
+    for n in nodes:
+        try:
+            with target.node_client(n.nid) as nc:
+                info = nc.cluster_info()
+        except SheepdogError as e:
+            raise QuietError(strerror(e.result), EXIT_FAILURE) from None
+        except OSError:
+            raise QuietError("Fail to execute request", EXIT_FAILURE) from None
+        if not n.nr_vnodes:
+            continue  # a gateway stores nothing: either strategy will do
+        auto = bool(info.flags & ClusterFlag.AUTO_VNODES)
+        if auto and fixed:
+            raise QuietError("Can not apply the option of '-V', because there are vnode "
+                             "strategy of sheep is auto in the cluster", EXIT_FAILURE)
+        if not auto and not fixed:
+            raise QuietError("Need to specify the option of '-V', because there are vnode "
+                             "strategy of sheep is fixed in the cluster", EXIT_FAILURE)
 
 
 def _epoch_nodes(log: EpochLog) -> str:
@@ -232,6 +256,18 @@ def cluster_shutdown(target: Target) -> int:
         except SheepdogError as e:
             raise QuietError(f"failed to execute request: {strerror(e.result)}",
                              EXIT_FAILURE) from None
+    return EXIT_SUCCESS
+
+
+@cluster.command("reweight")
+@target_options
+def cluster_reweight(target: Target) -> int:
+    """reweight the cluster"""
+    with target.client() as c:
+        try:
+            c.request(Op.REWEIGHT)
+        except SheepdogError as e:
+            raise QuietError(f"Response's result: {strerror(e.result)}", EXIT_FAILURE) from None
     return EXIT_SUCCESS
 
 

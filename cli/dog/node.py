@@ -1,4 +1,4 @@
-"""`dog node ...`: list, info, recovery, kill."""
+"""`dog node ...`: list, info, recovery, kill, vnodes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sheepblk.client import ClientError, SheepdogError
 from sheepblk.proto import Op, RecoveryState, RecoveryThrottle, SdNode, strerror
 from sheepblk.proto.records import RECOVERY_THROTTLE_SIZE
 
-from ..cnum import strtoll
+from ..cnum import str_to_uint, strtoll
 from .errors import EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE, QuietError
 from .format import NODE_LIST_HEADER, node_addr, node_list_row, sort_nodes, strnumber
 from .inodes import walk_vdis
@@ -40,7 +40,7 @@ def cluster_nodes(target: Target) -> list[SdNode]:
 
 @click.group("node")
 def node() -> None:
-    """Node commands: list, info, recovery, kill."""
+    """Node commands: list, info, recovery, kill, vnodes."""
 
 
 node.add_command(md)
@@ -274,4 +274,27 @@ def node_kill(target: Target, node_id: str | None, local: bool) -> int:
         except ClientError:
             # The node may die before it answers: that is success.
             pass
+    return EXIT_SUCCESS
+
+
+@node.group("vnodes")
+def node_vnodes() -> None:
+    """set the node's vnodes (fixed vnodes strategy)"""
+
+
+@node_vnodes.command("set")
+@click.argument("count", metavar="<num of vnodes>")
+@target_options
+def vnodes_set(target: Target, count: str) -> int:
+    """set new vnodes"""
+    nr_vnodes = str_to_uint(count, 0xFFFF)
+    if not nr_vnodes:  # refused, or 0
+        raise QuietError(f"Invalid number of vnodes '{count}': must be an integer "
+                         "between 1 and 65535", EXIT_USAGE)
+    with target.client(pool_size=1) as c:
+        try:
+            c.set_vnodes(nr_vnodes)
+        except (SheepdogError, ClientError):
+            # C dog says no more, whatever the sheep answered.
+            raise QuietError("Failed to execute request", EXIT_FAILURE) from None
     return EXIT_SUCCESS

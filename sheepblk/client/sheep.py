@@ -40,8 +40,8 @@ from ..proto import (
     unpack_nodes,
     vid_to_vdi_oid,
 )
-from ..proto.constants import SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN
-from ..proto.records import EPOCH_LOG_SIZE, RECOVERY_STATE_SIZE
+from ..proto.constants import SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN, ClusterFlag
+from ..proto.records import CLUSTER_INFO_SIZE, EPOCH_LOG_SIZE, RECOVERY_STATE_SIZE, ClusterInfo
 from .connection import Buffer, Connection
 from .errors import SheepdogError
 from .hyper import HYPER_VOLUME, HyperTree, Index
@@ -248,9 +248,12 @@ class SheepClient:
 
     # ---- cluster ----
 
-    def make_fs(self, copies: int, *, copy_policy: int = 0, flags: int = 0,
-                block_size_shift: int = 22, store: str = "plain",
-                ctime: int | None = None) -> None:
+    def make_fs(self, copies: int, *, copy_policy: int = 0,
+                flags: int = ClusterFlag.AUTO_VNODES, block_size_shift: int = 22,
+                store: str = "plain", ctime: int | None = None) -> None:
+        """Format the cluster. `flags` are the cluster's (ClusterFlag);
+        the default is dog's without options: the auto vnodes strategy,
+        which sheep started without -V require."""
         if ctime is None:
             ctime = time.time_ns()
             # Sheepdog keeps seconds in the high 32 bits, nanoseconds below.
@@ -279,6 +282,18 @@ class SheepClient:
         if rsp.result != Res.SUCCESS:
             return []
         return [(str(n), str(w)) for n, w in json.loads(bytes(out))]
+
+    def cluster_info(self) -> ClusterInfo:
+        """This sheep's cluster info: its flags say its vnodes strategy
+        (what an unformatted sheep was started with)."""
+        _, out = self.request(Op.CLUSTER_INFO,
+                              data_length=CLUSTER_INFO_SIZE + SD_NODE_SIZE * 1024)
+        return ClusterInfo.unpack(out)
+
+    def set_vnodes(self, nr_vnodes: int) -> None:
+        """This sheep's new vnodes (a fixed-strategy cluster). The payload
+        is 8 bytes, the int first, as C dog sends it (sizeof a pointer)."""
+        self.request(Op.SET_VNODES, data=struct.pack("<i4x", nr_vnodes))
 
     def stat_sheep(self) -> NodeResult:
         rsp, _ = self.request(Op.STAT_SHEEP)

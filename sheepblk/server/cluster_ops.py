@@ -38,13 +38,14 @@ from ..proto.constants import (
     ClusterFlag,
 )
 from ..proto.inode import SD_INODE_HEADER_SIZE
-from ..store import BACKENDS, NodeConfig, StoreError
+from ..store import BACKENDS, NodeConfig, StoreError, save_node_space
 from . import md_ops
 from .gateway import GatewayError
 from .lock_lease import Release
 from .messages import ClusterMsg
 from .peer_client import PeerError
 from .reply import Caller, Reply
+from .usage import store_usage
 from .vdi_ops import inode_names, parse_name
 from .vdi_table import VdiEntry
 from .wire_text import shown
@@ -242,12 +243,11 @@ async def make_fs_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
             return Res.NO_STORE
         await trio.to_thread.run_sync(node.store.reopen, store_name)
     await trio.to_thread.run_sync(node.store.format)
-    flags = c.flags
-    if node.auto_vnodes:
-        flags |= ClusterFlag.AUTO_VNODES
+    # The flags as dog sent them, the vnodes strategy included: dog
+    # checked that every sheep was started for it (C sheep takes them too).
     node.adopt_format(NodeConfig(ctime=c.ctime or int(time.time()) << 32,
                                  copies=c.copies or SD_DEFAULT_COPIES,
-                                 copy_policy=c.copy_policy, flags=flags,
+                                 copy_policy=c.copy_policy, flags=c.flags,
                                  block_size_shift=c.block_size_shift
                                  or SD_DEFAULT_BLOCK_SIZE_SHIFT,
                                  store=store_name))
@@ -306,6 +306,29 @@ async def alter_vdi_copy_main(node: NodeContext, req: Request, msg: ClusterMsg) 
 
 async def shutdown_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
     node.shut_down()
+    return Res.SUCCESS
+
+
+# A node's space must change by this share before a reweight announces it
+# (Sheepdog's node_size_varied): small drifts, a log growing, move nothing.
+REWEIGHT_MIN_CHANGE = 0.01
+
+
+async def reweight_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
+    """`dog cluster reweight`, on every node: measure the space again
+    (usage.py) and, when it changed enough, keep and announce it, which
+    makes an epoch (under the auto strategy, with new vnodes)."""
+    if node.opts.gateway:
+        return Res.SUCCESS
+    new, _free = await trio.to_thread.run_sync(store_usage, node.store)
+    old = node.space
+    if old and abs(new - old) / old < REWEIGHT_MIN_CHANGE:
+        return Res.SUCCESS
+    if not old and not new:
+        return Res.SUCCESS
+    log.info("reweight: space %d -> %d bytes", old, new)
+    save_node_space(node.root, new)
+    node.update_node(space=new)
     return Res.SUCCESS
 
 

@@ -45,7 +45,6 @@ class NodeContext(Protocol):
     buffers: BufferPool
     recovery: Recovery
     loglevel: int
-    auto_vnodes: bool
 
     # the cluster's state (read-only: the coordinator changes it)
     @property
@@ -65,6 +64,15 @@ class NodeContext(Protocol):
 
     @property
     def departed(self) -> dict[str, str]: ...
+
+    @property
+    def auto_vnodes(self) -> bool: ...
+
+    @property
+    def nr_vnodes(self) -> int: ...
+
+    @property
+    def space(self) -> int: ...
 
     calls: ClusterCalls  # this node's side of the ordered stream
     stopped: trio.Event
@@ -89,3 +97,5 @@ class NodeContext(Protocol):
     def fail_stop(self, why: str) -> None: ...
 
     def set_loglevel(self, level: int) -> None: ...
+
+    def update_node(self, *, nr_vnodes: int | None = None, space: int | None = None) -> None: ...

@@ -31,12 +31,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 from ..cluster.driver import Event, Joined, Left, Message
-from ..proto import ClusterStatus, Res, SdNode
+from ..proto import ClusterStatus, NodeId, Res, SdNode
+from ..proto.constants import ClusterFlag
 from ..proto.node import addr_to_bytes
+from ..ring import weight_by_space
 from ..store import NodeConfig
 from . import membership as mship
 from .messages import BadMessage, ClusterMsg
@@ -46,6 +48,10 @@ log = logging.getLogger("sheep")
 
 EpochLog = tuple[list[SdNode], int]  # an epoch's nodes and when it began
 DEPARTED_KEPT = 16  # nodes remembered as having left on a fault
+
+
+def _strategy(auto: bool) -> str:
+    return "auto" if auto else "fixed (sheep -V)"
 
 
 # ---- actions: what the node must do, in order ----
@@ -174,9 +180,13 @@ class Coordinator:
     bug the node answers with fail-stop."""
 
     def __init__(self, me: SdNode, config: NodeConfig, table: VdiTable, *, epoch: int,
-                 epochs: dict[int, EpochLog], unclean: bool = False,
+                 epochs: dict[int, EpochLog], unclean: bool = False, auto_vnodes: bool = False,
                  now: Callable[[], int] = lambda: int(time.time())) -> None:
         self.me = me
+        # This sheep's vnodes strategy (started without -V): what an
+        # unformatted node weighs members by, and what a formatted
+        # cluster's strategy must be for it to join.
+        self.local_auto = auto_vnodes
         self.key = str(me.nid)
         self.config = config
         self.table = table
@@ -191,6 +201,11 @@ class Coordinator:
         self._shut_down_cleanly = config.shutdown
         self._now = now
         self.status = ClusterStatus.WAIT
+        # The members as they announced themselves (their latest update,
+        # see _on_update), and as the ring sees them (weighted by space
+        # under the auto strategy): members.
+        self._announced: list[SdNode] = []
+        self._updates: dict[str, SdNode] = {}
         self.members: list[SdNode] = []
         self.failed = ""  # why this node left the cluster (fail-stop)
         self._queue: deque[ClusterMsg | Event] = deque()
@@ -217,6 +232,19 @@ class Coordinator:
         (see ClusterCalls.caught_up)."""
         return (self._join.joined and self._join.sync_wait is None and len(self.members) > 1
                 and self.status in (ClusterStatus.OK, ClusterStatus.WAIT))
+
+    @property
+    def auto_vnodes(self) -> bool:
+        """Whether members' vnodes follow their space (Sheepdog's auto
+        strategy): the cluster's choice once formatted (a node whose own
+        differs never gets this far), else this sheep's."""
+        if self.formatted:
+            return bool(self.config.flags & ClusterFlag.AUTO_VNODES)
+        return self.local_auto
+
+    def announced(self, nid: NodeId) -> SdNode | None:
+        """A member as it announced itself, before any weighting."""
+        return next((n for n in self._announced if n.nid == nid), None)
 
     def epoch_nodes(self, epoch: int) -> list[SdNode]:
         got = self._epochs.get(epoch) if epoch else None
@@ -262,6 +290,7 @@ class Coordinator:
         """MAKE_FS's main half, the store emptied: a new cluster at epoch 1
         with this node's members, everything before forgotten."""
         self.config = config
+        self._weigh()  # the format chose the vnodes strategy
         yield SaveConfig(config)
         yield from self._clear_epochs()
         self.table.reset()
@@ -393,6 +422,17 @@ class Coordinator:
 
     # ---- membership ----
 
+    def _set_members(self, nodes: Sequence[SdNode]) -> None:
+        self._announced = [self._updates.get(str(n.nid), n) for n in nodes]
+        self._weigh()
+
+    def _weigh(self) -> None:
+        """members from the announced nodes: under the auto strategy each
+        node's vnodes follow its share of the space (as every C sheep
+        recomputes them for its vnode info, and logs them in its epochs)."""
+        nodes = list(self._announced)
+        self.members = weight_by_space(nodes) if self.auto_vnodes else nodes
+
     def _send(self, kind: str, extra: dict) -> Broadcast:
         return Broadcast(ClusterMsg(kind, 0, self.key, extra=extra))
 
@@ -402,7 +442,7 @@ class Coordinator:
         j = self._join
         self._queue.clear()
         self._running_block = False
-        self.members = list(ev.members)
+        self._set_members(ev.members)
         j.pending_sync.clear()
         j.claimed.clear()
         j.joined = True
@@ -451,6 +491,7 @@ class Coordinator:
         yield from self._adopt_config(cfg)
         cfg.shutdown = False
         self.config = cfg
+        self._weigh()
         yield SaveConfig(cfg)
         for ep, nodes, stamp in mship.epochs_from_json(x.get("epochs", [])):
             yield from self._write_epoch(ep, nodes, stamp)
@@ -505,10 +546,22 @@ class Coordinator:
         cfg = mship.config_from_json(x["config"])
         status = ClusterStatus(int(x["status"]))
         j.pending_sync = {k: int(v) for k, v in x["pending"].items()}
+        for raw in x.get("updates", []):
+            updated = mship.node_from_json(raw)
+            self._updates[str(updated.nid)] = updated
+        self._set_members(self._announced)
         if cfg.ctime and self.formatted and cfg.ctime != self.config.ctime:
             yield from self.fail_stop(
                 f"refusing to join: this node's store belongs to another cluster "
                 f"(created {self.config.ctime:#x}, the cluster was created {cfg.ctime:#x})")
+            return
+        cluster_auto = bool(cfg.flags & ClusterFlag.AUTO_VNODES)
+        if cfg.ctime and self.me.nr_vnodes and cluster_auto != self.local_auto:
+            # As C sheep's join check: the others have counted us in (an
+            # epoch with us), and we leave again (an epoch without us).
+            yield from self.fail_stop(
+                "refusing to join: the cluster's vnodes strategy is "
+                f"{_strategy(cluster_auto)}, this sheep's is {_strategy(self.local_auto)}")
             return
         if not cfg.ctime:
             log.info("joined an unformatted cluster")
@@ -542,6 +595,7 @@ class Coordinator:
             yield MoveAllToStale(self.epoch)
         cfg.shutdown = False
         self.config = cfg
+        self._weigh()
         yield SaveConfig(cfg)
         history = mship.epochs_from_json(x["epochs"])
         sync_epoch = int(x["epoch"])
@@ -584,14 +638,17 @@ class Coordinator:
             "epochs": mship.epochs_to_json(self._epoch_history()),
             "vdis": mship.entries_to_json(self.table, locks=True),
             "pending": {k: v for k, v in j.pending_sync.items() if k != to},
+            "updates": [mship.node_to_json(n) for n in self._updates.values()],
             "claimed": sorted(j.claimed),
             "unclean": sorted(j.unclean_claims)})
 
     def _membership(self, ev: Joined | Left) -> Steps:
         j = self._join
         before = self._syncer()
-        self.members = list(ev.members)
         key = str(ev.node.nid)
+        if isinstance(ev, Left):
+            self._updates.pop(key, None)  # a node that comes back announces itself anew
+        self._set_members(ev.members)
         if isinstance(ev, Left):
             j.pending_sync.pop(key, None)
             j.claimed.discard(key)
@@ -616,7 +673,8 @@ class Coordinator:
     def _apply_member_msg(self, msg: ClusterMsg) -> Steps:
         handlers = {mship.SYNC: self._on_sync_seen, mship.CLAIM: self._on_claim,
                     mship.VDIS: self._on_vdis, mship.RECOVERED: self._on_recovered,
-                    mship.FORCE: self._on_force, mship.FAILED: self._on_failed}
+                    mship.FORCE: self._on_force, mship.FAILED: self._on_failed,
+                    mship.UPDATE: self._on_update}
         yield from handlers[msg.kind](msg)
 
     def _on_sync_seen(self, msg: ClusterMsg) -> Steps:
@@ -657,6 +715,23 @@ class Coordinator:
         yield from self._maybe_resume()
         if adopted:
             yield from self._after_synced()  # our own claim, now of that cluster
+
+    def update_node(self, node: SdNode) -> Steps:
+        """This node announces itself anew (`dog node vnodes set`, `dog
+        cluster reweight`), as C sheep's cluster driver update_node."""
+        yield self._send(mship.UPDATE, {"node": mship.node_to_json(node)})
+
+    def _on_update(self, msg: ClusterMsg) -> Steps:
+        """A member's new vnodes or space: a new epoch with them (and
+        recovery to the new ring), as Sheepdog's sd_update_node_handler."""
+        node = mship.node_from_json(msg.extra["node"])
+        if self.announced(node.nid) is None:
+            return
+        self._updates[str(node.nid)] = node
+        self._set_members(self._announced)
+        if self.formatted and self.status == ClusterStatus.OK:
+            yield from self._new_epoch()
+            yield StartRecovery(self.epoch)
 
     def _on_vdis(self, msg: ClusterMsg) -> Steps:
         if self.formatted:

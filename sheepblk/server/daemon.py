@@ -51,6 +51,15 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     it). Returns why the node left the cluster on a fault ("" for a stop
     it was asked for)."""
     node = Sheep(opts, store, driver)
+    refusal = node.start_refusal()
+    if refusal:
+        # As C sheep, whose parent returns once the store is locked and
+        # whose daemon then checks its stored state: the start "succeeds"
+        # and the daemon exits at once (Sheepdog's test 118 expects so).
+        log.error("refusing to start: %s", refusal)
+        if ready is not None:
+            ready()
+        return refusal
     running = opts.store_dir / RUNNING_MARK
     node.unclean = running.exists()
     if node.unclean:

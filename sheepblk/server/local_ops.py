@@ -35,6 +35,7 @@ from ..proto.records import EPOCH_LOG_SIZE
 from ..store import LISTED_BACKENDS
 from . import epoch_logs, hyper
 from .reply import Caller, Reply
+from .usage import store_usage
 
 if TYPE_CHECKING:
     from .context import NodeContext
@@ -141,10 +142,12 @@ async def get_node_list(node: NodeContext, req: Request, data: memoryview | None
 
 async def stat_sheep(node: NodeContext, req: Request, data: memoryview | None,
                      caller: Caller) -> Reply:
-    size, used = node.store.space()
+    """The store's size and free bytes as C sheep counts them (usage.py):
+    `dog node info`'s Used is what the objects take."""
     if node.opts.gateway:
-        size = used = 0
-    return Reply(args=NodeResult(0, size, size - used).pack())
+        return Reply(args=NodeResult(0, 0, 0).pack())
+    size, free = await trio.to_thread.run_sync(store_usage, node.store)
+    return Reply(args=NodeResult(0, size, free).pack())
 
 
 async def get_epoch(node: NodeContext, req: Request, data: memoryview | None,
@@ -241,7 +244,21 @@ async def set_loglevel(node: NodeContext, req: Request, data: memoryview | None,
 
 async def get_vnodes(node: NodeContext, req: Request, data: memoryview | None,
                      caller: Caller) -> Reply:
-    return Reply(data=_I32.pack(node.me.nr_vnodes))
+    return Reply(data=_I32.pack(node.nr_vnodes))
+
+
+async def set_vnodes(node: NodeContext, req: Request, data: memoryview | None,
+                     caller: Caller) -> Reply:
+    """`dog node vnodes set`: this node's new vnodes, announced to every
+    node (a new epoch; recovery moves objects to the new ring). Only for
+    a storing node of the fixed strategy: under auto, space decides."""
+    assert data is not None  # an int32 in 1..65535 first (wire_checks)
+    if node.opts.gateway:
+        return Reply(Res.GATEWAY_MODE)
+    if node.auto_vnodes:
+        return Reply(Res.INVALID_VNODES_STRATEGY)
+    node.update_node(nr_vnodes=_I32.unpack_from(data)[0])
+    return Reply()
 
 
 async def get_recovery(node: NodeContext, req: Request, data: memoryview | None,

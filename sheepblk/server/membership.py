@@ -26,7 +26,10 @@ A `force` message (`dog cluster recover force`) makes a waiting cluster
 run with the nodes it has. A `recovered` message says a node finished recovery for an epoch; once
 every member said so, objects a node no longer owns go to obj/.stale/. A
 `failed` message is the last word of a node that fails stop: why it
-leaves, which every node keeps for `dog node info`.
+leaves, which every node keeps for `dog node info`. An `update` message
+is a member announcing itself anew (new vnodes or space): every node
+replaces what the driver said of it, and a running cluster takes a new
+epoch.
 """
 
 from __future__ import annotations
@@ -39,9 +42,9 @@ from ..proto import SdNode
 from ..store import NodeConfig
 from .vdi_table import VdiEntry, VdiTable
 
-SYNC, CLAIM, VDIS, RECOVERED, FORCE, FAILED = (
-    "sync", "claim", "vdis", "recovered", "force", "failed")
-KINDS = (SYNC, CLAIM, VDIS, RECOVERED, FORCE, FAILED)
+SYNC, CLAIM, VDIS, RECOVERED, FORCE, FAILED, UPDATE = (
+    "sync", "claim", "vdis", "recovered", "force", "failed", "update")
+KINDS = (SYNC, CLAIM, VDIS, RECOVERED, FORCE, FAILED, UPDATE)
 
 # Epochs a joiner receives in its sync message (for `dog cluster info` and
 # for recovery's older rings). The zookeeper driver splits a message past

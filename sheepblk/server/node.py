@@ -36,7 +36,15 @@ from ..proto import (
     oid_to_vid,
 )
 from ..proto.constants import ClusterFlag
-from ..store import BACKENDS, EpochStore, NodeConfig, ObjectStore, StoreError
+from ..store import (
+    BACKENDS,
+    EpochStore,
+    NodeConfig,
+    ObjectStore,
+    StoreError,
+    load_node_space,
+    save_node_space,
+)
 from . import cluster_ops, gateway_ops, peer_ops, stale, wire_checks
 from . import coordinator as co
 from . import membership as mship
@@ -84,12 +92,12 @@ class Sheep:
             addr = "127.0.0.1"
         zone = opts.zone if opts.zone is not None else default_zone(addr)
         vnodes = 0 if opts.gateway else (opts.vnodes or SD_DEFAULT_VNODES)
-        size, used = store.space()
-        self.me = SdNode(NodeId(addr, opts.port), vnodes, zone, size - used)
+        space = 0 if opts.gateway else self._node_space(store)
+        self.me = SdNode(NodeId(addr, opts.port), vnodes, zone, space)
         self.key = str(self.me.nid)
-        self.auto_vnodes = opts.vnodes is None
         self.table = VdiTable()
-        self.coord = co.Coordinator(self.me, config, self.table, epoch=latest, epochs=recent)
+        self.coord = co.Coordinator(self.me, config, self.table, epoch=latest, epochs=recent,
+                                    auto_vnodes=opts.vnodes is None)
         self.view = ClusterView(self.me, self.coord, self.table, self.epochs)
         self.peer = PeerOps(store, lambda: self.epoch)
         self.peers = PeerClient()
@@ -114,7 +122,61 @@ class Sheep:
         self._nursery: trio.Nursery | None = None
         self._epoch_moved = trio.Event()
 
+    def _node_space(self, store: ObjectStore) -> int:
+        """The space this node announces: what its first start measured
+        (see load_node_space), the free bytes of its store then."""
+        space = load_node_space(self.root)
+        if not space:
+            size, used = store.space()
+            space = size - used
+            save_node_space(self.root, space)
+        return space
+
+    def start_refusal(self) -> str:
+        """Why this sheep must not join with the state its store keeps,
+        or "": C sheep's start-up checks. A formatted node keeps the
+        cluster's vnodes strategy, which -V (fixed) or its absence (auto)
+        must repeat; a fixed node must be started with the vnodes its
+        last epoch gave it (`dog node vnodes set` changes them for the
+        running node only)."""
+        if self.opts.gateway:
+            return ""
+        if self.formatted and self.auto_vnodes != self.coord.local_auto:
+            kept = "auto" if self.config.flags & ClusterFlag.AUTO_VNODES else "fixed"
+            return (f"the stored cluster's vnodes strategy is {kept}; "
+                    "start this sheep " + ("without -V" if kept == "auto" else "with -V"))
+        if not self.coord.local_auto and self.epoch:
+            last = self.coord.epoch_nodes(self.epoch)
+            before = next((n.nr_vnodes for n in last if n.nid == self.me.nid), 0)
+            if before != self.me.nr_vnodes:
+                return (f"sheep -V {self.me.nr_vnodes} differs from the {before} vnodes "
+                        f"this node had at epoch {self.epoch}")
+        return ""
+
     # ---- the cluster's state (the coordinator's) ----
+
+    @property
+    def auto_vnodes(self) -> bool:
+        """Whether vnodes follow space here (Coordinator.auto_vnodes)."""
+        return self.coord.auto_vnodes
+
+    @property
+    def space(self) -> int:
+        """The space this node announces (see _node_space)."""
+        return (self.coord.announced(self.me.nid) or self.me).space
+
+    @property
+    def nr_vnodes(self) -> int:
+        """This node's vnodes as it announced them (sheep -V, or the last
+        `dog node vnodes set`); 128 for an auto node, 0 for a gateway."""
+        return (self.coord.announced(self.me.nid) or self.me).nr_vnodes
+
+    def update_node(self, *, nr_vnodes: int | None = None, space: int | None = None) -> None:
+        """Announce this node anew with other vnodes or space."""
+        cur = self.coord.announced(self.me.nid) or self.me
+        new = cur._replace(nr_vnodes=cur.nr_vnodes if nr_vnodes is None else nr_vnodes,
+                           space=cur.space if space is None else space)
+        self._run_now(self.coord.update_node(new))
 
     @property
     def config(self) -> NodeConfig:

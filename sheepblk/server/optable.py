@@ -79,6 +79,7 @@ OPS: dict[int, OpInfo] = {
     Op.DISABLE_RECOVER: OpInfo(C, c.through_stream, main=c.disable_recover_main),
     Op.ALTER_CLUSTER_COPY: OpInfo(C, c.through_stream, main=c.alter_cluster_copy_main),
     Op.ALTER_VDI_COPY: OpInfo(C, c.through_stream, main=c.alter_vdi_copy_main),
+    Op.REWEIGHT: OpInfo(C, c.through_stream, main=c.reweight_main),
     Op.NOTIFY_VDI_ADD: OpInfo(C, c.through_stream, work=c.notify_vdi_add_work,
                               main=c.notify_vdi_add_main),
     # local
@@ -100,6 +101,7 @@ OPS: dict[int, OpInfo] = {
     Op.GET_LOGLEVEL: OpInfo(L, lo.get_loglevel, force=True),
     Op.SET_LOGLEVEL: OpInfo(L, lo.set_loglevel, force=True),
     Op.GET_VNODES: OpInfo(L, lo.get_vnodes, force=True),
+    Op.SET_VNODES: OpInfo(L, lo.set_vnodes, force=True),
     Op.GET_RECOVERY: OpInfo(L, lo.get_recovery, force=True),
     Op.SET_RECOVERY: OpInfo(L, lo.set_recovery, force=True),
     Op.FORCE_RECOVER: OpInfo(L, lo.force_recover, force=True),

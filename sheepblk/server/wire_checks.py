@@ -415,6 +415,8 @@ R_BITMAP = _refuse("hdr.data_length", f"a VDI bitmap is {_BITMAP_BYTES} bytes")
 R_EPOCH = _refuse("obj.tgt_epoch", "no such epoch here", Res.NO_TAG)
 R_LEVEL_LEN = _refuse("hdr.data_length", "the log level is a 4-byte int")
 R_LEVEL = _refuse("payload.level", f"not a log level (0..{MAX_LOGLEVEL})")
+R_VNODES_LEN = _refuse("hdr.data_length", "the vnodes are an int32 (4 bytes, or 8 as C dog sends)")
+R_VNODES = _refuse("payload.vnodes", "not a number of vnodes (1..65535)")
 R_THROTTLE_LEN = _refuse("hdr.data_length",
                          f"the throttle is a {RECOVERY_THROTTLE_SIZE}-byte struct")
 R_THROTTLE = _refuse("payload.throttle", "a count without an interval, or the reverse")
@@ -441,6 +443,12 @@ def _set_loglevel(req: Request, data: memoryview | None, ctx: Context) -> Refusa
     if data is None or len(data) != _I32.size:
         return R_LEVEL_LEN
     return None if 0 <= _I32.unpack(data)[0] <= MAX_LOGLEVEL else R_LEVEL
+
+
+def _set_vnodes(req: Request, data: memoryview | None, ctx: Context) -> Refusal | None:
+    if data is None or len(data) not in (4, 8):
+        return R_VNODES_LEN
+    return None if 1 <= _I32.unpack_from(data)[0] <= 0xFFFF else R_VNODES
 
 
 def _set_recovery(req: Request, data: memoryview | None, ctx: Context) -> Refusal | None:
@@ -676,8 +684,10 @@ def _ex_notify(env: Env) -> tuple[Request, bytes]:
 
 
 def _ex_make_fs(env: Env) -> tuple[Request, bytes]:
+    # The auto vnodes strategy, as dog without -V asks: sheep started
+    # without -V refuse to restart into a fixed cluster.
     args = ClusterArgs(ctime=env.rnd.randrange(1, 1 << 62), copies=env.rnd.randrange(1, 4),
-                       block_size_shift=22)
+                       block_size_shift=22, flags=ClusterFlag.AUTO_VNODES)
     return _req(Op.MAKE_FS, args.pack(), env.rnd.choice((b"plain", b"tree", b"farm")).ljust(16, b"\0"))
 
 
@@ -692,6 +702,11 @@ def _ex_get_epoch(env: Env) -> tuple[Request, bytes]:
 
 def _ex_loglevel(env: Env) -> tuple[Request, bytes]:
     return _req(Op.SET_LOGLEVEL, payload=_I32.pack(env.rnd.choice((5, 6, 7))))
+
+
+def _ex_vnodes(env: Env) -> tuple[Request, bytes]:
+    payload = _I32.pack(env.rnd.choice((1, 100, 0xFFFF)))
+    return _req(Op.SET_VNODES, payload=payload + bytes(env.rnd.choice((0, 4))))
 
 
 def _ex_recovery(env: Env) -> tuple[Request, bytes]:
@@ -858,6 +873,7 @@ ROWS: tuple[Row, ...] = (
         Field("cluster.ctime", "any: the cluster's creation time (0: now)", by="cluster_ops.make_fs_main"),
     ), _make_fs, _ex_make_fs),
     Row(Op.SHUTDOWN, _NONE, _nothing, _ex_plain(Op.SHUTDOWN)),
+    Row(Op.REWEIGHT, _NONE, _nothing, _ex_plain(Op.REWEIGHT)),
     # local: this node's own state
     Row(Op.READ_VDIS, (Field("hdr.data_length", "the bitmap's size (2 MiB)",
                              bad=(hdr(data_length=1), hdr(data_length=_BITMAP_BYTES + 1))),),
@@ -892,6 +908,14 @@ ROWS: tuple[Row, ...] = (
                                                             body(lambda p: _I32.pack(-1)))),
     ), _set_loglevel, _ex_loglevel),
     Row(Op.GET_VNODES, _NONE, _nothing, _ex_plain(Op.GET_VNODES, 4)),
+    Row(Op.SET_VNODES, (
+        Field("hdr.data_length", "4 or 8: an int32 first", bad=(body(lambda p: p[:3]),
+                                                               body(lambda p: p * 3),
+                                                               hdr(data_length=0, flags=0))),
+        Field("payload.vnodes", "1 .. 65535", bad=(body(lambda p: _I32.pack(0)),
+                                                   body(lambda p: _I32.pack(65536)),
+                                                   body(lambda p: _I32.pack(-1)))),
+    ), _set_vnodes, _ex_vnodes),
     Row(Op.GET_DEPARTED, (REPLY_LEN,), _nothing, _ex_plain(Op.GET_DEPARTED, 1 << 16)),
     Row(Op.GET_RECOVERY, (REPLY_LEN,), _nothing, _ex_plain(Op.GET_RECOVERY, 64)),
     Row(Op.SET_RECOVERY, (

@@ -15,7 +15,15 @@ from .errors import (
     Unsupported,
 )
 from .farm import FarmStore
-from .files import AlreadyRunning, EpochStore, NodeConfig, PidLock, write_atomic
+from .files import (
+    AlreadyRunning,
+    EpochStore,
+    NodeConfig,
+    PidLock,
+    load_node_space,
+    save_node_space,
+    write_atomic,
+)
 from .md import MdStore
 from .plain import PlainStore
 from .tree import TreeStore
@@ -47,7 +55,8 @@ def open_store(kind: str, root: str, *, nosync: bool = False, flat: bool = False
 __all__ = [
     "AlreadyRunning", "BACKENDS", "LISTED_BACKENDS", "CorruptObject", "EpochStore", "FarmStore", "MdStore", "InvalidRange", "NoObject", "NoSpace",
     "NodeConfig", "ObjectStore", "PidLock", "PlainStore", "StoreError", "StoreIOError", "TreeStore",
-    "UnknownBackend", "Unsupported", "open_node_store", "open_store", "write_atomic",
+    "UnknownBackend", "Unsupported", "load_node_space", "open_node_store", "open_store",
+    "save_node_space", "write_atomic",
 ]
 
 

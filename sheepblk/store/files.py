@@ -1,4 +1,4 @@
-"""Small node-persistent files in STORE_DIR: config, epoch log, pid lock.
+"""Small node-persistent files in STORE_DIR: config, space, epoch log, pid lock.
 
 Every write goes to a temporary file that is fsync'ed and renamed, so a
 crash leaves the old version or the new one, never half of either.
@@ -68,6 +68,25 @@ class NodeConfig:
         fields = asdict(self)
         del fields["disable_recovery"]
         write_atomic(root / "config", json.dumps(fields, indent=1).encode() + b"\n")
+
+
+def load_node_space(root: Path) -> int:
+    """The space this node announces (0: never measured).
+
+    Why kept, not measured at each start: under the auto vnodes strategy
+    a node's vnodes follow its space, and free space shrinks as objects
+    arrive; measured anew, a restart would move objects between nodes.
+    As C sheep keeps it in its config, it stays what the first start
+    found until `dog cluster reweight` measures again. A file of its own
+    (not NodeConfig): the config travels to joiners, this is per node."""
+    try:
+        return int((root / "space").read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def save_node_space(root: Path, space: int) -> None:
+    write_atomic(root / "space", f"{space}\n".encode())
 
 
 class EpochStore:
