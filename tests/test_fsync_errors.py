@@ -21,8 +21,8 @@ MiB = 1 << 20
 
 # The injected EIO drops b's only disk and b fails stop: both said as errors.
 @pytest.mark.expected_errors(
-    r"disk \S+/mnt/store dropped \(flush failed for 1 file\(s\): \S+: Input/output error\)",
-    r"leaving the cluster: every disk of this node is lost \(the last: \S+/mnt/store\)")
+    r"disk \S+/mnt/store/obj dropped \(flush failed for 1 file\(s\): \S+: Input/output error\)",
+    r"leaving the cluster: every disk of this node is lost \(the last: \S+/mnt/store/obj\)")
 def test_fsync_error_fails_the_flush_and_the_node_leaves(sheep_factory: SheepFactory,
                                                          tmp_path: Path) -> None:
     spec = f"local:{tmp_path}/shm"

@@ -59,7 +59,8 @@ MiB = 1 << 20
 # Requests that stop a node, wipe or reshape the cluster, or change how a
 # node runs: sent valid only in the destructive campaign.
 DESTRUCTIVE = frozenset({Op.MAKE_FS, Op.SHUTDOWN, Op.KILL_NODE, Op.FORCE_RECOVER, Op.MD_PLUG,
-                         Op.MD_UNPLUG, Op.SET_LOGLEVEL, Op.SET_RECOVERY})
+                         Op.MD_UNPLUG, Op.SET_LOGLEVEL, Op.SET_RECOVERY, Op.ENABLE_RECOVER,
+                         Op.DISABLE_RECOVER, Op.ALTER_CLUSTER_COPY, Op.ALTER_VDI_COPY})
 # Share of requests broken on purpose (the rest valid, a few random headers).
 MUTATE_SHARE = 0.55
 RANDOM_SHARE = 0.05

@@ -410,6 +410,32 @@ def _make_fs(req: Request, data: memoryview | None, ctx: Context) -> Refusal | N
     return None
 
 
+R_ACOPIES = _refuse("cluster.copies", f"not 1 .. {SD_MAX_COPIES} copies")
+R_APOLICY = _refuse("cluster.copy_policy", "erasure coding cannot be altered (0 only)")
+R_ALTER_VCOPIES = _refuse("vdi_state.copies", f"not 1 .. {SD_MAX_COPIES} copies")
+R_ALTER_VPOLICY = _refuse("vdi_state.copy_policy", "erasure coding cannot be altered (0 only)")
+
+
+def _alter_cluster_copy(req: Request, data: memoryview | None, ctx: Context) -> Refusal | None:
+    c = ClusterArgs.unpack(req.args)
+    if not 1 <= c.copies <= SD_MAX_COPIES:
+        return R_ACOPIES
+    if c.copy_policy:
+        return R_APOLICY
+    return None
+
+
+def _alter_vdi_copy(req: Request, data: memoryview | None, ctx: Context) -> Refusal | None:
+    s = VdiStateArgs.unpack(req.args)
+    if not 0 < s.new_vid < SD_NR_VDIS:
+        return R_NEW_VID
+    if not 1 <= s.copies <= SD_MAX_COPIES:
+        return R_ALTER_VCOPIES
+    if s.copy_policy:
+        return R_ALTER_VPOLICY
+    return None
+
+
 R_NODES_NR = _refuse("cluster.nodes_nr", f"more than {SD_MAX_NODES} node slots")
 R_BITMAP = _refuse("hdr.data_length", f"a VDI bitmap is {_BITMAP_BYTES} bytes")
 R_EPOCH = _refuse("obj.tgt_epoch", "no such epoch here", Res.NO_TAG)
@@ -683,6 +709,15 @@ def _ex_notify(env: Env) -> tuple[Request, bytes]:
                                                 block_size_shift=22).pack())
 
 
+def _ex_alter_cluster_copy(env: Env) -> tuple[Request, bytes]:
+    return _req(Op.ALTER_CLUSTER_COPY, ClusterArgs(copies=env.rnd.randrange(1, 4)).pack())
+
+
+def _ex_alter_vdi_copy(env: Env) -> tuple[Request, bytes]:
+    vid = env.rnd.choice(env.vids)
+    return _req(Op.ALTER_VDI_COPY, VdiStateArgs(new_vid=vid, copies=env.rnd.randrange(1, 4)).pack())
+
+
 def _ex_make_fs(env: Env) -> tuple[Request, bytes]:
     # The auto vnodes strategy, as dog without -V asks: sheep started
     # without -V refuse to restart into a fixed cluster.
@@ -874,6 +909,22 @@ ROWS: tuple[Row, ...] = (
     ), _make_fs, _ex_make_fs),
     Row(Op.SHUTDOWN, _NONE, _nothing, _ex_plain(Op.SHUTDOWN)),
     Row(Op.REWEIGHT, _NONE, _nothing, _ex_plain(Op.REWEIGHT)),
+    Row(Op.ENABLE_RECOVER, _NONE, _nothing, _ex_plain(Op.ENABLE_RECOVER)),
+    Row(Op.DISABLE_RECOVER, _NONE, _nothing, _ex_plain(Op.DISABLE_RECOVER)),
+    Row(Op.ALTER_CLUSTER_COPY, (
+        Field("cluster.copies", f"1 .. {SD_MAX_COPIES}",
+              bad=(cluster(copies=0), cluster(copies=SD_MAX_COPIES + 1))),
+        Field("cluster.copy_policy", "0: erasure coding is never altered",
+              bad=(cluster(copy_policy=0x42),)),
+    ), _alter_cluster_copy, _ex_alter_cluster_copy),
+    Row(Op.ALTER_VDI_COPY, (
+        Field("vdi_state.new_vid", "1 .. 2^24-1", bad=(state(new_vid=0),
+                                                       state(new_vid=SD_NR_VDIS))),
+        Field("vdi_state.copies", f"1 .. {SD_MAX_COPIES}",
+              bad=(state(copies=0), state(copies=SD_MAX_COPIES + 1))),
+        Field("vdi_state.copy_policy", "0: erasure coding is never altered",
+              bad=(state(copy_policy=0x42),)),
+    ), _alter_vdi_copy, _ex_alter_vdi_copy),
     # local: this node's own state
     Row(Op.READ_VDIS, (Field("hdr.data_length", "the bitmap's size (2 MiB)",
                              bad=(hdr(data_length=1), hdr(data_length=_BITMAP_BYTES + 1))),),
