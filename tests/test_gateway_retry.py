@@ -69,3 +69,36 @@ def test_other_requests_retry_until_the_deadline(tmp_path: Path) -> None:
     sent, result = _attempts(tmp_path, frozen=False)
     assert sent > 10 * FROZEN_ATTEMPTS
     assert result == Res.NETWORK_ERROR
+
+
+def test_a_strict_write_retried_after_a_death_halts(tmp_path: Path) -> None:
+    """Strict mode is checked at every epoch a write tries. Found by
+    Sheepdog's test 080: the node killed just before a write failed its
+    first attempt; the retry at the next epoch, with one zone fewer, wrote
+    the object to the copies left, and only the inode's write halted."""
+    me, dead = SdNode(NodeId("127.0.0.1", 7000)), SdNode(NodeId("127.0.0.1", 7001))
+    epoch = [1]
+    sent = []
+
+    class Peers:
+        async def request(self, nid, req, data=None, rbuf=None):  # type: ignore[no-untyped-def]
+            await trio.lowlevel.checkpoint()
+            sent.append((req.opcode, epoch[0]))
+            return Response(req.opcode, Res.NETWORK_ERROR), 0
+
+    async def wait_epoch(old: int, pause: float) -> None:
+        epoch[0] = old + 1  # the dead node's departure makes an epoch
+
+    gw = Gateway(me, PeerOps(PlainStore(str(tmp_path))), Peers(),  # type: ignore[arg-type]
+                 lambda oid, copies: [dead] if epoch[0] == 1 else [me],
+                 lambda oid: SIZE, lambda: epoch[0], wait_epoch=wait_epoch,
+                 strict_short=lambda oid, copies: epoch[0] > 1)
+
+    async def main() -> None:
+        with pytest.raises(GatewayError) as e:
+            await gw.create_and_write(OID, 0, memoryview(b"x" * 512), sync=False)
+        assert e.value.result == Res.HALT
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert len(sent) == 1 and sent[0][1] == 1  # one try at epoch 1, none after
+    assert not (tmp_path / "obj" / f"{OID:016x}").exists()  # nothing written here

@@ -118,7 +118,7 @@ class Gateway:
             raise GatewayError(Res.HALT, "not enough zones for a strict-mode write")
 
     async def _retry(self, oid: int, copies: int,
-                     attempt: Callable[[int], Awaitable[T]]) -> T:
+                     attempt: Callable[[int], Awaitable[T]], *, write: bool = False) -> T:
         """Run `attempt(epoch)` until it succeeds or fails for a reason of
         its own. An attempt works at the one epoch it is given: it picks
         the copies by that epoch's ring (before its first checkpoint) and
@@ -126,12 +126,16 @@ class Gateway:
         on refuses them (OLD_NODE_VER) and the next attempt goes to the
         new epoch's copies. Stamping a later epoch on requests to the old
         copies would let a write bypass a new owner that is recovering the
-        object from an old one, and be lost there."""
+        object from an old one, and be lost there. A write checks strict
+        mode at every epoch it tries: a node that died under the first
+        attempt must halt the retry, not leave it one copy short."""
         deadline = trio.current_time() + RETRY_TIMEOUT
         attempts = 0
         while True:
             if self.halted(oid, copies):
                 raise GatewayError(Res.HALT, "too few living nodes")
+            if write:
+                self._check_strict(oid, copies)
             epoch = self.epoch()
             try:
                 return await attempt(epoch)
@@ -233,7 +237,6 @@ class Gateway:
 
     async def write(self, oid: int, offset: int, data: memoryview, *, sync: bool,
                     copies: int = 0) -> None:
-        self._check_strict(oid, copies)
         size = self.object_size(oid)
         flags = 0 if sync else Flag.CMD_CACHE
 
@@ -252,10 +255,11 @@ class Gateway:
         await self._retry(oid, copies, lambda epoch: self._all(
             self.owners(oid, copies), lambda: local(epoch),
             lambda n: self._remote(n, Op.WRITE_PEER, oid, epoch=epoch, offset=offset,
-                                   data=data, flags=flags)))
+                                   data=data, flags=flags)), write=True)
 
     async def create_and_write(self, oid: int, offset: int, data: memoryview, *, sync: bool,
                                cow_oid: int = 0, copies: int = 0) -> None:
+        # strict mode: before the whole-object read of a copy-on-write too
         self._check_strict(oid, copies)
         size = self.object_size(oid)
         nodes = self.owners(oid, copies)
@@ -278,7 +282,8 @@ class Gateway:
         await self._retry(oid, copies, lambda epoch: self._all(
             self.owners(oid, copies), lambda: local(epoch),
             lambda n: self._remote(n, Op.CREATE_AND_WRITE_PEER, oid, epoch=epoch, offset=offset,
-                                   data=data, flags=flags, cow_oid=cow_oid, copies=copies)))
+                                   data=data, flags=flags, cow_oid=cow_oid, copies=copies)),
+            write=True)
 
     def _cow_here(self, nodes: Sequence[SdNode], cow_oid: int, copies: int) -> bool:
         """Copy-on-write can run inside our store only when we are the new
