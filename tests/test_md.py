@@ -240,9 +240,10 @@ def test_copy_on_write_across_disks_survives_a_power_cut(tmp_path: Path) -> None
 
 
 def test_a_moved_inode_stays_sparse(tmp_path: Path) -> None:
-    """An unplug moves objects to their new homes; an inode (12 MiB, a few
-    KiB of it used) is copied as the span of its non-zero 4 KiB blocks, as
-    Sheepdog's md_move_object, not as 12 MiB of zeros on the new disk."""
+    """An unplug copies objects to their new homes; an inode (12 MiB, a few
+    KiB of it used) lands as the span of its non-zero 4 KiB blocks (the
+    backend's creation trims it), as Sheepdog's md_move_object, not as
+    12 MiB of zeros on the new disk."""
     from sheepblk.proto import vid_to_vdi_oid
     from sheepblk.proto.inode import SD_INODE_SIZE
     from sheepblk.store import open_store

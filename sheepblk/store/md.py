@@ -34,8 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..proto import is_vdi_obj, sd_hash, sd_hash_next, sd_hash_oid
-from ..proto.oid import is_ledger_obj
+from ..proto import sd_hash, sd_hash_next, sd_hash_oid
 from .backend import ObjectStore
 from .errors import CorruptObject, DiskLost, NoObject, StoreError, StoreIOError
 
@@ -44,8 +43,6 @@ log = logging.getLogger("sheep.md")
 # As Sheepdog: one virtual disk per GiB of space, so bigger disks take
 # proportionally more objects.
 VDISK_SIZE = 1 << 30
-# Zero runs of this granularity are left out of a moved inode (see move).
-ZERO_BLOCK = 4096
 # At most this many disks per node (MD_MAX_DISK, the size of sd_md_info).
 MAX_DISKS = 64
 
@@ -72,19 +69,6 @@ class Disk:
 def _space(path: Path) -> int:
     st = os.statvfs(path)
     return st.f_blocks * st.f_frsize
-
-
-def nonzero_span(buf: memoryview, block: int) -> tuple[int, int]:
-    """[start, end) of `buf` without its leading and trailing all-zero
-    `block`-aligned blocks (end is cut at len(buf)); (0, 0) when all zero."""
-    data = bytes(buf)
-    first = len(data) - len(data.lstrip(b"\0"))
-    if first == len(data):
-        return 0, 0
-    last = len(data.rstrip(b"\0"))
-    start = first - first % block
-    end = min(len(data), -(-last // block) * block)
-    return start, end
 
 
 def _object_blocks(obj_dir: Path | str) -> int:
@@ -234,17 +218,13 @@ class MdStore(ObjectStore):
 
     def move(self, oid: int, src: Disk, dst: Disk, *, keep: bool = False) -> None:
         """Copy an object to another disk, then remove it from `src`
-        (unless `keep`). An
-        inode (or ledger) is mostly zeros: as Sheepdog's md_move_object,
-        only the span between its first and last non-zero 4 KiB block is
-        written, so a 12 MiB inode does not become 12 MiB of disk."""
+        (unless `keep`). A mostly-zero inode stays sparse: the
+        backend's creation leaves its zero blocks out (plain's `trimmed`,
+        farm's zero chunks), as Sheepdog's md_move_object does."""
         size = src.store.object_size(oid)
         buf = memoryview(bytearray(size))
         src.store.read_into(oid, 0, buf)
-        start, end = 0, size
-        if is_vdi_obj(oid) or is_ledger_obj(oid):
-            start, end = nonzero_span(buf, ZERO_BLOCK)
-        dst.store.create_and_write(oid, size, start, buf[start:end], sync=True)
+        dst.store.create_and_write(oid, size, 0, buf, sync=True)
         if not keep:
             src.store.remove(oid)
 
