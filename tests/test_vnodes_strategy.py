@@ -74,15 +74,22 @@ def test_the_format_chooses_the_strategy_logged_in_the_epoch() -> None:
     assert vnodes(written[0].nodes) == [85, 171]
 
 
-def auto_cluster() -> tuple[Coordinator, Coordinator]:
-    a, b = coord(A, auto=True), coord(B, auto=True)
-    feed(a, Joined(1, A, (A,)))
-    list(a.format(AUTO))
-    joined = Joined(2, B, (A, B))
+def formed_pair(first: SdNode, second: SdNode, *,
+                auto: bool) -> tuple[Coordinator, Coordinator]:
+    """`first` formats a cluster of the strategy asked for and `second`
+    joins it (its sync message applied)."""
+    a, b = coord(first, auto=auto), coord(second, auto=auto)
+    feed(a, Joined(1, first, (first,)))
+    list(a.format(AUTO if auto else FIXED))
+    joined = Joined(2, second, (first, second))
     feed(a, joined)
     feed(b, joined)
-    feed(b, msg(3, A, sync_for(a, B, 2)))
+    feed(b, msg(3, first, sync_for(a, second, 2)))
     return a, b
+
+
+def auto_cluster() -> tuple[Coordinator, Coordinator]:
+    return formed_pair(A, B, auto=True)
 
 
 def test_a_joiner_of_the_other_strategy_is_counted_in_then_leaves() -> None:
@@ -111,13 +118,7 @@ def test_a_joiner_of_the_same_strategy_stays() -> None:
 def test_an_update_makes_an_epoch_and_reaches_later_joiners() -> None:
     """`dog node vnodes set` on a fixed cluster (Sheepdog's test 111)."""
     a0, b0 = node(7000, 2, vnodes=100), node(7001, 4, vnodes=200)
-    a, b = coord(a0, auto=False), coord(b0, auto=False)
-    feed(a, Joined(1, a0, (a0,)))
-    list(a.format(FIXED))
-    joined = Joined(2, b0, (a0, b0))
-    feed(a, joined)
-    feed(b, joined)
-    feed(b, msg(3, a0, sync_for(a, b0, 2)))
+    a, b = formed_pair(a0, b0, auto=False)
     (sent,) = [x for x in b.update_node(b0._replace(nr_vnodes=10)) if isinstance(x, Broadcast)]
     assert sent.msg.kind == mship.UPDATE
     for c in (a, b):
