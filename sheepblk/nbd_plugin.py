@@ -7,7 +7,9 @@ Parameters (unknown keys are refused; see also `python3 nbd_plugin.py --help`
 or `help=1`, because nbdkit's Python plugin does not show a script's help):
 
 vdi=NAME          (required) the VDI to export.
-address=HOST[:PORT]  a sheep of the cluster (default 127.0.0.1:7000).
+address=HOST[:PORT]  a sheep of the cluster (default 127.0.0.1:7000), or
+                  unix:STORE/sock, the unix socket a sheep on this host
+                  listens on in its store directory (cheaper per request).
 snapshot=TAG|ID   export that snapshot of the VDI: read-only, no lock
                   (a snapshot never changes, so any number may export it).
 shared=true       export without taking the VDI's lock, read-only: for
@@ -16,8 +18,9 @@ shared=true       export without taking the VDI's lock, read-only: for
                   connection; objects the lock holder allocates later read as
                   zeros until then, so for a consistent copy of a VDI in use
                   take a snapshot and export that instead.
-connections=N     protocol connections to the sheep, shared by every NBD
-                  connection (default 16; nbdkit runs 16 threads per client).
+connections=N     pipelined protocol connections to the sheep, shared by
+                  every NBD connection and every nbdkit thread (default 1:
+                  each carries any number of requests at once).
 writeback=BOOL    true (default): writes carry Sheepdog's cache flag and
                   NBD flush makes them durable on every copy, as QEMU's
                   cache=writeback does; false: every write is durable before
@@ -72,7 +75,14 @@ def _use_own_package() -> None:
 
 _use_own_package()
 
-from sheepblk.client import ClientError, SheepClient, Vdi, parse_address  # noqa: E402
+from sheepblk.client import (  # noqa: E402
+    ClientError,
+    PipelinedPool,
+    SheepClient,
+    Vdi,
+    address_text,
+    parse_address,
+)
 
 try:  # nbdkit provides this module only to the script it runs
     import nbdkit
@@ -82,17 +92,17 @@ except ImportError:  # `python3 nbd_plugin.py --help`, or unit tests
 API_VERSION = 2
 
 DEFAULT_ADDRESS = "127.0.0.1:7000"
-# One protocol connection per nbdkit worker thread (nbdkit's default is 16
-# threads per NBD client), so queue depth 16 needs no waiting for a socket.
-DEFAULT_CONNECTIONS = 16
+# Pipelined protocol connections: one carries every request nbdkit's
+# threads have in flight, and the sheep answers them in batches.
+DEFAULT_CONNECTIONS = 1
 MAX_CONNECTIONS = 1024
 
 config_help = """\
 vdi=<NAME>             (required) The VDI to export.
-address=<HOST[:PORT]>  A sheep of the cluster (default 127.0.0.1:7000).
+address=<HOST[:PORT]>  A sheep (default 127.0.0.1:7000), or unix:STORE/sock.
 snapshot=<TAG|ID>      Export a snapshot of the VDI, read-only, unlocked.
 shared=true            Export without the lock, read-only.
-connections=<N>        Protocol connections to the sheep (default 16).
+connections=<N>        Pipelined connections to the sheep (default 1).
 writeback=<BOOL>       Cache flag on writes, durable at flush (default true)."""
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -130,9 +140,9 @@ class Options:
             try:
                 self.host, self.port = parse_address(value)
             except ValueError:
-                raise StartupError(f"address={value!r}: expected HOST[:PORT]") from None
-            if not self.host or not 0 < self.port < 65536:
-                raise StartupError(f"address={value!r}: expected HOST[:PORT]")
+                raise StartupError(f"address={value!r}: expected HOST[:PORT] or unix:PATH") from None
+            if not self.host or not (self.host.startswith("/") or 0 < self.port < 65536):
+                raise StartupError(f"address={value!r}: expected HOST[:PORT] or unix:PATH")
         elif key == "snapshot":
             if not value:
                 raise StartupError("snapshot=: a tag or a snapshot id")
@@ -178,9 +188,10 @@ def open_export(opts: Options) -> Vdi:
     the address, with Sheepdog's own message ("VDI is locked", "No VDI
     found", ...). Resource handling: the caller owns the Vdi and its client.
     """
-    where = f"{opts.host}:{opts.port}"
+    where = address_text(opts.host, opts.port)
     what = opts.vdi + (f" snapshot {opts.tag or opts.snapid}" if opts.snapshot else "")
-    client = SheepClient(opts.host, opts.port, pool_size=opts.connections)
+    client = SheepClient(opts.host, opts.port,
+                         pool=PipelinedPool(opts.host, opts.port, opts.connections))
     try:
         return Vdi(client, opts.vdi, tag=opts.tag, snapid=opts.snapid,
                    writable=opts.writable, lock=opts.writable, cache=opts.writeback)
@@ -275,7 +286,7 @@ def _refresh(h: Vdi) -> None:
 
 def export_description(h: Vdi) -> str:
     kind = "snapshot of " if h.inode.is_snapshot else ""
-    return f"sheepdog {kind}VDI {h.name} ({_opts.host}:{_opts.port})"
+    return f"sheepdog {kind}VDI {h.name} ({address_text(_opts.host, _opts.port)})"
 
 
 def get_size(h: Vdi) -> int:

@@ -10,6 +10,7 @@ with recv_into straight into the caller's buffer: no copies of 4 MiB objects.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 
 from ..proto import SD_RSP_SIZE, Request, Res, Response
@@ -24,7 +25,12 @@ DEFAULT_TIMEOUT = 120.0
 
 
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """'HOST', 'HOST:PORT' or '[V6]:PORT' to (host, port)."""
+    """'HOST', 'HOST:PORT', '[V6]:PORT' or 'unix:PATH' to (host, port).
+    A sheep's unix socket (STORE/sock, as C Sheepdog's) comes back as its
+    absolute path with port 0: a host that starts with "/" is a path."""
+    if text.startswith("unix:"):
+        path = os.path.abspath(text[5:]) if text[5:] else ""
+        return path, 0
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = int(rest[1:]) if rest.startswith(":") else default_port
@@ -33,6 +39,31 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int
         host, port_s = text.split(":")
         return host or "127.0.0.1", int(port_s)
     return text, default_port
+
+
+def open_socket(host: str, port: int, timeout: float | None) -> socket.socket:
+    """A connected stream socket: TCP with Nagle off, or a unix socket
+    when `host` is a path (see parse_address)."""
+    try:
+        if host.startswith("/"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(host)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as e:
+        raise NetworkError(f"cannot connect to {address_text(host, port)}: {e.strerror or e}") from e
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def address_text(host: str, port: int) -> str:
+    """How messages name a sheep's address."""
+    return f"unix:{host}" if host.startswith("/") else f"{host}:{port}"
 
 
 class Connection:
@@ -47,11 +78,7 @@ class Connection:
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  timeout: float | None = DEFAULT_TIMEOUT) -> None:
         self.host, self.port = host, port
-        try:
-            self.sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as e:
-            raise NetworkError(f"cannot connect to {host}:{port}: {e.strerror or e}") from e
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = open_socket(host, port, timeout)
         self._ids = itertools.count(1)
         self._hdr = bytearray(SD_RSP_SIZE)
         self.closed = False
@@ -73,7 +100,7 @@ class Connection:
         while got < total:
             n = self.sock.recv_into(view[got:], total - got)
             if n == 0:
-                raise NetworkError(f"{self.host}:{self.port} closed the connection")
+                raise NetworkError(f"{address_text(self.host, self.port)} closed the connection")
             got += n
 
     def _recv_header_and_payload(self, hdr: memoryview, out: memoryview) -> int:
@@ -86,7 +113,7 @@ class Connection:
         while got < size:
             n = self.sock.recvmsg_into([hdr[got:], out])[0]
             if n == 0:
-                raise NetworkError(f"{self.host}:{self.port} closed the connection")
+                raise NetworkError(f"{address_text(self.host, self.port)} closed the connection")
             got += n
         return got - size
 
@@ -145,7 +172,7 @@ class Connection:
             self.close()
             if isinstance(e, NetworkError):
                 raise
-            raise NetworkError(f"{self.host}:{self.port}: {e.strerror or e}") from e
+            raise NetworkError(f"{address_text(self.host, self.port)}: {e.strerror or e}") from e
         except BaseException:
             # Interrupted half-way (KeyboardInterrupt, a bad header): the
             # stream is out of step, so the connection must never be reused.

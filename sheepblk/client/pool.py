@@ -12,10 +12,27 @@ import contextlib
 import queue
 import threading
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 from .connection import DEFAULT_TIMEOUT, Connection
+from .errors import NetworkError
+from .pipeline import PipelinedConnection
 
 DEFAULT_POOL_SIZE = 8
+
+
+class Pool(Protocol):
+    """What SheepClient needs of a pool: connections to lend and take back."""
+
+    host: str
+    port: int
+    timeout: float | None
+
+    def get(self) -> Connection | PipelinedConnection: ...
+
+    def put(self, conn: Any) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class ConnectionPool:
@@ -71,6 +88,67 @@ class ConnectionPool:
                 return
 
     def __enter__(self) -> ConnectionPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PipelinedPool:
+    """`size` pipelined connections to one sheep, shared by every thread:
+    get() lends the one with the fewest requests in flight and never blocks
+    on the others. Same interface as ConnectionPool, so SheepClient takes
+    either.
+
+    Resource handling: a connection that broke is replaced by a new one the
+    next time its slot is lent; close() closes them all.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 7000,
+                 size: int = 1, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        self.host, self.port, self.size, self.timeout = host, port, size, timeout
+        self._conns: list[PipelinedConnection | None] = [None] * size
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[PipelinedConnection]:
+        yield self.get()
+
+    def get(self) -> PipelinedConnection:
+        conns = self._conns
+        best = 0
+        for i, c in enumerate(conns):
+            if c is None or c.closed:
+                best = i
+                break
+            b = conns[best]
+            assert b is not None
+            if c.in_flight < b.in_flight:
+                best = i
+        conn = conns[best]
+        if conn is not None and not conn.closed:
+            return conn
+        with self._lock:
+            if self._closed:
+                raise NetworkError("connection pool is closed")
+            conn = conns[best]
+            if conn is None or conn.closed:
+                conn = conns[best] = PipelinedConnection(self.host, self.port, self.timeout)
+            return conn
+
+    def put(self, conn: PipelinedConnection) -> None:
+        """Nothing to give back: connections are shared, not lent."""
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conns, self._conns = self._conns, [None] * self.size
+        for c in conns:
+            if c is not None:
+                c.close()
+
+    def __enter__(self) -> PipelinedPool:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -45,7 +45,7 @@ from ..proto.records import CLUSTER_INFO_SIZE, EPOCH_LOG_SIZE, RECOVERY_STATE_SI
 from .connection import Buffer, Connection
 from .errors import SheepdogError
 from .hyper import HYPER_VOLUME, HyperTree, Index
-from .pool import ConnectionPool
+from .pool import ConnectionPool, Pool
 
 # First guess of node slots per epoch and of epochs for STAT_CLUSTER; as
 # dog does, we ask again with twice as many node slots when the answer is
@@ -83,8 +83,8 @@ class SheepClient:
     """Cluster operations over a ConnectionPool (one gateway node)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7000,
-                 pool: ConnectionPool | None = None, pool_size: int = 8) -> None:
-        self.pool = pool or ConnectionPool(host, port, pool_size)
+                 pool: Pool | None = None, pool_size: int = 8) -> None:
+        self.pool: Pool = pool or ConnectionPool(host, port, pool_size)
 
     def close(self) -> None:
         self.pool.close()

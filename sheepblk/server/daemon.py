@@ -19,7 +19,7 @@ from . import md_ops
 from .conn import serve_stream
 from .node import Sheep
 from .options import Options
-from .transport import SocketTransport
+from .transport import UNIX_SOCKET, SocketTransport, open_unix_listener
 
 log = logging.getLogger("sheep")
 
@@ -67,11 +67,16 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     write_atomic(running, b"")
     await node.load_vdis()
     listeners = await trio.open_tcp_listeners(opts.port, host=opts.bindaddr)
+    unix_path = opts.store_dir / UNIX_SOCKET
+    try:
+        listeners.append(open_unix_listener(unix_path))
+    except OSError as e:  # a store path too long for AF_UNIX (108 bytes)
+        log.warning("no unix socket at %s: %s", unix_path, e.strerror or e)
     # Sheepdog's first line names the daemon: scripts (its tests among
     # them) grep sheep.log for "daemon" to see that a node came up.
     log.info("sheepdog daemon (sheepblk %s) started", _version())
-    log.info("listening on %s:%d, store %s, cluster driver %s", opts.bindaddr, opts.port,
-             opts.store_dir, driver.name)
+    log.info("listening on %s:%d and %s, store %s, cluster driver %s", opts.bindaddr,
+             opts.port, unix_path, opts.store_dir, driver.name)
 
     open_conns = 0
 
@@ -96,10 +101,19 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
             md_ops.install(node, nursery)
             nursery.start_soon(_watch_signals, node)
             await nursery.start(node.run_cluster)
-            nursery.start_soon(trio.serve_listeners, handler, listeners)
+            accepting = trio.CancelScope()
+
+            async def accept() -> None:
+                with accepting:
+                    await trio.serve_listeners(handler, listeners)
+
+            nursery.start_soon(accept)
             if ready is not None:
                 ready()
             await node.stopped.wait()
+            # Stop accepting before closing the listeners: a listener closed
+            # under a waiting accept fails it ("another task closed this fd").
+            accepting.cancel()
             for listener in listeners:
                 await listener.aclose()
             nursery.cancel_scope.cancel()
@@ -112,5 +126,6 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
             except Exception:
                 log.exception("final flush failed")
             await node.peers.aclose()
+            unix_path.unlink(missing_ok=True)
         log.info("sheep stopped")
     return node.failed

@@ -55,7 +55,7 @@ class Release(NamedTuple):
 
 
 def host_of(peer: str) -> str:
-    """The client's address without its port ("" for unix sockets)."""
+    """The client's address without its port ("unix" for the local socket)."""
     if peer.startswith("["):
         return peer[1:].split("]", 1)[0]
     return peer.rsplit(":", 1)[0] if ":" in peer else peer

@@ -21,7 +21,7 @@ SYSTEM_DIRS = tuple(Path(p) for p in ("/proc", "/sys", "/dev", "/etc", "/boot", 
 # What a node keeps in its store directory: a disk there may be none of
 # these nor inside one (other subdirectories are fine, as Sheepdog's
 # `sheep STORE,STORE/d0,STORE/d1` layout has them).
-STORE_ENTRIES = ("config", "epoch", "obj", "sheep.log", "sheep.pid")
+STORE_ENTRIES = ("config", "epoch", "obj", "sheep.log", "sheep.pid", "sock")
 # A disk must have at least this much room when it is plugged.
 MIN_FREE_BYTES = 64 << 20
 # One request names at most this many paths (a node has at most 64 disks).

@@ -11,11 +11,30 @@ from __future__ import annotations
 import abc
 import os
 import socket
+from pathlib import Path
 
 import trio
 
 # Copy size of the generic (non-socket) sendfile.
 _FILE_CHUNK = 1 << 20
+# Where in the store a sheep also listens, as C Sheepdog does (STORE/sock):
+# clients on the same host (QEMU's sheepdog+unix://, our nbdkit plugin with
+# address=unix:STORE/sock) skip the TCP stack on every request.
+UNIX_SOCKET = "sock"
+
+
+def open_unix_listener(path: Path) -> trio.SocketListener:
+    """Listen on a unix socket at `path`, replacing a stale one (a sheep
+    that did not stop cleanly leaves its socket file behind)."""
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen(socket.SOMAXCONN)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
 
 
 class Transport(abc.ABC):
@@ -65,10 +84,11 @@ class SocketTransport(Transport):
         # The stdlib socket under trio's wrapper: non-blocking already.
         self._raw: socket.socket = getattr(self.sock, "_sock", None) or socket.socket(
             fileno=self.sock.fileno())
-        try:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+        if self._raw.family != socket.AF_UNIX:  # a unix socket has no Nagle to turn off
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
 
     async def recv_into(self, buf: memoryview) -> int:
         while True:
@@ -119,6 +139,8 @@ class SocketTransport(Transport):
     @property
     def peer(self) -> str:
         try:
+            if self._raw.family == socket.AF_UNIX:
+                return "unix"  # a local client: no address of its own
             host, port = self.sock.getpeername()[:2]
             return f"{host}:{port}"
         except OSError:
