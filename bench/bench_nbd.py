@@ -5,7 +5,9 @@
 One run, same disk, same fio jobs (ioengine=nbd over a unix socket):
 sequential 1 MiB write and read, random 4 KiB read and write, all at queue
 depth 16. Targets:
-- ours: `nbdkit python sheepblk/nbd_plugin.py vdi=Bench` on one sheep, copies=1;
+- ours: `nbdkit python sheepblk/nbd_plugin.py vdi=Bench address=unix:STORE/sock`
+  on one sheep, copies=1; the random jobs again over TCP (address=HOST:PORT);
+- ours on a 3-node copies=3 cluster (through the first node's unix socket);
 - `nbdkit file` on a file in the same directory (what the disk can do);
 - a trivial nbdkit Python plugin serving a bytearray: the ceiling of any
   Python plugin (nbdkit's embedded interpreter, the GIL, the callback cost).
@@ -13,6 +15,11 @@ Every target is filled once before the measured jobs, so reads hit data.
 Prints MB/s or IOPS and our ratio to each baseline. For orientation, C
 Sheepdog 1.0 on a 2-core machine: 708 / 1,389 MB/s sequential write / read,
 17.1k / 12.4k random 4 KiB read / write IOPS.
+
+Then 4 KiB random reads and writes with fio on files, direct=1, ioengine
+psync (one at a time) and libaio (queue depth 16): sheepfs's volume/ file of
+the same VDI, and a plain file on the same disk; the libaio rows are also
+compared with our NBD rows.
 
 With --profile DIR, py-spy (pip install py-spy) records the nbdkit process of
 our plugin during each job and writes DIR/<job>.svg flame graphs.
@@ -32,6 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_sheepfs import sheepfs  # noqa: E402
 from bench.common import (  # noqa: E402
     ROOT,
     profiler,
@@ -114,9 +122,13 @@ def nbdkit(sock: Path, *args: str) -> Iterator[int]:
 
 
 def fio(sock: Path, name: str, rw: str, bs: str, size_mib: int, runtime: int | None) -> dict:
-    args = ["fio", "--output-format=json", f"--name={name.replace(' ', '_')}",
-            "--ioengine=nbd", f"--uri=nbd+unix:///?socket={sock}", f"--rw={rw}",
-            f"--bs={bs}", f"--iodepth={IODEPTH}", f"--size={size_mib}M"]
+    return run_fio([f"--name={name.replace(' ', '_')}", "--ioengine=nbd",
+                    f"--uri=nbd+unix:///?socket={sock}", f"--rw={rw}", f"--bs={bs}",
+                    f"--iodepth={IODEPTH}", f"--size={size_mib}M"], rw, runtime)
+
+
+def run_fio(args: list[str], rw: str, runtime: int | None) -> dict:
+    args = ["fio", "--output-format=json", *args]
     if runtime:
         args += ["--time_based", f"--runtime={runtime}", "--ramp_time=1"]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
@@ -126,16 +138,41 @@ def fio(sock: Path, name: str, rw: str, bs: str, size_mib: int, runtime: int | N
 
 
 def run_target(label: str, sock: Path, pid: int, size_mib: int, runtime: int,
-               prof: Path | None) -> dict[str, dict]:
+               prof: Path | None, jobs: list[tuple[str, str, str, str]] = JOBS) -> dict[str, dict]:
     fio(sock, "fill", "write", "4M", size_mib, None)
     results = {}
-    for name, rw, bs, _ in JOBS:
-        out = prof / f"{name.replace(' ', '_')}.svg" if prof else None
+    for name, rw, bs, _ in jobs:
+        out = prof / f"{label.replace(' ', '_')}-{name.replace(' ', '_')}.svg" if prof else None
         with profiler(pid, out):
             results[name] = fio(sock, name, rw, bs, size_mib, runtime)
-        print(f"  {label:14} {name:14} {results[name]['MB/s']:9.1f} MB/s "
+        print(f"  {label:16} {name:14} {results[name]['MB/s']:9.1f} MB/s "
               f"{results[name]['IOPS']:9.0f} IOPS", flush=True)
     return results
+
+
+# fio jobs on a file: sheepfs's volume/ file and a plain file on the same disk.
+FILE_JOBS = [
+    ("psync rand read 4K", "randread", ["--ioengine=psync"]),
+    ("psync rand write 4K", "randwrite", ["--ioengine=psync"]),
+    ("libaio rand read 4K", "randread", ["--ioengine=libaio", f"--iodepth={IODEPTH}"]),
+    ("libaio rand write 4K", "randwrite", ["--ioengine=libaio", f"--iodepth={IODEPTH}"]),
+]
+
+
+def file_jobs(label: str, path: Path, size_mib: int, runtime: int) -> dict[str, float]:
+    res = {}
+    for name, rw, extra in FILE_JOBS:
+        r = run_fio([f"--name={name.replace(' ', '_')}", f"--filename={path}", "--direct=1",
+                     f"--rw={rw}", "--bs=4k", f"--size={size_mib}M", *extra], rw, runtime)
+        res[name] = r["IOPS"]
+        print(f"  {label:16} {name:20} {r['IOPS']:9.0f} IOPS", flush=True)
+    return res
+
+
+def plugin_args(store: Path, *extra: str) -> list[str]:
+    """Our plugin on the sheep's unix socket, as one runs it beside a sheep."""
+    return ["python", "sheepblk/nbd_plugin.py", "vdi=Bench", f"address=unix:{store / 'sock'}",
+            *extra]
 
 
 def main() -> None:
@@ -149,17 +186,34 @@ def main() -> None:
         args.profile.mkdir(parents=True, exist_ok=True)
 
     res: dict[str, dict[str, dict]] = {}
+    files: dict[str, dict[str, float]] = {}
     with workdir() as tmp:
-        with sheep_cluster(tmp, stop_timeout=30) as (port,):
+        with sheep_cluster(tmp / "one", stop_timeout=30) as (port,):
             with SheepClient("127.0.0.1", port) as c:
                 c.create_vdi("Bench", size)
-            with nbdkit(tmp / "ours.sock", "python", "sheepblk/nbd_plugin.py", "vdi=Bench",
-                        f"address=127.0.0.1:{port}") as pid:
+            with nbdkit(tmp / "ours.sock", *plugin_args(tmp / "one" / "store0")) as pid:
                 res["ours"] = run_target("ours", tmp / "ours.sock", pid, args.size_mib,
                                          args.runtime, args.profile)
+            with nbdkit(tmp / "tcp.sock", "python", "sheepblk/nbd_plugin.py", "vdi=Bench",
+                        f"address=127.0.0.1:{port}") as pid:
+                res["tcp"] = run_target("ours over TCP", tmp / "tcp.sock", pid, args.size_mib,
+                                        args.runtime, None, JOBS[2:])
+            mnt = tmp / "mnt"
+            with sheepfs(mnt, port, tmp / "sheepfs.log"):
+                files["sheepfs"] = file_jobs("sheepfs", mnt / "volume" / "Bench",
+                                             args.size_mib, args.runtime)
+        with sheep_cluster(tmp / "three", nodes=3, copies=3, stop_timeout=30) as ports:
+            with SheepClient("127.0.0.1", ports[0]) as c:
+                c.create_vdi("Bench", size)
+            with nbdkit(tmp / "three.sock", *plugin_args(tmp / "three" / "store0")) \
+                    as pid:
+                res["three"] = run_target("3 nodes copies=3", tmp / "three.sock", pid,
+                                          args.size_mib, args.runtime, None)
         img = tmp / "file.img"
         with open(img, "wb") as f:
+            f.write(bytes(0))
             f.truncate(size)
+        files["plain"] = file_jobs("plain file", img, args.size_mib, args.runtime)
         with nbdkit(tmp / "file.sock", "file", str(img)) as pid:
             res["file"] = run_target("nbdkit file", tmp / "file.sock", pid, args.size_mib,
                                      args.runtime, None)
@@ -170,8 +224,8 @@ def main() -> None:
             res["mem"] = run_target("python memory", tmp / "mem.sock", pid, args.size_mib,
                                     args.runtime, None)
 
-    print(f"\nfio over NBD, {args.size_mib} MiB, {args.runtime} s per job, iodepth {IODEPTH}, "
-          "one sheep copies=1")
+    print(f"\nfio over NBD, {args.size_mib} MiB, {args.runtime} s per job, iodepth {IODEPTH}; "
+          "ours: one sheep copies=1 on its unix socket")
     print(f"{'job':15} {'unit':>5} {'ours':>9} {'file':>9} {'py mem':>9} {'C sd':>9} "
           f"{'/file':>6} {'/mem':>6} {'/C sd':>6}")
     for name, _, _, unit in JOBS:
@@ -179,6 +233,23 @@ def main() -> None:
         ref = C_SHEEPDOG[name]
         print(f"{name:15} {unit:>5} {o:9.0f} {f:9.0f} {m:9.0f} {ref:9.0f} "
               f"{o / f:6.2f} {o / m:6.2f} {o / ref:6.2f}")
+    print("\nthe same jobs elsewhere, and their ratio to ours above")
+    for key, label in (("tcp", "ours over TCP"), ("three", "3 nodes copies=3")):
+        for name, _, _, unit in JOBS:
+            if name in res[key]:
+                v = res[key][name][unit]
+                print(f"{label:17} {name:15} {unit:>5} {v:9.0f} "
+                      f"/ours {v / res['ours'][name][unit]:5.2f} "
+                      f"/mem {v / res['mem'][name][unit]:5.2f}")
+    print("\n4K random I/O on a file, direct=1: sheepfs volume/ file and a plain file; "
+          "sheepfs against our NBD (libaio rows: same queue depth)")
+    for name, _, _ in FILE_JOBS:
+        sf, pf = files["sheepfs"][name], files["plain"][name]
+        nbd_name = "rand read 4K" if "read" in name else "rand write 4K"
+        line = f"{name:20} sheepfs {sf:9.0f}  plain {pf:9.0f}  /plain {sf / pf:5.2f}"
+        if name.startswith("libaio"):
+            line += f"  /nbd {sf / res['ours'][nbd_name]['IOPS']:5.2f}"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,8 @@ echo "== NBD: nbdkit python sheepblk/nbd_plugin.py vdi=Alice (unix socket $NBD_S
 nbdkit -P "$DEMO_DIR/nbdkit.pid" -U "$NBD_SOCKET" --log=stderr \
   python "$ROOT/sheepblk/nbd_plugin.py" vdi=Alice address=127.0.0.1:$BASE_PORT \
   >"$DEMO_DIR/nbdkit.out" 2>&1
+# The daemonized child writes the pid file; its parent may exit first.
+for _ in $(seq 100); do [ -s "$DEMO_DIR/nbdkit.pid" ] && break; sleep 0.1; done
 echo "$(cat "$DEMO_DIR/nbdkit.pid") nbdkit" >> "$PIDS"
 nbdinfo "nbd+unix:///?socket=$NBD_SOCKET" | grep -E 'export-size|can_flush|can_trim' || true
 nbdcopy "nbd+unix:///?socket=$NBD_SOCKET" "$DEMO_DIR/nbd-copy.raw"   # holes are skipped

@@ -18,9 +18,8 @@ shared=true       export without taking the VDI's lock, read-only: for
                   connection; objects the lock holder allocates later read as
                   zeros until then, so for a consistent copy of a VDI in use
                   take a snapshot and export that instead.
-connections=N     pipelined protocol connections to the sheep, shared by
-                  every NBD connection and every nbdkit thread (default 1:
-                  each carries any number of requests at once).
+connections=N     protocol connections to the sheep, shared by every NBD
+                  connection (default 16; nbdkit runs 16 threads per client).
 writeback=BOOL    true (default): writes carry Sheepdog's cache flag and
                   NBD flush makes them durable on every copy, as QEMU's
                   cache=writeback does; false: every write is durable before
@@ -77,7 +76,6 @@ _use_own_package()
 
 from sheepblk.client import (  # noqa: E402
     ClientError,
-    PipelinedPool,
     SheepClient,
     Vdi,
     address_text,
@@ -92,9 +90,9 @@ except ImportError:  # `python3 nbd_plugin.py --help`, or unit tests
 API_VERSION = 2
 
 DEFAULT_ADDRESS = "127.0.0.1:7000"
-# Pipelined protocol connections: one carries every request nbdkit's
-# threads have in flight, and the sheep answers them in batches.
-DEFAULT_CONNECTIONS = 1
+# One protocol connection per nbdkit worker thread (nbdkit's default is 16
+# threads per NBD client), so queue depth 16 needs no waiting for a socket.
+DEFAULT_CONNECTIONS = 16
 MAX_CONNECTIONS = 1024
 
 config_help = """\
@@ -102,7 +100,7 @@ vdi=<NAME>             (required) The VDI to export.
 address=<HOST[:PORT]>  A sheep (default 127.0.0.1:7000), or unix:STORE/sock.
 snapshot=<TAG|ID>      Export a snapshot of the VDI, read-only, unlocked.
 shared=true            Export without the lock, read-only.
-connections=<N>        Pipelined connections to the sheep (default 1).
+connections=<N>        Protocol connections to the sheep (default 16).
 writeback=<BOOL>       Cache flag on writes, durable at flush (default true)."""
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -190,8 +188,7 @@ def open_export(opts: Options) -> Vdi:
     """
     where = address_text(opts.host, opts.port)
     what = opts.vdi + (f" snapshot {opts.tag or opts.snapid}" if opts.snapshot else "")
-    client = SheepClient(opts.host, opts.port,
-                         pool=PipelinedPool(opts.host, opts.port, opts.connections))
+    client = SheepClient(opts.host, opts.port, pool_size=opts.connections)
     try:
         return Vdi(client, opts.vdi, tag=opts.tag, snapid=opts.snapid,
                    writable=opts.writable, lock=opts.writable, cache=opts.writeback)

@@ -1,8 +1,8 @@
 """Many NBD requests in flight on one connection (issue 12).
 
-The plugin sends every request nbdkit's threads have in flight down one
-pipelined protocol connection, and the sheep answers them in whatever order
-they finish. These tests keep 64 NBD requests in flight (libnbd's aio
+nbdkit's threads serve the requests of one NBD connection at once, and
+they finish in whatever order the sheep answers them. These tests keep 64
+NBD requests in flight (libnbd's aio
 calls, under Debian's python) of mixed reads, writes, flushes and trims,
 and check every answer against a model the client keeps: a reply that
 reached the wrong request would read the wrong bytes. Requests in flight at

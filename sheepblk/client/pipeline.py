@@ -84,6 +84,7 @@ class PipelinedConnection:
         self._send_lock = threading.Lock()
         self._pending: dict[int, _Call] = {}
         self._reading = False
+        self._receiving: _Call | None = None  # whose buffer the reader may write
         self._error: NetworkError | None = None
         # The reader's chunk: [_start, _end) holds received, unparsed bytes.
         self._buf = bytearray(RECV_CHUNK)
@@ -204,6 +205,11 @@ class PipelinedConnection:
                 raise
             finally:
                 with self._state:
+                    # A call whose buffer the reader was filling when the
+                    # stream failed: _fail left it for us to wake.
+                    filling, self._receiving = self._receiving, None
+                    if filling is not None and filling is not call:
+                        self._signal(filling)
                     self._reading = False
                     # Hand the reading over to a caller asleep waiting; one
                     # still sending becomes the reader when it gets here.
@@ -260,6 +266,9 @@ class PipelinedConnection:
             self._start += SD_RSP_SIZE
             with self._state:
                 call = self._pending.get(rsp.id)
+                # From here its buffer may be written: a failure meanwhile
+                # must not wake its caller until the reader is done with it.
+                self._receiving = call
             if call is None:
                 raise NetworkError(f"{self.where} answered unknown request id "
                                    f"{rsp.id}")
@@ -280,10 +289,12 @@ class PipelinedConnection:
                 self._start += have
                 if have < n:
                     self._recv_exact(out[have:])
-            call.rsp, call.out = rsp, out
             with self._state:
-                del self._pending[rsp.id]
-                call.done = True
+                self._receiving = None
+                self._pending.pop(rsp.id, None)
+                if call.error is None:  # else _fail ended it meanwhile
+                    call.rsp, call.out = rsp, out
+                    call.done = True
                 if call is not mine:
                     self._signal(call)
 
@@ -297,7 +308,8 @@ class PipelinedConnection:
             for call in calls:
                 call.error = self._error
                 call.done = True
-                self._signal(call)
+                if call is not self._receiving:  # the reader wakes that one
+                    self._signal(call)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -346,4 +346,10 @@ async def release_sessions(node: NodeContext, releases: list[Release]) -> None:
                                         extra={"owner_gone": True, "vid": r.vid})
             log.info("released lock of %x: its client %s is gone", r.vid, r.owner)
         except Exception:
+            if node.stopped.is_set():
+                # Stopping meanwhile (its cluster driver may be closed): the
+                # lock goes with this node's leaving, as its other locks do.
+                log.info("lock of %x held by %s not released: this node is stopping",
+                         r.vid, r.owner)
+                return
             log.exception("releasing the lock of %x held by %s failed", r.vid, r.owner)
