@@ -21,6 +21,7 @@ import pyfuse3
 import trio
 
 from ..client import ClientError, SheepClient
+from ..client.aio import AsyncLink
 from ..client.pool import ConnectionPool
 from .operations import STATUS_DEADLINE, SheepFs
 
@@ -171,9 +172,14 @@ def syncfs(path: str) -> None:
 
 async def _serve(fs: SheepFs, mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
+        fs.sheep_link = AsyncLink(fs.io.pool.host, fs.io.pool.port, nursery)
         nursery.start_soon(_watch_signals, fs, mountpoint)
         nursery.start_soon(_after_init, mountpoint)
-        await pyfuse3.main()
+        try:
+            await pyfuse3.main()
+        finally:
+            link, fs.sheep_link = fs.sheep_link, None
+            await link.aclose()
         nursery.cancel_scope.cancel()
 
 

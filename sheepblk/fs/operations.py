@@ -42,8 +42,9 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from ..client import ClientError, SheepClient
-from ..proto import InodeHeader
+from ..client import ClientError, SheepClient, SheepdogError
+from ..client.aio import AsyncLink
+from ..proto import Flag, InodeHeader, Res, vid_to_data_oid
 from . import status
 from .names import BadName, file_name, parse_control
 from .readahead import Readahead
@@ -145,6 +146,11 @@ class SheepFs(pyfuse3.Operations):
         super().__init__()
         self.io = io
         self.meta = meta
+        # Set while serving (see mount._serve): volume I/O inside one object
+        # goes over it from the trio thread; everything else via threads.
+        self.sheep_link: AsyncLink | None = None
+        # fname -> (when, inode header) of recent volume lookups (getattr).
+        self._resolved: dict[str, tuple[float, InodeHeader]] = {}
         self.volumes = Volumes(io)
         self.mount_time_ns = time.time_ns()
         self.uid, self.gid = os.getuid(), os.getgid()
@@ -274,6 +280,7 @@ class SheepFs(pyfuse3.Operations):
         if parent_inode == self.volume_dir:
             try:
                 _ref, hdr = await self._meta_call(resolve, self.meta, text)
+                self._resolved[text] = (time.monotonic(), hdr)
             except BadName:
                 raise FUSEError(errno.ENOENT) from None
             return self._volume_attr(self._volume_ino(text), hdr,
@@ -292,8 +299,21 @@ class SheepFs(pyfuse3.Operations):
         fname = self._ino_vol.get(inode)
         if fname is None:
             raise FUSEError(errno.ENOENT)
-        _ref, hdr = await self._meta_call(resolve, self.meta, fname)
+        hdr = await self._resolve_cached(fname)
         return self._volume_attr(inode, hdr, self.volumes.get(hdr.vdi_id))
+
+    async def _resolve_cached(self, fname: str) -> InodeHeader:
+        """The volume's inode header, at most VOLUME_TTL old: what the
+        kernel may cache that long we may too. Why: with the writeback
+        cache the kernel asks GETATTR before nearly every read of a volume,
+        and each fresh answer costs two round trips to the sheep."""
+        now = time.monotonic()
+        hit = self._resolved.get(fname)
+        if hit is not None and now - hit[0] < VOLUME_TTL:
+            return hit[1]
+        _ref, hdr = await self._meta_call(resolve, self.meta, fname)
+        self._resolved[fname] = (time.monotonic(), hdr)
+        return hdr
 
     @_boundary
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
@@ -423,13 +443,68 @@ class SheepFs(pyfuse3.Operations):
         data = await self._readahead(vol).read(off, size)
         if data is not None:
             return data
+        whole = await self._read_object(vol, off, size)
+        if whole is not None:
+            return whole
         return await trio.to_thread.run_sync(vol.pread, off, size)
+
+    def _one_object(self, vol: OpenVolume, off: int, size: int) -> tuple[int, int] | None:
+        """(object index, offset in it) when [off, off+size) lies inside one
+        object of the volume and the async link is up, else None."""
+        if self.sheep_link is None or size <= 0 or off < 0 or off + size > vol.size:
+            return None
+        idx, inner = divmod(off, vol.vdi.object_size)
+        if inner + size > vol.vdi.object_size:
+            return None
+        return idx, inner
+
+    async def _read_object(self, vol: OpenVolume, off: int, size: int) -> bytearray | None:
+        """A read inside one allocated object, sent from this thread over
+        the pipelined link (no thread hop); None for anything else (holes
+        are the read-ahead's, several objects Vdi's)."""
+        where = self._one_object(vol, off, size)
+        if where is None:
+            return None
+        idx, inner = where
+        owner = vol.vdi.index[idx]
+        if not owner:
+            return None
+        assert self.sheep_link is not None
+        buf = bytearray(size)
+        await self.sheep_link.read_obj(vid_to_data_oid(owner, idx), inner, memoryview(buf))
+        return buf
+
+    async def _write_object(self, vol: OpenVolume, off: int, buf: bytes) -> int | None:
+        """A write inside one object this VDI owns already, sent from this
+        thread as Vdi.pwrite would send it; None when it needs more than
+        that (allocation, copy-on-write, several objects, a snapshot taken
+        meanwhile), which Volumes.write does in a thread."""
+        where = self._one_object(vol, off, len(buf))
+        if where is None or vol.read_only:
+            return None
+        idx, inner = where
+        vdi = vol.vdi
+        if vdi.index[idx] != vdi.vid:
+            return None
+        assert self.sheep_link is not None
+        try:
+            await self.sheep_link.write_obj(vid_to_data_oid(vdi.vid, idx), inner, buf,
+                                      flags=Flag.CMD_CACHE if vdi.cache else 0)
+        except SheepdogError as e:
+            if e.result == Res.READONLY:  # snapshotted meanwhile: follow it
+                return None
+            raise
+        vol.dirty = True  # after the write, as OpenVolume.pwrite marks it
+        return len(buf)
 
     @_boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         h = self._handle(fh)
         if isinstance(h, VolumeHandle):
             try:
+                done = await self._write_object(h.vol, off, buf)
+                if done is not None:
+                    return done
                 return await trio.to_thread.run_sync(self.volumes.write, h.vol, off, buf)
             except VolumeError as e:
                 if e.errno == errno.ENOSPC:

@@ -1,0 +1,240 @@
+"""A pipelined connection to a sheep for trio code (sheepfs's data path).
+
+Why: sheepfs serves FUSE requests on one trio thread. Sending each object
+request through a worker thread and a blocking socket costs two thread
+hand-offs, a wakeup of the trio loop and a round of GIL contention per
+request, which on a 2-core machine is most of the CPU a 4 KiB read takes.
+Here the request goes out from the trio thread itself, a reader task
+matches the answers to their requests by id, and the requests of many
+FUSE operations share one socket, which the sheep answers in batches.
+
+Not imported by the package: nbdkit's embedded Python has no trio, so only
+trio code imports this module. Error handling as PipelinedConnection's: a
+broken stream (or an answer that does not arrive within `timeout`) fails
+every request in flight with NetworkError and the next request opens a new
+connection; a result code other than SUCCESS fails only its own request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+
+import trio
+
+from ..proto import SD_RSP_SIZE, Flag, ObjArgs, Op, Request, Res, Response
+from ..proto.constants import SD_PROTO_VER
+from .connection import DEFAULT_TIMEOUT, Buffer, address_text
+from .errors import NetworkError, SheepdogError
+
+# The reader receives in chunks this large; a payload is copied out of the
+# chunk, or received straight into its buffer when it did not come with it.
+RECV_CHUNK = 256 << 10
+
+
+class _Call:
+    __slots__ = ("rbuf", "done", "rsp", "out", "error")
+
+    def __init__(self, rbuf: memoryview | None) -> None:
+        self.rbuf = rbuf
+        self.done = trio.Event()
+        self.rsp: Response | None = None
+        self.out: memoryview | None = None
+        self.error: NetworkError | None = None
+
+
+class _Stream:
+    """One socket and the requests in flight on it."""
+
+    def __init__(self, sock: trio.socket.SocketType, where: str) -> None:
+        self.sock = sock
+        self.where = where
+        self.pending: dict[int, _Call] = {}
+        self.send_lock = trio.Lock()
+        self.error: NetworkError | None = None
+        self.ids = itertools.count(1)
+
+    def fail(self, err: NetworkError) -> None:
+        if self.error is None:
+            self.error = err
+        calls, self.pending = list(self.pending.values()), {}
+        for call in calls:
+            call.error = self.error
+            call.done.set()
+        self.sock.close()
+
+
+class AsyncLink:
+    """Requests to one sheep from trio tasks, any number at once.
+
+    Resource handling: the reader task of each connection runs in the
+    nursery given; aclose() (or the nursery's end) closes the connection.
+    """
+
+    def __init__(self, host: str, port: int, nursery: trio.Nursery,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.where = address_text(host, port)
+        self._nursery = nursery
+        self._stream: _Stream | None = None
+        self._connecting = trio.Lock()
+
+    async def _connect(self) -> _Stream:
+        async with self._connecting:
+            s = self._stream
+            if s is not None and s.error is None:
+                return s
+            try:
+                if self.host.startswith("/"):
+                    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                else:
+                    sock = trio.socket.socket(socket.AF_INET6 if ":" in self.host
+                                              else socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    with trio.fail_after(self.timeout):
+                        await sock.connect(self.host if self.host.startswith("/")
+                                           else (self.host, self.port))
+                    if not self.host.startswith("/"):
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except BaseException:
+                    sock.close()
+                    raise
+            except (OSError, trio.TooSlowError) as e:
+                raise NetworkError(f"cannot connect to {self.where}: {e}") from e
+            s = self._stream = _Stream(sock, self.where)
+            self._nursery.start_soon(self._read_loop, s)
+            return s
+
+    async def aclose(self) -> None:
+        s, self._stream = self._stream, None
+        if s is not None:
+            s.fail(NetworkError(f"connection to {self.where} is closed"))
+        await trio.lowlevel.checkpoint()
+
+    # ---- requests ----
+
+    async def execute(self, req: Request, data: Buffer | None = None, *,
+                      rbuf: Buffer | None = None, check: bool = True,
+                      context: str = "") -> tuple[Response, memoryview]:
+        """Send `req` (with `data` as payload) and wait for its answer,
+        whose payload lands in `rbuf` when given."""
+        s = self._stream
+        if s is None or s.error is not None:
+            s = await self._connect()
+        call = _Call(memoryview(rbuf).cast("B") if rbuf is not None else None)
+        rid = next(s.ids) & 0xFFFFFFFF
+        while rid == 0 or rid in s.pending:
+            rid = next(s.ids) & 0xFFFFFFFF
+        s.pending[rid] = call
+        head = req._replace(id=rid).pack()
+        try:
+            async with s.send_lock:
+                if s.error is None:
+                    payload = memoryview(data).cast("B") if data is not None else None
+                    await _send_all(s.sock, [memoryview(head)] + ([payload] if payload else []))
+            with trio.fail_after(self.timeout):
+                await call.done.wait()
+        except OSError as e:
+            s.fail(NetworkError(f"{s.where}: {e.strerror or e}"))
+        except trio.TooSlowError:
+            s.fail(NetworkError(f"{s.where}: no answer in {self.timeout:.0f}s"))
+        except BaseException:
+            # Cancelled: the answer, when it comes, is read into a scratch
+            # buffer (or, if it is being read already, into `rbuf`, which
+            # the caller then no longer reads), and the stream stays in step.
+            call.rbuf = None
+            raise
+        if call.error is not None:
+            raise call.error
+        rsp, out = call.rsp, call.out
+        assert rsp is not None and out is not None
+        if check and rsp.result != Res.SUCCESS:
+            raise SheepdogError(rsp.result, context)
+        return rsp, out
+
+    async def read_obj(self, oid: int, offset: int, rbuf: memoryview) -> None:
+        """READ_OBJ of len(rbuf) bytes at `offset` of `oid` into `rbuf`."""
+        n = len(rbuf)
+        req = Request(Op.READ_OBJ, 0, 0, 0, n, ObjArgs(oid=oid, offset=offset).pack(),
+                      SD_PROTO_VER)
+        _, out = await self.execute(req, rbuf=rbuf)
+        if len(out) < n:  # past the object's stored end: zeros, as Vdi reads it
+            rbuf[len(out):] = bytes(n - len(out))
+
+    async def write_obj(self, oid: int, offset: int, data: Buffer, *, flags: int = 0) -> None:
+        """WRITE_OBJ of `data` at `offset` of an existing object `oid`."""
+        n = len(memoryview(data))
+        req = Request(Op.WRITE_OBJ, flags | Flag.CMD_WRITE, 0, 0, n,
+                      ObjArgs(oid=oid, offset=offset).pack(), SD_PROTO_VER)
+        try:
+            await self.execute(req, data)
+        except SheepdogError as e:
+            e.oid = oid
+            raise
+
+    # ---- the reader ----
+
+    async def _read_loop(self, s: _Stream) -> None:
+        """Deliver answers until the stream ends or fails."""
+        buf = bytearray(RECV_CHUNK)
+        view = memoryview(buf)
+        start = end = 0
+
+        async def fill(want: int) -> None:
+            nonlocal start, end
+            while end - start < want:
+                if start == end:
+                    start = end = 0
+                elif len(buf) - start < want:
+                    buf[:end - start] = buf[start:end]
+                    start, end = 0, end - start
+                n = await s.sock.recv_into(view[end:])
+                if n == 0:
+                    raise NetworkError(f"{s.where} closed the connection")
+                end += n
+
+        try:
+            while s.error is None:
+                await fill(SD_RSP_SIZE)
+                rsp = Response.unpack(view[start:start + SD_RSP_SIZE])
+                start += SD_RSP_SIZE
+                call = s.pending.pop(rsp.id, None)
+                n = rsp.data_length
+                if call is None:
+                    raise NetworkError(f"{s.where} answered unknown request id {rsp.id}")
+                if call.rbuf is not None:
+                    if n > len(call.rbuf):
+                        raise NetworkError(f"response of {n} bytes exceeds the "
+                                           f"{len(call.rbuf)}-byte buffer")
+                    out = call.rbuf[:n]
+                else:
+                    out = memoryview(bytearray(n))
+                if n:
+                    if n - (end - start) > 0 and n <= len(buf):
+                        await fill(n)
+                    have = min(n, end - start)
+                    out[:have] = view[start:start + have]
+                    start += have
+                    got = have
+                    while got < n:
+                        k = await s.sock.recv_into(out[got:])
+                        if k == 0:
+                            raise NetworkError(f"{s.where} closed the connection")
+                        got += k
+                call.rsp, call.out = rsp, out
+                call.done.set()
+        except (OSError, NetworkError, trio.ClosedResourceError) as e:
+            s.fail(e if isinstance(e, NetworkError) else NetworkError(f"{s.where}: {e}"))
+        finally:
+            if s.error is None:  # cancelled: the link is going away
+                s.fail(NetworkError(f"connection to {s.where} is closed"))
+
+
+async def _send_all(sock: trio.socket.SocketType, parts: list[memoryview]) -> None:
+    while parts:
+        sent = await sock.sendmsg(parts)
+        while parts and sent >= len(parts[0]):
+            sent -= len(parts[0])
+            parts.pop(0)
+        if parts and sent:
+            parts[0] = parts[0][sent:]
