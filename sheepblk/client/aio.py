@@ -24,7 +24,7 @@ import trio
 
 from ..proto import SD_RSP_SIZE, Flag, ObjArgs, Op, Request, Res, Response
 from ..proto.constants import SD_PROTO_VER
-from .connection import DEFAULT_TIMEOUT, Buffer, address_text
+from .connection import DEFAULT_TIMEOUT, Buffer, address_text, answer_view, skip_sent
 from .errors import NetworkError, SheepdogError
 
 # The reader receives in chunks this large; a payload is copied out of the
@@ -202,13 +202,7 @@ class AsyncLink:
                 n = rsp.data_length
                 if call is None:
                     raise NetworkError(f"{s.where} answered unknown request id {rsp.id}")
-                if call.rbuf is not None:
-                    if n > len(call.rbuf):
-                        raise NetworkError(f"response of {n} bytes exceeds the "
-                                           f"{len(call.rbuf)}-byte buffer")
-                    out = call.rbuf[:n]
-                else:
-                    out = memoryview(bytearray(n))
+                out = answer_view(n, call.rbuf)
                 if n:
                     if n - (end - start) > 0 and n <= len(buf):
                         await fill(n)
@@ -232,9 +226,4 @@ class AsyncLink:
 
 async def _send_all(sock: trio.socket.SocketType, parts: list[memoryview]) -> None:
     while parts:
-        sent = await sock.sendmsg(parts)
-        while parts and sent >= len(parts[0]):
-            sent -= len(parts[0])
-            parts.pop(0)
-        if parts and sent:
-            parts[0] = parts[0][sent:]
+        skip_sent(parts, await sock.sendmsg(parts))

@@ -61,6 +61,32 @@ def open_socket(host: str, port: int, timeout: float | None) -> socket.socket:
     return sock
 
 
+def skip_sent(parts: list[memoryview], sent: int) -> None:
+    """Drop the first `sent` bytes of `parts` (what one sendmsg took)."""
+    while parts and sent >= len(parts[0]):
+        sent -= len(parts[0])
+        parts.pop(0)
+    if parts and sent:
+        parts[0] = parts[0][sent:]
+
+
+def sendmsg_all(sock: socket.socket, parts: list[memoryview]) -> None:
+    """sendmsg until all of `parts` went: it may take less than everything
+    (signals, huge buffers, a socket with a timeout)."""
+    while parts:
+        skip_sent(parts, sock.sendmsg(parts))
+
+
+def answer_view(n: int, rbuf: memoryview | None) -> memoryview:
+    """Where an answer's `n` payload bytes go: the caller's buffer when it
+    gave one (NetworkError if they do not fit), else a new one."""
+    if rbuf is None:
+        return memoryview(bytearray(n))
+    if n > len(rbuf):
+        raise NetworkError(f"response of {n} bytes exceeds the {len(rbuf)}-byte buffer")
+    return rbuf[:n]
+
+
 def address_text(host: str, port: int) -> str:
     """How messages name a sheep's address."""
     return f"unix:{host}" if host.startswith("/") else f"{host}:{port}"
@@ -118,14 +144,7 @@ class Connection:
         return got - size
 
     def _send_all(self, parts: list[memoryview]) -> None:
-        # sendmsg may send less than everything (signals, huge buffers).
-        while parts:
-            sent = self.sock.sendmsg(parts)
-            while parts and sent >= len(parts[0]):
-                sent -= len(parts[0])
-                parts.pop(0)
-            if parts and sent:
-                parts[0] = parts[0][sent:]
+        sendmsg_all(self.sock, parts)
 
     def execute(self, req: Request, data: Buffer | None = None, *,
                 rbuf: Buffer | None = None, check: bool = True,

@@ -30,7 +30,14 @@ import threading
 from collections.abc import Callable
 
 from ..proto import SD_RSP_SIZE, Request, Res, Response
-from .connection import DEFAULT_TIMEOUT, Buffer, address_text, open_socket
+from .connection import (
+    DEFAULT_TIMEOUT,
+    Buffer,
+    address_text,
+    answer_view,
+    open_socket,
+    sendmsg_all,
+)
 from .errors import NetworkError, SheepdogError
 
 # Receive in chunks this large: a batch of small answers (48-byte headers
@@ -170,13 +177,7 @@ class PipelinedConnection:
                 self.sock.sendall(head)
 
     def _send_all(self, parts: list[memoryview]) -> None:
-        while parts:  # sendmsg may send less than everything
-            sent = self.sock.sendmsg(parts)
-            while parts and sent >= len(parts[0]):
-                sent -= len(parts[0])
-                parts.pop(0)
-            if parts and sent:
-                parts[0] = parts[0][sent:]
+        sendmsg_all(self.sock, parts)
 
     def _wait(self, call: _Call) -> None:
         """Return once `call` is done, reading for everyone meanwhile if
@@ -273,13 +274,7 @@ class PipelinedConnection:
                 raise NetworkError(f"{self.where} answered unknown request id "
                                    f"{rsp.id}")
             n = rsp.data_length
-            if call.rbuf is not None:
-                if n > len(call.rbuf):
-                    raise NetworkError(f"response of {n} bytes exceeds the "
-                                       f"{len(call.rbuf)}-byte buffer")
-                out = call.rbuf[:n]
-            else:
-                out = memoryview(bytearray(n))
+            out = answer_view(n, call.rbuf)
             if n:
                 have = min(n, self._end - self._start)
                 if have < n and n - have < DIRECT_RECV and n <= len(self._buf):
