@@ -10,6 +10,7 @@ import logging
 import signal
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 
 import trio
 
@@ -67,16 +68,17 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     write_atomic(running, b"")
     await node.load_vdis()
     listeners = await trio.open_tcp_listeners(opts.port, host=opts.bindaddr)
-    unix_path = opts.store_dir / UNIX_SOCKET
+    unix_path: Path | None = opts.store_dir / UNIX_SOCKET
     try:
-        listeners.append(open_unix_listener(unix_path))
-    except OSError as e:  # a store path too long for AF_UNIX (108 bytes)
+        listeners.append(open_unix_listener(opts.store_dir / UNIX_SOCKET))
+    except OSError as e:  # a path too long for AF_UNIX, a file system without sockets
         log.warning("no unix socket at %s: %s", unix_path, e.strerror or e)
+        unix_path = None
     # Sheepdog's first line names the daemon: scripts (its tests among
     # them) grep sheep.log for "daemon" to see that a node came up.
     log.info("sheepdog daemon (sheepblk %s) started", _version())
-    log.info("listening on %s:%d and %s, store %s, cluster driver %s", opts.bindaddr,
-             opts.port, unix_path, opts.store_dir, driver.name)
+    log.info("listening on %s:%d%s, store %s, cluster driver %s", opts.bindaddr, opts.port,
+             f" and {unix_path}" if unix_path else "", opts.store_dir, driver.name)
 
     open_conns = 0
 
@@ -126,6 +128,7 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
             except Exception:
                 log.exception("final flush failed")
             await node.peers.aclose()
-            unix_path.unlink(missing_ok=True)
+            if unix_path is not None:
+                unix_path.unlink(missing_ok=True)
         log.info("sheep stopped")
     return node.failed
