@@ -22,9 +22,16 @@ import socket
 
 import trio
 
-from ..proto import SD_RSP_SIZE, Flag, ObjArgs, Op, Request, Res, Response
+from ..proto import SD_RSP_SIZE, Flag, ObjArgs, Op, Request, Response
 from ..proto.constants import SD_PROTO_VER
-from .connection import DEFAULT_TIMEOUT, Buffer, address_text, answer_view, skip_sent
+from .connection import (
+    DEFAULT_TIMEOUT,
+    Buffer,
+    address_text,
+    answer_view,
+    call_outcome,
+    skip_sent,
+)
 from .errors import NetworkError, SheepdogError
 
 # The reader receives in chunks this large; a payload is copied out of the
@@ -144,13 +151,7 @@ class AsyncLink:
             # the caller then no longer reads), and the stream stays in step.
             call.rbuf = None
             raise
-        if call.error is not None:
-            raise call.error
-        rsp, out = call.rsp, call.out
-        assert rsp is not None and out is not None
-        if check and rsp.result != Res.SUCCESS:
-            raise SheepdogError(rsp.result, context)
-        return rsp, out
+        return call_outcome(call.error, call.rsp, call.out, check, context)
 
     async def read_obj(self, oid: int, offset: int, rbuf: memoryview) -> None:
         """READ_OBJ of len(rbuf) bytes at `offset` of `oid` into `rbuf`."""

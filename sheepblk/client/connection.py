@@ -87,6 +87,18 @@ def answer_view(n: int, rbuf: memoryview | None) -> memoryview:
     return rbuf[:n]
 
 
+def call_outcome(error: BaseException | None, rsp: Response | None, out: memoryview | None,
+                 check: bool, context: str) -> tuple[Response, memoryview]:
+    """What a finished pipelined request returns or raises: the stream's
+    error, or its answer (SheepdogError for a result code when `check`)."""
+    if error is not None:
+        raise error
+    assert rsp is not None and out is not None
+    if check and rsp.result != Res.SUCCESS:
+        raise SheepdogError(rsp.result, context)
+    return rsp, out
+
+
 def address_text(host: str, port: int) -> str:
     """How messages name a sheep's address."""
     return f"unix:{host}" if host.startswith("/") else f"{host}:{port}"

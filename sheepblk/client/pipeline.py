@@ -29,16 +29,17 @@ import socket
 import threading
 from collections.abc import Callable
 
-from ..proto import SD_RSP_SIZE, Request, Res, Response
+from ..proto import SD_RSP_SIZE, Request, Response
 from .connection import (
     DEFAULT_TIMEOUT,
     Buffer,
     address_text,
     answer_view,
+    call_outcome,
     open_socket,
     sendmsg_all,
 )
-from .errors import NetworkError, SheepdogError
+from .errors import NetworkError
 
 # Receive in chunks this large: a batch of small answers (48-byte headers
 # and 4 KiB payloads) arrives in one recv. Larger payloads are received
@@ -140,13 +141,7 @@ class PipelinedConnection:
             self._fail(NetworkError(f"{self.where}: send interrupted ({e!r})"))
             raise
         self._wait(call)
-        if call.error is not None:
-            raise call.error
-        rsp, out = call.rsp, call.out
-        assert rsp is not None and out is not None
-        if check and rsp.result != Res.SUCCESS:
-            raise SheepdogError(rsp.result, context)
-        return rsp, out
+        return call_outcome(call.error, call.rsp, call.out, check, context)
 
     def _send(self, head: bytes, data: Buffer | None) -> None:
         """Put one request on the stream, whole, between other requests.
