@@ -16,6 +16,7 @@ import hashlib
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,34 +59,39 @@ print("sha256", hashlib.sha256(model).hexdigest(), flush=True)
 """
 
 
-class Writer:
-    """The libnbd write stream in a subprocess; `done` counts its writes."""
+class Streamed:
+    """A client script in a subprocess that runs until its stop file exists,
+    printing a count as it goes (`count` reads it from a line, None for
+    other lines); `done` follows the last count printed."""
 
-    def __init__(self, sock: Path, stop: Path) -> None:
+    def __init__(self, argv: list[str], stop: Path,
+                 count: Callable[[str], int | None]) -> None:
         self.stop_file = stop
-        self.proc = subprocess.Popen([DEBIAN_PY, "-c", WRITER, str(sock), str(stop), "64"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.count = count
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
         self.done = 0
-        self.digest = ""
+        self.lines: list[str] = []
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        with self.proc.stdout:  # closed at EOF: the writer exited
+        with self.proc.stdout:  # closed at EOF: the script exited
             for line in self.proc.stdout:
-                if line.startswith("sha256 "):
-                    self.digest = line.split()[1]
-                elif line.strip().isdigit():
-                    self.done = int(line)
+                self.lines.append(line)
+                n = self.count(line)
+                if n is not None:
+                    self.done = n
 
     def wait_more(self, n: int) -> None:
         start = self.done
         wait_for(lambda: self.done >= start + n or self.proc.poll() is not None,
-                 f"{n} more NBD writes")
+                 f"{n} more NBD requests")
         assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
 
     def finish(self) -> str:
+        """Stop the script; its whole output (it must exit 0)."""
         self.stop_file.touch()
         try:
             self.proc.wait(timeout=300)
@@ -98,8 +104,21 @@ class Writer:
         with self.proc.stderr:
             err = self.proc.stderr.read()
         assert self.proc.returncode == 0, err
-        assert self.digest
-        return self.digest
+        return "".join(self.lines)
+
+
+class Writer(Streamed):
+    """The libnbd write stream; finish() gives the model's digest."""
+
+    def __init__(self, sock: Path, stop: Path) -> None:
+        super().__init__([DEBIAN_PY, "-c", WRITER, str(sock), str(stop), "64"], stop,
+                         lambda line: int(line) if line.strip().isdigit() else None)
+
+    def finish(self) -> str:  # type: ignore[override]
+        digests = [ln.split()[1] for ln in super().finish().splitlines()
+                   if ln.startswith("sha256 ")]
+        assert digests
+        return digests[-1]
 
 
 def vdi_sha256(node: SheepProcess) -> str:

@@ -18,13 +18,12 @@ ones that succeeded before still match the model).
 from __future__ import annotations
 
 import shutil
-import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 from conftest import SheepFactory, wait_for
 from test_cluster_daemon import node_count, three, wait_settled
+from test_nbd_cluster import Streamed
 from test_nbd_plugin import DEBIAN_PY, MIB, Nbdkit, export, libnbd, make_vdi
 
 pytestmark = pytest.mark.skipif(shutil.which("nbdkit") is None, reason="nbdkit not installed")
@@ -126,53 +125,22 @@ def outcome(stdout: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in last.split()[1:])
 
 
-class Pipeline:
-    """PIPELINE in a subprocess until its stop file exists; `progress`
-    follows its output."""
+class Pipeline(Streamed):
+    """PIPELINE in a subprocess until its stop file exists; finish() gives
+    its outcome."""
 
     def __init__(self, sock: Path, stop: Path, *, stop_at_error: bool) -> None:
         prelude = ("import nbd, os, random, sys\n"
                    "h = nbd.NBD()\n"
                    "h.connect_unix(sys.argv[1])\n"
                    "argv = sys.argv[2:]\n")
-        self.stop = stop
-        self.proc = subprocess.Popen(
-            [DEBIAN_PY, "-c", prelude + PIPELINE, str(sock), "11", "0", str(stop),
-             "1" if stop_at_error else "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.progress = 0
-        self.lines: list[str] = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
+        super().__init__([DEBIAN_PY, "-c", prelude + PIPELINE, str(sock), "11", "0", str(stop),
+                          "1" if stop_at_error else "0"], stop,
+                         lambda line: int(line.split()[1]) if line.startswith("progress ")
+                         else None)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with self.proc.stdout:
-            for line in self.proc.stdout:
-                self.lines.append(line)
-                if line.startswith("progress "):
-                    self.progress = int(line.split()[1])
-
-    def wait_more(self, n: int) -> None:
-        start = self.progress
-        wait_for(lambda: self.progress >= start + n or self.proc.poll() is not None,
-                 f"{n} more NBD requests")
-        assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
-
-    def finish(self) -> dict[str, str]:
-        self.stop.touch()
-        try:
-            self.proc.wait(timeout=300)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-        self.thread.join(30)
-        assert self.proc.stderr is not None
-        with self.proc.stderr:
-            err = self.proc.stderr.read()
-        assert self.proc.returncode == 0, err
-        return outcome("".join(self.lines))
+    def finish(self) -> dict[str, str]:  # type: ignore[override]
+        return outcome(super().finish())
 
 
 def test_64_mixed_requests_in_flight_match_a_model(one_node, tmp_path: Path) -> None:
