@@ -271,8 +271,11 @@ class _Core:
             return out
 
     def broadcast(self, payload: bytes) -> None:
-        with self._mutex, self._control():
-            self._append(encode_msg(self.uid, payload))
+        with self._mutex:
+            if self._ctl_fd < 0:  # leave() ran: a stopping node's last messages
+                raise DriverError("this node has left the cluster")
+            with self._control():
+                self._append(encode_msg(self.uid, payload))
 
     def leave(self) -> None:
         """Append our leave (if we got as far as the log), drop our lock."""

@@ -360,6 +360,9 @@ class Sheep:
             try:
                 await self.driver.broadcast(payload)
             except Exception:
+                if self.stopped.is_set():  # its driver may have left already
+                    log.info("%s message not sent: this node is stopping", msg.kind)
+                    return
                 log.exception("cannot broadcast a %s message", msg.kind)
 
         if self._nursery is not None:
