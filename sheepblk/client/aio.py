@@ -30,6 +30,7 @@ from .connection import (
     address_text,
     answer_view,
     call_outcome,
+    free_id,
     skip_sent,
 )
 from .errors import NetworkError, SheepdogError
@@ -129,9 +130,7 @@ class AsyncLink:
         if s is None or s.error is not None:
             s = await self._connect()
         call = _Call(memoryview(rbuf).cast("B") if rbuf is not None else None)
-        rid = next(s.ids) & 0xFFFFFFFF
-        while rid == 0 or rid in s.pending:
-            rid = next(s.ids) & 0xFFFFFFFF
+        rid = free_id(s.ids, s.pending)
         s.pending[rid] = call
         head = req._replace(id=rid).pack()
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+from collections.abc import Container, Iterator
 
 from ..proto import SD_RSP_SIZE, Request, Res, Response
 from .errors import NetworkError, SheepdogError
@@ -85,6 +86,15 @@ def answer_view(n: int, rbuf: memoryview | None) -> memoryview:
     if n > len(rbuf):
         raise NetworkError(f"response of {n} bytes exceeds the {len(rbuf)}-byte buffer")
     return rbuf[:n]
+
+
+def free_id(ids: Iterator[int], pending: Container[int]) -> int:
+    """The next 32-bit request id that is not 0 and not in flight (ids
+    wrap after 2**32 requests on one connection)."""
+    rid = next(ids) & 0xFFFFFFFF
+    while rid == 0 or rid in pending:
+        rid = next(ids) & 0xFFFFFFFF
+    return rid
 
 
 def call_outcome(error: BaseException | None, rsp: Response | None, out: memoryview | None,

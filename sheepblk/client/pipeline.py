@@ -36,6 +36,7 @@ from .connection import (
     address_text,
     answer_view,
     call_outcome,
+    free_id,
     open_socket,
     sendmsg_all,
 )
@@ -127,9 +128,7 @@ class PipelinedConnection:
         with self._state:
             if self._error is not None:
                 raise self._error
-            rid = next(self._ids) & 0xFFFFFFFF
-            while rid == 0 or rid in self._pending:
-                rid = next(self._ids) & 0xFFFFFFFF
+            rid = free_id(self._ids, self._pending)
             self._pending[rid] = call
         head = req._replace(id=rid).pack()
         try:
