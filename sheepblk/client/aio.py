@@ -8,6 +8,13 @@ Here the request goes out from the trio thread itself, a reader task
 matches the answers to their requests by id, and the requests of many
 FUSE operations share one socket, which the sheep answers in batches.
 
+The sheep's own peer requests (server/peer_client.py) go over it too.
+
+Why raw syscalls: trio's socket methods wrap every call in two scheduler
+checkpoints, each a trip through the run loop that costs more than the
+syscall of a 4 KiB request. Here the non-blocking syscall is tried first
+and the task waits only when the kernel cannot take or give anything yet.
+
 Not imported by the package: nbdkit's embedded Python has no trio, so only
 trio code imports this module. Error handling as PipelinedConnection's: a
 broken stream (or an answer that does not arrive within `timeout`) fails
@@ -38,12 +45,19 @@ from .errors import NetworkError, SheepdogError
 # The reader receives in chunks this large; a payload is copied out of the
 # chunk, or received straight into its buffer when it did not come with it.
 RECV_CHUNK = 256 << 10
+# A reader whose receives keep succeeding never waits, so it lets the
+# tasks it woke run after this many in a row.
+RECVS_BEFORE_YIELD = 16
 
 
-class _Call:
-    __slots__ = ("rbuf", "done", "rsp", "out", "error")
+class Call:
+    """A request sent on an AsyncLink whose answer is awaited with
+    AsyncLink.result."""
 
-    def __init__(self, rbuf: memoryview | None) -> None:
+    __slots__ = ("stream", "rbuf", "done", "rsp", "out", "error")
+
+    def __init__(self, stream: _Stream, rbuf: memoryview | None) -> None:
+        self.stream = stream
         self.rbuf = rbuf
         self.done = trio.Event()
         self.rsp: Response | None = None
@@ -52,12 +66,12 @@ class _Call:
 
 
 class _Stream:
-    """One socket and the requests in flight on it."""
+    """One socket (non-blocking, the stdlib's) and the requests in flight on it."""
 
-    def __init__(self, sock: trio.socket.SocketType, where: str) -> None:
+    def __init__(self, sock: socket.socket, where: str) -> None:
         self.sock = sock
         self.where = where
-        self.pending: dict[int, _Call] = {}
+        self.pending: dict[int, Call] = {}
         self.send_lock = trio.Lock()
         self.error: NetworkError | None = None
         self.ids = itertools.count(1)
@@ -69,7 +83,9 @@ class _Stream:
         for call in calls:
             call.error = self.error
             call.done.set()
-        self.sock.close()
+        if self.sock.fileno() != -1:
+            trio.lowlevel.notify_closing(self.sock)  # wakes a reader waiting on it
+            self.sock.close()
 
 
 class AsyncLink:
@@ -80,8 +96,9 @@ class AsyncLink:
     """
 
     def __init__(self, host: str, port: int, nursery: trio.Nursery,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, connect_timeout: float | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
         self.where = address_text(host, port)
         self._nursery = nursery
         self._stream: _Stream | None = None
@@ -92,23 +109,22 @@ class AsyncLink:
             s = self._stream
             if s is not None and s.error is None:
                 return s
+            unix = self.host.startswith("/")
+            sock = socket.socket(socket.AF_UNIX if unix else socket.AF_INET6 if ":" in self.host
+                                 else socket.AF_INET, socket.SOCK_STREAM)
             try:
-                if self.host.startswith("/"):
-                    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                else:
-                    sock = trio.socket.socket(socket.AF_INET6 if ":" in self.host
-                                              else socket.AF_INET, socket.SOCK_STREAM)
-                try:
-                    with trio.fail_after(self.timeout):
-                        await sock.connect(self.host if self.host.startswith("/")
-                                           else (self.host, self.port))
-                    if not self.host.startswith("/"):
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except BaseException:
-                    sock.close()
-                    raise
+                sock.setblocking(False)
+                with trio.fail_after(self.connect_timeout):
+                    await trio.socket.from_stdlib_socket(sock).connect(
+                        self.host if unix else (self.host, self.port))
+                if not unix:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except (OSError, trio.TooSlowError) as e:
+                sock.close()
                 raise NetworkError(f"cannot connect to {self.where}: {e}") from e
+            except BaseException:
+                sock.close()
+                raise
             s = self._stream = _Stream(sock, self.where)
             self._nursery.start_soon(self._read_loop, s)
             return s
@@ -126,24 +142,36 @@ class AsyncLink:
                       context: str = "") -> tuple[Response, memoryview]:
         """Send `req` (with `data` as payload) and wait for its answer,
         whose payload lands in `rbuf` when given."""
+        call = await self.send(req, data, rbuf=rbuf)
+        return await self.result(call, check=check, context=context)
+
+    async def send(self, req: Request, data: Buffer | None = None, *,
+                   rbuf: Buffer | None = None) -> Call:
+        """Send `req` and return at once; `result` waits for the answer.
+        Why two halves: a caller with several requests to make (the
+        gateway writing every copy) sends them all, does its own part,
+        and only then waits, without a task per request."""
         s = self._stream
         if s is None or s.error is not None:
             s = await self._connect()
-        call = _Call(memoryview(rbuf).cast("B") if rbuf is not None else None)
+        call = Call(s, memoryview(rbuf).cast("B") if rbuf is not None else None)
         rid = free_id(s.ids, s.pending)
         s.pending[rid] = call
-        head = req._replace(id=rid).pack()
+        parts = [memoryview(req._replace(id=rid).pack())]
+        if data is not None and len(data):
+            parts.append(memoryview(data).cast("B"))
+        await _send_request(s, rid, parts)
+        return call
+
+    async def result(self, call: Call, *, check: bool = True,
+                     context: str = "") -> tuple[Response, memoryview]:
+        """The answer to a request `send` sent (see execute)."""
         try:
-            async with s.send_lock:
-                if s.error is None:
-                    payload = memoryview(data).cast("B") if data is not None else None
-                    await _send_all(s.sock, [memoryview(head)] + ([payload] if payload else []))
             with trio.fail_after(self.timeout):
                 await call.done.wait()
-        except OSError as e:
-            s.fail(NetworkError(f"{s.where}: {e.strerror or e}"))
         except trio.TooSlowError:
-            s.fail(NetworkError(f"{s.where}: no answer in {self.timeout:.0f}s"))
+            call.stream.fail(NetworkError(f"{call.stream.where}: no answer in "
+                                          f"{self.timeout:.0f}s"))
         except BaseException:
             # Cancelled: the answer, when it comes, is read into a scratch
             # buffer (or, if it is being read already, into `rbuf`, which
@@ -179,6 +207,22 @@ class AsyncLink:
         buf = bytearray(RECV_CHUNK)
         view = memoryview(buf)
         start = end = 0
+        unwaited = 0
+
+        async def recv(into: memoryview) -> int:
+            nonlocal unwaited
+            while True:
+                try:
+                    n = s.sock.recv_into(into)
+                except BlockingIOError:
+                    unwaited = 0
+                    await trio.lowlevel.wait_readable(s.sock)
+                    continue
+                unwaited += 1
+                if unwaited >= RECVS_BEFORE_YIELD:
+                    unwaited = 0
+                    await trio.lowlevel.checkpoint()
+                return n
 
         async def fill(want: int) -> None:
             nonlocal start, end
@@ -188,7 +232,7 @@ class AsyncLink:
                 elif len(buf) - start < want:
                     buf[:end - start] = buf[start:end]
                     start, end = 0, end - start
-                n = await s.sock.recv_into(view[end:])
+                n = await recv(view[end:])
                 if n == 0:
                     raise NetworkError(f"{s.where} closed the connection")
                 end += n
@@ -211,7 +255,7 @@ class AsyncLink:
                     start += have
                     got = have
                     while got < n:
-                        k = await s.sock.recv_into(out[got:])
+                        k = await recv(out[got:])
                         if k == 0:
                             raise NetworkError(f"{s.where} closed the connection")
                         got += k
@@ -224,6 +268,33 @@ class AsyncLink:
                 s.fail(NetworkError(f"connection to {s.where} is closed"))
 
 
-async def _send_all(sock: trio.socket.SocketType, parts: list[memoryview]) -> None:
-    while parts:
-        skip_sent(parts, await sock.sendmsg(parts))
+async def _send_request(s: _Stream, rid: int, parts: list[memoryview]) -> None:
+    """Send request `rid` whole, or fail the stream: a request cut off
+    part-way (cancelled while the socket was full) would leave the sheep
+    reading the next request's header as its payload. One cancelled
+    before its first byte went is simply forgotten."""
+    started = locked = False
+    try:
+        await s.send_lock.acquire()
+        locked = True
+        while parts and s.error is None:
+            try:
+                skip_sent(parts, s.sock.sendmsg(parts))
+                started = True
+            except BlockingIOError:
+                pass
+            if parts:
+                await trio.lowlevel.wait_writable(s.sock)
+    except trio.ClosedResourceError:
+        pass  # the stream failed meanwhile; its error is the request's
+    except OSError as e:
+        s.fail(NetworkError(f"{s.where}: {e.strerror or e}"))  # the request's error too
+    except BaseException:
+        if started:
+            s.fail(NetworkError(f"{s.where}: a request was cut off while being sent"))
+        else:
+            s.pending.pop(rid, None)
+        raise
+    finally:
+        if locked:
+            s.send_lock.release()
