@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from fake_peers import FakePeers
 
 from sheepblk.proto import NodeId, Res, Response, SdNode
 from sheepblk.server.gateway import FROZEN_ATTEMPTS, Gateway, GatewayError
@@ -33,7 +34,7 @@ def _attempts(tmp_path: Path, frozen: bool) -> tuple[int, int]:
     me, dead = SdNode(NodeId("127.0.0.1", 7000)), SdNode(NodeId("127.0.0.1", 7001))
     sent = []
 
-    class Peers:
+    class Peers(FakePeers):
         async def request(self, nid, req, data=None, rbuf=None):  # type: ignore[no-untyped-def]
             await trio.lowlevel.checkpoint()
             sent.append(req.opcode)
@@ -80,7 +81,7 @@ def test_a_strict_write_retried_after_a_death_halts(tmp_path: Path) -> None:
     epoch = [1]
     sent = []
 
-    class Peers:
+    class Peers(FakePeers):
         async def request(self, nid, req, data=None, rbuf=None):  # type: ignore[no-untyped-def]
             await trio.lowlevel.checkpoint()
             sent.append((req.opcode, epoch[0]))

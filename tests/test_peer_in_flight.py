@@ -85,6 +85,8 @@ def test_a_write_attempt_stamps_the_epoch_its_copies_were_chosen_at(tmp_path: Pa
     test_nbd_cluster: the request to b went out stamped 5, b took it, and
     c, recovering the object from b, never got the write. The request must
     carry 4, so b refuses it and the write is tried again at 5."""
+    from fake_peers import FakePeers
+
     from sheepblk.proto import NodeId, Op, Res, Response, SdNode
     from sheepblk.server.gateway import Gateway
 
@@ -97,7 +99,7 @@ def test_a_write_attempt_stamps_the_epoch_its_copies_were_chosen_at(tmp_path: Pa
         epoch[0] = 5  # the join lands as soon as the copies are chosen
         return owners
 
-    class Peers:
+    class Peers(FakePeers):
         async def request(self, nid: NodeId, req, data=None, rbuf=None):  # type: ignore[no-untyped-def]
             await trio.lowlevel.checkpoint()
             if req.opcode == Op.WRITE_PEER:

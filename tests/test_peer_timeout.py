@@ -27,6 +27,7 @@ def test_a_silent_peer_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.serve_listeners, silent, listeners)
             client = PeerClient()
+            await nursery.start(client.run)
             with pytest.raises(PeerError) as e:
                 await client.request(NodeId("127.0.0.1", port),
                                      Request(Op.READ_PEER, 0, 1, 0, 0))

@@ -102,6 +102,7 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
         async with trio.open_nursery() as nursery:
             md_ops.install(node, nursery)
             nursery.start_soon(_watch_signals, node)
+            await nursery.start(node.peers.run)
             await nursery.start(node.run_cluster)
             accepting = trio.CancelScope()
 

@@ -41,7 +41,7 @@ from ..proto import (
 )
 from ..store import NoObject
 from .peer import PeerOps, result_of
-from .peer_client import PeerClient, PeerError
+from .peer_client import PeerCall, PeerClient, PeerError
 
 Placement = Callable[[int, int], Sequence[SdNode]]
 T = TypeVar("T")
@@ -165,36 +165,56 @@ class Gateway:
                       data: memoryview | None = None, rbuf: memoryview | None = None,
                       length: int = 0, flags: int = 0, cow_oid: int = 0,
                       copies: int = 0) -> None:
+        await self._answered(await self._send(node, opcode, oid, epoch=epoch, offset=offset,
+                                              data=data, rbuf=rbuf, length=length, flags=flags,
+                                              cow_oid=cow_oid, copies=copies))
+
+    async def _send(self, node: SdNode, opcode: int, oid: int, *, epoch: int,
+                    offset: int = 0,
+                    data: memoryview | None = None, rbuf: memoryview | None = None,
+                    length: int = 0, flags: int = 0, cow_oid: int = 0,
+                    copies: int = 0) -> PeerCall:
+        """Send a peer request; `_answered` waits for its answer."""
         if data is not None:
             flags |= Flag.CMD_WRITE
             length = len(data)
         req = Request(opcode, flags, epoch, 0, length,
                       ObjArgs(oid=oid, cow_oid=cow_oid, copies=copies, offset=offset).pack(),
                       SD_SHEEP_PROTO_VER)
-        rsp, _ = await self.peers.request(node.nid, req, data, rbuf)
+        return await self.peers.send(node.nid, req, data, rbuf)
+
+    async def _answered(self, call: PeerCall) -> None:
+        rsp, _ = await self.peers.result(call)
         if rsp.result != Res.SUCCESS:
             raise GatewayError(rsp.result)
 
-    async def _all(self, nodes: Sequence[SdNode], local, remote) -> None:  # type: ignore[no-untyped-def]
-        """Run on every owner; the first failure (by owner order) wins."""
-        if len(nodes) == 1:
-            node = nodes[0]
-            await (local() if self._is_me(node) else remote(node))
-            return
+    async def _all(self, nodes: Sequence[SdNode], local: Callable[[], Awaitable[None]],
+                   send: Callable[[SdNode], Awaitable[PeerCall]]) -> None:
+        """Change every owner's copy: the requests to the others go out
+        first, then our own copy changes while they travel, then every
+        answer is awaited (no task per copy). The first failure (by owner
+        order) wins, once every copy has answered."""
         errors: list[BaseException | None] = [None] * len(nodes)
-
-        async def one(i: int, node: SdNode) -> None:
-            try:
-                await (local() if self._is_me(node) else remote(node))
-            except Exception as e:  # noqa: BLE001 - collected, re-raised below
-                errors[i] = e
-
-        async with trio.open_nursery() as nursery:
-            for i, node in enumerate(nodes):
-                nursery.start_soon(one, i, node)
-        for e in errors:
-            if e is not None:
-                raise GatewayError(result_of(e), str(e)) from e
+        calls: list[PeerCall | None] = [None] * len(nodes)
+        for i, node in enumerate(nodes):
+            if not self._is_me(node):
+                try:
+                    calls[i] = await send(node)
+                except Exception as e:  # noqa: BLE001 - collected, re-raised below
+                    errors[i] = e
+        for i, node in enumerate(nodes):
+            if self._is_me(node):
+                try:
+                    await local()
+                except Exception as e:  # noqa: BLE001 - collected, re-raised below
+                    errors[i] = e
+        for i, call in enumerate(calls):
+            if call is not None:
+                try:
+                    await self._answered(call)
+                except Exception as e:  # noqa: BLE001 - collected, re-raised below
+                    errors[i] = e
+        _raise_first(errors)
 
     async def read(self, oid: int, offset: int, buf: memoryview, *, copies: int = 0,
                    flags: int = 0) -> None:
@@ -254,8 +274,8 @@ class Gateway:
 
         await self._retry(oid, copies, lambda epoch: self._all(
             self.owners(oid, copies), lambda: local(epoch),
-            lambda n: self._remote(n, Op.WRITE_PEER, oid, epoch=epoch, offset=offset,
-                                   data=data, flags=flags)), write=True)
+            lambda n: self._send(n, Op.WRITE_PEER, oid, epoch=epoch, offset=offset,
+                                 data=data, flags=flags)), write=True)
 
     async def create_and_write(self, oid: int, offset: int, data: memoryview, *, sync: bool,
                                cow_oid: int = 0, copies: int = 0) -> None:
@@ -281,8 +301,8 @@ class Gateway:
 
         await self._retry(oid, copies, lambda epoch: self._all(
             self.owners(oid, copies), lambda: local(epoch),
-            lambda n: self._remote(n, Op.CREATE_AND_WRITE_PEER, oid, epoch=epoch, offset=offset,
-                                   data=data, flags=flags, cow_oid=cow_oid, copies=copies)),
+            lambda n: self._send(n, Op.CREATE_AND_WRITE_PEER, oid, epoch=epoch, offset=offset,
+                                 data=data, flags=flags, cow_oid=cow_oid, copies=copies)),
             write=True)
 
     def _cow_here(self, nodes: Sequence[SdNode], cow_oid: int, copies: int) -> bool:
@@ -300,7 +320,7 @@ class Gateway:
 
         await self._retry(oid, copies, lambda epoch: self._all(
             self.owners(oid, copies), lambda: local(epoch),
-            lambda n: self._remote(n, Op.REMOVE_PEER, oid, epoch=epoch)))
+            lambda n: self._send(n, Op.REMOVE_PEER, oid, epoch=epoch)))
 
     async def flush(self, nodes: Sequence[SdNode]) -> None:
         """Flush every node's cached writes. Only a node that has left the
@@ -325,4 +345,27 @@ class Gateway:
                     log.debug("flush of %s again at epoch %d: %s", n.nid, epoch, e)
                 await self.wait_epoch(epoch, RETRY_PAUSE)
 
-        await self._all(nodes, self.peer.flush, remote)
+        # Each flush retries on its own: they run side by side, and the
+        # first failure (by node order) wins once all have ended.
+        errors: list[BaseException | None] = [None] * len(nodes)
+
+        async def one(i: int, node: SdNode) -> None:
+            try:
+                await (self.peer.flush() if self._is_me(node) else remote(node))
+            except Exception as e:  # noqa: BLE001 - collected, re-raised below
+                errors[i] = e
+
+        async with trio.open_nursery() as nursery:
+            for i, node in enumerate(nodes):
+                nursery.start_soon(one, i, node)
+        _raise_first(errors)
+
+
+def _raise_first(errors: Sequence[BaseException | None]) -> None:
+    """Raise the first error of the owners' (none: return); with one
+    owner its own error, as it came."""
+    for err in errors:
+        if err is not None:
+            if len(errors) == 1:
+                raise err
+            raise GatewayError(result_of(err), str(err)) from err

@@ -462,7 +462,9 @@ class Sheep:
 
     def handle_nowait(self, req: Request, data: memoryview | None,
                       caller: Caller) -> Reply | None:
-        """The inline fast path (gateway_ops.serve_now), or None."""
+        """The inline fast path (gateway_ops' or peer_ops' serve_now), or None."""
+        if req.opcode in peer_ops.SERVED_NOW:
+            return peer_ops.serve_now(self, req, data, caller)
         return gateway_ops.serve_now(self, req, data, caller)
 
     async def connection_closed(self, caller: Caller) -> None:

@@ -1,25 +1,30 @@
 """Async connections from this sheep to other sheep (for *_PEER requests).
 
-One small pool of sockets per peer; a socket carries one request at a time,
-so concurrency is the number of sockets. A broken socket is dropped and the
-error surfaces as NETWORK_ERROR, which the gateway may retry.
+One pipelined connection per peer (client/aio.py's AsyncLink): every
+request of the gateway, recovery and the rest goes out on it at once,
+stamped with an id, and the peer answers in any order. Why: with a
+socket per request in flight, each forwarded write cost the gateway a
+trip through the scheduler per syscall and the peer a task and a sendmsg
+of its own; on one stream the peer reads many requests in one receive and
+the gateway reads their answers the same way. A broken connection fails
+every request in flight on it with NETWORK_ERROR, which the gateway
+retries; the next request connects again.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections import defaultdict
-from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 import trio
 
-from ..proto import SD_RSP_SIZE, NodeId, Request, Res, Response
+from ..client.aio import AsyncLink, Call
+from ..client.errors import NetworkError
+from ..proto import NodeId, Request, Res, Response
 
-POOL_PER_PEER = 8
 CONNECT_TIMEOUT = 5.0
 # One request, sent and answered. A peer that stopped (SIGSTOP, a hung
 # disk, a lost link the kernel has not noticed) would otherwise hold the
-# socket, and the gateway's write, forever; past this the request fails
+# gateway's write forever; past this every request in flight to it fails
 # with NETWORK_ERROR, which the gateway retries until its own deadline.
 REQUEST_TIMEOUT = 30.0
 
@@ -28,92 +33,67 @@ class PeerError(Exception):
     result = Res.NETWORK_ERROR
 
 
-class _Conn:
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.sock = stream.socket
-        self.hdr = bytearray(SD_RSP_SIZE)
+class PeerCall(NamedTuple):
+    link: AsyncLink
+    call: Call
 
 
 class PeerClient:
-    """Resource handling: owns every socket it opened; aclose() frees them."""
+    """Resource handling: the connections' reader tasks run in `run`'s
+    nursery (start it with nursery.start before the first request); its
+    end, or aclose(), closes every connection."""
 
     def __init__(self) -> None:
-        self._idle: dict[NodeId, list[_Conn]] = defaultdict(list)
-        self._slots: dict[NodeId, trio.Semaphore] = {}
+        self._links: dict[NodeId, AsyncLink] = {}
+        self._nursery: trio.Nursery | None = None
 
-    @contextlib.asynccontextmanager
-    async def _conn(self, nid: NodeId) -> AsyncIterator[_Conn]:
-        sem = self._slots.setdefault(nid, trio.Semaphore(POOL_PER_PEER))
-        async with sem:
-            idle = self._idle[nid]
-            if idle:
-                conn = idle.pop()
-            else:
-                try:
-                    with trio.fail_after(CONNECT_TIMEOUT):
-                        stream = await trio.open_tcp_stream(nid.addr, nid.port)
-                except (OSError, trio.TooSlowError) as e:
-                    raise PeerError(f"cannot reach {nid}: {e}") from e
-                conn = _Conn(stream)
-            ok = False
-            try:
-                yield conn
-                ok = True
-            finally:
-                if ok:
-                    idle.append(conn)
-                else:
-                    with trio.CancelScope(shield=True):
-                        await conn.stream.aclose()
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            with trio.CancelScope(shield=True):
+                await self.aclose()
+
+    def _link(self, nid: NodeId) -> AsyncLink:
+        link = self._links.get(nid)
+        if link is None:
+            if self._nursery is None:
+                raise PeerError(f"cannot reach {nid}: the peer client is not running")
+            link = self._links[nid] = AsyncLink(nid.addr, nid.port, self._nursery,
+                                                timeout=REQUEST_TIMEOUT,
+                                                connect_timeout=CONNECT_TIMEOUT)
+        return link
 
     async def request(self, nid: NodeId, req: Request, data: memoryview | None = None,
                       rbuf: memoryview | None = None) -> tuple[Response, int]:
         """Send one request; the answer's payload lands in `rbuf`. Returns
         the response and how many payload bytes arrived."""
-        async with self._conn(nid) as conn:
-            try:
-                with trio.fail_after(REQUEST_TIMEOUT):
-                    return await self._exchange(nid, conn, req, data, rbuf)
-            except trio.TooSlowError as e:
-                raise PeerError(f"{nid}: no answer in {REQUEST_TIMEOUT:.0f}s") from e
+        return await self.result(await self.send(nid, req, data, rbuf))
 
-    async def _exchange(self, nid: NodeId, conn: _Conn, req: Request, data: memoryview | None,
-                        rbuf: memoryview | None) -> tuple[Response, int]:
+    async def send(self, nid: NodeId, req: Request, data: memoryview | None = None,
+                   rbuf: memoryview | None = None) -> PeerCall:
+        """Send one request and return at once (AsyncLink.send says why);
+        `result` waits for its answer."""
+        link = self._link(nid)
         try:
-            parts = [memoryview(req.pack())]
-            if data is not None and len(data):
-                parts.append(data)
-            while parts:
-                sent = await conn.sock.sendmsg(parts)
-                while parts and sent >= len(parts[0]):
-                    sent -= len(parts[0])
-                    parts.pop(0)
-                if parts and sent:
-                    parts[0] = parts[0][sent:]
-            hv = memoryview(conn.hdr)
-            await _recv_exact(conn.sock, hv)
-            rsp = Response.unpack(hv)
-            n = rsp.data_length
-            if n:
-                if rbuf is None or n > len(rbuf):
-                    raise PeerError(f"{nid} answered {n} bytes unasked")
-                await _recv_exact(conn.sock, rbuf[:n])
-            return rsp, n
-        except OSError as e:
-            raise PeerError(f"{nid}: {e}") from e
+            return PeerCall(link, await link.send(req, data, rbuf=rbuf))
+        except NetworkError as e:
+            raise PeerError(str(e)) from e
+
+    async def result(self, call: PeerCall) -> tuple[Response, int]:
+        """The answer to a request `send` sent: the response and how many
+        payload bytes arrived."""
+        try:
+            rsp, out = await call.link.result(call.call, check=False)
+        except NetworkError as e:
+            raise PeerError(str(e)) from e
+        return rsp, len(out)
 
     async def aclose(self) -> None:
-        for conns in self._idle.values():
-            for c in conns:
-                await c.stream.aclose()
-        self._idle.clear()
-
-
-async def _recv_exact(sock: trio.socket.SocketType, view: memoryview) -> None:
-    got = 0
-    while got < len(view):
-        n = await sock.recv_into(view[got:])
-        if n == 0:
-            raise PeerError("peer closed the connection")
-        got += n
+        links, self._links = list(self._links.values()), {}
+        for link in links:
+            await link.aclose()
