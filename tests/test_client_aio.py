@@ -23,7 +23,7 @@ from test_client_pipeline import (
 
 from sheepblk.client import NetworkError, SheepdogError
 from sheepblk.client.aio import AsyncLink
-from sheepblk.proto import Flag, ObjArgs, Op, Request, Res, Response
+from sheepblk.proto import SD_REQ_SIZE, Flag, ObjArgs, Op, Request, Res, Response
 
 __all__ = ["sock_path"]  # the fixture, used by name
 
@@ -169,3 +169,58 @@ def test_an_unknown_id_fails_the_stream(sock_path: str) -> None:
                 await link.aclose()
 
     trio.run(main)
+
+
+def test_a_request_cut_off_mid_send_closes_its_stream(sock_path: str) -> None:
+    """A write cancelled while the socket was full went out in part; the
+    sheep would read the next request's header as the rest of its
+    payload. The link drops that connection instead, and the next
+    request goes out whole on a new one."""
+    import socket
+
+    big = 16 << 20  # more than the socket buffers hold
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(4)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            link = AsyncLink(sock_path, 0, nursery)
+            req = Request(Op.WRITE_OBJ, Flag.CMD_WRITE, 0, 0, big, ObjArgs(oid=1).pack())
+            with trio.move_on_after(0.5) as scope:  # the sheep reads nothing meanwhile
+                await link.execute(req, bytes(big))
+            assert scope.cancelled_caught
+            first, _ = await trio.to_thread.run_sync(listener.accept)
+            # What the first connection carried ends short of the payload.
+            got = 0
+            while chunk := await trio.to_thread.run_sync(first.recv, 1 << 20):
+                got += len(chunk)
+            assert 0 < got < SD_REQ_SIZE + big
+            first.close()
+            # The next request goes out on a connection of its own, whole.
+            got_back: list[bytes] = []
+
+            async def read() -> None:
+                got_back.append(await _read(link, 5, 4 * KIB))
+
+            async with trio.open_nursery() as calls:
+                calls.start_soon(read)
+                second, _ = await trio.to_thread.run_sync(listener.accept)
+                head = await trio.to_thread.run_sync(second.recv, SD_REQ_SIZE, socket.MSG_WAITALL)
+                sent = Request.unpack(head)
+                assert (sent.opcode, sent.data_length, ObjArgs.unpack(sent.args).oid) == \
+                    (Op.READ_OBJ, 4 * KIB, 5)
+                rsp = Response(sent.opcode, id=sent.id, data_length=4 * KIB)
+                second.sendall(rsp.pack() + pattern(5, 4 * KIB))
+            second.close()
+            assert got_back == [pattern(5, 4 * KIB)]
+            await link.aclose()
+
+    async def bounded() -> None:
+        with trio.fail_after(HANG):  # a hang, not a timing threshold
+            await main()
+
+    try:
+        trio.run(bounded)
+    finally:
+        listener.close()
