@@ -109,3 +109,56 @@ def test_a_client_not_running_refuses() -> None:
         assert e.value.result == Res.NETWORK_ERROR
 
     trio.run(main)
+
+
+def test_requests_behind_an_unreachable_peer_share_one_connect_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that drops our SYNs (its accept queue is full here, a host
+    gone off the network in life): the requests waiting for the connect
+    fail with it, instead of each trying in turn (16 requests, 16
+    timeouts). Trio's MockClock jumps over the waits, so the elapsed
+    (virtual) time counts the timeouts without timing anything."""
+    import socket
+
+    import trio.testing
+
+    from sheepblk.server import peer_client
+
+    monkeypatch.setattr(peer_client, "CONNECT_TIMEOUT", 5.0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(8):  # fill the accept queue: then SYNs are dropped
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(listener.getsockname())
+        fillers.append(f)
+    nid = NodeId(*listener.getsockname())
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            peers = PeerClient()
+            await nursery.start(peers.run)
+            errors: list[PeerError] = []
+
+            async def one(oid: int) -> None:
+                try:
+                    await peers.request(nid, _read_req(oid, 0))
+                except PeerError as e:
+                    errors.append(e)
+
+            start = trio.current_time()
+            async with trio.open_nursery() as calls:
+                for oid in range(16):
+                    calls.start_soon(one, oid)
+            assert len(errors) == 16 and "cannot connect" in str(errors[0])
+            assert trio.current_time() - start < 2 * peer_client.CONNECT_TIMEOUT
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        for f in fillers:
+            f.close()
+        listener.close()

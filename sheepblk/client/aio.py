@@ -109,12 +109,22 @@ class AsyncLink:
         self._nursery = nursery
         self._stream: _Stream | None = None
         self._connecting = trio.Lock()
+        self._attempts = 0  # connects tried
+        self._refused: NetworkError | None = None  # why the last one failed
 
     async def _connect(self) -> _Stream:
+        """The open stream, or a new one. Requests that waited for an
+        attempt made meanwhile share its failure instead of each trying
+        again in turn: behind an unreachable peer, the 16th of 16 waiting
+        requests would otherwise fail after 16 connect timeouts."""
+        seen = self._attempts
         async with self._connecting:
             s = self._stream
             if s is not None and s.error is None:
                 return s
+            if self._attempts != seen and self._refused is not None:
+                raise NetworkError(str(self._refused))
+            self._attempts += 1
             unix = self.host.startswith("/")
             sock = socket.socket(socket.AF_UNIX if unix else socket.AF_INET6 if ":" in self.host
                                  else socket.AF_INET, socket.SOCK_STREAM)
@@ -127,10 +137,13 @@ class AsyncLink:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except (OSError, trio.TooSlowError) as e:
                 sock.close()
-                raise NetworkError(f"cannot connect to {self.where}: {e}") from e
+                self._refused = NetworkError(f"cannot connect to {self.where}: "
+                                             f"{e or 'no answer'}")
+                raise NetworkError(str(self._refused)) from e
             except BaseException:
                 sock.close()
                 raise
+            self._refused = None
             s = self._stream = _Stream(sock, self.where)
             self._nursery.start_soon(self._read_loop, s)
             self._nursery.start_soon(self._watch, s)
