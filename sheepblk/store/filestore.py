@@ -106,17 +106,21 @@ WRITE_CHUNK = 128 << 10
 
 
 def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
-    """Write all of `data` at `offset`, at most WRITE_CHUNK bytes a call.
+    """Write all of `data` at `offset`, in pieces that end on multiples of
+    WRITE_CHUNK in the file.
 
-    Why in chunks: the kernel (ext4 with large folios, Linux 6.x) sizes a
+    Why in pieces: the kernel (ext4 with large folios, Linux 6.x) sizes a
     page-cache folio by the write that creates it, so a whole object
     written at once lands in 2 MiB folios, and every later 4 KiB write
     into one walks all 512 of its block heads: 4-5x the CPU of the same
     write into a 128 KiB folio, and a VM's random writes are most of what
-    a store does. A 4 MiB object costs the same in 32 calls as in one."""
+    a store does. A 4 MiB object costs the same in 32 calls as in one.
+    Why on multiples in the file, not of the write: a piece boundary
+    inside a sector would let a crash that keeps one piece and loses the
+    next tear that sector, which no disk does."""
     view = memoryview(data).cast("B")
     while len(view):
-        n = os.pwrite(fd, view[:WRITE_CHUNK], offset)
+        n = os.pwrite(fd, view[:WRITE_CHUNK - offset % WRITE_CHUNK], offset)
         view = view[n:]
         offset += n
 
