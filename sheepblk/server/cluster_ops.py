@@ -241,7 +241,9 @@ async def make_fs_main(node: NodeContext, req: Request, msg: ClusterMsg) -> int:
         # A multi-disk store switches every disk's backend (plain <-> farm).
         if not node.store.can_reopen or store_name not in BACKENDS:
             return Res.NO_STORE
+        await node.recovery.stop_and_wait()
         await trio.to_thread.run_sync(node.store.reopen, store_name)
+    await node.recovery.stop_and_wait()
     await trio.to_thread.run_sync(node.store.format)
     # The flags as dog sent them, the vnodes strategy included: dog
     # checked that every sheep was started for it (C sheep takes them too).

@@ -117,6 +117,7 @@ class _Run:
         self.state = RW_PREPARE_LIST
         self.prepared = trio.Event()
         self.finished = False
+        self.ended = trio.Event()  # nothing of it touches the store any more
         self.pending: dict[int, trio.Event] = {}  # oid -> set when settled
         self.inflight: set[int] = set()
         self.running = 0  # objects the run loop started, not finished yet
@@ -216,6 +217,16 @@ class Recovery:
         if self.current is not None:
             self.current.stop()
 
+    async def stop_and_wait(self) -> None:
+        """Stop the run and return once it has ended. Why wait: a cancelled
+        run may still be storing an object in a worker thread; the store
+        being formatted under it would fail that write, or take it into
+        the new cluster's store."""
+        run = self.current
+        self.stop()
+        if run is not None:
+            await run.ended.wait()
+
     async def ready(self, oid: int) -> None:
         """Return once `oid` may be served from this node's store."""
         while True:
@@ -304,6 +315,7 @@ class Recovery:
                 log.exception("epoch %d: recovery failed", run.epoch)
             finally:
                 run.release_all()
+                run.ended.set()
         if self.current is run and not run.finished:
             run.finished = True
             ok = run.failed == 0 and run.state == RW_NOTIFY_COMPLETION
