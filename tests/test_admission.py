@@ -213,9 +213,9 @@ def test_a_stranger_is_refused_every_admin_op(tmp_path: Path,
 
 
 def test_members_and_admin_networks_may(tmp_path: Path) -> None:
-    """A node whose address is MEMBER takes a shutdown-free admin op from
-    its own address (a member) and from an --admin-from network, and
-    still refuses the rest."""
+    """A node whose address is MEMBER takes an admin op (SET_LOGLEVEL)
+    from that address (a member's) and from its --admin-from network, and
+    still refuses a host outside both."""
     async def body(node: Sheep, connect: Connect) -> None:
         for peer, result in ((f"{MEMBER}:7001", Res.SUCCESS), ("192.0.2.9:1", Res.SUCCESS),
                              ("192.0.2.17:1", REFUSED)):
