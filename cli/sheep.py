@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,7 +86,8 @@ def node_settings(store_arg: str, *, port: int = 7000, bindaddr: str = "127.0.0.
                   myaddr: str | None = None, cluster: str = "local", zone: int | None = None,
                   vnodes: int | None = None, gateway: bool = False, nosync: bool = False,
                   foreground: bool = False, log: str | None = None,
-                  pidfile: str | None = None) -> NodeSettings:
+                  pidfile: str | None = None, admin_from: tuple[str, ...] = ()
+                  ) -> NodeSettings:
     """The settings of sheep's options (defaults as sheep's); QuietError
     for values no daemon could start with."""
     from sheepblk.server import Options
@@ -100,10 +102,25 @@ def node_settings(store_arg: str, *, port: int = 7000, bindaddr: str = "127.0.0.
     if vnodes is not None and vnodes < 0:
         raise QuietError("vnodes must be >= 0")
     opts = Options(store_dir=store_dir, port=port, bindaddr=bindaddr, myaddr=myaddr, zone=zone,
-                   vnodes=vnodes, gateway=gateway, nosync=nosync, cluster=cluster)
+                   vnodes=vnodes, gateway=gateway, nosync=nosync, cluster=cluster,
+                   admin_from=_admin_networks(admin_from))
     return NodeSettings(opts=opts, store_arg=store_arg,
                         disks=[Path(p).absolute() for p in parts[1:]], log_level=level,
                         log_dir=log_dir, foreground=foreground, pidfile=pidfile)
+
+
+def _admin_networks(specs: tuple[str, ...]) -> tuple[IPv4Network | IPv6Network, ...]:
+    """--admin-from CIDR[,CIDR] (the option may also repeat), in order,
+    each network once; QuietError naming a bad one."""
+    from sheepblk.server.admission import parse_networks
+
+    nets: list[IPv4Network | IPv6Network] = []
+    for spec in specs:
+        try:
+            nets += [n for n in parse_networks(spec) if n not in nets]
+        except ValueError as e:
+            raise QuietError(f"invalid --admin-from: {e}") from None
+    return tuple(nets)
 
 
 def _checked(message: str, maximum: int, minimum: int = 0
@@ -179,6 +196,11 @@ def _vnodes_option(ctx: click.Context, _param: click.Parameter, value: str | Non
               callback=_v_option, metavar="[VNODES]",
               help="-v N: vnodes; bare -v: show the version")
 @click.option("-P", "--pidfile", help="also write the pid to this file")
+@click.option("--admin-from", "admin_from", multiple=True, metavar="CIDR[,CIDR...]",
+              help="also take the ops that format, shut down, kill or reshape the cluster "
+                   "(dog cluster format/shutdown/recover/alter-copy/reweight, dog node "
+                   "kill/md/vnodes/log level set...) from these IPv4/IPv6 networks; by "
+                   "default only this host and the cluster's members may send them")
 # C sheep's options that sheepblk has no use for: accepted, ignored.
 @click.option("-D", "--directio", is_flag=True, hidden=True)
 @click.option("-W", "--wildcard-recovery", is_flag=True, hidden=True)
@@ -191,14 +213,15 @@ def _vnodes_option(ctx: click.Context, _param: click.Parameter, value: str | Non
 def command(store_arg: str, port: int, bindaddr: str, myaddr: str | None, cluster: str,
             zone: int | None, gateway: bool, foreground: bool, log: str | None,
             nosync: bool, vnodes: int | None, v_opt: int | None, pidfile: str | None,
-            **_ignored: object) -> NodeSettings | int:
+            admin_from: tuple[str, ...], **_ignored: object) -> NodeSettings | int:
     if gateway and vnodes is not None:
         click.echo("Options '-g' and '-V' can not be both specified", err=True)
         return 1
     return node_settings(store_arg, port=port, bindaddr=bindaddr, myaddr=myaddr,
                          cluster=cluster, zone=zone,
                          vnodes=v_opt if v_opt is not None else vnodes, gateway=gateway,
-                         nosync=nosync, foreground=foreground, log=log, pidfile=pidfile)
+                         nosync=nosync, foreground=foreground, log=log, pidfile=pidfile,
+                         admin_from=admin_from)
 
 
 def parse(args: list[str] | None = None) -> NodeSettings | int:

@@ -62,13 +62,14 @@ def wait_for(cond: Callable[[], object], what: str, timeout: float = 90.0,
                          + (f" (last error: {last!r})" if last else ""))
 
 
-def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = START_TIMEOUT) -> None:
+def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = START_TIMEOUT,
+              host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
@@ -76,12 +77,16 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 
 
 
 class SheepProcess:
-    """One `sheep -f` daemon started by a test."""
+    """One `sheep -f` daemon started by a test: on 127.0.0.1, or bound to
+    `host` (`-b`) and run under `prefix` (a test's network namespace,
+    tests/netns.py: `ip netns exec NS`)."""
 
     def __init__(self, store: Path, port: int, cluster: str, zone: int | None = None,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, *, host: str = "127.0.0.1",
+                 prefix: list[str] | None = None) -> None:
         self.store, self.port, self.cluster = store, port, cluster
         self.zone, self.extra = zone, list(extra or [])
+        self.host, self.prefix = host, list(prefix or [])
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -90,7 +95,9 @@ class SheepProcess:
         return self.proc.pid
 
     def start(self, wait: bool = True) -> SheepProcess:
-        args = [bin_path("sheep"), "-f", "-p", str(self.port), "-c", self.cluster]
+        args = [*self.prefix, bin_path("sheep"), "-f", "-p", str(self.port), "-c", self.cluster]
+        if self.host != "127.0.0.1":
+            args += ["-b", self.host]
         if self.zone is not None:
             args += ["-z", str(self.zone)]
         args += self.extra + [self.store_arg()]
@@ -101,7 +108,7 @@ class SheepProcess:
         with open(self.store.parent / f"sheep-{self.port}.err", "ab") as err:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
         if wait:
-            wait_port(self.port, self.proc)
+            wait_port(self.port, self.proc, host=self.host)
         return self
 
     def store_arg(self) -> str:
@@ -121,7 +128,7 @@ class SheepProcess:
             logcheck.collect(path)
 
     def client(self, **kw) -> SheepClient:  # type: ignore[no-untyped-def]
-        return SheepClient("127.0.0.1", self.port, **kw)
+        return SheepClient(self.host, self.port, **kw)
 
     def wait_running(self, timeout: float = START_TIMEOUT) -> None:
         """Wait until a formatted node serves I/O: a restarted cluster first

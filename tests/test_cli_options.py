@@ -32,7 +32,7 @@ Expected = dict[str, object] | tuple[str, object]
 SHEEP_DEFAULTS: dict[str, object] = {
     "store_dir": "/s", "port": 7000, "bindaddr": "127.0.0.1", "myaddr": None, "zone": None,
     "vnodes": None, "gateway": False, "nosync": False, "cluster": "local", "foreground": False,
-    "log_level": 6, "log_dir": None, "pidfile": None,
+    "log_level": 6, "log_dir": None, "pidfile": None, "admin_from": [],
 }
 SHEEPFS_DEFAULTS: dict[str, object] = {
     "mountpoint": "/mnt", "address": "127.0.0.1", "port": 7000, "foreground": False,
@@ -221,6 +221,19 @@ SHEEP_CASES: list[tuple[str, Expected]] = [
     ('/s,', {}),
     (',/s', {}),
     ('/s,/s', {}),
+    # sheepblk's own: who else may administer the cluster (admission.py).
+    ('--admin-from 10.1.2.0/30 /s', {'admin_from': ['10.1.2.0/30']}),
+    ('--admin-from=10.1.2.1/30,fd00::/64 -b 0.0.0.0 /s',
+     {'admin_from': ['10.1.2.0/30', 'fd00::/64'], 'bindaddr': '0.0.0.0'}),
+    ('--admin-from 10.0.0.0/8 --admin-from 192.0.2.7,10.0.0.0/8 /s',
+     {'admin_from': ['10.0.0.0/8', '192.0.2.7/32']}),
+    ('--admin 10.0.0.0/8 /s', {'admin_from': ['10.0.0.0/8']}),
+    ("--admin-from '' /s", {}),
+    ('--admin-from 10.0.0.0/33 /s',
+     ('error', "invalid --admin-from: not an IPv4 or IPv6 network: '10.0.0.0/33'")),
+    ('--admin-from example.org /s',
+     ('error', "invalid --admin-from: not an IPv4 or IPv6 network: 'example.org'")),
+    ('--admin-from /s', ('exit', 2)),
 ]
 
 SHEEPFS_CASES: list[tuple[str, Expected]] = [
@@ -271,6 +284,7 @@ def _sheep(line: str) -> Expected:
         "myaddr": o.myaddr, "zone": o.zone, "vnodes": o.vnodes, "gateway": o.gateway,
         "nosync": o.nosync, "cluster": o.cluster, "foreground": s.foreground,
         "log_level": s.log_level, "log_dir": s.log_dir, "pidfile": s.pidfile,
+        "admin_from": [str(n) for n in o.admin_from],
     }
     if s.object_dirs not in ([o.store_dir / "obj"], [o.store_dir]):  # STORE/obj, or STORE named as its disk
         got["disks"] = [str(d) for d in s.object_dirs]
@@ -338,7 +352,7 @@ def test_sheep_refuses_bad_vnodes_with_c_sheeps_lines(capsys: pytest.CaptureFixt
 def test_sheep_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert sheep.main(["-h"]) == 0
     out = capsys.readouterr().out
-    assert "--foreground" in out and "--vnodes" in out
+    assert "--foreground" in out and "--vnodes" in out and "--admin-from" in out
     # C sheep's options sheepblk ignores are accepted but not advertised.
     assert "--directio" not in out and "--journal" not in out
     assert sheep.main(["-v"]) == 0

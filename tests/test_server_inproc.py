@@ -100,7 +100,8 @@ def run_node(tmp_path: Path, body: Callable[[Sheep, Callable[[], Awaitable[Raw]]
 
             async def connect() -> Raw:
                 client, server = trio.testing.memory_stream_pair()
-                nursery.start_soon(serve_stream, StreamTransport(server), node, "test")
+                # An in-process client is this host, as one on the unix socket.
+                nursery.start_soon(serve_stream, StreamTransport(server), node, "unix")
                 return Raw(client)
 
             if fmt:

@@ -16,7 +16,7 @@ import trio
 
 from ..cluster.driver import ClusterDriver
 from ..store import ObjectStore, write_atomic
-from . import md_ops
+from . import admission, md_ops
 from .conn import serve_stream
 from .node import Sheep
 from .options import Options
@@ -79,6 +79,8 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     log.info("sheepdog daemon (sheepblk %s) started", _version())
     log.info("listening on %s:%d%s, store %s, cluster driver %s", opts.bindaddr, opts.port,
              f" and {unix_path}" if unix_path else "", opts.store_dir, driver.name)
+    log.info("cluster administration (format, shutdown, kill...) taken from %s",
+             admission.describe(opts.admin_from))
 
     open_conns = 0
 

@@ -45,7 +45,7 @@ from ..store import (
     load_node_space,
     save_node_space,
 )
-from . import cluster_ops, gateway_ops, peer_ops, stale, wire_checks
+from . import admission, cluster_ops, gateway_ops, peer_ops, stale, wire_checks
 from . import coordinator as co
 from . import membership as mship
 from .buffers import BufferPool
@@ -113,6 +113,7 @@ class Sheep:
         self.recovery = Recovery(view, store, self.peer, self.peers, self.vdi,
                                  self.recovery_done)
         self.leases = LockLeases()  # lock sessions of this node's clients
+        self.admission = admission.Admission(opts.admin_from)
         self.loglevel = 6
         self.buffers = BufferPool()
         self.stopped = trio.Event()
@@ -416,6 +417,11 @@ class Sheep:
         if info is None:
             log.warning("unknown opcode %#x from %s", req.opcode, caller.peer)
             return Reply(Res.INVALID_PARMS)
+        # Who asks before what: a host that may not administer the cluster
+        # learns nothing from a format or shutdown, whatever its state.
+        if req.opcode in admission.ADMIN_OPS and not self.admission.admits(
+                req.opcode, caller.peer, self._member_addresses()):
+            return Reply(admission.REFUSED)
         # Every field before any use, whatever the cluster's state: a
         # malformed request gets its code even from a waiting node.
         bad = wire_checks.refused(req, data, self.view)
@@ -459,6 +465,13 @@ class Sheep:
         except (StoreError, GatewayError, VdiError, PeerError) as e:
             log.debug("opcode %#x: %s", req.opcode, e)
             return Reply(result_of(e))
+
+    def _member_addresses(self) -> set[admission.Address]:
+        """The addresses of the nodes in the cluster now and in its latest
+        epoch (a restarting cluster waits for nodes its epoch names: their
+        hosts may still run `dog cluster recover force`)."""
+        nodes = [*self.members, *self.coord.epoch_nodes(self.epoch)]
+        return {ip for n in nodes if (ip := admission.parse_address(n.nid.addr)) is not None}
 
     def handle_nowait(self, req: Request, data: memoryview | None,
                       caller: Caller) -> Reply | None:

@@ -9,7 +9,8 @@ block), `main` on every node in stream order. `process` is where
 `NodeContext.handle` sends the request; for a cluster op it submits it to the
 stream. `force` ops are served before the cluster is formatted or while
 it waits for nodes. Finding where an opcode is handled takes one look
-here.
+here; who may send it (any host, or only hosts that may administer the
+cluster) is admission.py's ADMIN_OPS / OPEN_OPS.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ and the ops read them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 
@@ -18,6 +19,9 @@ class Options:
     gateway: bool = False  # a gateway-only node: no objects of its own
     nosync: bool = False
     cluster: str = "local"
+    # Networks besides this host and the cluster's members that may send
+    # the ops that format, stop or reshape the cluster (admission.py).
+    admin_from: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 def default_zone(addr: str) -> int:
