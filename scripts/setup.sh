@@ -16,6 +16,8 @@ APT_RUNTIME=(
 )
 APT_TEST=(
   qemu-utils python3-libnbd fio
+  qemu-system-common                 # qemu-storage-daemon (tests/test_attach_commands.py)
+  libvirt-clients                    # virt-xml-validate (tests/test_libvirt_xml.py)
 )
 
 want=("${APT_RUNTIME[@]}")
