@@ -17,7 +17,8 @@ APT_RUNTIME=(
 APT_TEST=(
   qemu-utils python3-libnbd fio
   qemu-system-common                 # qemu-storage-daemon (tests/test_attach_commands.py)
-  libvirt-clients                    # virt-xml-validate (tests/test_libvirt_xml.py)
+  libvirt-clients libxml2-utils      # virt-xml-validate and the xmllint it runs (tests/test_libvirt_xml.py)
+  libvirt-daemon-system qemu-system-x86   # libvirtd + an emulator: virsh define/dumpxml in tests/test_libvirt_xml.py
 )
 
 want=("${APT_RUNTIME[@]}")

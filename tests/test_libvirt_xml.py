@@ -1,0 +1,135 @@
+"""The domain XML of docs/libvirt/ is what libvirt takes.
+
+Each file passes `virt-xml-validate FILE domain` (libvirt's RelaxNG schema).
+Then a real libvirtd defines each domain and gives it back (`virsh define`
+then `virsh dumpxml`) with its disk source unchanged: libvirt's own parser
+and the QEMU driver's checks, not only the schema. That libvirtd is a
+session daemon run as `nobody` in a private directory (root's would be the
+host's system daemon, with its state in /etc/libvirt): no systemd needed,
+nothing outside the directory touched. It is started here and stopped by
+its pid. Nothing is booted (the VM boot test does that). The copy it
+defines says type='qemu' (TCG) instead of 'kvm': nobody may not open
+/dev/kvm (root-only here), and the disks are what is checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+XML_DIR = ROOT / "docs" / "libvirt"
+XMLS = sorted(p.name for p in XML_DIR.glob("*.xml"))
+NOBODY = 65534
+START_TIMEOUT = 30.0
+
+
+def test_every_attach_way_has_a_file() -> None:
+    assert {"alice-nbd.xml", "alice-sheepfs.xml", "alice-sheepdog.xml",
+            "alice-vhost.xml"} <= set(XMLS)
+
+
+@pytest.mark.skipif(shutil.which("virt-xml-validate") is None or shutil.which("xmllint") is None,
+                    reason="virt-xml-validate (libvirt-clients) or xmllint (libxml2-utils) "
+                           "not installed: scripts/setup.sh --test installs both")
+@pytest.mark.parametrize("name", XMLS)
+def test_validates_against_libvirts_schema(name: str) -> None:
+    r = subprocess.run(["virt-xml-validate", str(XML_DIR / name), "domain"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def disk_source(xml: str) -> str:
+    """The <source ...> element of the first disk, whitespace normalised."""
+    disk = re.search(r"<disk .*?</disk>", xml, re.S)
+    assert disk is not None, xml
+    src = re.search(r"<source .*?(?:/>|</source>)", disk.group(0), re.S)
+    assert src is not None, disk.group(0)
+    return " ".join(src.group(0).split())
+
+
+class SessionLibvirtd:
+    """`libvirtd` as nobody, with HOME and XDG_RUNTIME_DIR in `home`."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/bin", f"HOME={home}",
+                    f"XDG_RUNTIME_DIR={home}/run"]
+        self.sock = home / "run" / "libvirt" / "libvirt-sock"
+        self.log = open(home / "libvirtd.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*self.as_nobody(), "/usr/sbin/libvirtd"], stdout=self.log, stderr=self.log,
+            cwd=home)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.sock.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("libvirtd did not start: "
+                                   + (home / "libvirtd.log").read_text(errors="replace"))
+            time.sleep(0.05)
+
+    def as_nobody(self) -> list[str]:
+        return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                *self.env]
+
+    def virsh(self, *args: str) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([*self.as_nobody(), "virsh", "-c", "qemu:///session", *args],
+                           capture_output=True, text=True, timeout=60, cwd=self.home)
+        assert r.returncode == 0, f"virsh {args}: {r.stdout}{r.stderr}"
+        return r
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def libvirtd() -> Iterator[SessionLibvirtd]:
+    missing = [t for t in ("/usr/sbin/libvirtd", "/usr/bin/qemu-system-x86_64")
+               if not os.path.exists(t)] + [t for t in ("virsh", "setpriv")
+                                             if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (scripts/setup.sh --test "
+                    "installs libvirt-daemon-system and qemu-system-x86)")
+    if os.geteuid() != 0:
+        pytest.skip("runs libvirtd as nobody, which needs root")
+    home = Path(tempfile.mkdtemp(prefix="sheepblk-libvirt-"))
+    os.chown(home, NOBODY, NOBODY)
+    os.chmod(home, 0o700)
+    daemon = SessionLibvirtd(home)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.parametrize("name", XMLS)
+def test_libvirtd_defines_and_dumps_it(libvirtd: SessionLibvirtd, name: str) -> None:
+    text = (XML_DIR / name).read_text()
+    copy = libvirtd.home / name
+    copy.write_text(text.replace("<domain type='kvm'>", "<domain type='qemu'>"))
+    os.chmod(copy, 0o644)
+    domain = re.search(r"<name>(.*?)</name>", text)
+    assert domain is not None
+    libvirtd.virsh("define", str(copy))
+    try:
+        dumped = libvirtd.virsh("dumpxml", domain.group(1)).stdout
+    finally:
+        libvirtd.virsh("undefine", domain.group(1))
+    assert disk_source(dumped) == disk_source(text)
