@@ -25,6 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import SheepProcess
+
+from sheepblk.client import Vdi
 
 ROOT = Path(__file__).resolve().parent.parent
 XML_DIR = ROOT / "docs" / "libvirt"
@@ -133,3 +136,99 @@ def test_libvirtd_defines_and_dumps_it(libvirtd: SessionLibvirtd, name: str) -> 
     finally:
         libvirtd.virsh("undefine", domain.group(1))
     assert disk_source(dumped) == disk_source(text)
+
+
+# ---- virsh start: QEMU opens the disk and writes through it ----
+
+SIZE = 8 << 20
+
+
+def started_copy(libvirtd: SessionLibvirtd, name: str, replace: dict[str, str]) -> str:
+    """Define a copy of docs/libvirt/NAME with its paths moved into the
+    daemon's directory and a small TCG machine; start it; return its name."""
+    text = (XML_DIR / name).read_text().replace("<domain type='kvm'>", "<domain type='qemu'>")
+    text = text.replace("<memory unit='MiB'>1024</memory>", "<memory unit='MiB'>128</memory>")
+    for old, new in replace.items():
+        assert old in text
+        text = text.replace(old, new)
+    copy = libvirtd.home / name
+    copy.write_text(text)
+    os.chmod(copy, 0o644)
+    domain = re.search(r"<name>(.*?)</name>", text)
+    assert domain is not None
+    libvirtd.virsh("define", str(copy))
+    libvirtd.virsh("start", domain.group(1))
+    return domain.group(1)
+
+
+def write_through_qemu(libvirtd: SessionLibvirtd, domain: str) -> None:
+    """Write 64 KiB of 0x5a at 1 MiB through the running QEMU's block layer
+    (HMP qemu-io on the guest's disk), then flush: no guest needed."""
+    for cmd in ("write -P 0x5a 1M 64k", "flush"):
+        out = libvirtd.virsh("qemu-monitor-command", domain, "--hmp",
+                             f'qemu-io -d virtio-disk0/virtio-backend "{cmd}"').stdout
+        assert "error" not in out.lower(), out
+
+
+def stop_domain(libvirtd: SessionLibvirtd, domain: str) -> None:
+    libvirtd.virsh("destroy", domain)
+    libvirtd.virsh("undefine", domain)
+
+
+def vdi_range(node: SheepProcess) -> bytes:
+    with node.client() as c, Vdi(c, "Alice", writable=False) as v:
+        return bytes(v.pread(128 << 10, 1 << 20))
+
+
+WRITTEN = b"\x5a" * (64 << 10) + bytes(64 << 10)  # read from 1 MiB on
+
+
+def test_virsh_start_nbd_disk(libvirtd: SessionLibvirtd, one_node: SheepProcess) -> None:
+    from test_nbd_plugin import Nbdkit
+
+    with one_node.client() as c:
+        c.create_vdi("Alice", SIZE)
+    sock = libvirtd.home / "Alice.sock"
+    nbd = Nbdkit(sock, ["vdi=Alice", f"address=127.0.0.1:{one_node.port}"])
+    nbd.start()
+    try:
+        os.chmod(sock, 0o777)  # QEMU runs as nobody here (libvirt-qemu in a system install)
+        domain = started_copy(libvirtd, "alice-nbd.xml",
+                              {"/run/sheepblk/Alice.sock": str(sock)})
+        try:
+            info = libvirtd.virsh("domblkinfo", domain, "vda").stdout
+            assert re.search(rf"Capacity:\s+{SIZE}\b", info), info
+            write_through_qemu(libvirtd, domain)
+        finally:
+            stop_domain(libvirtd, domain)
+    finally:
+        nbd.stop()
+    assert vdi_range(one_node) == WRITTEN
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
+def test_virsh_start_sheepfs_disk_as_another_user(libvirtd: SessionLibvirtd,
+                                                  one_node: SheepProcess) -> None:
+    """sheepfs's files belong to whoever mounted it, mode 0644, and the
+    kernel checks that (chown is accepted and ignored): a root mount with
+    --allow-other lets QEMU (nobody here, libvirt-qemu in a system install)
+    open a volume read-only with cache='none', not read-write. docs/libvirt.md
+    says what to do. (Running sheepfs as nobody, the fix, needs /dev/fuse
+    open to nobody, which it is not on our test machines.)"""
+    from test_sheepfs import mounted
+
+    with one_node.client() as c:
+        c.create_vdi("Alice", SIZE)
+    with mounted(one_node, libvirtd.home, "mnt", "--allow-other") as m:
+        vol = str(m / "volume/Alice")
+        with pytest.raises(AssertionError, match=r"Could not open .*Alice.*Permission denied"):
+            started_copy(libvirtd, "alice-sheepfs.xml", {"/mnt/sheep/volume/Alice": vol})
+        libvirtd.virsh("undefine", "alice-sheepfs")
+        domain = started_copy(libvirtd, "alice-sheepfs.xml", {
+            "/mnt/sheep/volume/Alice": vol,
+            "<target dev='vda' bus='virtio'/>": "<target dev='vda' bus='virtio'/><readonly/>"})
+        try:
+            info = libvirtd.virsh("domblkinfo", domain, "vda").stdout
+            assert re.search(rf"Capacity:\s+{SIZE}\b", info), info
+        finally:
+            stop_domain(libvirtd, domain)
