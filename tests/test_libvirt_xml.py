@@ -7,7 +7,9 @@ and the QEMU driver's checks, not only the schema. That libvirtd is a
 session daemon run as `nobody` in a private directory (root's would be the
 host's system daemon, with its state in /etc/libvirt): no systemd needed,
 nothing outside the directory touched. It is started here and stopped by
-its pid. Nothing is booted (the VM boot test does that). The copy it
+its pid. Nothing is booted (the VM boot test does that), but `virsh start`
+of the NBD and sheepfs domains runs QEMU far enough to open the disk, and
+the NBD one writes through QEMU's block layer into the VDI. The copy it
 defines says type='qemu' (TCG) instead of 'kvm': nobody may not open
 /dev/kvm (root-only here), and the disks are what is checked.
 """
