@@ -198,8 +198,11 @@ def test_unit_commands_run_a_node_an_export_and_a_mount(tmp_path: Path) -> None:
         nbd = start(nbd_argv, tmp_path / "nbdkit.err", logcheck.NBDKIT_STDERR)
         try:
             sock = run / "Alice.sock"
-            wait_for(lambda: sock.exists() and nbd_probe(sock) is None, "nbdkit listening",
-                     timeout=30)
+            def listening() -> bool:
+                nbd_probe(sock)  # raises until nbdkit answers
+                return True
+
+            wait_for(listening, "nbdkit listening", timeout=30)
             assert (run / "Alice.pid").read_text().strip() == str(nbd.pid)
             data = os.urandom(1 << 20)
             (tmp_path / "disk.raw").write_bytes(data)
