@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 XML_DIR = ROOT / "docs" / "libvirt"
 XMLS = sorted(p.name for p in XML_DIR.glob("*.xml"))
 NOBODY = 65534
+
 START_TIMEOUT = 30.0
 
 
@@ -192,9 +193,13 @@ def test_virsh_start_nbd_disk(libvirtd: SessionLibvirtd, one_node: SheepProcess)
         c.create_vdi("Alice", SIZE)
     sock = libvirtd.home / "Alice.sock"
     nbd = Nbdkit(sock, ["vdi=Alice", f"address=127.0.0.1:{one_node.port}"])
+    # As docs/libvirt.md's drop-in runs it: as QEMU's user (nobody here,
+    # libvirt-qemu in a system install), whose socket QEMU may connect to.
+    nbd.cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+               *nbd.cmd]
     nbd.start()
     try:
-        os.chmod(sock, 0o777)  # QEMU runs as nobody here (libvirt-qemu in a system install)
+        assert os.stat(sock).st_uid == NOBODY
         domain = started_copy(libvirtd, "alice-nbd.xml",
                               {"/run/sheepblk/Alice.sock": str(sock)})
         try:
