@@ -16,6 +16,7 @@ APT_RUNTIME=(
 )
 APT_TEST=(
   qemu-utils python3-libnbd fio
+  nftables                           # tests/multihost.py cuts links between hosts
 )
 
 want=("${APT_RUNTIME[@]}")
