@@ -4,8 +4,8 @@ removed by the test (root, `ip` and, for partitions between hosts,
 
     root namespace (the test, its clients)
         bridge sbmTAG: 10.A.B.1/24, fdXX::1/64
-          |-- veth sbmTAGh0 <-> eth0 in netns sbm-TAG-h0: 10.A.B.10/24, fdXX::10/64
-          |-- veth sbmTAGh1 <-> eth0 in netns sbm-TAG-h1: 10.A.B.11/24, fdXX::11/64
+          |-- veth sbmTAGh0 <-> eth0 in netns sbm-TAG-NAME0: 10.A.B.10/24, fdXX::a/64
+          |-- veth sbmTAGh1 <-> eth0 in netns sbm-TAG-NAME1: 10.A.B.11/24, fdXX::b/64
           ...
 
 The /24 is a random one of 10.64.0.0-10.249.255.0 that no interface here
@@ -86,6 +86,7 @@ class Host:
     """One namespace: a machine with one interface (eth0) on the bridge."""
 
     index: int
+    name: str
     netns: str
     veth: str  # the bridge end, in the root namespace
     addr: str  # IPv4
@@ -102,7 +103,7 @@ class Host:
                               timeout=timeout)
 
     def __str__(self) -> str:
-        return f"h{self.index}({self.addr})"
+        return f"{self.name}({self.addr})"
 
 
 @dataclass
@@ -197,9 +198,9 @@ def wait_reachable(addr: str, port: int, timeout: float = 30.0,
             time.sleep(0.1)
 
 
-def make(n: int) -> Hosts:
-    """`n` hosts on one new bridge, as the module says; everything made is
-    removed again if a step fails."""
+def make(names: list[str]) -> Hosts:
+    """A host of each name on one new bridge, as the module says;
+    everything made is removed again if a step fails."""
     used = _used_networks()
     rng = random.SystemRandom()
     while True:
@@ -217,8 +218,8 @@ def make(n: int) -> Hosts:
         run("ip", "addr", "add", f"{hs.gateway}/24", "dev", hs.bridge)
         run("ip", "addr", "add", f"{hs.gateway6}/64", "dev", hs.bridge, "nodad")
         run("ip", "link", "set", hs.bridge, "up")
-        for i in range(n):
-            host = Host(i, f"sbm-{tag}-h{i}", f"sbm{tag}h{i}", str(net[FIRST_HOST + i]),
+        for i, name in enumerate(names):
+            host = Host(i, name, f"sbm-{tag}-{name}", f"sbm{tag}h{i}", str(net[FIRST_HOST + i]),
                         str(net6[FIRST_HOST + i]))
             run("ip", "netns", "add", host.netns)
             hs._made.append(("netns", host.netns))
