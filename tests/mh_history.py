@@ -69,7 +69,7 @@ def encode(vdi: str, block: int, value: str) -> bytes:
     return sector * (BLOCK // SECTOR)
 
 
-def decode(vdi: str, block: int, data: bytes) -> str:
+def decode(vdi: str, block: int, data: bytes | bytearray) -> str:
     """The value a block's bytes hold; "torn:..." when its sectors
     disagree, "foreign:..." when they name another block."""
     values = []
@@ -184,6 +184,9 @@ def _check_read(rep: Report, key: tuple[str, int], ws: list[Op], index: dict[str
                 value: str, t0: float, t1: float, what: str) -> None:
     if value.startswith(("torn:", "foreign:")):
         rep.anomalies.append(f"{key}: {what} returned garbage: {value}")
+        return
+    if value.startswith("error:"):
+        rep.anomalies.append(f"{key}: {what} failed: {value[6:]}")
         return
     acked = [i for i, w in enumerate(ws) if w.outcome == "ok" and w.t1 < t0]
     last = acked[-1] if acked else -1  # -1: the preallocated value

@@ -49,7 +49,7 @@ from . import admission, cluster_ops, gateway_ops, peer_ops, stale, wire_checks
 from . import coordinator as co
 from . import membership as mship
 from .buffers import BufferPool
-from .gateway import Gateway, GatewayError
+from .gateway import RETRY_TIMEOUT, Gateway, GatewayError
 from .lock_lease import LockLeases
 from .messages import ClusterMsg
 from .optable import OPS, Kind
@@ -70,6 +70,12 @@ log = logging.getLogger("sheep")
 # answer gets to leave (it is a courtesy to the client, not a correctness
 # requirement).
 STOP_DELAY = 0.2
+# A fenced node (Sheep.fenced) holds client I/O as long as the gateway
+# retries a request, looking this often, and says so in the log within
+# FENCE_WATCH.
+FENCE_WAIT = RETRY_TIMEOUT
+FENCE_POLL = 0.05
+FENCE_WATCH = 0.5
 
 
 class Sheep:
@@ -98,7 +104,8 @@ class Sheep:
         self.table = VdiTable()
         self.coord = co.Coordinator(self.me, config, self.table, epoch=latest, epochs=recent,
                                     auto_vnodes=opts.vnodes is None)
-        self.view = ClusterView(self.me, self.coord, self.table, self.epochs)
+        self.view = ClusterView(self.me, self.coord, self.table, self.epochs,
+                                fenced=self.fenced)
         self.peer = PeerOps(store, lambda: self.epoch)
         self.peers = PeerClient()
         view = self.view
@@ -107,7 +114,7 @@ class Sheep:
                                wait_epoch=self.wait_epoch, ready=self._ready,
                                halted=view.halted, fetch_missing=self._fetch_missing,
                                strict_short=view.strict_short, member=view.is_member,
-                               frozen=IN_WORK.get)
+                               frozen=IN_WORK.get, fenced=self.fenced)
         self.vdi = VdiOps(self.gateway, self.table,
                           recycle=lambda: bool(self.config.flags & ClusterFlag.RECYCLE_VID))
         self.recovery = Recovery(view, store, self.peer, self.peers, self.vdi,
@@ -219,6 +226,44 @@ class Sheep:
         """Nodes that left the cluster on a fault, and why."""
         return self.coord.departed
 
+    def fenced(self) -> bool:
+        """Whether the others may have expelled us without our knowing yet:
+        the driver lost its lease (cut off from ZooKeeper, or stalled), or
+        it joined again and we have not applied that Joined yet (nor, so,
+        the Left before it). Client I/O waits meanwhile: the others may be
+        writing, at an epoch without us, the objects we hold. It waits too
+        while we are expelled and joining again (Coordinator.rejoining),
+        instead of failing with "waiting for other nodes": in a moment we
+        serve again."""
+        driver = self.driver
+        coord = self.coord
+        return driver.fenced() or coord.own_joins < driver.incarnations or coord.rejoining
+
+    async def unfenced(self) -> bool:
+        """Wait until not fenced, for as long as the gateway retries a
+        request; False if still fenced then."""
+        deadline = trio.current_time() + FENCE_WAIT
+        while self.fenced():  # the lease comes back in a kazoo thread: no trio event
+            if trio.current_time() > deadline:
+                return False
+            await trio.sleep(FENCE_POLL)
+        return True
+
+    async def _watch_fence(self) -> None:
+        """Say in the log when client I/O stops and starts again for want
+        of the driver's lease (a wait in a request says nothing)."""
+        was = False
+        while True:
+            now = self.fenced() and self.coord.own_joins > 0
+            if now != was:
+                if now:
+                    log.warning("no word from the cluster driver (cut off from ZooKeeper?): "
+                                "client I/O waits")
+                else:
+                    log.info("back in touch with the cluster driver: client I/O goes on")
+                was = now
+            await trio.sleep(FENCE_WATCH)
+
     # ---- for the gateway, which is built before recovery ----
 
     async def _ready(self, oid: int) -> None:
@@ -282,6 +327,7 @@ class Sheep:
             self._nursery = nursery
             await nursery.start(self.driver.run, self.me, send)
             nursery.start_soon(self._consume, recv)
+            nursery.start_soon(self._watch_fence)
             task_status.started()
 
     async def _consume(self, recv: trio.MemoryReceiveChannel[Event]) -> None:
@@ -429,6 +475,9 @@ class Sheep:
             log.warning("refusing %s from %s: %s: %s", Op(req.opcode).name,
                         shown(caller.peer), bad.field, bad.why)
             return Reply(bad.code)
+        if info.kind is Kind.GATEWAY and not info.force and self.fenced() \
+                and not await self.unfenced():
+            return Reply(Res.HALT)
         if self.status == ClusterStatus.KILLED:
             return Reply(Res.KILLED)
         if self.status == ClusterStatus.SHUTDOWN:
