@@ -375,6 +375,7 @@ class Sheep:
             case co.WriteEpoch(epoch, nodes, stamp):
                 self.epochs.write(epoch, nodes, stamp)
                 self.view.forget_ring(epoch)
+                self._drop_departed(self.coord.epoch_nodes(epoch - 1), nodes)
             case co.ClearEpochs():
                 self.epochs.clear()
                 self.view.forget_rings()
@@ -398,6 +399,14 @@ class Sheep:
                 self.stop_soon()
             case _:
                 raise AssertionError(f"{action!r} cannot be performed without waiting")
+
+    def _drop_departed(self, before: list[SdNode], after: list[SdNode]) -> None:
+        """Requests in flight to nodes an epoch left out fail now and are
+        retried at that epoch (PeerClient.drop says why)."""
+        staying = {n.nid for n in after} | {n.nid for n in self.members}
+        for n in before:
+            if n.nid not in staying and n.nid != self.me.nid and self._nursery is not None:
+                self._nursery.start_soon(self.peers.drop, n.nid)
 
     def _broadcast_soon(self, msg: ClusterMsg) -> None:
         """Broadcast a membership message (without waiting for it)."""
