@@ -7,9 +7,10 @@ heal that leaves the cluster to resume by itself.
     zone            a zone (one host) split off by nftables from the other
                     sheep and from ZooKeeper; the test's clients still reach
                     it: a gateway that must stop serving
-    minority        2 to 4 sheep hosts split off from the rest and from
-                    ZooKeeper (clients reach both sides); with 4 off, the
-                    one sheep left has a single zone and must halt
+    minority[:N]    N (or, by the seed, 2 to 4) sheep hosts split off from
+                    the rest and from ZooKeeper (clients reach both sides);
+                    with 4 off, the one sheep left has a single zone and
+                    must halt
     zk-leader       the ZooKeeper leader's link down (the other two elect
                     another; sessions move to them)
     zk-kill         kill -9 one of the three ZooKeeper servers, restarted at
@@ -94,8 +95,11 @@ class ZoneSplit(Fault):
 class MinoritySplit(Fault):
     name = "minority"
 
+    def __init__(self, n: int = 0) -> None:
+        self.n = n  # how many hosts go; 0: 2 to 4, by the seed
+
     def begin(self, c: Cluster, rnd: random.Random) -> Effect:
-        n = rnd.choice([2, 3, 4])
+        n = self.n or rnd.choice([2, 3, 4])
         return _split(c, sorted(rnd.sample(range(SHEEP_HOSTS), n)))
 
 
@@ -167,6 +171,19 @@ class PowerOff(Fault):
 SCHEDULES: dict[str, type[Fault]] = {
     f.name: f for f in (HostDown, ZoneSplit, MinoritySplit, ZkLeaderDown, ZkKill,
                         SessionExpire, PowerOff)}
+
+
+def make(spec: str) -> Fault:
+    """A fault from its schedule's name, with an argument after a colon
+    where it takes one ("minority:3": three hosts split off)."""
+    name, _, arg = spec.partition(":")
+    if name not in SCHEDULES:
+        raise ValueError(f"no schedule {name!r} (one of {', '.join(SCHEDULES)})")
+    if arg:
+        if name != "minority":
+            raise ValueError(f"schedule {name!r} takes no argument")
+        return MinoritySplit(int(arg))
+    return SCHEDULES[name]()
 
 
 def hold(seconds: float) -> None:

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ OP_TIMEOUT = 10.0  # a client gives up on a request after this (then: unknown)
 PAUSE = 0.02  # between a client's operations: five clients on two shared cores
 WRITE_RATIO = 0.5
 EXPEL_WAIT = 60.0  # bound on the ZooKeeper side noticing a fault (session: 4 s)
+FENCED_LOG = "client I/O waits"  # what a sheep cut off from ZooKeeper logs (node.py)
 
 
 @dataclass
@@ -224,11 +226,17 @@ def _during(c: Cluster, wl: Workload, effect: mh_faults.Effect) -> list[str]:
                      f"{want} nodes on the sheep that reach ZooKeeper", EXPEL_WAIT)
         except AssertionError as e:
             findings.append(f"the sheep that reach ZooKeeper did not expel the others: {e}")
-    for i in sorted(effect.reachable):
-        got = wl.probe(i)
+    with ThreadPoolExecutor(SHEEP_HOSTS) as pool:  # each may wait out its timeout
+        probed = dict(zip(sorted(effect.reachable),
+                          pool.map(wl.probe, sorted(effect.reachable)), strict=True))
+    for i, got in probed.items():
         if got == "ok":
             findings.append(f"h{i} serves I/O though it is cut off from ZooKeeper and the "
                             f"others have expelled it ({effect.what})")
+    for i in sorted(effect.cut_off):
+        log = (c.sheep[i].store / "sheep.log").read_text(errors="replace")
+        if FENCED_LOG not in log[-200_000:]:
+            findings.append(f"h{i}'s log does not say it stopped client I/O ({effect.what})")
     for i in sorted(effect.halted):
         got = wl.probe(i)
         if got != "HALT":
@@ -339,7 +347,7 @@ def run(tmp: Path, seed: int, schedules: list[str], *, hold: float = 3 * SESSION
             rnd.shuffle(order)
             wl.wait_ops(warmup_ops)
             for name in order:
-                done.append(run_round(c, wl, mh_faults.SCHEDULES[name](), rnd, hold))
+                done.append(run_round(c, wl, mh_faults.make(name), rnd, hold))
                 wl.wait_ops(after_ops)
         finally:
             findings += wl.stop()

@@ -133,6 +133,13 @@ class StopRecovery:
 
 
 @dataclass(frozen=True)
+class Expelled:
+    """The others expelled us: connections to them, from before, may sit
+    on a link that was cut (TCP backs its retries off for many seconds
+    after a partition heals): drop them, so joining again talks afresh."""
+
+
+@dataclass(frozen=True)
 class PurgeStale:
     """Every member has recovered `epoch` (`full`: nobody missed an
     object): see stale.purge for what goes."""
@@ -153,7 +160,7 @@ class Stop:
 
 Action = (Broadcast | StartWork | ApplyMain | Answer | SaveConfig | WriteEpoch | ClearEpochs
           | EmptyStore | MoveAllToStale | EpochMoved | StartRecovery | StopRecovery
-          | PurgeStale | FailStop | Stop)
+          | Expelled | PurgeStale | FailStop | Stop)
 Steps = Generator[Action, None, None]
 
 
@@ -471,6 +478,7 @@ class Coordinator:
         if self.status == ClusterStatus.OK:
             self.status = ClusterStatus.WAIT
         yield StopRecovery()
+        yield Expelled()
 
     def _own_join(self, ev: Joined) -> Steps:
         """Our own Joined: alone, we are the cluster; else park events until

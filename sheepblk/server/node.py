@@ -388,6 +388,9 @@ class Sheep:
                                         same_ring=same_ring)
             case co.StopRecovery():
                 self.recovery.stop()
+            case co.Expelled():
+                if self._nursery is not None:
+                    self._nursery.start_soon(self.peers.aclose)
             case co.PurgeStale(epoch, full):
                 if self._nursery is not None:
                     self._nursery.start_soon(stale.purge, self.view, self.store, epoch, full)
