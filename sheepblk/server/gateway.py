@@ -19,7 +19,8 @@ the object has a live zone.
 Fenced (the node's cluster driver has lost its lease, Sheep.fenced): the
 others may have expelled this node and be writing without it, so no
 attempt starts, and no attempt touches our own copy, until the lease is
-back; the request waits as for a retryable answer, then answers HALT.
+back; the request waits as for a retryable answer, then answers HALT
+(at once if its client has closed its connection meanwhile).
 
 Halt: with fewer live zones than a majority of an object's copies
 (copies // 2 + 1), I/O is refused with SD_RES_HALT instead of taking writes
@@ -103,7 +104,8 @@ class Gateway:
                  strict_short: Callable[[int, int], bool] = lambda oid, copies: False,
                  member: Callable[[SdNode], bool] = lambda node: True,
                  frozen: Callable[[], bool] = lambda: False,
-                 fenced: Callable[[], bool] = lambda: False) -> None:
+                 fenced: Callable[[], bool] = lambda: False,
+                 abandoned: Callable[[], bool] = lambda: False) -> None:
         self.me = me
         self.peer = peer
         self.peers = peers
@@ -118,6 +120,9 @@ class Gateway:
         self.member = member
         self.frozen = frozen  # called from the stream's work half
         self.fenced = fenced
+        # The client of the running request went away while we were cut off
+        # (fenced now, or expelled since the request came: Sheep.abandoned).
+        self.abandoned = abandoned
 
     def _check_strict(self, oid: int, copies: int) -> None:
         """Strict mode (`dog cluster format -t`): a write is taken only
@@ -141,8 +146,15 @@ class Gateway:
         deadline = trio.current_time() + RETRY_TIMEOUT
         attempts = 0
         while True:
+            if attempts and self.abandoned():
+                # Its client gave up while we were cut off, and may have
+                # written the same block since, through another sheep: this
+                # request would land on top of that. Let it go (what an
+                # attempt before may have left on some copies is as
+                # undefined as any failed write's).
+                raise GatewayError(Res.HALT, "the client went away while we were cut off")
             if self.fenced():
-                if trio.current_time() > deadline:
+                if trio.current_time() > deadline or self.abandoned():
                     raise GatewayError(Res.HALT, "cut off from the cluster driver")
                 await trio.sleep(FENCE_PAUSE)
                 continue

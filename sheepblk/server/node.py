@@ -17,6 +17,7 @@ yields (broadcasts, main halves, epoch logs, recovery), in order.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 
@@ -78,6 +79,13 @@ FENCE_POLL = 0.05
 FENCE_WATCH = 0.5
 
 
+# The connection of the request a task serves, and how many times we had
+# joined when it came (set in Sheep.handle; each request runs in its own
+# task, with its own copy of the context).
+CALLER: contextvars.ContextVar[tuple[Caller, int] | None] = contextvars.ContextVar(
+    "CALLER", default=None)
+
+
 class Sheep:
     """Resource handling: owns the store, the peer connections and (through
     `run_cluster`) the driver's tasks. Error handling: `handle` never raises
@@ -114,7 +122,8 @@ class Sheep:
                                wait_epoch=self.wait_epoch, ready=self._ready,
                                halted=view.halted, fetch_missing=self._fetch_missing,
                                strict_short=view.strict_short, member=view.is_member,
-                               frozen=IN_WORK.get, fenced=self.fenced)
+                               frozen=IN_WORK.get, fenced=self.fenced,
+                               abandoned=self.abandoned)
         self.vdi = VdiOps(self.gateway, self.table,
                           recycle=lambda: bool(self.config.flags & ClusterFlag.RECYCLE_VID))
         self.recovery = Recovery(view, store, self.peer, self.peers, self.vdi,
@@ -239,12 +248,26 @@ class Sheep:
         coord = self.coord
         return driver.fenced() or coord.own_joins < driver.incarnations or coord.rejoining
 
-    async def unfenced(self) -> bool:
+    def abandoned(self) -> bool:
+        """Whether the client of the request this task serves closed its
+        connection, and we have been cut off meanwhile (fenced now, or
+        expelled and joined again since the request came): the gateway
+        then lets the request go (Gateway._retry says why)."""
+        got = CALLER.get()
+        if got is None or not got[0].closed:
+            return False
+        return self.fenced() or self.coord.own_joins != got[1]
+
+    async def unfenced(self, caller: Caller | None = None) -> bool:
         """Wait until not fenced, for as long as the gateway retries a
-        request; False if still fenced then."""
+        request; False if still fenced then, or if `caller` closed its
+        connection meanwhile. Why that: a client that gave up on its
+        request (a timeout) may have written the same block since,
+        through another sheep; this one, let go once the partition heals,
+        would land on top of that write."""
         deadline = trio.current_time() + FENCE_WAIT
         while self.fenced():  # the lease comes back in a kazoo thread: no trio event
-            if trio.current_time() > deadline:
+            if trio.current_time() > deadline or (caller is not None and caller.closed):
                 return False
             await trio.sleep(FENCE_POLL)
         return True
@@ -488,7 +511,7 @@ class Sheep:
                         shown(caller.peer), bad.field, bad.why)
             return Reply(bad.code)
         if info.kind is Kind.GATEWAY and not info.force and self.fenced() \
-                and not await self.unfenced():
+                and not await self.unfenced(caller):
             return Reply(Res.HALT)
         if self.status == ClusterStatus.KILLED:
             return Reply(Res.KILLED)
@@ -514,6 +537,7 @@ class Sheep:
         if (not info.force and info.kind is Kind.GATEWAY
                 and self.view.halted(0, self.config.copies)):
             return Reply(Res.HALT)
+        CALLER.set((caller, self.coord.own_joins))
         try:
             if not self.leases.active:
                 self.leases.used(caller.key)
