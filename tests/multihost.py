@@ -9,7 +9,10 @@ removed by the test (root, `ip` and, for partitions between hosts,
           ...
 
 The /24 is a random one of 10.64.0.0-10.249.255.0 that no interface here
-uses; the /64 a random one of fd00::/8. Traffic goes only between these
+uses; the /64 a random one of fd00::/8. `make(names, networks=2)` gives
+every host a second interface (eth1, 10.C.D.10+i/24) on a second bridge
+(the root namespace is 10.C.D.1 there), as a storage network beside a
+client network. Traffic goes only between these
 addresses (and each namespace's own loopback). IPv6 addresses skip
 duplicate address detection, so they are usable at once.
 
@@ -91,6 +94,8 @@ class Host:
     veth: str  # the bridge end, in the root namespace
     addr: str  # IPv4
     addr6: str
+    # Its address on each further network (make(..., networks=N)): eth1, ...
+    more: list[str] = field(default_factory=list)
 
     def exec_prefix(self) -> list[str]:
         """Run a command on this host: this, then the command."""
@@ -113,6 +118,9 @@ class Hosts:
     net: ipaddress.IPv4Network
     net6: ipaddress.IPv6Network
     hosts: list[Host] = field(default_factory=list)
+    # Further networks (a second interface on every host): their /24s;
+    # the root namespace is .1 on each.
+    more: list[ipaddress.IPv4Network] = field(default_factory=list)
     _made: list[tuple[str, str]] = field(default_factory=list)  # (kind, name), in order
     _split: set[int] = field(default_factory=set)  # hosts holding a partition table
     _down: set[int] = field(default_factory=set)
@@ -184,6 +192,29 @@ class Hosts:
         self._made.clear()
 
 
+def _add_network(hs: Hosts, k: int, net: ipaddress.IPv4Network) -> None:
+    bridge = f"sbm{hs.tag}b{k}"
+    run("ip", "link", "add", "name", bridge, "type", "bridge", "forward_delay", "0",
+        "stp_state", "0")
+    hs._made.append(("link", bridge))
+    run("ip", "addr", "add", f"{net[1]}/24", "dev", bridge)
+    run("ip", "link", "set", bridge, "up")
+    hs.more.append(net)
+    for host in hs.hosts:
+        veth, inner = f"sbm{hs.tag}h{host.index}n{k}", f"eth{k}"
+        addr = str(net[FIRST_HOST + host.index])
+        run("ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}x")
+        hs._made.append(("link", veth))
+        run("ip", "link", "set", f"{veth}x", "netns", host.netns)
+        run("ip", "link", "set", veth, "master", bridge)
+        run("ip", "link", "set", veth, "up")
+        ns = ["ip", "-n", host.netns]
+        run(*ns, "link", "set", f"{veth}x", "name", inner)
+        run(*ns, "addr", "add", f"{addr}/24", "dev", inner)
+        run(*ns, "link", "set", inner, "up")
+        host.more.append(addr)
+
+
 def wait_reachable(addr: str, port: int, timeout: float = 30.0,
                    prefix: list[str] | None = None) -> None:
     """Until something listens on addr:port (seen from the root namespace)."""
@@ -198,16 +229,24 @@ def wait_reachable(addr: str, port: int, timeout: float = 30.0,
             time.sleep(0.1)
 
 
-def make(names: list[str]) -> Hosts:
-    """A host of each name on one new bridge, as the module says;
-    everything made is removed again if a step fails."""
-    used = _used_networks()
-    rng = random.SystemRandom()
+def _free_net(used: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+              rng: random.Random) -> ipaddress.IPv4Network:
     while True:
         net = ipaddress.IPv4Network(((10 << 24) | (rng.randrange(64, 250) << 16)
                                      | (rng.randrange(256) << 8), 24))
         if not any(net.overlaps(u) for u in used if u.version == 4):
-            break
+            used.append(net)
+            return net
+
+
+def make(names: list[str], networks: int = 1) -> Hosts:
+    """A host of each name on one new bridge, as the module says, and on
+    `networks - 1` more (IPv4 only: eth1, eth2... on bridges of their own,
+    as a storage network beside a client network); everything made is
+    removed again if a step fails."""
+    used = _used_networks()
+    rng = random.SystemRandom()
+    net = _free_net(used, rng)
     net6 = ipaddress.IPv6Network(((0xFD << 120) | (rng.getrandbits(56) << 64), 64))
     tag = f"{rng.getrandbits(24):06x}"
     hs = Hosts(tag=tag, bridge=f"sbm{tag}br", net=net, net6=net6)
@@ -235,6 +274,8 @@ def make(names: list[str]) -> Hosts:
             run(*ns, "link", "set", "eth0", "up")
             run(*ns, "link", "set", "lo", "up")
             hs.hosts.append(host)
+        for k in range(1, networks):
+            _add_network(hs, k, _free_net(used, rng))
     except BaseException:
         hs.remove()
         raise

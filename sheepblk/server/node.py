@@ -54,7 +54,7 @@ from .gateway import RETRY_TIMEOUT, Gateway, GatewayError
 from .lock_lease import LockLeases
 from .messages import ClusterMsg
 from .optable import OPS, Kind
-from .options import Options, default_zone
+from .options import Options, announced_address, default_zone
 from .peer import PeerOps, result_of
 from .peer_client import PeerClient, PeerError
 from .recovery import Recovery
@@ -101,9 +101,7 @@ class Sheep:
         latest = self.epochs.latest() if config.ctime else 0
         recent = {ep: got for ep in range(max(1, latest - mship.SYNC_EPOCHS + 1), latest + 1)
                   if (got := self.epochs.read(ep)) is not None}
-        addr = opts.myaddr or opts.bindaddr
-        if addr in ("0.0.0.0", "::", ""):
-            addr = "127.0.0.1"
+        addr = announced_address(opts)
         zone = opts.zone if opts.zone is not None else default_zone(addr)
         vnodes = 0 if opts.gateway else (opts.vnodes or SD_DEFAULT_VNODES)
         space = 0 if opts.gateway else self._node_space(store)
