@@ -33,7 +33,9 @@ The rules (`check`):
 
 An indeterminate write seen after a later acknowledged write completed is
 legal by these rules but is counted (`late`): it is how a write a gateway
-kept retrying after its client gave up would show.
+kept retrying after its client gave up would show. If it is what the
+block holds after the heal, it is an anomaly all the same: for the
+block's user an acknowledged write is lost.
 
 Standard library only: the NBD worker runs under Debian's python.
 """
@@ -203,8 +205,13 @@ def _check_read(rep: Report, key: tuple[str, int], ws: list[Op], index: dict[str
     if seen >= last:
         return
     if seen >= 0 and ws[seen].outcome != "ok":
-        rep.late.append(f"{key}: {what} returned indeterminate {value!r} after "
-                        f"{ws[last].value!r} was acknowledged at {ws[last].t1:.3f}")
+        text = (f"{key}: {what} returned indeterminate {value!r} after "
+                f"{ws[last].value!r} was acknowledged at {ws[last].t1:.3f}")
+        rep.late.append(text)
+        if t0 == float("inf"):
+            # Legal for Jepsen (an indeterminate write may land any time),
+            # but for the block's user the acknowledged write is gone.
+            rep.anomalies.append(f"acknowledged write overwritten for good: {text}")
         return
     kind = "lost acknowledged write" if t0 == float("inf") else "stale read"
     rep.anomalies.append(f"{key}: {kind}: {what} returned {value!r}, but {ws[last].value!r} "
