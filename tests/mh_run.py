@@ -43,6 +43,7 @@ from test_nbd_plugin import DEBIAN_PY, Nbdkit
 
 from sheepblk.client import SheepdogError, Vdi
 from sheepblk.proto import Res, vid_to_data_oid
+from sheepblk.ring import Ring
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -275,7 +276,11 @@ def resumed(c: Cluster, wl: Workload) -> list[str]:
 
 
 def copies_on_disk(c: Cluster) -> list[str]:
-    """Objects whose copies are not exactly COPIES identical files."""
+    """Objects whose copies are not COPIES identical files on the hosts
+    the ring of the cluster's nodes names."""
+    with c.client(0) as cl:
+        ring = Ring(cl.node_list())
+    host_of = {f"{h.addr}:{PORT}": h.name for h in c.sheep_hosts}
     seen: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for h, s in zip(c.sheep_hosts, c.sheep, strict=True):
         for p in (s.store / "obj").iterdir():
@@ -286,8 +291,11 @@ def copies_on_disk(c: Cluster) -> list[str]:
                     pass  # purged under us: the next look counts again
     wrong = []
     for name, copies in sorted(seen.items()):
-        if len(copies) != COPIES or len({d for _, d in copies}) != 1:
-            wrong.append(f"object {name}: " + ", ".join(f"{h}:{d[:8]}" for h, d in copies))
+        owners = {host_of.get(str(n.nid), str(n.nid)) for n in ring.oid_to_nodes(
+            int(name, 16), COPIES)}
+        if {h for h, _ in copies} != owners or len({d for _, d in copies}) != 1:
+            wrong.append(f"object {name} (owners {','.join(sorted(owners))}): "
+                         + ", ".join(f"{h}:{d[:8]}" for h, d in copies))
     return wrong
 
 
