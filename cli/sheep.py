@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,6 +101,11 @@ def node_settings(store_arg: str, *, port: int = 7000, bindaddr: str = "127.0.0.
     level, log_dir = parse_log(log)
     if vnodes is not None and vnodes < 0:
         raise QuietError("vnodes must be >= 0")
+    if myaddr:  # ('' is as good as none: the -b address is announced)
+        try:  # C sheep's str_to_addr: the other sheep need an address, not a name
+            myaddr = str(ip_address(myaddr))
+        except ValueError:
+            raise QuietError(f"Invalid address: '{myaddr}'") from None
     opts = Options(store_dir=store_dir, port=port, bindaddr=bindaddr, myaddr=myaddr, zone=zone,
                    vnodes=vnodes, gateway=gateway, nosync=nosync, cluster=cluster,
                    admin_from=_admin_networks(admin_from))

@@ -19,6 +19,7 @@ APT_TEST=(
   qemu-system-common                 # qemu-storage-daemon (tests/test_attach_commands.py)
   libvirt-clients libxml2-utils      # virt-xml-validate and the xmllint it runs (tests/test_libvirt_xml.py)
   libvirt-daemon-system qemu-system-x86   # libvirtd + an emulator: virsh define/dumpxml in tests/test_libvirt_xml.py
+  nftables                           # tests/multihost.py cuts links between hosts
 )
 
 want=("${APT_RUNTIME[@]}")

@@ -216,6 +216,10 @@ SHEEP_CASES: list[tuple[str, Expected]] = [
     ('/s -h', ('exit', 0)),
     ('--he', ('exit', 0)),
     ("''", ('error', 'no store directory given')),
+    # -y is an address the other sheep dial: C's str_to_addr, no names.
+    ('-y not-an-ip /s', ('error', "Invalid address: 'not-an-ip'")),
+    ('-y 10.0.0.256 /s', ('error', "Invalid address: '10.0.0.256'")),
+    ('-y fd00::0:7 /s', {'store_dir': '/s', 'myaddr': 'fd00::7'}),
     ("-y '' /s", {'myaddr': ''}),
     ("-c '' /s", {'cluster': ''}),
     ('/s,', {}),
@@ -429,3 +433,22 @@ def test_ready_pipe_reports_once() -> None:
     assert os.read(r, 100) == b"ok\n"
     assert os.read(r, 100) == b""
     os.close(r)
+
+
+def test_the_announced_address() -> None:
+    """-y, else -b, else (a wildcard -b) 127.0.0.1 for the local driver
+    and, for ZooKeeper, the address this host reaches the ensemble from
+    (tests/test_multihost_addresses.py checks it between hosts)."""
+    from sheepblk.server.options import Options, announced_address
+
+    def opts(**kw: object) -> Options:
+        return Options(store_dir=Path("/s"), **kw)  # type: ignore[arg-type]
+
+    assert announced_address(opts()) == "127.0.0.1"
+    assert announced_address(opts(bindaddr="10.1.2.3", myaddr="10.9.9.9")) == "10.9.9.9"
+    assert announced_address(opts(bindaddr="10.1.2.3")) == "10.1.2.3"
+    assert announced_address(opts(bindaddr="0.0.0.0", cluster="local:/x")) == "127.0.0.1"
+    for spec in ("zookeeper:127.0.0.1:2181", "zookeeper:127.0.0.1:2181,timeout=4",
+                 "zookeeper:localhost:2181,127.0.0.1:2182"):
+        assert announced_address(opts(bindaddr="0.0.0.0", cluster=spec)) == "127.0.0.1"
+    assert announced_address(opts(bindaddr="::", cluster="zookeeper:[::1]:2181")) == "::1"

@@ -217,6 +217,35 @@ def test_a_rejoin_after_a_session_loss_moves_our_copies_to_stale() -> None:
     assert out[-1] == StartRecovery(4)
 
 
+
+def test_a_node_expelled_while_cut_off_applies_nothing_until_it_joins_again() -> None:
+    """Its ZooKeeper session ended while it was cut off, and the others
+    went on without it: what it reads when it is back holds its own Left,
+    their epoch without it and their recovery of that epoch. None of it is
+    its to apply. It would recover for a ring it is no member of, and the
+    others' "every member recovered" would have it delete every object it
+    holds as no longer its own: the last copies, maybe, of objects the
+    others never saw because they could not reach it (a split off
+    majority of the hosts lost them all so, tests/test_multihost.py)."""
+    a, b, c = running(A, B, C)
+    recovered = [msg(11 + i, n, ClusterMsg(mship.RECOVERED, 0, str(n.nid),
+                                           extra={"epoch": 4, "ok": True}))
+                 for i, n in enumerate((A, B))]
+    events: list[Event] = [Left(10, C, (A, B)), *recovered]
+    assert PurgeStale(4, True) in feed(a, *events)
+    feed(b, *events)
+    out = feed(c, *events)
+    assert not [x for x in out if isinstance(x, PurgeStale | StartRecovery | WriteEpoch)], out
+    assert c.status == ClusterStatus.WAIT and c.epoch == 3  # its last epoch as a member
+    joined = Joined(13, C, (A, B, C))
+    feed(a, joined)
+    assert feed(c, joined) == [] and c._join.sync_wait == 13
+    out = feed(c, msg(14, A, sync_for(a, C, 13)))
+    # Its copies are set aside as of the last epoch it was a member of.
+    assert MoveAllToStale(3) in out and c.epoch == a.epoch == 5
+    assert out[-1] == StartRecovery(5) and c.status == ClusterStatus.OK
+
+
 # ---- the ordered stream ----
 
 def test_a_block_holds_the_stream_until_its_notify() -> None:

@@ -78,6 +78,18 @@ class ClusterDriver(abc.ABC):
     name: str
     #: Membership as of the last Joined/Left handed to the consumer.
     members: tuple[SdNode, ...] = ()
+    #: How many times this member has joined (one own Joined each): a
+    #: consumer that has seen fewer of its own Joined events has not yet
+    #: seen the Left of its last incarnation either (see `fenced`).
+    incarnations: int = 0
+
+    def fenced(self) -> bool:
+        """Whether the others may have expelled this member without its
+        knowing yet: then its node must serve no client I/O (the others
+        may be writing, at an epoch without it, the objects it holds).
+        Drivers whose members cannot be expelled behind their back (the
+        local driver stops a member declared dead) never are."""
+        return False
 
     @abc.abstractmethod
     async def run(self, me: SdNode, events: trio.MemorySendChannel[Event], *,

@@ -48,6 +48,15 @@ appends its `leave`; any other member does so too if it is still missing
 after LEAVE_GRACE. Extra leaves are ignored by the fold, so each death
 gives exactly one Left.
 
+A member is `fenced` (its node serves no client I/O) unless it holds a
+lease: a poll of ours reached ZooKeeper less than LEASE_SHARE of the
+session timeout ago, in the session our member node belongs to. ZooKeeper
+expires a session a whole timeout after it last heard from it, and only
+then can the others see our member node go and expel us; so a member cut
+off from ZooKeeper, or stalled (SIGSTOP, swap), stops serving well before
+the others can write at an epoch without it, and never serves a copy they
+have moved on from.
+
 Session loss (a ZooKeeper restart longer than the session timeout) does not
 end the member: kazoo opens a new session, and we register again under a
 new incarnation id. Every member then sees Left for the old incarnation and
@@ -109,6 +118,15 @@ APPLIED_GRACE = 120.0
 PART_PAYLOAD = 384 * 1024
 # Retries on shutdown are bounded: leaving must not hang on a dead ensemble.
 LEAVE_DEADLINE = 5.0
+# A poll that reached ZooKeeper lets this member serve for this share of
+# the session timeout (see the module's docstring); half leaves the other
+# half for the others' notice of an expiry to overtake nothing. A
+# ZooKeeper that grants a session shorter than this share of the one asked
+# for (its maxSessionTimeout) would void that margin.
+LEASE_SHARE = 0.5
+# Polls come this many times per lease at least, so a healthy member's
+# lease never lapses between two.
+POLLS_PER_LEASE = 4
 
 T = TypeVar("T")
 
@@ -178,6 +196,9 @@ class ZooKeeperDriver(ClusterDriver):
         self._applied_at = 0.0
         self._compacted_at = 0.0
         self._first_live = False
+        self._lease_until = 0.0  # monotonic time our lease lapses (see `fenced`)
+        self._poll_every = min(POLL_FALLBACK,
+                               self.session_timeout * LEASE_SHARE / POLLS_PER_LEASE)
 
     # -- paths and kazoo plumbing ------------------------------------------
 
@@ -306,6 +327,10 @@ class ZooKeeperDriver(ClusterDriver):
                     self._reported.add(uid)
                     self._push(encode_leave(uid))
             self._session = client.client_id[0]
+            # Counted before our join is pushed: our node stays fenced until
+            # it has applied this incarnation's Joined, and so, first, the
+            # Left of the one before (the stream holds them in that order).
+            self.incarnations += 1
             self._push(encode_join(self._uid, self._me))
             self._lost = False
 
@@ -474,6 +499,7 @@ class ZooKeeperDriver(ClusterDriver):
                 self._push(encode_leave(uid))
 
     def _poll(self) -> tuple[list[Event], bool]:
+        start = time.monotonic()  # ZooKeeper hears from us after this
         with self._mutex:
             events = self._pending + self._fold_new()
             self._pending = []
@@ -481,7 +507,17 @@ class ZooKeeperDriver(ClusterDriver):
             if not self._lost and self._joined_stream:
                 self._set_applied()
                 self._compact()
+            assert self._client is not None
+            client_id = self._client.client_id
+            if (not self._lost and self._client.connected and client_id is not None
+                    and client_id[0] == self._session):
+                self._lease_until = start + self.session_timeout * LEASE_SHARE
             return events, self._lost
+
+    def fenced(self) -> bool:
+        """No lease (see the module's docstring): cut off from ZooKeeper for
+        a while, stalled, or our session is gone."""
+        return self._lost or time.monotonic() > self._lease_until
 
     def _leave(self) -> None:
         """Best effort, bounded: our leave record, then close the session
@@ -550,7 +586,7 @@ class ZooKeeperDriver(ClusterDriver):
                             nursery.cancel_scope.cancel()
                             break
                         continue
-                    with trio.move_on_after(POLL_FALLBACK):
+                    with trio.move_on_after(self._poll_every):
                         await self._wake.wait()
             if failure is not None:
                 raise failure

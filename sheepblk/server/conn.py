@@ -208,6 +208,7 @@ class Connection:
                 try:
                     await self._read_loop(nursery)
                 finally:
+                    self.caller.closed = True
                     with trio.CancelScope(shield=True):
                         await self._flush()
         finally:

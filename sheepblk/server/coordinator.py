@@ -133,6 +133,13 @@ class StopRecovery:
 
 
 @dataclass(frozen=True)
+class Expelled:
+    """The others expelled us: connections to them, from before, may sit
+    on a link that was cut (TCP backs its retries off for many seconds
+    after a partition heals): drop them, so joining again talks afresh."""
+
+
+@dataclass(frozen=True)
 class PurgeStale:
     """Every member has recovered `epoch` (`full`: nobody missed an
     object): see stale.purge for what goes."""
@@ -153,7 +160,7 @@ class Stop:
 
 Action = (Broadcast | StartWork | ApplyMain | Answer | SaveConfig | WriteEpoch | ClearEpochs
           | EmptyStore | MoveAllToStale | EpochMoved | StartRecovery | StopRecovery
-          | PurgeStale | FailStop | Stop)
+          | Expelled | PurgeStale | FailStop | Stop)
 Steps = Generator[Action, None, None]
 
 
@@ -211,6 +218,13 @@ class Coordinator:
         self._queue: deque[ClusterMsg | Event] = deque()
         self._running_block = False
         self._join = _JoinState()
+        # The others expelled us (_own_leave): nothing applies until our
+        # own Joined again.
+        self._expelled = False
+        # Expelled, and not yet back in step: from our own Left until a
+        # member's sync after our next Joined (or we are alone).
+        self.rejoining = False
+        self.own_joins = 0  # our own Joined events applied (see Sheep.fenced)
         self._recovered: dict[int, set[str]] = {}
         # Nodes that left on a fault, and why (the last DEPARTED_KEPT).
         self.departed: dict[str, str] = {}
@@ -259,6 +273,11 @@ class Coordinator:
             return
         if isinstance(ev, Joined) and ev.node.nid == self.me.nid:
             yield from self._own_join(ev)
+            return
+        if self._expelled:
+            return  # not ours to apply: our next Joined brings the state (_own_leave)
+        if isinstance(ev, Left) and ev.node.nid == self.me.nid and self._join.joined:
+            yield from self._own_leave(ev)
             return
         if isinstance(ev, Message):
             try:
@@ -436,10 +455,37 @@ class Coordinator:
     def _send(self, kind: str, extra: dict) -> Broadcast:
         return Broadcast(ClusterMsg(kind, 0, self.key, extra=extra))
 
+    def _own_leave(self, ev: Left) -> Steps:
+        """Our own Left: the others expelled us (our ZooKeeper session ended
+        while we were cut off or stalled) and went on without us. What the
+        stream holds from here until our own Joined again (our driver joins
+        anew) is theirs: their epochs without us, their recovery of them,
+        their "every member recovered". Applied here, it would make us
+        recover for a ring we are no member of and then delete every
+        object we hold as no longer ours, the last copies among them of
+        objects they never saw. So we stop where we are: no recovery, no
+        I/O (WAIT), our epoch the last one we were a member of, until our
+        Joined and a member's sync (`_take_cluster` then sets our copies
+        aside as of that epoch, for recovery to read)."""
+        log.warning("expelled from the cluster at epoch %d (our cluster driver session "
+                    "ended); serving nothing until we have joined again", self.epoch)
+        self._expelled = True
+        self.rejoining = True
+        self._join.joined = False
+        self._queue.clear()
+        self._running_block = False
+        self._set_members(ev.members)
+        if self.status == ClusterStatus.OK:
+            self.status = ClusterStatus.WAIT
+        yield StopRecovery()
+        yield Expelled()
+
     def _own_join(self, ev: Joined) -> Steps:
         """Our own Joined: alone, we are the cluster; else park events until
         a member's sync message brings us its state."""
         j = self._join
+        self._expelled = False
+        self.own_joins += 1
         self._queue.clear()
         self._running_block = False
         self._set_members(ev.members)
@@ -456,6 +502,7 @@ class Coordinator:
                      len(ev.members))
             return
         log.info("joined as the first node")
+        self.rejoining = False
         self._claim_alone()
         yield from self._maybe_resume()
         yield from self._after_synced()
@@ -530,6 +577,7 @@ class Coordinator:
         formatted node waits for its last epoch's nodes, as after a restart."""
         j = self._join
         log.warning("every member left before syncing us; going on with our own state")
+        self.rejoining = False
         parked, j.parked = j.parked, []
         j.sync_wait = None
         j.pending_sync.clear()
@@ -542,6 +590,7 @@ class Coordinator:
     def _apply_sync(self, msg: ClusterMsg) -> Steps:
         """A member's state, sent for our Joined: take it."""
         j = self._join
+        self.rejoining = False
         x = msg.extra
         cfg = mship.config_from_json(x["config"])
         status = ClusterStatus(int(x["status"]))

@@ -77,8 +77,9 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     # Sheepdog's first line names the daemon: scripts (its tests among
     # them) grep sheep.log for "daemon" to see that a node came up.
     log.info("sheepdog daemon (sheepblk %s) started", _version())
-    log.info("listening on %s:%d%s, store %s, cluster driver %s", opts.bindaddr, opts.port,
-             f" and {unix_path}" if unix_path else "", opts.store_dir, driver.name)
+    log.info("listening on %s:%d%s, store %s, cluster driver %s, announced as %s",
+             opts.bindaddr, opts.port, f" and {unix_path}" if unix_path else "", opts.store_dir,
+             driver.name, node.me.nid)
     log.info("cluster administration (format, shutdown, kill...) taken from %s",
              admission.describe(opts.admin_from))
 

@@ -16,6 +16,12 @@ copy that already took them is harmless.
 Strict mode (`dog cluster format -t`) halts writes unless every copy of
 the object has a live zone.
 
+Fenced (the node's cluster driver has lost its lease, Sheep.fenced): the
+others may have expelled this node and be writing without it, so no
+attempt starts, and no attempt touches our own copy, until the lease is
+back; the request waits as for a retryable answer, then answers HALT
+(at once if its client has closed its connection meanwhile).
+
 Halt: with fewer live zones than a majority of an object's copies
 (copies // 2 + 1), I/O is refused with SD_RES_HALT instead of taking writes
 that too few copies would hold; 2 zones of copies=3 go on, 1 zone of
@@ -55,6 +61,8 @@ RETRYABLE = frozenset({Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.NETWORK_ERROR,
 RETRY_TIMEOUT = 60.0
 # The pause between retries when the epoch does not move.
 RETRY_PAUSE = 0.3
+# How often a fenced gateway looks whether it may go on.
+FENCE_PAUSE = 0.05
 # In the ordered stream's work half the epoch cannot move: the membership
 # event that would move it waits in the stream behind the running block. A
 # retryable failure there is tried only this often, then answered, and the
@@ -95,7 +103,9 @@ class Gateway:
                  fetch_missing: Callable[[int], Awaitable[bool]] = _no_fetch,
                  strict_short: Callable[[int, int], bool] = lambda oid, copies: False,
                  member: Callable[[SdNode], bool] = lambda node: True,
-                 frozen: Callable[[], bool] = lambda: False) -> None:
+                 frozen: Callable[[], bool] = lambda: False,
+                 fenced: Callable[[], bool] = lambda: False,
+                 abandoned: Callable[[], bool] = lambda: False) -> None:
         self.me = me
         self.peer = peer
         self.peers = peers
@@ -109,6 +119,10 @@ class Gateway:
         self.strict_short = strict_short
         self.member = member
         self.frozen = frozen  # called from the stream's work half
+        self.fenced = fenced
+        # The client of the running request went away while we were cut off
+        # (fenced now, or expelled since the request came: Sheep.abandoned).
+        self.abandoned = abandoned
 
     def _check_strict(self, oid: int, copies: int) -> None:
         """Strict mode (`dog cluster format -t`): a write is taken only
@@ -132,6 +146,18 @@ class Gateway:
         deadline = trio.current_time() + RETRY_TIMEOUT
         attempts = 0
         while True:
+            if attempts and self.abandoned():
+                # Its client gave up while we were cut off, and may have
+                # written the same block since, through another sheep: this
+                # request would land on top of that. Let it go (what an
+                # attempt before may have left on some copies is as
+                # undefined as any failed write's).
+                raise GatewayError(Res.HALT, "the client went away while we were cut off")
+            if self.fenced():
+                if trio.current_time() > deadline or self.abandoned():
+                    raise GatewayError(Res.HALT, "cut off from the cluster driver")
+                await trio.sleep(FENCE_PAUSE)
+                continue
             if self.halted(oid, copies):
                 raise GatewayError(Res.HALT, "too few living nodes")
             if write:
@@ -156,9 +182,12 @@ class Gateway:
     def _same_epoch(self, epoch: int) -> None:
         """A local change may start only at the epoch of its attempt (the
         remote ones were sent with it): after a wait that saw the epoch
-        move, the attempt fails as a peer's would (see _retry)."""
+        move, the attempt fails as a peer's would (see _retry). Nor while
+        fenced: the attempt is retried once the lease is back."""
         if self.epoch() != epoch:
             raise GatewayError(Res.OLD_NODE_VER, "the epoch moved on")
+        if self.fenced():
+            raise GatewayError(Res.NETWORK_ERROR, "cut off from the cluster driver")
 
     async def _remote(self, node: SdNode, opcode: int, oid: int, *, epoch: int,
                       offset: int = 0,
@@ -230,12 +259,15 @@ class Gateway:
             if self._is_me(node):
                 try:
                     await self.ready(oid)
+                    self._same_epoch(epoch)
                     await self.peer.read(oid, offset, buf, size)
                     return
                 except Exception as e:  # noqa: BLE001 - fail over to another copy
                     last = e
                     if len(nodes) == 1:
                         raise
+        if self.fenced():  # not another copy either: it may be as old as ours
+            raise GatewayError(Res.NETWORK_ERROR, "cut off from the cluster driver")
         retry: BaseException | None = None
         for node in nodes:
             if self._is_me(node):

@@ -141,7 +141,7 @@ def serve_now(node: NodeContext, req: Request, data: memoryview | None,
         n = len(data)
     else:
         return None
-    if node.status != ClusterStatus.OK or not node.peer.inline_ok(n):
+    if node.status != ClusterStatus.OK or not node.peer.inline_ok(n) or node.fenced():
         return None
     if node.recovery.active:
         return None

@@ -17,6 +17,7 @@ yields (broadcasts, main halves, epoch logs, recovery), in order.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 
@@ -49,11 +50,11 @@ from . import admission, cluster_ops, gateway_ops, peer_ops, stale, wire_checks
 from . import coordinator as co
 from . import membership as mship
 from .buffers import BufferPool
-from .gateway import Gateway, GatewayError
+from .gateway import RETRY_TIMEOUT, Gateway, GatewayError
 from .lock_lease import LockLeases
 from .messages import ClusterMsg
 from .optable import OPS, Kind
-from .options import Options, default_zone
+from .options import Options, announced_address, default_zone
 from .peer import PeerOps, result_of
 from .peer_client import PeerClient, PeerError
 from .recovery import Recovery
@@ -70,6 +71,19 @@ log = logging.getLogger("sheep")
 # answer gets to leave (it is a courtesy to the client, not a correctness
 # requirement).
 STOP_DELAY = 0.2
+# A fenced node (Sheep.fenced) holds client I/O as long as the gateway
+# retries a request, looking this often, and says so in the log within
+# FENCE_WATCH.
+FENCE_WAIT = RETRY_TIMEOUT
+FENCE_POLL = 0.05
+FENCE_WATCH = 0.5
+
+
+# The connection of the request a task serves, and how many times we had
+# joined when it came (set in Sheep.handle; each request runs in its own
+# task, with its own copy of the context).
+CALLER: contextvars.ContextVar[tuple[Caller, int] | None] = contextvars.ContextVar(
+    "CALLER", default=None)
 
 
 class Sheep:
@@ -87,9 +101,7 @@ class Sheep:
         latest = self.epochs.latest() if config.ctime else 0
         recent = {ep: got for ep in range(max(1, latest - mship.SYNC_EPOCHS + 1), latest + 1)
                   if (got := self.epochs.read(ep)) is not None}
-        addr = opts.myaddr or opts.bindaddr
-        if addr in ("0.0.0.0", "::", ""):
-            addr = "127.0.0.1"
+        addr = announced_address(opts)
         zone = opts.zone if opts.zone is not None else default_zone(addr)
         vnodes = 0 if opts.gateway else (opts.vnodes or SD_DEFAULT_VNODES)
         space = 0 if opts.gateway else self._node_space(store)
@@ -98,7 +110,8 @@ class Sheep:
         self.table = VdiTable()
         self.coord = co.Coordinator(self.me, config, self.table, epoch=latest, epochs=recent,
                                     auto_vnodes=opts.vnodes is None)
-        self.view = ClusterView(self.me, self.coord, self.table, self.epochs)
+        self.view = ClusterView(self.me, self.coord, self.table, self.epochs,
+                                fenced=self.fenced)
         self.peer = PeerOps(store, lambda: self.epoch)
         self.peers = PeerClient()
         view = self.view
@@ -107,7 +120,8 @@ class Sheep:
                                wait_epoch=self.wait_epoch, ready=self._ready,
                                halted=view.halted, fetch_missing=self._fetch_missing,
                                strict_short=view.strict_short, member=view.is_member,
-                               frozen=IN_WORK.get)
+                               frozen=IN_WORK.get, fenced=self.fenced,
+                               abandoned=self.abandoned)
         self.vdi = VdiOps(self.gateway, self.table,
                           recycle=lambda: bool(self.config.flags & ClusterFlag.RECYCLE_VID))
         self.recovery = Recovery(view, store, self.peer, self.peers, self.vdi,
@@ -219,6 +233,58 @@ class Sheep:
         """Nodes that left the cluster on a fault, and why."""
         return self.coord.departed
 
+    def fenced(self) -> bool:
+        """Whether the others may have expelled us without our knowing yet:
+        the driver lost its lease (cut off from ZooKeeper, or stalled), or
+        it joined again and we have not applied that Joined yet (nor, so,
+        the Left before it). Client I/O waits meanwhile: the others may be
+        writing, at an epoch without us, the objects we hold. It waits too
+        while we are expelled and joining again (Coordinator.rejoining),
+        instead of failing with "waiting for other nodes": in a moment we
+        serve again."""
+        driver = self.driver
+        coord = self.coord
+        return driver.fenced() or coord.own_joins < driver.incarnations or coord.rejoining
+
+    def abandoned(self) -> bool:
+        """Whether the client of the request this task serves closed its
+        connection, and we have been cut off meanwhile (fenced now, or
+        expelled and joined again since the request came): the gateway
+        then lets the request go (Gateway._retry says why)."""
+        got = CALLER.get()
+        if got is None or not got[0].closed:
+            return False
+        return self.fenced() or self.coord.own_joins != got[1]
+
+    async def unfenced(self, caller: Caller | None = None) -> bool:
+        """Wait until not fenced, for as long as the gateway retries a
+        request; False if still fenced then, or if `caller` closed its
+        connection meanwhile. Why that: a client that gave up on its
+        request (a timeout) may have written the same block since,
+        through another sheep; this one, let go once the partition heals,
+        would land on top of that write."""
+        deadline = trio.current_time() + FENCE_WAIT
+        while self.fenced():  # the lease comes back in a kazoo thread: no trio event
+            if trio.current_time() > deadline or (caller is not None and caller.closed):
+                return False
+            await trio.sleep(FENCE_POLL)
+        return True
+
+    async def _watch_fence(self) -> None:
+        """Say in the log when client I/O stops and starts again for want
+        of the driver's lease (a wait in a request says nothing)."""
+        was = False
+        while True:
+            now = self.fenced() and self.coord.own_joins > 0
+            if now != was:
+                if now:
+                    log.warning("no word from the cluster driver (cut off from ZooKeeper?): "
+                                "client I/O waits")
+                else:
+                    log.info("back in touch with the cluster driver: client I/O goes on")
+                was = now
+            await trio.sleep(FENCE_WATCH)
+
     # ---- for the gateway, which is built before recovery ----
 
     async def _ready(self, oid: int) -> None:
@@ -282,6 +348,7 @@ class Sheep:
             self._nursery = nursery
             await nursery.start(self.driver.run, self.me, send)
             nursery.start_soon(self._consume, recv)
+            nursery.start_soon(self._watch_fence)
             task_status.started()
 
     async def _consume(self, recv: trio.MemoryReceiveChannel[Event]) -> None:
@@ -329,6 +396,7 @@ class Sheep:
             case co.WriteEpoch(epoch, nodes, stamp):
                 self.epochs.write(epoch, nodes, stamp)
                 self.view.forget_ring(epoch)
+                self._drop_departed(self.coord.epoch_nodes(epoch - 1), nodes)
             case co.ClearEpochs():
                 self.epochs.clear()
                 self.view.forget_rings()
@@ -341,6 +409,9 @@ class Sheep:
                                         same_ring=same_ring)
             case co.StopRecovery():
                 self.recovery.stop()
+            case co.Expelled():
+                if self._nursery is not None:
+                    self._nursery.start_soon(self.peers.aclose)
             case co.PurgeStale(epoch, full):
                 if self._nursery is not None:
                     self._nursery.start_soon(stale.purge, self.view, self.store, epoch, full)
@@ -352,6 +423,14 @@ class Sheep:
                 self.stop_soon()
             case _:
                 raise AssertionError(f"{action!r} cannot be performed without waiting")
+
+    def _drop_departed(self, before: list[SdNode], after: list[SdNode]) -> None:
+        """Requests in flight to nodes an epoch left out fail now and are
+        retried at that epoch (PeerClient.drop says why)."""
+        staying = {n.nid for n in after} | {n.nid for n in self.members}
+        for n in before:
+            if n.nid not in staying and n.nid != self.me.nid and self._nursery is not None:
+                self._nursery.start_soon(self.peers.drop, n.nid)
 
     def _broadcast_soon(self, msg: ClusterMsg) -> None:
         """Broadcast a membership message (without waiting for it)."""
@@ -429,6 +508,9 @@ class Sheep:
             log.warning("refusing %s from %s: %s: %s", Op(req.opcode).name,
                         shown(caller.peer), bad.field, bad.why)
             return Reply(bad.code)
+        if info.kind is Kind.GATEWAY and not info.force and self.fenced() \
+                and not await self.unfenced(caller):
+            return Reply(Res.HALT)
         if self.status == ClusterStatus.KILLED:
             return Reply(Res.KILLED)
         if self.status == ClusterStatus.SHUTDOWN:
@@ -453,6 +535,7 @@ class Sheep:
         if (not info.force and info.kind is Kind.GATEWAY
                 and self.view.halted(0, self.config.copies)):
             return Reply(Res.HALT)
+        CALLER.set((caller, self.coord.own_joins))
         try:
             if not self.leases.active:
                 self.leases.used(caller.key)

@@ -93,6 +93,18 @@ class PeerClient:
             raise PeerError(str(e)) from e
         return rsp, len(out)
 
+    async def drop(self, nid: NodeId) -> None:
+        """Fail every request in flight to `nid` (NETWORK_ERROR) and close
+        its connection; the next request connects again. For a node that
+        left the membership: what it answers no longer counts, and one cut
+        off would hold every request in flight to it until REQUEST_TIMEOUT
+        (the gateway retries them at once instead, to the new owners; a
+        write held so long could land after its client, giving up on it,
+        had written the block again through another sheep)."""
+        link = self._links.pop(nid, None)
+        if link is not None:
+            await link.aclose()
+
     async def aclose(self) -> None:
         links, self._links = list(self._links.values()), {}
         for link in links:

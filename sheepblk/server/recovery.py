@@ -122,6 +122,10 @@ class _Run:
         self.inflight: set[int] = set()
         self.running = 0  # objects the run loop started, not finished yet
         self.slot_freed = trio.Event()
+        # Objects recovered out of turn (a request asked for them), still
+        # running: the run may not end (and release every waiter) before.
+        self.urgent = 0
+        self.urgent_done = trio.Event()
         self.total = 0
         self.done = 0
         self.lists: dict[int, list[SdNode]] = {}  # oid -> nodes that listed it
@@ -307,6 +311,11 @@ class Recovery:
                 log.info("epoch %d: recovering %d objects", run.epoch, run.total)
                 async with trio.open_nursery() as nursery:
                     await self._feed(run, nursery)
+                # The feed skips objects recovered out of turn: had the run
+                # ended before them, the requests waiting for them would
+                # write, and the copy they then store would undo it.
+                while run.urgent:
+                    await run.urgent_done.wait()
                 run.state = RW_NOTIFY_COMPLETION
                 await trio.to_thread.run_sync(self.store.flush)
                 run.completed = True
@@ -493,6 +502,7 @@ class Recovery:
             if oid in run.inflight or run.finished:
                 return
             run.inflight.add(oid)
+            run.urgent += 1
         ev = run.pending.get(oid)
         scope = trio.CancelScope()
         run.scopes.append(scope)
@@ -512,6 +522,11 @@ class Recovery:
                 ev.set()
             if not urgent:
                 run.inflight.discard(oid)
+            else:
+                run.urgent -= 1
+                if not run.urgent:
+                    run.urgent_done.set()
+                    run.urgent_done = trio.Event()
 
     async def _reconcile(self, run: _Run, oid: int) -> bool:
         """Make our copy the first owner's when they differ (compared by

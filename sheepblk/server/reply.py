@@ -46,3 +46,6 @@ class Caller:
     key: str  # "NODE/CONN": unique across the cluster while it lives
     peer: str = ""
     holds_locks: bool = False
+    # The client has closed its side: it reads no answer that has not
+    # gone out yet (Sheep.handle lets a fenced request go then).
+    closed: bool = False

@@ -11,7 +11,7 @@ cache is dropped when the node rewrites a log: `forget_ring(s)`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..proto import ClusterStatus, SdNode, get_objsize, is_data_obj, oid_to_vid
 from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
@@ -25,8 +25,11 @@ class ClusterView:
     """Resource handling: holds only caches of rings."""
 
     def __init__(self, me: SdNode, coord: Coordinator, table: VdiTable,
-                 epochs: EpochStore) -> None:
+                 epochs: EpochStore, fenced: Callable[[], bool] = lambda: False) -> None:
         self.me = me
+        # Whether the others may have expelled us unbeknown to us (the
+        # node's driver says, Sheep.fenced): no client I/O is served then.
+        self.fenced = fenced
         self._coord = coord
         self._table = table
         self._epochs = epochs
