@@ -57,6 +57,8 @@ JOBS = [
     ("rand write 4K", "randwrite", "4k", "IOPS"),
 ]
 IODEPTH = 16
+RAMP_SECONDS = 1
+MIN_RAMPED_RUNTIME = 3
 C_SHEEPDOG = {"seq write 1M": 708.0, "seq read 1M": 1389.0,
               "rand read 4K": 17100.0, "rand write 4K": 12400.0}
 
@@ -130,7 +132,10 @@ def fio(sock: Path, name: str, rw: str, bs: str, size_mib: int, runtime: int | N
 def run_fio(args: list[str], rw: str, runtime: int | None) -> dict:
     args = ["fio", "--output-format=json", *args]
     if runtime:
-        args += ["--time_based", f"--runtime={runtime}", "--ramp_time=1"]
+        # A warm-up second before measuring, except at toy runtimes (the
+        # suite's smoke run), where it would double every job.
+        ramp = RAMP_SECONDS if runtime >= MIN_RAMPED_RUNTIME else 0
+        args += ["--time_based", f"--runtime={runtime}", f"--ramp_time={ramp}"]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     job = json.loads(out[out.index("{"):])["jobs"][0]
     side = job["read"] if "read" in rw else job["write"]
