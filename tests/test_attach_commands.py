@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 import logcheck
 import pytest
 from conftest import SheepProcess
+from procs import terminate
 from test_nbd_plugin import Nbdkit, nbd_probe
 from test_sheepfs import mounted
 
@@ -132,13 +132,7 @@ class StorageDaemon:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        terminate(self.proc, 30)
         logcheck.collect(self.err)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import logcheck
 import pytest
 from conftest import wait_for
+from procs import terminate
 
 from sheepblk.client import SheepClient, Vdi
 from sheepblk.proto import vid_to_vdi_oid
@@ -110,12 +111,7 @@ class Nbdkit:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        terminate(self.proc, 20)
         logcheck.collect(self.err)
 
 

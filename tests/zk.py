@@ -7,13 +7,13 @@ timeouts to 2..20 ticks).
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from procs import terminate
 
 JARS = Path("/usr/share/java")
 # The server needs only these; slf4j-nop keeps it quiet.
@@ -80,11 +80,5 @@ class ZooKeeperServer:
     def stop(self) -> None:
         """SIGTERM by pid, SIGKILL if it lingers; only our own process."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            terminate(proc)

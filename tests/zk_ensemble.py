@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from multihost import Host
+from procs import terminate
 from zk import CLASSPATH, JARS, TICK_MS
 
 CLIENT_PORT = 2181
@@ -86,14 +87,8 @@ class Server:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            terminate(proc)
 
 
 class Ensemble:
