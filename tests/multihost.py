@@ -45,6 +45,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from netns import exec_prefix, run_in
+
 IP_TIMEOUT = 10.0  # a wedged netlink call fails the test instead of hanging it
 FIRST_HOST = 10  # host i has address .FIRST_HOST+i in the /24 (and ::FIRST_HOST+i)
 TABLE = "sbm_partition"
@@ -99,13 +101,12 @@ class Host:
 
     def exec_prefix(self) -> list[str]:
         """Run a command on this host: this, then the command."""
-        return ["ip", "netns", "exec", self.netns]
+        return exec_prefix(self.netns)
 
     def run(self, *args: str, timeout: float = 120.0, input: bytes | None = None
             ) -> subprocess.CompletedProcess[bytes]:
         """A command run to its end on this host."""
-        return subprocess.run([*self.exec_prefix(), *args], capture_output=True, input=input,
-                              timeout=timeout)
+        return run_in(self.netns, *args, timeout=timeout, input=input)
 
     def __str__(self) -> str:
         return f"{self.name}({self.addr})"

@@ -53,6 +53,18 @@ def _used_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return nets
 
 
+def exec_prefix(netns: str) -> list[str]:
+    """Run a command in namespace `netns`: this, then the command."""
+    return ["ip", "netns", "exec", netns]
+
+
+def run_in(netns: str, *args: str, timeout: float = 120.0, input: bytes | None = None
+           ) -> subprocess.CompletedProcess[bytes]:
+    """A command run to its end inside namespace `netns`, its output kept."""
+    return subprocess.run([*exec_prefix(netns), *args], capture_output=True, input=input,
+                          timeout=timeout)
+
+
 @dataclass
 class NetNs:
     name: str
@@ -69,13 +81,12 @@ class NetNs:
 
     def exec_prefix(self) -> list[str]:
         """Run a command in the namespace: this, then the command."""
-        return ["ip", "netns", "exec", self.name]
+        return exec_prefix(self.name)
 
     def run(self, *args: str, timeout: float = 120.0, input: bytes | None = None
             ) -> subprocess.CompletedProcess[bytes]:
         """A command run to its end inside the namespace."""
-        return subprocess.run([*self.exec_prefix(), *args], capture_output=True, input=input,
-                              timeout=timeout)
+        return run_in(self.name, *args, timeout=timeout, input=input)
 
     def remove(self) -> None:
         """Remove what was made (the pair goes with either of its ends)."""
