@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from sortedcontainers import SortedList
 
@@ -123,6 +123,19 @@ class Ring:
     def oid_to_node(self, oid: int, copy_idx: int = 0) -> SdNode:
         """The node holding copy `copy_idx` of `oid` (0 = primary)."""
         return self.oid_to_nodes(oid, copy_idx + 1)[copy_idx]
+
+    def arcs(self, copies: int) -> Iterator[tuple[int, int, tuple[SdNode, ...]]]:
+        """(end, length, owners) for each arc of the ring: every hash in
+        (end - length, end] is held by `owners`. For simulations of load
+        and movement (bench/bench_ring.py), exact instead of sampled."""
+        positions = self._positions
+        for i, end in enumerate(positions):
+            length = (end - positions[i - 1]) % (1 << 64) if len(positions) > 1 else 1 << 64
+            yield end, length, self._place(end, copies)
+
+    def owners_of_hash(self, hval: int, copies: int) -> tuple[SdNode, ...]:
+        """The owners of the object whose `sd_hash_oid` is `hval`."""
+        return self._place(hval, copies)
 
     def _place(self, hval: int, copies: int) -> tuple[SdNode, ...]:
         positions, owners, zones = self._positions, self._owners, self._zones

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from ..placement import PlacementRing, ring_for
 from ..proto import ClusterStatus, SdNode, get_objsize, is_data_obj, oid_to_vid
 from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
-from ..ring import Ring
 from ..store import EpochStore, NodeConfig
 from .coordinator import Coordinator
 from .vdi_table import VdiTable
@@ -33,9 +33,9 @@ class ClusterView:
         self._coord = coord
         self._table = table
         self._epochs = epochs
-        self._ring: Ring | None = None
-        self._ring_members: list[SdNode] = []
-        self._rings: dict[int, Ring | None] = {}
+        self._ring: PlacementRing | None = None
+        self._ring_key: tuple[list[SdNode], int] = ([], 0)
+        self._rings: dict[int, PlacementRing | None] = {}
         self._max_zones_seen, self._zones_at = 1, -1
 
     # ---- the coordinator's state ----
@@ -65,10 +65,11 @@ class ClusterView:
 
     # ---- placement and sizes ----
 
-    def current_ring(self) -> Ring:
-        if self._ring is None or self._ring_members != self.members:
-            self._ring = Ring(self.members or [self.me])
-            self._ring_members = list(self.members)
+    def current_ring(self) -> PlacementRing:
+        key = (list(self.members), self.config.flags)
+        if self._ring is None or self._ring_key != key:
+            self._ring = ring_for(self.members or [self.me], self.config.flags)
+            self._ring_key = key
         return self._ring
 
     def copies_of(self, oid: int) -> int:
@@ -106,11 +107,11 @@ class ClusterView:
             self._max_zones_seen, self._zones_at = best, self.epoch
         return self._max_zones_seen
 
-    def ring_at(self, epoch: int) -> Ring | None:
+    def ring_at(self, epoch: int) -> PlacementRing | None:
         """The ring of a past (or the current) epoch, from its log."""
         if epoch not in self._rings:
             got = self._epochs.read(epoch) if epoch > 0 else None
-            self._rings[epoch] = Ring(got[0]) if got and got[0] else None
+            self._rings[epoch] = ring_for(got[0], self.config.flags) if got and got[0] else None
         return self._rings[epoch]
 
     def forget_ring(self, epoch: int) -> None:
