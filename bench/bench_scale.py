@@ -169,9 +169,11 @@ def settle(nodes: list[Node], label: str, ideal: int, before: dict[int, dict[str
     # count only what arrived.
     after = holdings(nodes)
     moved = moved_bytes(before, after)
-    ratio = moved / ideal if ideal else float("nan")
-    report.append(f"recovery after {label}: {t:.1f} s, moved {moved / 2**20:.0f} MiB, "
-                  f"ideal {ideal / 2**20:.0f} MiB: {ratio:.2f}x")
+    if ideal:
+        versus = f"ideal {ideal / 2**20:.0f} MiB: {moved / ideal:.2f}x"
+    else:
+        versus = "ideal 0: the nodes came back with what they held"
+    report.append(f"recovery after {label}: {t:.1f} s, moved {moved / 2**20:.0f} MiB, {versus}")
 
 
 def idle_cpu(nodes: list[Node], seconds: float = 10.0) -> list[float]:
@@ -227,6 +229,8 @@ def main() -> int:
     ap.add_argument("--kill", type=int, default=5)
     ap.add_argument("--add", type=int, default=10)
     ap.add_argument("--placement", default="sheepdog", choices=("sheepdog", "straw2"))
+    ap.add_argument("--idle-seconds", type=float, default=10.0,
+                    help="how long idle CPU is measured over")
     ap.add_argument("--zk-timeout", type=float, default=4.0,
                     help="the sheep's ZooKeeper session timeout: a kill -9 is noticed when "
                          "the session expires (sheep's default is 10 s)")
@@ -249,7 +253,7 @@ def main() -> int:
                             f"--placement={args.placement}", "-p", str(nodes[0].port)],
                            check=True, capture_output=True)
             time.sleep(3)
-            cpu = idle_cpu(nodes)
+            cpu = idle_cpu(nodes, args.idle_seconds)
             rss = [n.rss_mib() for n in nodes]
             report.append(f"idle CPU per node: mean {sum(cpu) / len(cpu):.2f}%, max "
                           f"{max(cpu):.2f}% of a core (goal < 0.5%)")
@@ -299,15 +303,14 @@ def main() -> int:
             alive = [n for n in nodes if n.alive()]
             settle(alive, f"{args.kill} deaths", lost, before, report)
 
-            before = holdings(alive)
+            before = holdings(nodes)  # the killed nodes' stores as they left them
             t0 = time.monotonic()
             for v in victims:
                 v.start()
             wait_until(lambda: members(nodes[0]) == args.nodes, "the killed nodes back")
             report.append(f"{args.kill} nodes restarted and joined in {time.monotonic() - t0:.1f} s")
-            # Back with their old stores: the ideal is to move nothing they
-            # still hold; count what arrives anywhere over their old share.
-            settle(nodes, f"{args.kill} restarts", lost, holdings(nodes), report)
+            # Back with their old stores and the old ring: ideally nothing moves.
+            settle(nodes, f"{args.kill} restarts", 0, before, report)
 
             before = holdings(nodes)
             newcomers = [Node(tmp, args.nodes + i, cluster) for i in range(args.add)]
