@@ -27,4 +27,6 @@ def placement_name(flags: int) -> str:
 
 def ring_for(nodes: Iterable[SdNode], flags: int) -> PlacementRing:
     """The owners of objects for a membership, by the cluster's placement."""
-    return Straw2Ring(nodes) if flags & ClusterFlag.STRAW2 else Ring(nodes)
+    if flags & ClusterFlag.STRAW2:
+        return Straw2Ring(nodes, by_space=bool(flags & ClusterFlag.AUTO_VNODES))
+    return Ring(nodes)

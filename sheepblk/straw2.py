@@ -16,9 +16,11 @@ the departed node's copies. This is Ceph's straw2 (`bucket_straw2_choose`)
 over a flat list of nodes, with the draw `ln(u) / weight` that makes shares
 follow weights exactly.
 
-Weights are the nodes' vnode counts, so Sheepdog's knobs keep working: the
-auto strategy sets them from free space, `dog node vnodes set` by hand, and
-a node with none is a gateway.
+Weights: under the auto vnodes strategy, the space each node announces,
+unrounded, so a node whose disk grows (`dog cluster reweight`, `dog node md
+plug`) takes objects only for itself, where rounded vnode counts would
+shift every node a little; under the fixed strategy, the vnode counts
+(`sheep -V`, `dog node vnodes set`). A node with no vnodes is a gateway.
 
 The cost is a hash per member for each placement; `Ring`'s cache of answers
 per epoch makes that rare on the I/O path.
@@ -68,7 +70,7 @@ class Straw2Ring:
     `nr_zones`, `nr_storage_nodes`.
     """
 
-    def __init__(self, nodes: Iterable[SdNode]) -> None:
+    def __init__(self, nodes: Iterable[SdNode], by_space: bool = False) -> None:
         self.nodes: tuple[SdNode, ...] = tuple(
             sorted(set(nodes), key=lambda n: (addr_to_bytes(n.nid.addr), n.nid.port)))
         storage = [i for i, n in enumerate(self.nodes) if n.nr_vnodes > 0]
@@ -76,6 +78,8 @@ class Straw2Ring:
         self._seeds = [node_seed(self.nodes[i]) for i in storage]
         self._zones = [self.nodes[i].zone for i in storage]
         weights = [self.nodes[i].nr_vnodes for i in storage]
+        if by_space and all(self.nodes[i].space > 0 for i in storage):
+            weights = [self.nodes[i].space for i in storage]
         # Equal weights: the raw hash orders the straws as ln(u)/w would.
         self._weights: list[float] | None = (
             None if len(set(weights)) <= 1 else [float(w) for w in weights])

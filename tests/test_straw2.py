@@ -115,3 +115,31 @@ def test_the_cluster_flag_picks_the_placement() -> None:
                       Straw2Ring)
     assert placement_name(int(ClusterFlag.STRAW2)) == "straw2"
     assert placement_name(int(ClusterFlag.AUTO_VNODES)) == "sheepdog"
+
+
+def test_a_grown_disk_moves_objects_only_onto_its_node() -> None:
+    """Under auto vnodes the weight is the announced space itself: after a
+    reweight for one bigger disk, every copy that moves goes to that node
+    (rounded vnode counts would have nudged every node's weight)."""
+    gib = 1 << 30
+    nodes = [node(i, space=(100 + 7 * i) * gib) for i in range(10)]
+    grown = nodes[4]._replace(space=250 * gib)
+    before = Straw2Ring(nodes, by_space=True)
+    after = Straw2Ring([*nodes[:4], grown, *nodes[5:]], by_space=True)
+    moved = 0
+    for oid in oids(N_OIDS):
+        old = {n.nid for n in before.oid_to_nodes(oid, 3)}
+        new = {n.nid for n in after.oid_to_nodes(oid, 3)}
+        assert new - old <= {grown.nid}
+        moved += len(new - old)
+    assert moved > 0
+
+
+def test_by_space_shares_follow_space() -> None:
+    gib = 1 << 30
+    nodes = [node(i, space=(300 if i < 3 else 100) * gib) for i in range(9)]
+    ring = Straw2Ring(nodes, by_space=True)
+    count = Counter(ring.oid_to_node(oid).nid.port for oid in oids(N_OIDS))
+    big = sum(count[n.nid.port] for n in nodes[:3]) / 3
+    small = sum(count[n.nid.port] for n in nodes[3:]) / 6
+    assert 2.6 < big / small < 3.4

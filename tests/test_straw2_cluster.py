@@ -6,9 +6,13 @@ location use it too."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+from pathlib import Path
 
-from conftest import SheepFactory, SheepProcess, run_dog
+import pytest
+from conftest import SheepFactory, SheepProcess, free_port, run_dog
 from test_cluster_daemon import node_count, objects, running, wait_for, wait_settled
 
 from sheepblk.client import Vdi
@@ -66,3 +70,44 @@ def test_straw2_cluster_places_joins_and_checks(sheep_factory: SheepFactory) -> 
     with late.client() as c, Vdi(c, "Alice", writable=False) as v:
         assert all(bytes(v.pread(4096, i * 4 * MiB)) == bytes([i + 1]) * 4096
                    for i in range(16))
+
+
+def test_disks_of_two_sizes_fill_at_the_same_rate(sheep_factory: SheepFactory,
+                                                  tmp_path: Path) -> None:
+    """Four nodes on tmpfs disks of 64 and 128 MiB, auto vnodes, straw2:
+    the big disks take twice the objects, so both sizes are about as full.
+    1 MiB objects (-z 20), 72 of them: a 2:1 split is 64:32 give or take 5."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting tmpfs disks needs root")
+    disks = []
+    try:
+        for i, mib in enumerate((64, 64, 128, 128)):
+            d = tmp_path / f"disk{i}"
+            d.mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(d)],
+                           check=True)
+            disks.append(d)
+        cluster = f"local:{tmp_path}/shm"
+        nodes = []
+        for i, d in enumerate(disks):
+            n = SheepProcess(d / "store", free_port(), cluster, zone=i)
+            sheep_factory.nodes.append(n)
+            nodes.append(n.start())
+        wait_for(lambda: node_count(nodes[0]) == 4, "4 nodes")
+        run_dog(nodes[0], "cluster", "format", "--placement=straw2", "-c", "1", "-z", "20")
+        wait_for(lambda: all(running(n) for n in nodes), "all nodes running")
+        with nodes[0].client() as c:
+            c.create_vdi("Alice", 72 * MiB)
+            with Vdi(c, "Alice") as v:
+                for i in range(72):
+                    v.pwrite(b"\x01" * 4096, i * MiB)
+        # Data objects: vid << 32 | index, so "00..."; the inode is "80...".
+        held = [sum(1 for name in objects(n) if name.startswith("00")) for n in nodes]
+        small, big = held[0] + held[1], held[2] + held[3]
+        assert small + big == 72, held
+        fill_small, fill_big = small / 128, big / 256
+        assert 0.7 < fill_big / fill_small < 1.45, held
+    finally:
+        sheep_factory.stop_all()
+        for d in disks:
+            subprocess.run(["umount", "-l", str(d)], check=False)
