@@ -74,7 +74,7 @@ def straw2_load(nodes: list[SdNode], copies: int) -> dict[NodeId, float]:
     for n in nodes:
         zone_weight[n.zone] += n.nr_vnodes
     total = sum(zone_weight.values())
-    in_top: Counter[int] = Counter()
+    in_top: dict[int, float] = dict.fromkeys(zone_weight, 0.0)
     for order in itertools.permutations(zone_weight, min(copies, len(zone_weight))):
         p, left = 1.0, total
         for z in order:
