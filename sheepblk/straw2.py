@@ -32,11 +32,11 @@ import math
 import struct
 from collections.abc import Iterable
 
-from .proto import SdNode, sd_hash, sd_hash_oid
+from .proto import SdNode, sd_hash
 from .proto.node import addr_to_bytes
+from .ring import OwnerLookup, sorted_nodes
 
 M64 = (1 << 64) - 1
-CACHE_SIZE = 65536
 _LN_2_53 = 53 * math.log(2)
 
 
@@ -63,16 +63,13 @@ def straw(h: int, seed: int, weight: float) -> float:
     return (math.log(u) - _LN_2_53) / weight
 
 
-class Straw2Ring:
-    """The owners of objects for one epoch's membership, by straw2.
-
-    The same interface as `Ring`: `oid_to_nodes`, `oid_to_node`, `nodes`,
-    `nr_zones`, `nr_storage_nodes`.
-    """
+class Straw2Ring(OwnerLookup):
+    """The owners of objects for one epoch's membership, by straw2, with
+    `Ring`'s interface (`oid_to_nodes`, `nodes`, `nr_zones`, ...)."""
 
     def __init__(self, nodes: Iterable[SdNode], by_space: bool = False) -> None:
-        self.nodes: tuple[SdNode, ...] = tuple(
-            sorted(set(nodes), key=lambda n: (addr_to_bytes(n.nid.addr), n.nid.port)))
+        super().__init__()
+        self.nodes = sorted_nodes(nodes)
         storage = [i for i, n in enumerate(self.nodes) if n.nr_vnodes > 0]
         self._members = storage
         self._seeds = [node_seed(self.nodes[i]) for i in storage]
@@ -85,32 +82,10 @@ class Straw2Ring:
             None if len(set(weights)) <= 1 else [float(w) for w in weights])
         self.nr_zones = len(set(self._zones))
         self.nr_storage_nodes = len(storage)
-        self._cache: dict[tuple[int, int], tuple[SdNode, ...]] = {}
 
     def __len__(self) -> int:
         """Number of nodes that hold data."""
         return self.nr_storage_nodes
-
-    def oid_to_nodes(self, oid: int, copies: int) -> tuple[SdNode, ...]:
-        """The nodes holding `oid`'s copies, primary first: the longest
-        straw of each zone, zones by their longest straw; with fewer zones
-        than copies, then the next longest straws of any zone."""
-        key = (oid, copies)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
-        result = self._place(sd_hash_oid(oid), copies)
-        if len(self._cache) >= CACHE_SIZE:
-            self._cache.clear()
-        self._cache[key] = result
-        return result
-
-    def oid_to_node(self, oid: int, copy_idx: int = 0) -> SdNode:
-        return self.oid_to_nodes(oid, copy_idx + 1)[copy_idx]
-
-    def owners_of_hash(self, h: int, copies: int) -> tuple[SdNode, ...]:
-        """The owners of the object whose `sd_hash_oid` is `h` (uncached)."""
-        return self._place(h, copies)
 
     def draws(self, h: int) -> list[float]:
         """Every storage node's straw for the object hash `h`, in member order."""
@@ -119,6 +94,9 @@ class Straw2Ring:
         return [straw(h, s, w) for s, w in zip(self._seeds, self._weights, strict=True)]
 
     def _place(self, h: int, copies: int) -> tuple[SdNode, ...]:
+        """The longest straw of each zone, zones by their longest straw;
+        with fewer zones than copies, then the next longest straws of any
+        zone."""
         want = min(copies, self.nr_storage_nodes)
         if want <= 0:
             return ()
