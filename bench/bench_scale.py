@@ -14,7 +14,9 @@ brings them back, adds `--add` more, and reads every VDI back. It reports:
 - each recovery's time and the bytes it moved, over the ideal (the copies
   the change must re-create or hand to a newcomer, from the stores' files);
 - idle CPU per node (over 10 s, from /proc) and RSS per node, idle and
-  under the write load.
+  under the write load;
+- one node's RSS under a storm of random requests (tests/hostile.py) at
+  the end, after the data was read back (a random write may land anywhere).
 
 The goals of issue 19 are printed beside the figures; nothing here fails on
 a figure. `tests/test_scale.py` runs it at 20 nodes.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -37,18 +40,33 @@ from common import ROOT, free_port, tool, wait_port, workdir
 from sheepblk.client import SheepClient
 
 sys.path.insert(0, str(ROOT / "tests"))
+from hostile import random_request, send_one  # noqa: E402  (tests/hostile.py: the fuzz client)
 from zk import ZooKeeperServer  # noqa: E402  (tests/zk.py: the tests' real ZooKeeper)
 
 ZONES = 10
 COPIES = 3
 TICK = os.sysconf("SC_CLK_TCK")
 WAIT = 600.0
+BATCH = 10
+
+
+TAKEN: set[int] = set()
+
+
+def unique_port() -> int:
+    """A free port no node of this run has had: free_port() alone may give
+    the same one twice when a hundred are picked before any is bound."""
+    while True:
+        port = free_port()
+        if port not in TAKEN:
+            TAKEN.add(port)
+            return port
 
 
 class Node:
     def __init__(self, tmp: Path, index: int, cluster: str) -> None:
         self.index, self.cluster = index, cluster
-        self.port = free_port()
+        self.port = unique_port()
         self.store = tmp / f"store{index}"
         self.err = tmp / f"sheep{index}.err"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -58,6 +76,20 @@ class Node:
                 "-z", str(self.index % ZONES), str(self.store)]
         with open(self.err, "ab") as err:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+
+    def listening(self) -> None:
+        """Wait until it listens; on a port taken meanwhile by another
+        program's connection, start again on another."""
+        for _ in range(5):
+            try:
+                wait_port(self.port, timeout=WAIT)
+                return
+            except TimeoutError:
+                if self.alive():
+                    raise
+            self.port = unique_port()
+            self.start()
+        raise RuntimeError(f"node {self.index} does not start: see {self.err}")
 
     @property
     def pid(self) -> int:
@@ -129,6 +161,20 @@ def first_to_last(alive: list[Node], epoch: int) -> list[float]:
                 seen[n.index] = time.monotonic() - t0
         time.sleep(0.02)
     return sorted(seen.values())
+
+
+def start_in_batches(new: list[Node], first: Node, already: int = 0) -> None:
+    """Start `new` BATCH at a time, each batch joined before the next: a
+    hundred Python daemons starting at once on two cores starve ZooKeeper's
+    heartbeats, and sessions expire before anyone has joined."""
+    for i in range(0, len(new), BATCH):
+        batch = new[i:i + BATCH]
+        for n in batch:
+            n.start()
+        for n in batch:
+            n.listening()
+        want = already + i + len(batch)
+        wait_until(lambda w=want: members(first) == w, f"{want} nodes joined")
 
 
 def members(node: Node) -> int:
@@ -221,7 +267,43 @@ def read_back(nodes: list[Node], digests: dict[str, str]) -> None:
             raise RuntimeError(f"{name} read back different bytes")
 
 
+def storm(target: Node, others: list[Node], seconds: float, report: list[str]) -> None:
+    """Random requests (every opcode and unknown ones, huge lengths, cut
+    payloads) at one node from 4 threads; its RSS is sampled meanwhile."""
+    before = target.rss_mib()
+    stop = threading.Event()
+    sent = [0] * 4
+    peak = before
+
+    def fire(k: int) -> None:
+        rnd = random.Random(k)
+        while not stop.is_set():
+            head, body = random_request(rnd, [])
+            send_one(target.port, head, body, rnd)
+            sent[k] += 1
+
+    threads = [threading.Thread(target=fire, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < seconds:
+            time.sleep(0.5)
+            peak = max(peak, target.rss_mib())
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    serving = target.alive() and target.epoch() > 0
+    rest = max(n.rss_mib() for n in others)
+    report.append(f"request storm at one node for {seconds:.0f} s ({sum(sent)} requests): its "
+                  f"RSS {before:.0f} -> peak {peak:.0f} MiB (largest other node {rest:.0f} MiB); "
+                  f"{'still serving' if serving else 'NOT SERVING'}")
+
+
 def main() -> int:
+    # Stopped with SIGTERM (a background run has SIGINT ignored): clean up as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--vdis", type=int, default=20)
@@ -229,6 +311,8 @@ def main() -> int:
     ap.add_argument("--kill", type=int, default=5)
     ap.add_argument("--add", type=int, default=10)
     ap.add_argument("--placement", default="sheepdog", choices=("sheepdog", "straw2"))
+    ap.add_argument("--storm-seconds", type=float, default=20.0,
+                    help="random requests at one node at the end, its RSS watched (0: none)")
     ap.add_argument("--idle-seconds", type=float, default=10.0,
                     help="how long idle CPU is measured over")
     ap.add_argument("--zk-timeout", type=float, default=4.0,
@@ -243,11 +327,7 @@ def main() -> int:
         nodes = [Node(tmp, i, cluster) for i in range(args.nodes)]
         try:
             t0 = time.monotonic()
-            for n in nodes:
-                n.start()
-            for n in nodes:
-                wait_port(n.port, timeout=WAIT)
-            wait_until(lambda: members(nodes[0]) == args.nodes, "all nodes joined")
+            start_in_batches(nodes, nodes[0])
             report.append(f"{args.nodes} nodes started and joined in {time.monotonic() - t0:.1f} s")
             subprocess.run([tool("dog"), "cluster", "format", f"--copies={COPIES}",
                             f"--placement={args.placement}", "-p", str(nodes[0].port)],
@@ -315,15 +395,15 @@ def main() -> int:
             before = holdings(nodes)
             newcomers = [Node(tmp, args.nodes + i, cluster) for i in range(args.add)]
             t0 = time.monotonic()
-            for n in newcomers:
-                n.start()
+            start_in_batches(newcomers, nodes[0], already=len(nodes))
             nodes += newcomers
-            wait_until(lambda: members(nodes[0]) == len(nodes), "the added nodes joined")
             report.append(f"{args.add} nodes added and joined in {time.monotonic() - t0:.1f} s")
             ideal = total_bytes(before) * args.add // len(nodes)
             settle(nodes, f"adding {args.add}", ideal, before, report)
             read_back(nodes, digests)
             report.append(f"every VDI read back the same ({args.vdis})")
+            if args.storm_seconds:
+                storm(nodes[-1], nodes[:-1], args.storm_seconds, report)
         finally:
             for n in nodes:
                 n.stop()

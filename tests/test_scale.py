@@ -28,7 +28,8 @@ def test_twenty_nodes(tmp_path: Path, report_line: Callable[[str], None]) -> Non
     env = {**os.environ, "BENCH_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_scale.py"), "--nodes", "20",
                            "--vdis", "4", "--vdi-mib", "12", "--kill", "2", "--add", "2",
-                           "--placement", "straw2", "--idle-seconds", "4"],
+                           "--placement", "straw2", "--idle-seconds", "4",
+                           "--storm-seconds", "5"],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = [line.strip() for line in done.stdout.splitlines() if line.startswith("  ")]
@@ -36,3 +37,5 @@ def test_twenty_nodes(tmp_path: Path, report_line: Callable[[str], None]) -> Non
         report_line(line)
     assert "every VDI read back the same (4)" in lines, done.stdout
     assert any(line.startswith("kill -9 to the new epoch") for line in lines), done.stdout
+    storm = [line for line in lines if line.startswith("request storm")]
+    assert storm and storm[0].endswith("still serving"), done.stdout
