@@ -11,8 +11,10 @@ mount.
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import pwd
 import sys
 from dataclasses import dataclass
 
@@ -38,11 +40,31 @@ class FsSettings:
     allow_other: bool
     debug: bool
     log: str | None
+    uid: int | None = None
+    gid: int | None = None
 
     def mount_options(self, mountpoint: str) -> MountOptions:
         """The mount's options, on `mountpoint` (check_mountpoint's)."""
         return MountOptions(mountpoint, self.address, self.port, self.allow_other,
-                            debug_fuse=False)
+                            debug_fuse=False, uid=self.uid, gid=self.gid)
+
+
+def _user(value: str | None) -> int | None:
+    if value is None or value.isdigit():
+        return None if value is None else int(value)
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        raise click.BadParameter(f"no user {value!r}") from None
+
+
+def _group(value: str | None) -> int | None:
+    if value is None or value.isdigit():
+        return None if value is None else int(value)
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise click.BadParameter(f"no group {value!r}") from None
 
 
 @click.command(cls=AbbrevCommand, context_settings=CONTEXT,
@@ -53,11 +75,16 @@ class FsSettings:
 @click.option("-f", "--foreground", is_flag=True, help="do not daemonize")
 @click.option("--allow-other", is_flag=True,
               help="let other users access the mount (FUSE allow_other)")
+@click.option("--uid", "uid_s", metavar="USER",
+              help="owner of the files (name or number; default: who mounts)")
+@click.option("--gid", "gid_s", metavar="GROUP",
+              help="group of the files (name or number; default: who mounts)")
 @click.option("-d", "--debug", is_flag=True, help="log debugging output")
 @click.option("--log", metavar="FILE", help="log to FILE (a daemon logs nowhere otherwise)")
 def command(mountpoint: str, address: str, port: int, foreground: bool, allow_other: bool,
-            debug: bool, log: str | None) -> FsSettings:
-    return FsSettings(mountpoint, address, port, foreground, allow_other, debug, log)
+            uid_s: str | None, gid_s: str | None, debug: bool, log: str | None) -> FsSettings:
+    return FsSettings(mountpoint, address, port, foreground, allow_other, debug, log,
+                      uid=_user(uid_s), gid=_group(gid_s))
 
 
 def parse(args: list[str] | None = None) -> FsSettings | int:

@@ -211,11 +211,12 @@ def test_virsh_start_nbd_disk(libvirtd: SessionLibvirtd, one_node: SheepProcess)
 def test_virsh_start_sheepfs_disk_as_another_user(libvirtd: SessionLibvirtd,
                                                   one_node: SheepProcess) -> None:
     """sheepfs's files belong to whoever mounted it, mode 0644, and the
-    kernel checks that (chown is accepted and ignored): a root mount with
-    --allow-other lets QEMU (nobody here, libvirt-qemu in a system install)
-    open a volume read-only with cache='none', not read-write. docs/libvirt.md
-    says what to do. (Running sheepfs as nobody, the fix, needs /dev/fuse
-    open to nobody, which it is not on our test machines.)"""
+    kernel checks that: a root mount with --allow-other lets QEMU (nobody
+    here, libvirt-qemu in a system install) open a volume read-only with
+    cache='none', not read-write. Once root chowns the volume to QEMU's
+    user (what a system libvirtd's dynamic ownership does; this session
+    daemon runs as nobody and cannot, so the test does it), the domain
+    starts read-write. docs/libvirt.md says so."""
     from test_sheepfs import mounted
 
     with one_node.client() as c:
@@ -228,6 +229,13 @@ def test_virsh_start_sheepfs_disk_as_another_user(libvirtd: SessionLibvirtd,
         domain = started_copy(libvirtd, "alice-sheepfs.xml", {
             "/mnt/sheep/volume/Alice": vol,
             "<target dev='vda' bus='virtio'/>": "<target dev='vda' bus='virtio'/><readonly/>"})
+        try:
+            info = libvirtd.virsh("domblkinfo", domain, "vda").stdout
+            assert re.search(rf"Capacity:\s+{SIZE}\b", info), info
+        finally:
+            stop_domain(libvirtd, domain)
+        os.chown(vol, NOBODY, NOBODY)
+        domain = started_copy(libvirtd, "alice-sheepfs.xml", {"/mnt/sheep/volume/Alice": vol})
         try:
             info = libvirtd.virsh("domblkinfo", domain, "vda").stdout
             assert re.search(rf"Capacity:\s+{SIZE}\b", info), info

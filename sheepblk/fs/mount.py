@@ -78,6 +78,9 @@ class MountOptions:
     port: int = 7000
     allow_other: bool = False
     debug_fuse: bool = False
+    # Who owns the files (--uid/--gid); None: the user who mounts.
+    uid: int | None = None
+    gid: int | None = None
 
 
 def _mounted_paths() -> set[str]:
@@ -222,7 +225,7 @@ def run(opts: MountOptions, ready: Callable[[str | None], None] | None = None) -
     io = SheepClient(opts.host, opts.port, pool_size=IO_POOL_SIZE)
     meta = SheepClient(opts.host, opts.port,
                        pool=ConnectionPool(opts.host, opts.port, META_POOL_SIZE, META_TIMEOUT))
-    fs = SheepFs(io, meta)
+    fs = SheepFs(io, meta, uid=opts.uid, gid=opts.gid)
     logging.getLogger("pyfuse3").addFilter(_QUIET)
     for sig in _STOP_SIGNALS:  # until trio's receiver takes over (_watch_signals)
         signal.signal(sig, _remember_signal)

@@ -142,7 +142,8 @@ class SheepFs(pyfuse3.Operations):
     enable_writeback_cache = True
     supports_dot_lookup = False
 
-    def __init__(self, io: SheepClient, meta: SheepClient) -> None:
+    def __init__(self, io: SheepClient, meta: SheepClient, *, uid: int | None = None,
+                 gid: int | None = None) -> None:
         super().__init__()
         self.io = io
         self.meta = meta
@@ -153,7 +154,11 @@ class SheepFs(pyfuse3.Operations):
         self._resolved: dict[str, tuple[float, InodeHeader]] = {}
         self.volumes = Volumes(io)
         self.mount_time_ns = time.time_ns()
-        self.uid, self.gid = os.getuid(), os.getgid()
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        # fname -> (uid, gid, permission bits) a chown/chmod gave a volume
+        # (libvirt hands an image to QEMU's user so); kept while mounted.
+        self._volume_owner: dict[str, tuple[int, int, int]] = {}
         self.nodes: dict[int, Node] = {}
         self._build_tree()
         self._vol_ino: dict[str, int] = {}
@@ -236,11 +241,16 @@ class SheepFs(pyfuse3.Operations):
 
     def _volume_attr(self, ino: int, hdr: InodeHeader,
                      vol: OpenVolume | None = None) -> pyfuse3.EntryAttributes:
-        mode = stat.S_IFREG | (0o444 if hdr.is_snapshot else 0o644)
+        uid, gid, perm = self._volume_owner.get(self._ino_vol.get(ino, ""),
+                                                (self.uid, self.gid, 0o644))
+        if hdr.is_snapshot:
+            perm &= 0o444
         ct = hdr.create_time
         ns = (ct >> 32) * 10**9 + (ct & 0xFFFFFFFF)
         size = vol.size if vol is not None else hdr.vdi_size
-        return self._attr(ino, mode, size=size, ns=ns or None, ttl=VOLUME_TTL)
+        a = self._attr(ino, stat.S_IFREG | perm, size=size, ns=ns or None, ttl=VOLUME_TTL)
+        a.st_uid, a.st_gid = uid, gid
+        return a
 
     def _retire(self, ino: int) -> None:
         """Give a volume a new inode number after a write past its end.
@@ -321,12 +331,25 @@ class SheepFs(pyfuse3.Operations):
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         """Only a no-op size change is allowed on a volume (a VDI keeps its
         size, like a block device: use `dd conv=notrunc`). Truncating a
-        status or control file (shell `>`) is accepted and ignored."""
+        status or control file (shell `>`) is accepted and ignored.
+
+        A volume's owner and mode change as a file's do (root may chown,
+        the owner may chmod), in this mount's memory only: that is how
+        libvirt gives a disk image to the user QEMU runs as."""
         current = await self.getattr(inode, ctx)
-        if (fields.update_size and inode in self._ino_vol
-                and attr.st_size != current.st_size):
+        fname = self._ino_vol.get(inode)
+        if fields.update_size and fname is not None and attr.st_size != current.st_size:
             raise FUSEError(errno.EINVAL)
-        return current
+        if fname is None or not (fields.update_uid or fields.update_gid or fields.update_mode):
+            return current
+        uid = attr.st_uid if fields.update_uid else current.st_uid
+        gid = attr.st_gid if fields.update_gid else current.st_gid
+        perm = (attr.st_mode if fields.update_mode else current.st_mode) & 0o7777
+        changes_owner = uid != current.st_uid or gid != current.st_gid
+        if ctx.uid != 0 and (changes_owner or ctx.uid != current.st_uid):
+            raise FUSEError(errno.EPERM)
+        self._volume_owner[fname] = (uid, gid, perm)
+        return await self.getattr(inode, ctx)
 
     @_boundary
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
