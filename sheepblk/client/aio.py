@@ -44,7 +44,9 @@ from .errors import NetworkError, SheepdogError
 
 # The reader receives in chunks this large; a payload is copied out of the
 # chunk, or received straight into its buffer when it did not come with it.
-RECV_CHUNK = 256 << 10
+# 64 KiB holds a batch of 4 KiB answers; a sheep keeps a link to every
+# peer, so at a hundred nodes 256 KiB chunks were 25 MB of its memory.
+RECV_CHUNK = 64 << 10
 # A reader whose receives keep succeeding never waits, so it lets the
 # tasks it woke run after this many in a row.
 RECVS_BEFORE_YIELD = 16
@@ -292,6 +294,9 @@ class AsyncLink:
                         got += k
                 call.rsp, call.out = rsp, out
                 call.done.set()
+                # Not kept until the next answer: an idle link would hold
+                # the caller's buffer (a 512 KiB object list, per peer).
+                del call, out
         except (OSError, NetworkError, trio.ClosedResourceError) as e:
             s.fail(e if isinstance(e, NetworkError) else NetworkError(f"{s.where}: {e}"))
         finally:
