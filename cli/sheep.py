@@ -86,8 +86,8 @@ def node_settings(store_arg: str, *, port: int = 7000, bindaddr: str = "127.0.0.
                   myaddr: str | None = None, cluster: str = "local", zone: int | None = None,
                   vnodes: int | None = None, gateway: bool = False, nosync: bool = False,
                   foreground: bool = False, log: str | None = None,
-                  pidfile: str | None = None, admin_from: tuple[str, ...] = ()
-                  ) -> NodeSettings:
+                  pidfile: str | None = None, admin_from: tuple[str, ...] = (),
+                  metrics: str | None = None) -> NodeSettings:
     """The settings of sheep's options (defaults as sheep's); QuietError
     for values no daemon could start with."""
     from sheepblk.server import Options
@@ -108,10 +108,22 @@ def node_settings(store_arg: str, *, port: int = 7000, bindaddr: str = "127.0.0.
             raise QuietError(f"Invalid address: '{myaddr}'") from None
     opts = Options(store_dir=store_dir, port=port, bindaddr=bindaddr, myaddr=myaddr, zone=zone,
                    vnodes=vnodes, gateway=gateway, nosync=nosync, cluster=cluster,
-                   admin_from=_admin_networks(admin_from))
+                   admin_from=_admin_networks(admin_from), metrics=_metrics_endpoint(metrics))
     return NodeSettings(opts=opts, store_arg=store_arg,
                         disks=[Path(p).absolute() for p in parts[1:]], log_level=level,
                         log_dir=log_dir, foreground=foreground, pidfile=pidfile)
+
+
+def _metrics_endpoint(spec: str | None) -> tuple[str, int] | None:
+    """--metrics HOST:PORT -> (host, port); QuietError for a bad one."""
+    if spec is None:
+        return None
+    from sheepblk.metrics import parse_endpoint
+
+    try:
+        return parse_endpoint(spec)
+    except ValueError as e:
+        raise QuietError(f"invalid --metrics: {e}") from None
 
 
 def _admin_networks(specs: tuple[str, ...]) -> tuple[IPv4Network | IPv6Network, ...]:
@@ -206,6 +218,9 @@ def _vnodes_option(ctx: click.Context, _param: click.Parameter, value: str | Non
                    "(dog cluster format/shutdown/recover/alter-copy/reweight, dog node "
                    "kill/md/vnodes/log level set...) from these IPv4/IPv6 networks; by "
                    "default only this host and the cluster's members may send them")
+@click.option("--metrics", metavar="[HOST:]PORT",
+              help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST defaults to "
+                   "127.0.0.1)")
 # C sheep's options that sheepblk has no use for: accepted, ignored.
 @click.option("-D", "--directio", is_flag=True, hidden=True)
 @click.option("-W", "--wildcard-recovery", is_flag=True, hidden=True)
@@ -218,7 +233,8 @@ def _vnodes_option(ctx: click.Context, _param: click.Parameter, value: str | Non
 def command(store_arg: str, port: int, bindaddr: str, myaddr: str | None, cluster: str,
             zone: int | None, gateway: bool, foreground: bool, log: str | None,
             nosync: bool, vnodes: int | None, v_opt: int | None, pidfile: str | None,
-            admin_from: tuple[str, ...], **_ignored: object) -> NodeSettings | int:
+            admin_from: tuple[str, ...], metrics: str | None,
+            **_ignored: object) -> NodeSettings | int:
     if gateway and vnodes is not None:
         click.echo("Options '-g' and '-V' can not be both specified", err=True)
         return 1
@@ -226,7 +242,7 @@ def command(store_arg: str, port: int, bindaddr: str, myaddr: str | None, cluste
                          cluster=cluster, zone=zone,
                          vnodes=v_opt if v_opt is not None else vnodes, gateway=gateway,
                          nosync=nosync, foreground=foreground, log=log, pidfile=pidfile,
-                         admin_from=admin_from)
+                         admin_from=admin_from, metrics=metrics)
 
 
 def parse(args: list[str] | None = None) -> NodeSettings | int:
@@ -348,7 +364,10 @@ def _run(s: NodeSettings) -> int:
     try:
         failed = trio.run(lambda: serve(opts, store, driver, ready=ready))
     except OSError as e:
-        msg = f"cannot listen on {opts.bindaddr}:{opts.port}: {e.strerror or e}"
+        from sheepblk.metrics.http import MetricsListenError
+
+        msg = (e.strerror or str(e) if isinstance(e, MetricsListenError)
+               else f"cannot listen on {opts.bindaddr}:{opts.port}: {e.strerror or e}")
         logging.getLogger("sheep").error(msg)
         if pipe is not None:
             pipe.fail(msg)

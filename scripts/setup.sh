@@ -10,6 +10,7 @@ APT_RUNTIME=(
   python3 python3-venv python3-dev gcc pkg-config
   fuse3 libfuse3-dev                 # sheepfs (pyfuse3 builds against libfuse3)
   nbdkit nbdkit-plugin-python        # the NBD frontend
+  python3-prometheus-client          # the nbdkit plugin's metrics= (nbdkit embeds Debian's python3)
   libnbd-bin                         # nbdfuse, nbdcopy, nbdsh, nbdinfo
   zookeeper default-jre-headless     # the zookeeper cluster driver
   e2fsprogs fuse2fs util-linux procps

@@ -1,0 +1,103 @@
+"""Serve a prometheus_client registry over HTTP from a trio task.
+
+Why not prometheus_client's start_http_server: it scrapes from a thread
+of its own, and the collectors of a sheep or sheepfs read state that their
+trio thread changes as it goes (dicts that may change size mid-iteration).
+Here a scrape runs in the trio thread itself, between two requests, and
+only the slow part (walking the disks) goes to a worker thread, through
+the `refresh` hook, before the exposition is made.
+
+The HTTP side is the least a Prometheus server or curl needs: one GET per
+connection (`Connection: close`), `/metrics` or `/`, anything else 404 or
+405. The body is prometheus_client's generate_latest: its format, not ours.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger("sheepblk.metrics")
+
+# A request's head larger than this, or slower than this, is dropped.
+MAX_HEAD = 8192
+HEAD_TIMEOUT = 10.0
+
+Refresh = Callable[[], Awaitable[None]]
+
+
+async def _read_head(stream: trio.SocketStream) -> bytes | None:
+    head = b""
+    with trio.move_on_after(HEAD_TIMEOUT):
+        while b"\r\n\r\n" not in head and b"\n\n" not in head:
+            chunk = await stream.receive_some(MAX_HEAD)
+            if not chunk:
+                return None
+            head += chunk
+            if len(head) > MAX_HEAD:
+                return None
+        return head
+    return None
+
+
+def _response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8"
+              ) -> bytes:
+    return (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+async def _answer(stream: trio.SocketStream, registry: CollectorRegistry,
+                  refresh: Refresh | None) -> None:
+    head = await _read_head(stream)
+    if head is None:
+        return
+    method, _, rest = head.split(b"\r\n", 1)[0].partition(b" ")
+    path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+    if method not in (b"GET", b"HEAD"):
+        out = _response("405 Method Not Allowed", b"only GET\n")
+    elif path not in (b"/", b"/metrics"):
+        out = _response("404 Not Found", b"metrics are at /metrics\n")
+    else:
+        if refresh is not None:
+            await refresh()
+        body = generate_latest(registry)
+        out = _response("200 OK", body if method == b"GET" else b"", CONTENT_TYPE_LATEST)
+        if method == b"HEAD":  # the length of what a GET would carry
+            out = out.replace(b"Content-Length: 0", f"Content-Length: {len(body)}".encode())
+    await stream.send_all(out)
+
+
+class MetricsListenError(OSError):
+    """The metrics endpoint cannot be bound (its address in the message)."""
+
+
+async def open_metrics_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Bind host:port before anything else starts, so a port in use stops
+    the program at once with a message naming it."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as e:
+        raise MetricsListenError(e.errno, f"cannot serve metrics on {host}:{port}: "
+                                          f"{e.strerror or e}") from None
+
+
+async def serve_metrics(listeners: list[trio.SocketListener], registry: CollectorRegistry, *,
+                        refresh: Refresh | None = None) -> None:
+    """Serve `registry` on `listeners` until cancelled."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        try:
+            await _answer(stream, registry, refresh)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            log.debug("metrics client went away: %s", e)
+        except Exception:
+            log.exception("metrics scrape failed")
+        finally:
+            await stream.aclose()
+
+    host, port = listeners[0].socket.getsockname()[:2]
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    await trio.serve_listeners(handler, listeners)

@@ -1,0 +1,162 @@
+"""`sheep --metrics`: a Prometheus endpoint whose counters follow the
+workload that real clients send (scraped with prometheus_client's own
+parser while the workload runs and after it)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import SheepFactory, SheepProcess, bin_path, free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+from sheepblk.proto import vid_to_data_oid
+
+WRITES = 40
+READS = 25
+BLOCK = 4096
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} of one scrape."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as rsp:
+        assert rsp.status == 200
+        assert rsp.headers["Content-Type"].startswith("text/plain")
+        text = rsp.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(got: dict, name: str, **labels: str) -> float:
+    return got.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def start_with_metrics(factory: SheepFactory, n: int) -> list[tuple[SheepProcess, int]]:
+    cluster = f"local:{factory.tmp}/shm-metrics"
+    out = []
+    for _ in range(n):
+        mport = free_port()
+        (node,) = factory.start(1, cluster=cluster, extra=["--metrics", f"127.0.0.1:{mport}"])
+        out.append((node, mport))
+    return out
+
+
+def test_counters_follow_the_workload(sheep_factory: SheepFactory) -> None:
+    (gw, gw_m), (other, other_m) = start_with_metrics(sheep_factory, 2)
+    with gw.client() as c:
+        c.make_fs(copies=2)
+        vid = c.create_vdi("m", 64 << 20)
+    before = scrape(gw_m)
+    before_peer = scrape(other_m)
+    assert value(before, "sheepblk_epoch") == 1
+    assert value(before, "sheepblk_cluster_members") == 2
+    assert value(before, "sheepblk_cluster_status", status="ok") == 1
+    assert value(before, "sheepblk_cluster_status", status="wait") == 0
+
+    oids = [vid_to_data_oid(vid, i) for i in range(4)]
+    scrapes: list[dict] = []
+    stop = threading.Event()
+
+    def scraper() -> None:  # scrapes while the workload runs
+        while not stop.is_set():
+            scrapes.append(scrape(gw_m))
+
+    t = threading.Thread(target=scraper)
+    t.start()
+    try:
+        with gw.client() as c:
+            for oid in oids:
+                c.create_and_write_obj(oid, bytes(BLOCK), copies=2)
+            for i in range(WRITES):
+                c.write_obj(oids[i % 4], bytes([i]) * BLOCK, offset=BLOCK * i)
+            for i in range(READS):
+                assert bytes(c.read_obj(oids[i % 4], BLOCK, offset=BLOCK * i)) == bytes([i]) * BLOCK
+            c.flush(vid)
+    finally:
+        stop.set()
+        t.join()
+    after = scrape(gw_m)
+    after_peer = scrape(other_m)
+
+    def grew(got: dict, old: dict, name: str, **labels: str) -> float:
+        return value(got, name, **labels) - value(old, name, **labels)
+
+    assert scrapes, "no scrape finished during the workload"
+    # Counters only go up, scrape after scrape.
+    series = [value(s, "sheepblk_requests_total", op="write_obj", result="success")
+              for s in [before, *scrapes, after]]
+    assert series == sorted(series)
+
+    ok = {"result": "success"}
+    assert grew(after, before, "sheepblk_requests_total", op="write_obj", **ok) == WRITES
+    assert grew(after, before, "sheepblk_requests_total", op="create_and_write_obj", **ok) == 4
+    assert grew(after, before, "sheepblk_requests_total", op="read_obj", **ok) >= READS
+    assert grew(after, before, "sheepblk_requests_total", op="flush_vdi", **ok) == 1
+    # copies=2 on two nodes: every write also reached the other node as a peer write.
+    assert grew(after_peer, before_peer, "sheepblk_requests_total", op="write_peer",
+                **ok) == WRITES
+    assert grew(after_peer, before_peer, "sheepblk_request_duration_seconds_count",
+                role="peer", io="write") == WRITES + 4
+    assert grew(after, before, "sheepblk_request_duration_seconds_count",
+                role="gateway", io="write") == WRITES + 4
+    assert grew(after, before, "sheepblk_request_duration_seconds_bucket",
+                role="gateway", io="write", le="+Inf") == WRITES + 4
+    assert grew(after, before, "sheepblk_request_duration_seconds_sum",
+                role="gateway", io="write") > 0
+    assert grew(after, before, "sheepblk_received_bytes_total", role="gateway") \
+        == (WRITES + 4) * BLOCK
+    assert grew(after, before, "sheepblk_sent_bytes_total", role="gateway") >= READS * BLOCK
+    assert value(after, "sheepblk_requests_in_flight", role="gateway") == 0
+    # The objects are on both nodes' disks.
+    for got, node in ((after, gw), (after_peer, other)):
+        disk = str(node.store / "obj")
+        assert value(got, "sheepblk_disk_objects", disk=disk) >= 4
+        assert value(got, "sheepblk_disk_used_bytes", disk=disk) >= 4 * BLOCK
+
+
+def test_a_failed_request_is_counted_by_its_result(sheep_factory: SheepFactory) -> None:
+    ((node, mport),) = start_with_metrics(sheep_factory, 1)
+    with node.client() as c:
+        c.make_fs(copies=1)
+        vid = c.create_vdi("f", 16 << 20)
+        try:
+            c.read_obj(vid_to_data_oid(vid, 3), BLOCK)
+        except Exception:  # noqa: BLE001 - the result code is what is checked
+            pass
+        else:
+            raise AssertionError("reading an object never written succeeded")
+    got = scrape(mport)
+    assert value(got, "sheepblk_requests_total", op="read_obj", result="no_obj") == 1
+    # Not a Prometheus path: 404, and the daemon keeps serving.
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{mport}/nothing", timeout=10)
+    except urllib.error.HTTPError as e:
+        assert e.code == 404
+    else:
+        raise AssertionError("/nothing answered")
+    assert value(scrape(mport), "sheepblk_cluster_members") == 1
+
+
+@pytest.mark.expected_errors(r"cannot serve metrics on")
+def test_a_metrics_port_in_use_stops_the_sheep_with_its_address(tmp_path: Path) -> None:
+    taken = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", taken))
+        s.listen()
+        r = subprocess.run([bin_path("sheep"), "-f", "-p", str(free_port()), "-c",
+                            f"local:{tmp_path}/shm", "--metrics", f"127.0.0.1:{taken}",
+                            str(tmp_path / "n")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{taken}" in r.stderr
+    r = subprocess.run([bin_path("sheep"), "--metrics", "nonsense:port", str(tmp_path / "m")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "invalid --metrics" in r.stderr
