@@ -14,11 +14,18 @@ The request counters themselves (stats.py) are kept whether or not the
 endpoint is served (`dog node stat` reads them); their cost per request is
 printed too, from a loop of RequestStats.record, beside the time one
 request takes at the measured IOPS.
+
+IOPS on a shared 2-core machine swing by tens of percent from one run to
+the next, far more than what is measured here; so the sheep's own CPU time
+(utime + stime from /proc) per request fio completed is printed as well: it
+moves much less with other load, and it is what the counting and the
+scrapes cost the sheep.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import threading
@@ -62,12 +69,19 @@ class Scraper:
         self.thread.join()
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def record_cost(n: int = 200_000) -> float:
     """Seconds RequestStats.record takes per request (a write_obj)."""
     stats = RequestStats()
+    op, ok = int(Op.WRITE_OBJ), int(Res.SUCCESS)  # plain ints, as decoded from the wire
     t0 = time.perf_counter()
     for _ in range(n):
-        stats.record(Op.WRITE_OBJ, Res.SUCCESS, 0.0004, 4096, 0)
+        stats.record(op, ok, 0.0004, 4096, 0)
     return (time.perf_counter() - t0) / n
 
 
@@ -79,6 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     mport = free_port()
     iops: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}  # sheep CPU seconds per request
     scrapes = 0
     with workdir() as tmp:
         with sheep_cluster(tmp / "off", stop_timeout=30) as (off_port,), \
@@ -91,20 +106,27 @@ def main() -> None:
                     nbdkit(tmp / "on.sock", *plugin_args(tmp / "on" / "store0")):
                 for mode in ("off", "on"):
                     fio(tmp / f"{mode}.sock", "fill", "write", "4M", args.size_mib, None)
+                pids = {mode: int((tmp / mode / "store0" / "sheep.pid").read_text())
+                        for mode in ("off", "on")}
                 for r in range(args.rounds):
                     for name, rw in JOBS:
                         # Alternate which goes first, so neither always follows the other.
                         for mode in (("off", "on") if r % 2 == 0 else ("on", "off")):
                             sock = tmp / f"{mode}.sock"
+                            cpu0 = cpu_seconds(pids[mode])
                             if mode == "on":
                                 with Scraper(mport) as s:
                                     got = fio(sock, name, rw, "4k", args.size_mib, args.runtime)
                                 scrapes += s.count
                             else:
                                 got = fio(sock, name, rw, "4k", args.size_mib, args.runtime)
+                            used = cpu_seconds(pids[mode]) - cpu0
                             iops.setdefault((name, mode), []).append(got["IOPS"])
+                            cpu.setdefault((name, mode), []).append(used / got["ios"])
                             print(f"  round {r + 1} {name:14} metrics {mode:3} "
-                                  f"{got['IOPS']:9.0f} IOPS", flush=True)
+                                  f"{got['IOPS']:9.0f} IOPS "
+                                  f"{1e6 * used / got['ios']:6.1f} us sheep CPU/request",
+                                  flush=True)
     per_request = record_cost()
     print(f"\n4K random IOPS, one sheep copies=1, fio over our NBD plugin (iodepth 16), "
           f"{args.rounds} rounds of {args.runtime} s; 'on': --metrics, scraped every "
@@ -114,6 +136,13 @@ def main() -> None:
         off, on = iops[(name, "off")], iops[(name, "on")]
         ratios = " ".join(f"{a / b:.3f}" for a, b in zip(on, off, strict=True))
         print(f"{name:15} {statistics.median(off):9.0f} {statistics.median(on):9.0f} "
+              f"{statistics.median(on) / statistics.median(off):7.3f}   ({ratios})")
+    print(f"\n{'job':15} {'off':>9} {'on':>9} {'on/off':>7}   sheep CPU us per request "
+          "(medians; per-round ratios)")
+    for name, _ in JOBS:
+        off, on = cpu[(name, "off")], cpu[(name, "on")]
+        ratios = " ".join(f"{a / b:.3f}" for a, b in zip(on, off, strict=True))
+        print(f"{name:15} {1e6 * statistics.median(off):9.1f} {1e6 * statistics.median(on):9.1f} "
               f"{statistics.median(on) / statistics.median(off):7.3f}   ({ratios})")
     best = max(statistics.median(iops[(n, "off")]) for n, _ in JOBS)
     print(f"\ncounting one request (RequestStats.record): {per_request * 1e9:.0f} ns, "

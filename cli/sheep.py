@@ -364,7 +364,7 @@ def _run(s: NodeSettings) -> int:
     try:
         failed = trio.run(lambda: serve(opts, store, driver, ready=ready))
     except OSError as e:
-        from sheepblk.metrics.http import MetricsListenError
+        from sheepblk.metrics import MetricsListenError
 
         msg = (e.strerror or str(e) if isinstance(e, MetricsListenError)
                else f"cannot listen on {opts.bindaddr}:{opts.port}: {e.strerror or e}")

@@ -4,6 +4,7 @@ parser while the workload runs and after it)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
@@ -160,3 +161,114 @@ def test_a_metrics_port_in_use_stops_the_sheep_with_its_address(tmp_path: Path) 
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "invalid --metrics" in r.stderr
+
+
+# ---- the nbdkit plugin's metrics= (under nbdkit's own Python, Debian's) ----
+
+PLUGIN_IO = r"""
+n = int(argv[0])
+for i in range(n):
+    h.pwrite(bytes([i % 256]) * 4096, i * 4096)
+for i in range(n):
+    assert h.pread(4096, i * 4096) == bytes([i % 256]) * 4096
+h.flush()
+try:
+    h.pread(4096, h.get_size())  # past the end: refused by nbdkit, never reaches us
+except nbd.Error:
+    pass
+"""
+
+
+def test_nbd_plugin_counts_what_its_clients_did(one_node: SheepProcess, tmp_path: Path) -> None:
+    from test_nbd_plugin import export, libnbd, make_vdi
+
+    make_vdi(one_node, "Alice", 16 << 20)
+    mport = free_port()
+    with export(tmp_path, one_node.port, "vdi=Alice", f"metrics=127.0.0.1:{mport}") as nk:
+        before = scrape(mport)
+        libnbd(nk.sock, PLUGIN_IO, WRITES)
+        after = scrape(mport)
+    for op, n in (("write", WRITES), ("read", WRITES), ("flush", 1)):
+        assert value(after, "sheepblk_nbd_requests_total", op=op, result="ok") \
+            - value(before, "sheepblk_nbd_requests_total", op=op, result="ok") == n
+        assert value(after, "sheepblk_nbd_request_duration_seconds_count", op=op) == n
+    assert value(after, "sheepblk_nbd_written_bytes_total") == WRITES * 4096
+    assert value(after, "sheepblk_nbd_read_bytes_total") == WRITES * 4096
+    assert value(after, "sheepblk_nbd_requests_in_flight") == 0
+
+
+def test_nbd_plugin_metrics_errors_are_one_line(one_node: SheepProcess, tmp_path: Path) -> None:
+    from test_nbd_plugin import PLUGIN, ROOT, make_vdi, one_line, start_fails
+
+    make_vdi(one_node, "Alice", 16 << 20)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        line = one_line(start_fails(tmp_path, one_node.port, "vdi=Alice",
+                                    f"metrics=127.0.0.1:{taken}"))
+    assert f"cannot serve metrics on 127.0.0.1:{taken}" in line
+    line = one_line(start_fails(tmp_path, one_node.port, "vdi=Alice", "metrics=x:y"))
+    assert "metrics=" in line and "port" in line
+    # A Python without prometheus_client (Debian's, without site-packages):
+    # metrics= says what to install; without metrics= the plugin loads.
+    probe = ("import sys; sys.argv = ['x']; import runpy; "
+             f"m = runpy.run_path({PLUGIN!r}, run_name='plugin'); "
+             "m['config']('vdi', 'Alice'); print('loaded'); sys.stdout.flush(); "
+             "m['config']('metrics', '127.0.0.1:9')")
+    r = subprocess.run(["/usr/bin/python3", "-S", "-c", probe], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.stdout == "loaded\n", r.stderr
+    assert r.returncode == 1
+    assert "python3-prometheus-client" in one_line(r.stderr)
+
+
+# ---- sheepfs --metrics ----
+
+
+def test_sheepfs_counts_what_went_through_the_mount(one_node: SheepProcess,
+                                                     tmp_path: Path) -> None:
+    from test_sheepfs import make_vdi, mounted
+
+    make_vdi(one_node, "Alice", 16 << 20)
+    mport = free_port()
+    payload = bytes(range(256)) * 16 * WRITES  # WRITES x 4 KiB
+    with mounted(one_node, tmp_path, "mnt", "--metrics", f"127.0.0.1:{mport}") as m:
+        before = scrape(mport)
+        fd = os.open(m / "volume" / "Alice", os.O_RDWR)
+        try:
+            os.pwrite(fd, payload, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # Past the kernel's page cache: what the sheep holds, read back through sheepfs.
+        with one_node.client() as c:
+            vid = c.lookup_vdi("Alice").vid
+            assert bytes(c.read_obj(vid_to_data_oid(vid, 0), len(payload))) == payload
+        assert not (m / "volume" / "Nobody").exists()
+        after = scrape(mport)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("sheepblk_fs_written_bytes_total") == len(payload)
+    assert grew("sheepblk_fs_requests_total", op="write", result="ok") >= 1
+    assert grew("sheepblk_fs_requests_total", op="fsync", result="ok") == 1
+    assert grew("sheepblk_fs_requests_total", op="lookup", result="enoent") >= 1
+    assert value(after, "sheepblk_fs_request_duration_seconds_count", op="write") \
+        == value(after, "sheepblk_fs_requests_total", op="write", result="ok")
+
+
+def test_sheepfs_metrics_port_in_use_is_a_clear_error(one_node: SheepProcess,
+                                                      tmp_path: Path) -> None:
+    (tmp_path / "mnt").mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        for fg in (["-f"], []):  # in front, and as a daemon (its parent reports)
+            r = subprocess.run([bin_path("sheepfs"), str(tmp_path / "mnt"), *fg, "-p",
+                                str(one_node.port), "--metrics", f"127.0.0.1:{taken}"],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1
+            assert f"cannot serve metrics on 127.0.0.1:{taken}" in r.stderr

@@ -6,6 +6,6 @@ sheepfs, whose state lives in their trio thread; the nbdkit plugin, which
 has no trio loop, uses prometheus_client's threaded server instead.
 """
 
-from .endpoint import parse_endpoint
+from .endpoint import MetricsListenError, parse_endpoint
 
-__all__ = ["parse_endpoint"]
+__all__ = ["MetricsListenError", "parse_endpoint"]

@@ -19,3 +19,11 @@ def parse_endpoint(spec: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{spec!r}: the port must be a number from 1 to 65535")
     return host or DEFAULT_HOST, int(port)
+
+
+class MetricsListenError(OSError):
+    """The metrics endpoint cannot be bound (its address in the message)."""
+
+    @classmethod
+    def of(cls, host: str, port: int, e: OSError) -> MetricsListenError:
+        return cls(e.errno, f"cannot serve metrics on {host}:{port}: {e.strerror or e}")

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from .endpoint import MetricsListenError
+
 log = logging.getLogger("sheepblk.metrics")
 
 # A request's head larger than this, or slower than this, is dropped.
@@ -70,18 +72,13 @@ async def _answer(stream: trio.SocketStream, registry: CollectorRegistry,
     await stream.send_all(out)
 
 
-class MetricsListenError(OSError):
-    """The metrics endpoint cannot be bound (its address in the message)."""
-
-
 async def open_metrics_listeners(host: str, port: int) -> list[trio.SocketListener]:
     """Bind host:port before anything else starts, so a port in use stops
     the program at once with a message naming it."""
     try:
         return await trio.open_tcp_listeners(port, host=host)
     except OSError as e:
-        raise MetricsListenError(e.errno, f"cannot serve metrics on {host}:{port}: "
-                                          f"{e.strerror or e}") from None
+        raise MetricsListenError.of(host, port, e) from None
 
 
 async def serve_metrics(listeners: list[trio.SocketListener], registry: CollectorRegistry, *,
