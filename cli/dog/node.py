@@ -15,6 +15,7 @@ from .errors import EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE, QuietE
 from .format import NODE_LIST_HEADER, node_addr, node_list_row, sort_nodes, strnumber
 from .inodes import walk_vdis
 from .node_md import md
+from .node_stat import node_log, node_stat
 from .options import Target, raw_option, target_options
 from .progress import Progress
 
@@ -39,10 +40,12 @@ def cluster_nodes(target: Target) -> list[SdNode]:
 
 @click.group("node")
 def node() -> None:
-    """Node commands: list, info, recovery, kill, vnodes."""
+    """Node commands: list, info, recovery, kill, vnodes, stat, log, md."""
 
 
 node.add_command(md)
+node.add_command(node_stat)
+node.add_command(node_log)
 
 
 @node.command("list")

@@ -27,7 +27,7 @@ from ..store.md import MdStore
 from .stats import RequestStats
 
 if TYPE_CHECKING:
-    from .node import Sheep
+    from .context import NodeContext
 
 
 def _name(enum_type: type[Op] | type[Res], value: int) -> str:
@@ -71,7 +71,7 @@ class SheepCollector:
     """Reads one sheep when scraped. `refresh` (run in a worker thread
     before each scrape) walks the disks; the rest is read in place."""
 
-    def __init__(self, node: Sheep) -> None:
+    def __init__(self, node: NodeContext) -> None:
         self.node = node
         self.disks: list[tuple[Path, int, int]] = []
 
@@ -142,7 +142,7 @@ class SheepCollector:
         yield used
 
 
-def sheep_registry(node: Sheep) -> tuple[CollectorRegistry, SheepCollector]:
+def sheep_registry(node: NodeContext) -> tuple[CollectorRegistry, SheepCollector]:
     """A registry of this node's own (not the process-wide default one, so
     several sheep in one test process keep theirs apart)."""
     registry = CollectorRegistry(auto_describe=False)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from ..metrics.buckets import LATENCY_BOUNDS
-from ..proto import Op
+from ..proto import Op, SdStat
 
 # The ops whose latency is kept, by (role, io): the gateway's are a
 # client's requests, the peer's are what a gateway asks of a copy's node.
@@ -105,3 +105,21 @@ class RequestStats:
     def total(self, opcode: int) -> int:
         """Requests of `opcode` answered, whatever their result."""
         return sum(n for (op, _), n in self.counts.items() if op == opcode)
+
+    def sd_stat(self) -> SdStat:
+        """These counters as C sheep's struct sd_stat (`dog node stat`).
+        Requests served inline are never in flight; a request counts once
+        answered (C sheep counts it as it starts)."""
+        n = self.total
+        return SdStat(
+            gway_active_nr=self.active["gateway"], peer_active_nr=self.active["peer"],
+            gway_total_nr=sum(n(op) for op in _GATEWAY_OPS),
+            peer_total_nr=sum(n(op) for op in _PEER_OPS),
+            gway_total_rx=self.bytes_in["gateway"], gway_total_tx=self.bytes_out["gateway"],
+            peer_total_rx=self.bytes_in["peer"], peer_total_tx=self.bytes_out["peer"],
+            gway_total_remove_nr=n(Op.REMOVE_OBJ) + n(Op.DISCARD_OBJ),
+            gway_total_read_nr=n(Op.READ_OBJ),
+            gway_total_write_nr=n(Op.WRITE_OBJ) + n(Op.CREATE_AND_WRITE_OBJ),
+            gway_total_flush_nr=n(Op.FLUSH_VDI),
+            peer_total_remove_nr=n(Op.REMOVE_PEER), peer_total_read_nr=n(Op.READ_PEER),
+            peer_total_write_nr=n(Op.WRITE_PEER) + n(Op.CREATE_AND_WRITE_PEER))
