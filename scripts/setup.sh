@@ -21,6 +21,7 @@ APT_TEST=(
   libvirt-clients libxml2-utils      # virt-xml-validate and the xmllint it runs (tests/test_libvirt_xml.py)
   libvirt-daemon-system qemu-system-x86   # libvirtd + an emulator: virsh define/dumpxml in tests/test_libvirt_xml.py
   nftables                           # tests/multihost.py cuts links between hosts
+  logrotate                          # contrib/logrotate.d/sheepblk run for real (tests/test_logs.py)
   linux-image-cloud-amd64 busybox-static   # the guest kernel and initramfs of tests/test_vm_boot.py
 )
 

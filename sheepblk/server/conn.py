@@ -20,6 +20,7 @@ import trio
 from ..proto import Request, Res
 from .buffers import BufferPool, PayloadBuffer
 from .framing import ProtocolError, RequestDecoder, check_header, response_header
+from .logs import REQUEST
 from .reply import Caller, FileSpan, Reply
 from .stats import RequestStats
 from .transport import Transport
@@ -183,11 +184,14 @@ class Connection:
         """Answer `req` inline if the handler can without waiting."""
         assert self.nowait is not None
         start = perf_counter()
+        token = REQUEST.set((self.caller.key, req.id))
         try:
             reply = self.nowait(req, data, self.caller)
         except Exception:
             log.exception("request %#x failed", req.opcode)
             reply = Reply(Res.SYSTEM_ERROR)
+        finally:
+            REQUEST.reset(token)
         if reply is None:
             return False
         self._queue(req, reply)
@@ -200,6 +204,7 @@ class Connection:
                          pooled: PayloadBuffer | None) -> None:
         stats = self.stats
         start = perf_counter()
+        REQUEST.set((self.caller.key, req.id))  # this task's own context
         if stats is not None:
             stats.begin(req.opcode)
         try:

@@ -20,6 +20,7 @@ from ..metrics.http import open_metrics_listeners, serve_metrics
 from ..store import ObjectStore, write_atomic
 from . import admission, md_ops
 from .conn import serve_stream
+from .logs import FIELDS, reopen_logs
 from .metrics import sheep_registry
 from .node import Sheep
 from .options import Options
@@ -34,8 +35,13 @@ RUNNING_MARK = ".running"
 MAX_CONNECTIONS = 1000
 
 async def _watch_signals(node: Sheep) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    """SIGTERM and SIGINT stop the node; SIGHUP reopens its log (logrotate)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                reopened = reopen_logs()
+                log.info("got SIGHUP: reopened %d log file(s)", reopened)
+                continue
             log.info("got signal %d, stopping", signum)
             node.stopped.set()
             return
@@ -55,6 +61,7 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     it). Returns why the node left the cluster on a fault ("" for a stop
     it was asked for)."""
     node = Sheep(opts, store, driver)
+    FIELDS.attach(node.key, lambda: node.epoch)
     refusal = node.start_refusal()
     if refusal:
         # As C sheep, whose parent returns once the store is locked and
