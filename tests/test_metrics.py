@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import SheepFactory, SheepProcess, bin_path, free_port
+from conftest import SheepFactory, SheepProcess, bin_path, free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from sheepblk.proto import vid_to_data_oid
@@ -69,6 +69,7 @@ def test_counters_follow_the_workload(sheep_factory: SheepFactory) -> None:
     def scraper() -> None:  # scrapes while the workload runs
         while not stop.is_set():
             scrapes.append(scrape(gw_m))
+            stop.wait(0.05)
 
     t = threading.Thread(target=scraper)
     t.start()
@@ -272,3 +273,40 @@ def test_sheepfs_metrics_port_in_use_is_a_clear_error(one_node: SheepProcess,
                                capture_output=True, text=True, timeout=60)
             assert r.returncode == 1
             assert f"cannot serve metrics on 127.0.0.1:{taken}" in r.stderr
+
+
+def test_halts_recovery_and_locks_show(sheep_factory: SheepFactory) -> None:
+    """copies=2 on two nodes: one dies, and I/O halts (one zone of two is no
+    majority); a third joins, the halt ends and it recovers every object."""
+    (a, a_m), (b, _) = start_with_metrics(sheep_factory, 2)
+    with a.client() as c:
+        c.make_fs(copies=2)
+        vid = c.create_vdi("h", 16 << 20)
+        for i in range(4):
+            c.create_and_write_obj(vid_to_data_oid(vid, i), bytes([i]) * BLOCK, copies=2)
+        c.lock_vdi("h")
+        got = scrape(a_m)
+        assert value(got, "sheepblk_vdi_locks", kind="exclusive") == 1
+        assert value(got, "sheepblk_lock_leases") == 1
+        c.release_vdi(vid)
+    assert value(scrape(a_m), "sheepblk_vdi_locks", kind="exclusive") == 0
+    assert value(scrape(a_m), "sheepblk_halted") == 0
+    b.kill9()
+    wait_for(lambda: value(scrape(a_m), "sheepblk_cluster_members") == 1, "b gone", 60)
+    assert value(scrape(a_m), "sheepblk_halted") == 1
+    with a.client() as c:
+        try:
+            c.read_obj(vid_to_data_oid(vid, 0), BLOCK)
+        except Exception:  # noqa: BLE001 - the result is what is counted
+            pass
+    assert value(scrape(a_m), "sheepblk_requests_total", op="read_obj", result="halt") >= 1
+
+    ((new, new_m),) = start_with_metrics(sheep_factory, 1)
+    wait_for(lambda: value(scrape(new_m), "sheepblk_recovered_objects_total") >= 5
+             and value(scrape(new_m), "sheepblk_recovery_running") == 0, "recovery", 60)
+    got = scrape(new_m)
+    # The four data objects and the VDI's inode, all of them here now.
+    assert value(got, "sheepblk_recovered_objects_total") == 5
+    assert value(got, "sheepblk_recovered_bytes_total") >= 4 * BLOCK
+    assert value(got, "sheepblk_epoch") == value(scrape(a_m), "sheepblk_epoch") >= 3
+    assert value(scrape(a_m), "sheepblk_halted") == 0
