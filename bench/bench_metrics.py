@@ -75,6 +75,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def scrape_cost(port: int, pid: int, n: int = 100) -> float:
+    """Sheep CPU seconds one scrape costs (n scrapes of an idle sheep)."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    before = cpu_seconds(pid)
+    for _ in range(n):
+        with urllib.request.urlopen(url, timeout=10) as rsp:
+            rsp.read()
+    return (cpu_seconds(pid) - before) / n
+
+
 def record_cost(n: int = 200_000) -> float:
     """Seconds RequestStats.record takes per request (a write_obj)."""
     stats = RequestStats()
@@ -127,6 +137,7 @@ def main() -> None:
                                   f"{got['IOPS']:9.0f} IOPS "
                                   f"{1e6 * used / got['ios']:6.1f} us sheep CPU/request",
                                   flush=True)
+                scrape_cpu = scrape_cost(mport, pids["on"])
     per_request = record_cost()
     print(f"\n4K random IOPS, one sheep copies=1, fio over our NBD plugin (iodepth 16), "
           f"{args.rounds} rounds of {args.runtime} s; 'on': --metrics, scraped every "
@@ -148,6 +159,9 @@ def main() -> None:
     print(f"\ncounting one request (RequestStats.record): {per_request * 1e9:.0f} ns, "
           f"{100 * per_request * best:.2f}% of a request's time at {best:.0f} IOPS "
           "(one sheep thread)")
+    print(f"one scrape: {scrape_cpu * 1e3:.2f} ms of the sheep's CPU, "
+          f"{100 * scrape_cpu / SCRAPE_EVERY:.2f}% of a core at one scrape every "
+          f"{SCRAPE_EVERY:g} s ({100 * scrape_cpu / 15:.3f}% at Prometheus' default 15 s)")
 
 
 if __name__ == "__main__":

@@ -67,18 +67,33 @@ def request_families(stats: RequestStats, prefix: str = "sheepblk") -> Iterator[
                             value=stats.connections)
 
 
+# Walking the disks (a stat per object) takes at most 1/WALK_SHARE of the
+# time: the next walk waits WALK_SHARE times as long as the last one took.
+# A small store is walked at every scrape; one of a million objects, whose
+# walk takes seconds, every few minutes (its per-disk numbers lag so much).
+WALK_SHARE = 100
+
+
 class SheepCollector:
-    """Reads one sheep when scraped. `refresh` (run in a worker thread
-    before each scrape) walks the disks; the rest is read in place."""
+    """Reads one sheep when scraped. `refresh` (before each scrape) walks
+    the disks in a worker thread when WALK_SHARE allows; the rest is read
+    in place."""
 
     def __init__(self, node: NodeContext) -> None:
         self.node = node
         self.disks: list[tuple[Path, int, int]] = []
+        self._next_walk: float | None = None
 
     async def refresh(self) -> None:
         store = self.node.store
-        if isinstance(store, MdStore) and not self.node.opts.gateway:
-            self.disks = await trio.to_thread.run_sync(store.usage)
+        if not isinstance(store, MdStore) or self.node.opts.gateway:
+            return
+        start = trio.current_time()
+        if self._next_walk is not None and start < self._next_walk:
+            return
+        self.disks = await trio.to_thread.run_sync(store.usage)
+        end = trio.current_time()
+        self._next_walk = end + WALK_SHARE * (end - start)
 
     def collect(self) -> Iterator[Metric]:
         node = self.node
