@@ -72,8 +72,8 @@ def assert_full_bar(text: str, label: str) -> None:
 
 
 def test_vdi_write_read_check_show_a_bar_on_a_terminal_only(one_node: SheepProcess) -> None:
-    data = os.urandom(12 * MIB)
-    run_dog(one_node, "vdi", "create", "P", "12M")
+    data = os.urandom(8 * MIB)
+    run_dog(one_node, "vdi", "create", "P", "8M")
     w = dog(one_node, "vdi", "write", "P", input=data, tty=True)
     assert w.rc == 0, w.stderr
     assert_full_bar(w.stderr, "Writing")
@@ -85,11 +85,10 @@ def test_vdi_write_read_check_show_a_bar_on_a_terminal_only(one_node: SheepProce
     assert_full_bar(c.stderr, "Checking P")
     assert c.stdout.decode().strip().endswith("finish check&repair P")
     # Piped: no bar, the same bytes.
-    for args, stdin in ((("vdi", "write", "P"), data), (("vdi", "read", "P"), None),
-                        (("vdi", "check", "P"), None)):
-        p = dog(one_node, *args, input=stdin, tty=False)
-        assert p.rc == 0 and p.stderr == "", (args, p.stderr)
-    assert dog(one_node, "vdi", "read", "P", tty=False).stdout == data
+    p = dog(one_node, "vdi", "write", "P", input=data, tty=False)
+    assert p.rc == 0 and p.stderr == ""
+    p = dog(one_node, "vdi", "read", "P", tty=False)
+    assert p.rc == 0 and p.stderr == "" and p.stdout == data
     # Input shorter than the VDI: the bar still ends at what was written.
     w = dog(one_node, "vdi", "write", "P", input=data[:MIB], tty=True)
     assert w.rc == 0
