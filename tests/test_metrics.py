@@ -144,6 +144,12 @@ def test_a_failed_request_is_counted_by_its_result(sheep_factory: SheepFactory) 
         assert e.code == 404
     else:
         raise AssertionError("/nothing answered")
+    # Not HTTP we serve: 405; a client that leaves mid-request: nothing.
+    with socket.create_connection(("127.0.0.1", mport), timeout=10) as s:
+        s.sendall(b"BREW /metrics HTTP/1.1\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 405 ")
+    with socket.create_connection(("127.0.0.1", mport), timeout=10) as s:
+        s.sendall(b"GET /metr")
     assert value(scrape(mport), "sheepblk_cluster_members") == 1
 
 

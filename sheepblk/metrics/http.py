@@ -27,6 +27,9 @@ log = logging.getLogger("sheepblk.metrics")
 # A request's head larger than this, or slower than this, is dropped.
 MAX_HEAD = 8192
 HEAD_TIMEOUT = 10.0
+# Scrapes served at once; a connection past them is closed at once (a
+# client opening sockets without end holds no more than this many tasks).
+MAX_CLIENTS = 16
 
 Refresh = Callable[[], Awaitable[None]]
 
@@ -85,7 +88,14 @@ async def serve_metrics(listeners: list[trio.SocketListener], registry: Collecto
                         refresh: Refresh | None = None) -> None:
     """Serve `registry` on `listeners` until cancelled."""
 
+    clients = 0
+
     async def handler(stream: trio.SocketStream) -> None:
+        nonlocal clients
+        if clients >= MAX_CLIENTS:
+            await stream.aclose()
+            return
+        clients += 1
         try:
             await _answer(stream, registry, refresh)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
@@ -93,6 +103,7 @@ async def serve_metrics(listeners: list[trio.SocketListener], registry: Collecto
         except Exception:
             log.exception("metrics scrape failed")
         finally:
+            clients -= 1
             await stream.aclose()
 
     host, port = listeners[0].socket.getsockname()[:2]
