@@ -5,6 +5,7 @@ parser while the workload runs and after it)."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -148,6 +149,13 @@ def test_a_failed_request_is_counted_by_its_result(sheep_factory: SheepFactory) 
     with socket.create_connection(("127.0.0.1", mport), timeout=10) as s:
         s.sendall(b"BREW /metrics HTTP/1.1\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 405 ")
+    with socket.create_connection(("127.0.0.1", mport), timeout=10) as s:
+        s.sendall(b"HEAD /metrics HTTP/1.1\r\n\r\n")
+        head = b""
+        while chunk := s.recv(65536):
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
+        assert int(re.search(rb"Content-Length: (\d+)", head)[1]) > 1000  # type: ignore[index]
     with socket.create_connection(("127.0.0.1", mport), timeout=10) as s:
         s.sendall(b"GET /metr")
     assert value(scrape(mport), "sheepblk_cluster_members") == 1

@@ -48,10 +48,13 @@ async def _read_head(stream: trio.SocketStream) -> bytes | None:
     return None
 
 
-def _response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8"
-              ) -> bytes:
+def _response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8",
+              *, head_only: bool = False) -> bytes:
+    """The whole answer; `head_only` (a HEAD request): without the body,
+    with the length it would have."""
     return (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + (
+                b"" if head_only else body)
 
 
 async def _answer(stream: trio.SocketStream, registry: CollectorRegistry,
@@ -59,7 +62,7 @@ async def _answer(stream: trio.SocketStream, registry: CollectorRegistry,
     head = await _read_head(stream)
     if head is None:
         return
-    method, _, rest = head.split(b"\r\n", 1)[0].partition(b" ")
+    method, _, rest = head.splitlines()[0].partition(b" ")
     path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
     if method not in (b"GET", b"HEAD"):
         out = _response("405 Method Not Allowed", b"only GET\n")
@@ -68,10 +71,8 @@ async def _answer(stream: trio.SocketStream, registry: CollectorRegistry,
     else:
         if refresh is not None:
             await refresh()
-        body = generate_latest(registry)
-        out = _response("200 OK", body if method == b"GET" else b"", CONTENT_TYPE_LATEST)
-        if method == b"HEAD":  # the length of what a GET would carry
-            out = out.replace(b"Content-Length: 0", f"Content-Length: {len(body)}".encode())
+        out = _response("200 OK", generate_latest(registry), CONTENT_TYPE_LATEST,
+                        head_only=method == b"HEAD")
     await stream.send_all(out)
 
 
