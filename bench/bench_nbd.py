@@ -139,7 +139,7 @@ def run_fio(args: list[str], rw: str, runtime: int | None) -> dict:
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     job = json.loads(out[out.index("{"):])["jobs"][0]
     side = job["read"] if "read" in rw else job["write"]
-    return {"MB/s": side["bw_bytes"] / 1e6, "IOPS": side["iops"]}
+    return {"MB/s": side["bw_bytes"] / 1e6, "IOPS": side["iops"], "ios": side["total_ios"]}
 
 
 def run_target(label: str, sock: Path, pid: int, size_mib: int, runtime: int,

@@ -37,12 +37,14 @@ if TYPE_CHECKING:
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-def parse_log(spec: str | None) -> tuple[int, str | None]:
-    """`-l level=debug,dir=PATH` (or a bare level) -> (sheepdog level, dir).
-    C sheep's format= and dst= are accepted and ignored."""
-    level, directory = LOG_INFO, None
+def parse_log(spec: str | None) -> tuple[int, str | None, str | None]:
+    """`-l level=debug,dir=PATH,format=json` (or a bare level) -> (sheepdog
+    level, dir, format). C sheep's format=json is ours; its default and
+    server formats are our text one (None: not given); dst= is accepted and
+    ignored."""
+    level, directory, fmt = LOG_INFO, None, None
     if not spec:
-        return level, directory
+        return level, directory, fmt
     for part in spec.split(","):
         key, sep, value = part.partition("=")
         if not sep:
@@ -56,11 +58,15 @@ def parse_log(spec: str | None) -> tuple[int, str | None]:
                 raise QuietError(f"invalid log level {value!r}")
         elif key == "dir":
             directory = value
-        elif key in ("format", "dst"):
+        elif key == "format":
+            if value not in ("json", "default", "server"):
+                raise QuietError(f"invalid log format {value!r}")
+            fmt = "json" if value == "json" else "text"
+        elif key == "dst":
             continue
         else:
             raise QuietError(f"invalid log option {key!r}")
-    return level, directory
+    return level, directory, fmt
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class NodeSettings:
     disks: list[Path]  # the DISKs, none for a node that keeps objects in STORE_DIR
     log_level: int  # Sheepdog's 0..7
     log_dir: str | None  # None: STORE_DIR
+    log_format: str  # "text" or "json" (sheepblk/server/logs.py)
     foreground: bool
     pidfile: str | None
 
@@ -86,7 +93,8 @@ def node_settings(store_arg: str, *, port: int = 7000, bindaddr: str = "127.0.0.
                   myaddr: str | None = None, cluster: str = "local", zone: int | None = None,
                   vnodes: int | None = None, gateway: bool = False, nosync: bool = False,
                   foreground: bool = False, log: str | None = None,
-                  pidfile: str | None = None, admin_from: tuple[str, ...] = ()
+                  pidfile: str | None = None, admin_from: tuple[str, ...] = (),
+                  metrics: str | None = None, log_format: str | None = None
                   ) -> NodeSettings:
     """The settings of sheep's options (defaults as sheep's); QuietError
     for values no daemon could start with."""
@@ -98,7 +106,7 @@ def node_settings(store_arg: str, *, port: int = 7000, bindaddr: str = "127.0.0.
     if not parts:
         raise QuietError("no store directory given")
     store_dir = Path(parts[0]).absolute()
-    level, log_dir = parse_log(log)
+    level, log_dir, spec_format = parse_log(log)
     if vnodes is not None and vnodes < 0:
         raise QuietError("vnodes must be >= 0")
     if myaddr:  # ('' is as good as none: the -b address is announced)
@@ -108,10 +116,23 @@ def node_settings(store_arg: str, *, port: int = 7000, bindaddr: str = "127.0.0.
             raise QuietError(f"Invalid address: '{myaddr}'") from None
     opts = Options(store_dir=store_dir, port=port, bindaddr=bindaddr, myaddr=myaddr, zone=zone,
                    vnodes=vnodes, gateway=gateway, nosync=nosync, cluster=cluster,
-                   admin_from=_admin_networks(admin_from))
+                   admin_from=_admin_networks(admin_from), metrics=_metrics_endpoint(metrics))
     return NodeSettings(opts=opts, store_arg=store_arg,
                         disks=[Path(p).absolute() for p in parts[1:]], log_level=level,
-                        log_dir=log_dir, foreground=foreground, pidfile=pidfile)
+                        log_dir=log_dir, log_format=log_format or spec_format or "text",
+                        foreground=foreground, pidfile=pidfile)
+
+
+def _metrics_endpoint(spec: str | None) -> tuple[str, int] | None:
+    """--metrics HOST:PORT -> (host, port); QuietError for a bad one."""
+    if spec is None:
+        return None
+    from sheepblk.metrics import parse_endpoint
+
+    try:
+        return parse_endpoint(spec)
+    except ValueError as e:
+        raise QuietError(f"invalid --metrics: {e}") from None
 
 
 def _admin_networks(specs: tuple[str, ...]) -> tuple[IPv4Network | IPv6Network, ...]:
@@ -206,6 +227,12 @@ def _vnodes_option(ctx: click.Context, _param: click.Parameter, value: str | Non
                    "(dog cluster format/shutdown/recover/alter-copy/reweight, dog node "
                    "kill/md/vnodes/log level set...) from these IPv4/IPv6 networks; by "
                    "default only this host and the cluster's members may send them")
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              help="text (default): one line per record, with node, epoch and request id; "
+                   "json: one JSON object per record (also -l format=json)")
+@click.option("--metrics", metavar="[HOST:]PORT",
+              help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST defaults to "
+                   "127.0.0.1)")
 # C sheep's options that sheepblk has no use for: accepted, ignored.
 @click.option("-D", "--directio", is_flag=True, hidden=True)
 @click.option("-W", "--wildcard-recovery", is_flag=True, hidden=True)
@@ -218,7 +245,8 @@ def _vnodes_option(ctx: click.Context, _param: click.Parameter, value: str | Non
 def command(store_arg: str, port: int, bindaddr: str, myaddr: str | None, cluster: str,
             zone: int | None, gateway: bool, foreground: bool, log: str | None,
             nosync: bool, vnodes: int | None, v_opt: int | None, pidfile: str | None,
-            admin_from: tuple[str, ...], **_ignored: object) -> NodeSettings | int:
+            admin_from: tuple[str, ...], metrics: str | None, log_format: str | None,
+            **_ignored: object) -> NodeSettings | int:
     if gateway and vnodes is not None:
         click.echo("Options '-g' and '-V' can not be both specified", err=True)
         return 1
@@ -226,7 +254,7 @@ def command(store_arg: str, port: int, bindaddr: str, myaddr: str | None, cluste
                          cluster=cluster, zone=zone,
                          vnodes=v_opt if v_opt is not None else vnodes, gateway=gateway,
                          nosync=nosync, foreground=foreground, log=log, pidfile=pidfile,
-                         admin_from=admin_from)
+                         admin_from=admin_from, metrics=metrics, log_format=log_format)
 
 
 def parse(args: list[str] | None = None) -> NodeSettings | int:
@@ -238,11 +266,15 @@ def parse(args: list[str] | None = None) -> NodeSettings | int:
     return result
 
 
-def _setup_logging(level: int, directory: Path, foreground: bool) -> None:
+def _setup_logging(level: int, directory: Path, foreground: bool, kind: str = "text") -> None:
+    """STORE_DIR/sheep.log (or DIR's), reopened on SIGHUP, in `kind`'s
+    format (sheepblk/server/logs.py); with -f warnings also on stderr."""
+    from sheepblk.server.logs import FIELDS, ReopenableFileHandler, formatter
+
     directory.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(directory / "sheep.log")
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)s [%(name)s] %(message)s"))
+    handler = ReopenableFileHandler(directory / "sheep.log")
+    handler.setFormatter(formatter(kind))
+    handler.addFilter(FIELDS)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(python_level(level))
@@ -324,7 +356,8 @@ def _run(s: NodeSettings) -> int:
     lock.write_pid()
     if s.pidfile:
         Path(s.pidfile).write_text(f"{os.getpid()}\n")
-    _setup_logging(s.log_level, Path(s.log_dir) if s.log_dir else store_dir, s.foreground)
+    _setup_logging(s.log_level, Path(s.log_dir) if s.log_dir else store_dir, s.foreground,
+                   s.log_format)
 
     def ready() -> None:
         if pipe is not None:
@@ -348,7 +381,10 @@ def _run(s: NodeSettings) -> int:
     try:
         failed = trio.run(lambda: serve(opts, store, driver, ready=ready))
     except OSError as e:
-        msg = f"cannot listen on {opts.bindaddr}:{opts.port}: {e.strerror or e}"
+        from sheepblk.metrics import MetricsListenError
+
+        msg = (e.strerror or str(e) if isinstance(e, MetricsListenError)
+               else f"cannot listen on {opts.bindaddr}:{opts.port}: {e.strerror or e}")
         logging.getLogger("sheep").error(msg)
         if pipe is not None:
             pipe.fail(msg)

@@ -25,6 +25,7 @@ from cli.daemonize import daemonize
 from cli.errors import QuietError
 from sheepblk.fs.mount import MountError, MountOptions, check_cluster, check_mountpoint, run
 from sheepblk.loglevels import LOG_DEBUG, LOG_INFO, python_level
+from sheepblk.metrics import parse_endpoint
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -42,11 +43,13 @@ class FsSettings:
     log: str | None
     uid: int | None = None
     gid: int | None = None
+    metrics: tuple[str, int] | None = None
 
     def mount_options(self, mountpoint: str) -> MountOptions:
         """The mount's options, on `mountpoint` (check_mountpoint's)."""
         return MountOptions(mountpoint, self.address, self.port, self.allow_other,
-                            debug_fuse=False, uid=self.uid, gid=self.gid)
+                            debug_fuse=False, metrics=self.metrics, uid=self.uid,
+                            gid=self.gid)
 
 
 def _user(value: str | None) -> int | None:
@@ -81,10 +84,20 @@ def _group(value: str | None) -> int | None:
               help="group of the files (name or number; default: who mounts)")
 @click.option("-d", "--debug", is_flag=True, help="log debugging output")
 @click.option("--log", metavar="FILE", help="log to FILE (a daemon logs nowhere otherwise)")
+@click.option("--metrics", metavar="[HOST:]PORT",
+              help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST defaults to "
+                   "127.0.0.1)")
 def command(mountpoint: str, address: str, port: int, foreground: bool, allow_other: bool,
-            uid_s: str | None, gid_s: str | None, debug: bool, log: str | None) -> FsSettings:
+            uid_s: str | None, gid_s: str | None, debug: bool, log: str | None,
+            metrics: str | None) -> FsSettings:
+    endpoint = None
+    if metrics is not None:
+        try:
+            endpoint = parse_endpoint(metrics)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--metrics") from None
     return FsSettings(mountpoint, address, port, foreground, allow_other, debug, log,
-                      uid=_user(uid_s), gid=_group(gid_s))
+                      uid=_user(uid_s), gid=_group(gid_s), metrics=endpoint)
 
 
 def parse(args: list[str] | None = None) -> FsSettings | int:

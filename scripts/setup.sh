@@ -10,6 +10,7 @@ APT_RUNTIME=(
   python3 python3-venv python3-dev gcc pkg-config
   fuse3 libfuse3-dev                 # sheepfs (pyfuse3 builds against libfuse3)
   nbdkit nbdkit-plugin-python        # the NBD frontend
+  python3-prometheus-client          # the nbdkit plugin's metrics= (nbdkit embeds Debian's python3)
   libnbd-bin                         # nbdfuse, nbdcopy, nbdsh, nbdinfo
   zookeeper default-jre-headless     # the zookeeper cluster driver
   e2fsprogs fuse2fs util-linux procps
@@ -20,6 +21,7 @@ APT_TEST=(
   libvirt-clients libxml2-utils      # virt-xml-validate and the xmllint it runs (tests/test_libvirt_xml.py)
   libvirt-daemon-system qemu-system-x86   # libvirtd + an emulator: virsh define/dumpxml in tests/test_libvirt_xml.py
   nftables                           # tests/multihost.py cuts links between hosts
+  logrotate                          # contrib/logrotate.d/sheepblk run for real (tests/test_logs.py)
   linux-image-cloud-amd64 busybox-static   # the guest kernel and initramfs of tests/test_vm_boot.py
 )
 

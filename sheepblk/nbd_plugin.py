@@ -2,6 +2,7 @@
 
     nbdkit python sheepblk/nbd_plugin.py vdi=Alice [address=HOST[:PORT]]
            [snapshot=TAG|ID] [shared=true] [connections=N] [writeback=false]
+           [metrics=[HOST:]PORT]
 
 Parameters (unknown keys are refused; see also `python3 nbd_plugin.py --help`
 or `help=1`, because nbdkit's Python plugin does not show a script's help):
@@ -24,6 +25,12 @@ writeback=BOOL    true (default): writes carry Sheepdog's cache flag and
                   NBD flush makes them durable on every copy, as QEMU's
                   cache=writeback does; false: every write is durable before
                   it is acknowledged.
+metrics=[HOST:]PORT  serve Prometheus metrics of the export at
+                  http://HOST:PORT/metrics (HOST defaults to 127.0.0.1):
+                  sheepblk_nbd_requests_total{op,result}, latency, bytes.
+                  Needs prometheus_client in nbdkit's Python (Debian:
+                  python3-prometheus-client); without metrics= it is not
+                  imported.
 
 Without snapshot= or shared=true the export takes the VDI's exclusive lock at
 start (a second export of the same VDI fails at start with "VDI is locked")
@@ -43,11 +50,13 @@ the package this file belongs to is put on sys.path (see _use_own_package).
 from __future__ import annotations
 
 import errno
+import functools
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 
 def _use_own_package() -> None:
@@ -81,6 +90,10 @@ from sheepblk.client import (  # noqa: E402
     address_text,
     parse_address,
 )
+from sheepblk.metrics import MetricsListenError, parse_endpoint  # noqa: E402
+
+if TYPE_CHECKING:
+    from sheepblk.metrics.frontend import FrontendMetrics, MetricsServer
 
 try:  # nbdkit provides this module only to the script it runs
     import nbdkit
@@ -101,7 +114,8 @@ address=<HOST[:PORT]>  A sheep (default 127.0.0.1:7000), or unix:STORE/sock.
 snapshot=<TAG|ID>      Export a snapshot of the VDI, read-only, unlocked.
 shared=true            Export without the lock, read-only.
 connections=<N>        Protocol connections to the sheep (default 16).
-writeback=<BOOL>       Cache flag on writes, durable at flush (default true)."""
+writeback=<BOOL>       Cache flag on writes, durable at flush (default true).
+metrics=<[HOST:]PORT>  Serve Prometheus metrics there (needs prometheus_client)."""
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -123,6 +137,7 @@ class Options:
         self.shared = False
         self.connections = DEFAULT_CONNECTIONS
         self.writeback = True
+        self.metrics: tuple[str, int] | None = None
 
     @property
     def writable(self) -> bool:
@@ -161,9 +176,15 @@ class Options:
             if not 1 <= n <= MAX_CONNECTIONS:
                 raise StartupError(f"connections={value!r}: a number from 1 to {MAX_CONNECTIONS}")
             self.connections = n
+        elif key == "metrics":
+            try:
+                self.metrics = parse_endpoint(value)
+            except ValueError as e:
+                raise StartupError(f"metrics={e}") from None
+            _frontend_metrics()  # missing prometheus_client: say so now
         else:
-            raise StartupError(f"unknown parameter {key!r}; known: "
-                               "vdi, address, snapshot, shared, connections, writeback")
+            raise StartupError(f"unknown parameter {key!r}; known: vdi, address, snapshot, "
+                               "shared, connections, writeback, metrics")
 
     def check(self) -> None:
         if not self.vdi:
@@ -177,6 +198,20 @@ def _parse_bool(key: str, value: str) -> bool:
     if v in _FALSE:
         return False
     raise StartupError(f"{key}={value!r}: expected true or false")
+
+
+def _frontend_metrics() -> Any:
+    """sheepblk.metrics.frontend, or a StartupError saying what to install
+    (only metrics= imports prometheus_client: an export without it runs
+    where the module is missing)."""
+    try:
+        from sheepblk.metrics import frontend
+    except ImportError as e:
+        raise StartupError(
+            f"metrics= needs the prometheus_client module in nbdkit's Python "
+            f"({sys.executable or 'python'} {sys.version.split()[0]}): {e}; on Debian: "
+            "apt-get install python3-prometheus-client") from None
+    return frontend
 
 
 def open_export(opts: Options) -> Vdi:
@@ -219,6 +254,9 @@ def _fail_at_start(err: StartupError) -> None:
 
 _opts = Options()
 _vdi: Vdi | None = None
+# With metrics=: the counters (read by every callback below) and their endpoint.
+_meter: FrontendMetrics | None = None
+_metrics_server: MetricsServer | None = None
 
 
 def config(key: str, value: str) -> None:
@@ -246,17 +284,35 @@ def thread_model() -> int:
 def get_ready() -> None:
     """Open the cluster now, not at the first client: nbdkit then exits at
     start, before forking, when the VDI cannot be served."""
-    global _vdi
+    global _vdi, _meter, _metrics_server
     try:
+        if _opts.metrics is not None:
+            frontend = _frontend_metrics()
+            meter = frontend.FrontendMetrics("sheepblk_nbd", "the NBD export")
+            try:
+                _metrics_server = frontend.MetricsServer(*_opts.metrics, meter.registry)
+            except MetricsListenError as e:
+                raise StartupError(e.strerror) from None
+            _meter = meter
         _vdi = open_export(_opts)
     except StartupError as e:
         _fail_at_start(e)
 
 
+def after_fork() -> None:
+    """Serve the metrics from a thread now: one started before nbdkit
+    forked to the background would not be in the daemon."""
+    if _metrics_server is not None:
+        _metrics_server.start()
+
+
 def cleanup() -> None:
     """Release the lock and close the connections when nbdkit exits."""
-    global _vdi
+    global _vdi, _metrics_server
     vdi, _vdi = _vdi, None
+    server, _metrics_server = _metrics_server, None
+    if server is not None:
+        server.close()
     if vdi is not None:
         vdi.close()
         vdi.client.close()
@@ -332,11 +388,38 @@ def can_cache(h: Vdi) -> int:
     return nbdkit.CACHE_NATIVE
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _measured(op: str) -> Callable[[F], F]:
+    """Count the callback as `op` in the metrics (when metrics= is given).
+    A "read" counts its buffer's bytes as read, a "write" as written."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def call(h: Vdi, *args: Any) -> Any:
+            meter = _meter
+            if meter is None:
+                return fn(h, *args)
+            started = meter.start()
+            try:
+                out = fn(h, *args)
+            except BaseException as e:
+                meter.done(op, started, error=e)
+                raise
+            n = len(args[0]) if op in ("read", "write") else 0
+            meter.done(op, started, read=n if op == "read" else 0,
+                       written=n if op == "write" else 0)
+            return out
+        return call  # type: ignore[return-value]
+    return wrap
+
+
 def _error(e: ClientError) -> None:
     nbdkit.set_error(e.errno)
     raise e
 
 
+@_measured("read")
 def pread(h: Vdi, buf: memoryview, offset: int, flags: int) -> None:
     try:
         h.pread_into(buf, offset)
@@ -344,6 +427,7 @@ def pread(h: Vdi, buf: memoryview, offset: int, flags: int) -> None:
         _error(e)
 
 
+@_measured("write")
 def pwrite(h: Vdi, buf: memoryview, offset: int, flags: int) -> None:
     try:
         h.pwrite(buf, offset, fua=bool(flags & nbdkit.FLAG_FUA))
@@ -351,6 +435,7 @@ def pwrite(h: Vdi, buf: memoryview, offset: int, flags: int) -> None:
         _error(e)
 
 
+@_measured("flush")
 def flush(h: Vdi, flags: int) -> None:
     try:
         h.flush()
@@ -358,6 +443,7 @@ def flush(h: Vdi, flags: int) -> None:
         _error(e)
 
 
+@_measured("trim")
 def trim(h: Vdi, count: int, offset: int, flags: int) -> None:
     try:
         h.trim(count, offset)
@@ -367,6 +453,7 @@ def trim(h: Vdi, count: int, offset: int, flags: int) -> None:
         _error(e)
 
 
+@_measured("zero")
 def zero(h: Vdi, count: int, offset: int, flags: int) -> None:
     may_trim = bool(flags & nbdkit.FLAG_MAY_TRIM)
     if flags & nbdkit.FLAG_FAST_ZERO and not h.zero_is_fast(count, offset, may_trim=may_trim):
@@ -380,6 +467,7 @@ def zero(h: Vdi, count: int, offset: int, flags: int) -> None:
         _error(e)
 
 
+@_measured("cache")
 def cache(h: Vdi, count: int, offset: int, flags: int) -> None:
     try:
         h.prefetch(count, offset)
@@ -387,6 +475,7 @@ def cache(h: Vdi, count: int, offset: int, flags: int) -> None:
         _error(e)
 
 
+@_measured("extents")
 def extents(h: Vdi, count: int, offset: int, flags: int) -> list[tuple[int, int, int]]:
     hole = nbdkit.EXTENT_HOLE | nbdkit.EXTENT_ZERO
     out = [(e.offset, e.length, 0 if e.allocated else hole) for e in h.extents(count, offset)]

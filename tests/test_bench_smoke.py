@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # A ratio as the tables print it: "0.42x", or a number in bench_nbd's columns.
 RATIO = re.compile(r"\d+\.\d\dx")
 NBD_ROW = re.compile(r"rand write 4K\s+IOPS\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+\.\d\d")
+# bench_metrics' rows: IOPS off, on, and their ratio.
+METRICS_ROW = re.compile(r"rand write 4K\s+\d+\s+\d+\s+\d+\.\d{3}")
 
 RUNS = {
     "core": ["bench_core.py", "--size-mib", "8"],
@@ -29,7 +31,9 @@ RUNS = {
     "farm": ["bench_farm.py", "--size", "16", "--src", str(ROOT / "sheepblk" / "proto")],
     "durability": ["bench_durability.py", "--size-mib", "8", "--runtime", "1"],
     "ring": ["bench_ring.py", "--nodes", "10,50", "--sample", "1000"],
+    "metrics": ["bench_metrics.py", "--size-mib", "8", "--runtime", "1", "--rounds", "1"],
 }
+SHOWS = {"nbd": NBD_ROW, "metrics": METRICS_ROW}
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
@@ -40,5 +44,5 @@ def test_bench_runs(name: str, tmp_path: Path) -> None:
                           cwd=ROOT, capture_output=True, timeout=600)
     out = done.stdout.decode(errors="replace")
     assert done.returncode == 0, out + done.stderr.decode(errors="replace")
-    assert (NBD_ROW if name == "nbd" else RATIO).search(out), out
+    assert SHOWS.get(name, RATIO).search(out), out
     assert list(tmp_path.iterdir()) == [], "the benchmark left files behind"

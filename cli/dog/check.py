@@ -36,6 +36,7 @@ from .errors import EXIT_FAILURE, QuietError
 from .format import node_addr
 from .inodes import VdiInode
 from .options import Target
+from .progress import Progress
 
 
 class Holders:
@@ -150,16 +151,19 @@ def hyper_oids(client: SheepClient, hdr: InodeHeader) -> list[int]:
 
 
 def check_vdi(client: SheepClient, nodes: Iterable[SdNode], inode: VdiInode) -> None:
-    """Check and repair the inode and every data object of one VDI."""
+    """Check and repair the inode and every data object of one VDI, with a
+    progress bar on a terminal (progress.py)."""
     ring, copies, epoch = _placement(client, nodes, inode.header)
     hdr = inode.header
+    oids = [vid_to_vdi_oid(hdr.vdi_id), *hyper_oids(client, hdr),
+            *(vid_to_data_oid(vid, idx) for idx, vid in inode.mapped())]
     holders = Holders()
     try:
-        check_object(holders, ring, vid_to_vdi_oid(hdr.vdi_id), copies, epoch)
-        for oid in hyper_oids(client, hdr):
-            check_object(holders, ring, oid, copies, epoch)
-        for idx, vid in inode.mapped():
-            check_object(holders, ring, vid_to_data_oid(vid, idx), copies, epoch)
+        with Progress(f"Checking {hdr.name}", len(oids)) as bar:
+            for i, oid in enumerate(oids):
+                check_object(holders, ring, oid, copies, epoch)
+                bar(i + 1)
+            bar.finish()
     finally:
         holders.close()
     click.echo(f"finish check&repair {hdr.name}")

@@ -1,13 +1,12 @@
 """`dog cluster snapshot save|list|load|delete`: cluster snapshots in a
 directory (see sheepblk.archive), as Sheepdog's dog offers them.
 
-Progress goes to stderr, only when it is a terminal (scripts and pipes get
-the plain output). Messages and exit codes follow dog/cluster.c.
+Progress (progress.py) goes to stderr, only when it is a terminal (scripts
+and pipes get the plain output). Messages and exit codes follow dog/cluster.c.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 
 import click
@@ -21,27 +20,7 @@ from sheepblk.proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT
 
 from .errors import EXIT_SUCCESS, EXIT_SYSFAIL, QuietError
 from .options import Target, target_options
-
-
-class _Progress:
-    """A one-line progress bar on a terminal; nothing otherwise."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.on = sys.stderr.isatty()
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.on or (done < total and now - self.last < 0.1):
-            return
-        self.last = now
-        pct = done * 100 // total if total else 100
-        bar = "=" * (pct // 4)
-        sys.stderr.write(f"\r{self.what} [{bar:<25}] {done}/{total} objects ({pct}%)")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+from .progress import Progress, on_terminal
 
 
 @click.group("snapshot")
@@ -58,11 +37,12 @@ def snapshot_save(target: Target, tag: str, path: str | None) -> int:
     if not path:
         raise QuietError("Please specify the path to save snapshot.", 64)
     try:
-        with target.client() as c:
-            stats = archive_save(c, Archive(path), tag, _Progress("Saving"))
+        with target.client() as c, Progress("Saving") as bar:
+            stats = archive_save(c, Archive(path), tag, bar)
+            bar.finish()
     except (ArchiveError, OSError, SheepdogError) as e:
         raise QuietError(f"{e}\nFail to save snapshot to path: {path}.", EXIT_SYSFAIL) from None
-    if sys.stderr.isatty():
+    if on_terminal():
         click.echo(f"{stats.objects} objects, {stats.new_objects} new, "
                    f"{stats.bytes_written} bytes written", err=True)
     return EXIT_SUCCESS
@@ -109,7 +89,9 @@ def snapshot_load(target: Target, tag: str, path: str | None, store: str | None)
                           block_size_shift=shift or SD_DEFAULT_BLOCK_SIZE_SHIFT)
             except SheepdogError as e:
                 raise ArchiveError(f"Format failed: {strerror(e.result)}") from None
-            archive_load(c, archive, tag, _Progress("Loading"))
+            with Progress("Loading") as bar:
+                archive_load(c, archive, tag, bar)
+                bar.finish()
     except (ArchiveError, OSError, SheepdogError) as e:
         raise QuietError(f"{e}\nFail to load snapshot", EXIT_SYSFAIL) from None
     return EXIT_SUCCESS

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 import time
 
 import click
@@ -17,7 +15,9 @@ from .errors import EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE, QuietE
 from .format import NODE_LIST_HEADER, node_addr, node_list_row, sort_nodes, strnumber
 from .inodes import walk_vdis
 from .node_md import md
+from .node_stat import node_log, node_stat
 from .options import Target, raw_option, target_options
+from .progress import Progress
 
 # enum rw_state in Sheepdog's recovery.c, as STAT_RECOVERY reports it.
 RW_PREPARE_LIST, RW_RECOVER_OBJ, RW_NOTIFY_COMPLETION = 0, 1, 2
@@ -40,10 +40,12 @@ def cluster_nodes(target: Target) -> list[SdNode]:
 
 @click.group("node")
 def node() -> None:
-    """Node commands: list, info, recovery, kill, vnodes."""
+    """Node commands: list, info, recovery, kill, vnodes, stat, log, md."""
 
 
 node.add_command(md)
+node.add_command(node_stat)
+node.add_command(node_log)
 
 
 @node.command("list")
@@ -117,42 +119,31 @@ def _recovery_state(nid_target: Target) -> RecoveryState:
             raise QuietError(strerror(e.result), EXIT_FAILURE) from None
 
 
-def progress_line(done: int, total: int, width: int) -> str:
-    """dog's show_progress(): '45.0 % [====>   ] 180 / 400'."""
-    bar = max(width - 30, 0)
-    cells = []
-    for i in range(bar):
-        if total * (i + 1) // bar <= done:
-            cells.append("=")
-        elif total * i // bar <= done < total * (i + 1) // bar:
-            cells.append(">")
-        else:
-            cells.append(" ")
-    pct = done / total * 100 if total else 100.0
-    line = f"{pct:5.1f} % [{''.join(cells)}] {done} / {total}"
-    return line[:width].ljust(width)
-
-
 def _show_progress(target: Target) -> int:
+    """`dog node recovery -P`: follow the node's recovery until it ends,
+    as dog's node_recovery_progress does: a bar (progress.py) of objects
+    recovered on a terminal, the list and completion phases as lines."""
     state = _recovery_state(target)
     if not state.in_recovery:
         return EXIT_SUCCESS
-    tty = sys.stdout.isatty()
-    width = shutil.get_terminal_size().columns
-    while True:
-        prev_total = state.nr_total
-        time.sleep(PROGRESS_INTERVAL)
-        state = _recovery_state(target)
-        if not state.in_recovery:
-            if tty:
-                click.echo("\r" + progress_line(prev_total, prev_total, width))
-            return EXIT_SUCCESS
-        if state.state == RW_PREPARE_LIST:
-            click.echo("\rpreparing a checked object list...", nl=False)
-        elif state.state == RW_NOTIFY_COMPLETION:
-            click.echo("\rnotifying a completion of recovery...", nl=False)
-        elif tty:
-            click.echo("\r" + progress_line(state.nr_finished, state.nr_total, width), nl=False)
+    phases = {RW_PREPARE_LIST: "preparing a checked object list...",
+              RW_NOTIFY_COMPLETION: "notifying a completion of recovery..."}
+    shown = None
+    with Progress("Recovering") as bar:
+        while True:
+            prev_total = state.nr_total
+            time.sleep(PROGRESS_INTERVAL)
+            state = _recovery_state(target)
+            if not state.in_recovery:
+                bar.finish(prev_total)
+                return EXIT_SUCCESS
+            if state.state in phases:
+                if shown != state.state:  # once per phase, on a line of its own
+                    bar.close()
+                    click.echo(phases[state.state])
+                    shown = state.state
+            else:
+                bar(state.nr_finished, state.nr_total)
 
 
 @node.group("recovery", invoke_without_command=True)

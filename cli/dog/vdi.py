@@ -53,6 +53,7 @@ from .options import (
 from .treeview import VdiTree
 from .vdi_attr import getattr_cmd, lock, setattr_cmd
 from .vdi_backup import backup, restore
+from .vdi_cache import cache
 from .vdi_common import check_name, create_failed, delete_vdi, find_vid, read_vdi
 from .vdi_io import read, write
 from .vdi_snap import clone, rollback, snapshot
@@ -67,7 +68,7 @@ def vdi() -> None:
 
 
 for _cmd in (read, write, snapshot, clone, rollback, setattr_cmd, getattr_cmd, lock,
-             backup, restore):
+             backup, restore, cache):
     vdi.add_command(_cmd)
 
 

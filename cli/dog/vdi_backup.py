@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import click
@@ -24,6 +24,7 @@ from sheepblk.proto import data_vid_offset, vid_to_data_oid, vid_to_vdi_oid
 from .errors import EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE, QuietError
 from .inodes import VdiInode, read_inode
 from .options import Target, parse_snapshot, snapshot_option, target_options
+from .progress import Progress
 from .vdi_common import create_failed, delete_vdi, read_vdi
 
 BACKUP_VERSION = 1
@@ -58,11 +59,16 @@ def _object(c: SheepClient, vid: int, idx: int, size: int) -> bytes:
         raise QuietError(f"Failed to read object {vid:x}, {idx}", EXIT_FAILURE) from None
 
 
-def backup_records(c: SheepClient, old: VdiInode, new: VdiInode) -> Iterator[bytes]:
-    """Yield the byte strings of the backup stream."""
+def backup_records(c: SheepClient, old: VdiInode, new: VdiInode,
+                   progress: Callable[[int, int], None] = lambda done, total: None
+                   ) -> Iterator[bytes]:
+    """Yield the byte strings of the backup stream; `progress(done, total)`
+    as each object is compared."""
     yield HEADER.pack(BACKUP_VERSION, BACKUP_MAGIC)
     osize = old.header.object_size
-    for idx in range(new.header.nr_objects):
+    total = new.header.nr_objects
+    for idx in range(total):
+        progress(idx + 1, total)
         from_vid = old.owner(idx)
         to_vid = new.owner(idx)
         if from_vid == to_vid:  # the same object (or both holes): nothing changed
@@ -89,9 +95,11 @@ def backup(target: Target, name: str, snapshot: str | None, from_: str | None) -
         old = read_vdi(c, name, from_)
         new = read_vdi(c, name, snapshot)
         try:
-            for chunk in backup_records(c, old, new):
-                out.write(chunk)
-            out.flush()
+            with Progress("Backing up") as bar:
+                for chunk in backup_records(c, old, new, bar):
+                    out.write(chunk)
+                out.flush()
+                bar.finish()
         except OSError as e:
             raise QuietError(f"failed to write backup data, {e.strerror}", EXIT_SYSFAIL) from None
     return EXIT_SUCCESS
@@ -104,8 +112,11 @@ def _read_exact(src: BinaryIO, n: int) -> bytes:
     return bytes(data)
 
 
-def do_restore(c: SheepClient, name: str, snapshot: str, src: BinaryIO) -> None:
-    """Create the working VDI again from the snapshot and apply the backup."""
+def do_restore(c: SheepClient, name: str, snapshot: str, src: BinaryIO,
+               progress: Callable[[int, int], None] = lambda done, total: None) -> None:
+    """Create the working VDI again from the snapshot and apply the backup;
+    `progress(done, total)` by the index of the object each record is for
+    (the stream has no count of its own, but its records come in order)."""
     head = src.read(HEADER.size)
     if not head or len(head) != HEADER.size or HEADER.unpack(head) != (BACKUP_VERSION, BACKUP_MAGIC):
         raise QuietError("The backup file is corrupted", EXIT_SYSFAIL)
@@ -117,10 +128,13 @@ def do_restore(c: SheepClient, name: str, snapshot: str, src: BinaryIO) -> None:
                            base_vid=hdr.vdi_id, store_policy=hdr.store_policy)
     except SheepdogError as e:
         raise create_failed(name, e) from None
+    total = hdr.nr_objects
     while True:
         idx, offset, length, _ = RECORD.unpack(_read_exact(src, RECORD.size))
         if idx == END_IDX:
+            progress(total, total)
             return
+        progress(idx + 1, total)
         data = _read_exact(src, length)
         parent = base.owner(idx)
         try:
@@ -165,7 +179,9 @@ def restore(target: Target, name: str, snapshot: str | None) -> int:
                              EXIT_FAILURE) from None
         error: QuietError | None = None
         try:
-            do_restore(c, name, snapshot, sys.stdin.buffer)
+            with Progress("Restoring") as bar:
+                do_restore(c, name, snapshot, sys.stdin.buffer, bar)
+                bar.finish()
         except QuietError as e:
             error = e
         # As dog: take the restored state as a snapshot, so that the

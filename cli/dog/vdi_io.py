@@ -29,6 +29,7 @@ from sheepblk.proto import strerror
 from .errors import EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, QuietError
 from .format import U64_MAX, parse_size
 from .options import POOL_SIZE, Target, parse_snapshot, snapshot_option, target_options
+from .progress import Progress
 from .vdi_common import read_vdi
 
 # Object requests in flight: one per pooled connection. More than two
@@ -99,8 +100,10 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[n:]
 
 
-def stream_out(v: Vdi, offset: int, total: int, fd: int) -> None:
-    """Copy [offset, offset+total) of `v` to `fd`, in order."""
+def stream_out(v: Vdi, offset: int, total: int, fd: int,
+               advance: Callable[[int], None] = lambda n: None) -> None:
+    """Copy [offset, offset+total) of `v` to `fd`, in order; `advance(n)`
+    as each n bytes are out."""
     osize = v.object_size
     zeros = memoryview(bytes(osize))
     free = [bytearray(osize) for _ in range(PIPELINE_DEPTH + 1)]
@@ -115,10 +118,12 @@ def stream_out(v: Vdi, offset: int, total: int, fd: int) -> None:
                 ready = win.push(functools.partial(v.pread_into, buf, off), buf)
             for view in ready:
                 _write_all(fd, view)
+                advance(len(view))
                 if isinstance(view.obj, bytearray):
                     free.append(view.obj)
         for view in win.drain():
             _write_all(fd, view)
+            advance(len(view))
     finally:
         win.close()
 
@@ -134,14 +139,22 @@ def _readinto_full(src: RawIOBase, view: memoryview) -> int:
     return got
 
 
-def stream_in(v: Vdi, offset: int, total: int, src: RawIOBase) -> int:
+def stream_in(v: Vdi, offset: int, total: int, src: RawIOBase,
+              advance: Callable[[int], None] = lambda n: None) -> int:
     """Write `src` into `v` from `offset`, at most `total` bytes; returns
-    how many were written. Whole objects of zeros are discarded."""
+    how many were written. Whole objects of zeros are discarded.
+    `advance(n)` as each n bytes are stored."""
     osize = v.object_size
     zeros = bytes(osize)
     free = [bytearray(osize) for _ in range(PIPELINE_DEPTH + 1)]
-    win: Window[bytearray] = Window(PIPELINE_DEPTH)
+    win: Window[tuple[bytearray, int]] = Window(PIPELINE_DEPTH)
     written = 0
+
+    def stored(done: list[tuple[bytearray, int]]) -> None:
+        for buf, n in done:
+            free.append(buf)
+            advance(n)
+
     try:
         for off, n in pieces(offset, total, osize):
             buf = free.pop()
@@ -154,11 +167,11 @@ def stream_in(v: Vdi, offset: int, total: int, src: RawIOBase) -> int:
                 job = functools.partial(v.zero, osize, off)
             else:
                 job = functools.partial(v.pwrite, view[:got], off)
-            free.extend(win.push(job, buf))
+            stored(win.push(job, (buf, got)))
             written += got
             if got < n:
                 break
-        free.extend(win.drain())
+        stored(list(win.drain()))
     finally:
         win.close()
     return written
@@ -182,9 +195,11 @@ def read(target: Target, name: str, offset: str | None, length: str | None,
             raise QuietError("Read offset is beyond the end of the VDI", EXIT_FAILURE)
         total = min(want, size - start)
         sys.stdout.buffer.flush()
-        with _open(c, name, tag=tag, snapid=snapid, writable=False) as v:
+        with _open(c, name, tag=tag, snapid=snapid, writable=False) as v, \
+                Progress("Reading", total, bytes_=True) as bar:
             try:
-                stream_out(v, start, total, 1)
+                stream_out(v, start, total, 1, bar.advance)
+                bar.finish()
             except BrokenPipeError:
                 raise QuietError("Failed to write to stdout: Broken pipe", EXIT_SYSFAIL) from None
             except OSError as e:
@@ -220,11 +235,13 @@ def write(target: Target, name: str, offset: str | None, length: str | None,
             raise QuietError("Write offset is beyond the end of the VDI", EXIT_FAILURE)
         total = min(want, size - start)
         with _open(c, name, cache=writeback) as v, \
-                open(0, "rb", buffering=0, closefd=False) as stdin:
+                open(0, "rb", buffering=0, closefd=False) as stdin, \
+                Progress("Writing", total, bytes_=True) as bar:
             try:
-                stream_in(v, start, total, stdin)
+                written = stream_in(v, start, total, stdin, bar.advance)
                 if writeback:
                     v.flush()
+                bar.finish(written)
             except OSError as e:
                 raise QuietError(f"Failed to read from stdin: {e.strerror}",
                                  EXIT_SYSFAIL) from None

@@ -16,6 +16,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
@@ -24,6 +25,9 @@ from ..client import ClientError, SheepClient
 from ..client.aio import AsyncLink
 from ..client.pool import ConnectionPool
 from .operations import STATUS_DEADLINE, SheepFs
+
+if TYPE_CHECKING:
+    from ..metrics.frontend import FrontendMetrics, MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,7 @@ class MountOptions:
     # Who owns the files (--uid/--gid); None: the user who mounts.
     uid: int | None = None
     gid: int | None = None
+    metrics: tuple[str, int] | None = None  # --metrics: where to serve them
 
 
 def _mounted_paths() -> set[str]:
@@ -222,10 +227,11 @@ def run(opts: MountOptions, ready: Callable[[str | None], None] | None = None) -
     """Mount and serve until unmounted. `ready(None)` is called once the
     mount is up (or `ready(message)` if it failed), so a daemonizing parent
     can return only when the mount point is usable."""
+    meter, server = _metrics(opts, ready)
     io = SheepClient(opts.host, opts.port, pool_size=IO_POOL_SIZE)
     meta = SheepClient(opts.host, opts.port,
                        pool=ConnectionPool(opts.host, opts.port, META_POOL_SIZE, META_TIMEOUT))
-    fs = SheepFs(io, meta, uid=opts.uid, gid=opts.gid)
+    fs = SheepFs(io, meta, meter, uid=opts.uid, gid=opts.gid)
     logging.getLogger("pyfuse3").addFilter(_QUIET)
     for sig in _STOP_SIGNALS:  # until trio's receiver takes over (_watch_signals)
         signal.signal(sig, _remember_signal)
@@ -234,12 +240,16 @@ def run(opts: MountOptions, ready: Callable[[str | None], None] | None = None) -
     except Exception as e:  # noqa: BLE001 - reported to the user as one line
         io.close()
         meta.close()
+        if server is not None:
+            server.close()
         msg = f"cannot mount {opts.mountpoint}: {e}"
         if ready:
             ready(msg)
         raise MountError(msg) from None
     if ready:
         ready(None)
+    if server is not None:
+        server.start()
     try:
         trio.run(_serve, fs, opts.mountpoint)
     except BaseException:
@@ -252,4 +262,25 @@ def run(opts: MountOptions, ready: Callable[[str | None], None] | None = None) -
             pyfuse3.close(unmount=True)
             io.close()
             meta.close()
+            if server is not None:
+                server.close()
     return 0
+
+
+def _metrics(opts: MountOptions, ready: Callable[[str | None], None] | None
+             ) -> tuple[FrontendMetrics | None, MetricsServer | None]:
+    """sheepfs --metrics: the counters and their endpoint, bound now (a
+    port in use is a MountError naming it), served once the mount is up."""
+    if opts.metrics is None:
+        return None, None
+    from ..metrics import MetricsListenError
+    from ..metrics.frontend import FrontendMetrics, MetricsServer
+
+    meter = FrontendMetrics("sheepblk_fs", "sheepfs")
+    try:
+        return meter, MetricsServer(*opts.metrics, meter.registry)
+    except MetricsListenError as e:
+        msg = e.strerror or str(e)
+        if ready:
+            ready(msg)
+        raise MountError(msg) from None

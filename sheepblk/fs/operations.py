@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
@@ -49,6 +49,9 @@ from . import status
 from .names import BadName, file_name, parse_control
 from .readahead import Readahead
 from .volumes import OpenVolume, VolumeError, Volumes, resolve
+
+if TYPE_CHECKING:
+    from ..metrics.frontend import FrontendMetrics
 
 log = logging.getLogger(__name__)
 
@@ -71,32 +74,49 @@ P = ParamSpec("P")
 
 
 def _boundary(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Turn every error of a handler into FUSEError (see module doc)."""
+    """Turn every error of a handler into FUSEError (see module doc), and
+    count the handler in the mount's metrics when it keeps any (sheepfs
+    --metrics): op is the handler's name, result "ok" or the errno's."""
+    op = fn.__name__
 
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+    async def translated(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await fn(*args, **kwargs)
         except FUSEError:
             raise
         except BadName as e:
-            log.info("%s: %s", fn.__name__, e)
+            log.info("%s: %s", op, e)
             raise FUSEError(errno.EINVAL) from None
         except ClientError as e:
-            log.info("%s: %s", fn.__name__, e)
+            log.info("%s: %s", op, e)
             raise FUSEError(e.errno or errno.EIO) from None
         except status.StatusError as e:
-            log.warning("%s: %s", fn.__name__, e)
+            log.warning("%s: %s", op, e)
             raise FUSEError(errno.EIO) from None
         except OSError as e:
-            log.info("%s: %s", fn.__name__, e)
+            log.info("%s: %s", op, e)
             raise FUSEError(e.errno or errno.EIO) from None
         except ValueError as e:
-            log.info("%s: %s", fn.__name__, e)
+            log.info("%s: %s", op, e)
             raise FUSEError(errno.EINVAL) from None
         except Exception:
-            log.exception("%s failed", fn.__name__)
+            log.exception("%s failed", op)
             raise FUSEError(errno.EIO) from None
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        meter = getattr(args[0], "meter", None)
+        if meter is None:
+            return await translated(*args, **kwargs)
+        started = meter.start()
+        try:
+            out = await translated(*args, **kwargs)
+        except BaseException as e:
+            meter.done(op, started, error=e)
+            raise
+        meter.done(op, started, read=len(out) if op == "read" else 0,  # type: ignore[arg-type]
+                   written=out if op == "write" else 0)
+        return out
 
     return wrapper
 
@@ -142,11 +162,13 @@ class SheepFs(pyfuse3.Operations):
     enable_writeback_cache = True
     supports_dot_lookup = False
 
-    def __init__(self, io: SheepClient, meta: SheepClient, *, uid: int | None = None,
+    def __init__(self, io: SheepClient, meta: SheepClient,
+                 meter: FrontendMetrics | None = None, *, uid: int | None = None,
                  gid: int | None = None) -> None:
         super().__init__()
         self.io = io
         self.meta = meta
+        self.meter = meter  # sheepfs --metrics: counts every handler (_boundary)
         # Set while serving (see mount._serve): volume I/O inside one object
         # goes over it from the trio thread; everything else via threads.
         self.sheep_link: AsyncLink | None = None

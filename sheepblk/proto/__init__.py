@@ -66,7 +66,7 @@ from .oid import (
     vid_to_vdi_oid,
     vid_to_vmstate_oid,
 )
-from .records import ClusterInfo, EpochLog, RecoveryState, RecoveryThrottle, VdiState
+from .records import ClusterInfo, EpochLog, RecoveryState, RecoveryThrottle, SdStat, VdiState
 from .vdi_attr import SD_ATTR_OBJ_SIZE, VdiAttr
 
 __all__ = [
@@ -111,6 +111,7 @@ __all__ = [
     "SD_RSP_SIZE",
     "SD_SHEEP_PROTO_VER",
     "SdNode",
+    "SdStat",
     "VdiArgs",
     "VdiAttr",
     "VdiResult",

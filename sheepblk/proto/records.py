@@ -115,6 +115,39 @@ class RecoveryState(NamedTuple):
         return cls(*_RECOVERY_STATE.unpack_from(data))
 
 
+_SD_STAT = struct.Struct("<15Q")
+SD_STAT_SIZE = _SD_STAT.size
+
+
+class SdStat(NamedTuple):
+    """struct sd_stat: SD_OP_STAT's answer (`dog node stat`), a node's
+    request counters since it started: the gateway's (clients' object I/O
+    and flushes) and the peer's (other sheep's)."""
+
+    gway_active_nr: int = 0
+    peer_active_nr: int = 0
+    gway_total_nr: int = 0
+    peer_total_nr: int = 0
+    gway_total_rx: int = 0
+    gway_total_tx: int = 0
+    peer_total_rx: int = 0
+    peer_total_tx: int = 0
+    gway_total_remove_nr: int = 0
+    gway_total_read_nr: int = 0
+    gway_total_write_nr: int = 0
+    gway_total_flush_nr: int = 0
+    peer_total_remove_nr: int = 0
+    peer_total_read_nr: int = 0
+    peer_total_write_nr: int = 0
+
+    def pack(self) -> bytes:
+        return _SD_STAT.pack(*self)
+
+    @classmethod
+    def unpack(cls, data: bytes | bytearray | memoryview) -> SdStat:
+        return cls(*_SD_STAT.unpack_from(data))
+
+
 _RECOVERY_THROTTLE = struct.Struct("<I4xQ?7x")
 RECOVERY_THROTTLE_SIZE = _RECOVERY_THROTTLE.size
 

@@ -82,7 +82,8 @@ OPEN_OPS: frozenset[int] = frozenset({
     Op.GET_HASH, Op.REPAIR_REPLICA,
     Op.GET_NODE_LIST, Op.STAT_SHEEP, Op.STAT_CLUSTER, Op.STAT_RECOVERY, Op.GET_EPOCH,
     Op.GET_STORE_LIST, Op.CLUSTER_INFO, Op.GET_LOGLEVEL, Op.GET_VNODES, Op.GET_RECOVERY,
-    Op.GET_OBJ_LIST, Op.MD_INFO, Op.EXIST, Op.GET_DEPARTED,
+    Op.GET_OBJ_LIST, Op.MD_INFO, Op.EXIST, Op.GET_DEPARTED, Op.STAT,
+    Op.GET_CACHE_INFO,  # dog vdi cache info (no cache here: NO_SUPPORT)
 })
 
 # A refused peer is logged at most once per op this often (a host that

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from time import perf_counter
 from typing import Protocol
 
 import trio
@@ -19,7 +20,9 @@ import trio
 from ..proto import Request, Res
 from .buffers import BufferPool, PayloadBuffer
 from .framing import ProtocolError, RequestDecoder, check_header, response_header
+from .logs import REQUEST
 from .reply import Caller, FileSpan, Reply
+from .stats import RequestStats
 from .transport import Transport
 
 log = logging.getLogger("sheep.conn")
@@ -66,6 +69,8 @@ class Connection:
         self.broken = False
         self.buffers: BufferPool | None = getattr(handler, "buffers", None)
         self.nowait = getattr(handler, "handle_nowait", None)
+        # The handler's request counters (stats.py), if it keeps any.
+        self.stats: RequestStats | None = getattr(handler, "stats", None)
         # Inline answers not sent yet: header/payload parts, pooled buffers.
         self._out: list[memoryview] = []
         self._out_bytes = 0
@@ -178,26 +183,44 @@ class Connection:
     def _serve_now(self, req: Request, data: memoryview | None) -> bool:
         """Answer `req` inline if the handler can without waiting."""
         assert self.nowait is not None
+        start = perf_counter()
+        token = REQUEST.set((self.caller.key, req.id))
         try:
             reply = self.nowait(req, data, self.caller)
         except Exception:
             log.exception("request %#x failed", req.opcode)
             reply = Reply(Res.SYSTEM_ERROR)
+        finally:
+            REQUEST.reset(token)
         if reply is None:
             return False
         self._queue(req, reply)
+        if self.stats is not None:
+            self.stats.record(req.opcode, reply.result, perf_counter() - start,
+                              len(data) if data is not None else 0, _out_bytes(reply))
         return True
 
     async def _serve_one(self, req: Request, data: memoryview | None,
                          pooled: PayloadBuffer | None) -> None:
+        stats = self.stats
+        start = perf_counter()
+        REQUEST.set((self.caller.key, req.id))  # this task's own context
+        if stats is not None:
+            stats.begin(req.opcode)
         try:
             try:
                 reply = await self.handler.handle(req, data, self.caller)
             except Exception:
                 log.exception("request %#x failed", req.opcode)
                 reply = Reply(Res.SYSTEM_ERROR)
+            n_out = _out_bytes(reply)
             await self.send(req, reply)
+            if stats is not None:
+                stats.record(req.opcode, reply.result, perf_counter() - start,
+                             len(data) if data is not None else 0, n_out)
         finally:
+            if stats is not None:
+                stats.end(req.opcode)
             self.slots.release()
             if pooled is not None and self.buffers is not None:
                 self.buffers.put(pooled)
@@ -276,6 +299,16 @@ class Connection:
 
     def _get_buffer(self, n: int) -> PayloadBuffer:
         return self.buffers.get(n) if self.buffers is not None else bytearray(n)
+
+
+def _out_bytes(reply: Reply) -> int:
+    """The payload bytes an answer carries."""
+    if reply.file is not None:
+        return reply.file.length
+    data = reply.data
+    if data is None:
+        return 0
+    return data.nbytes if isinstance(data, memoryview) else len(data)
 
 
 async def serve_stream(transport: Transport, handler: Handler, peer: str = "") -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .peer import PeerOps
     from .peer_client import PeerClient
     from .recovery import Recovery
+    from .stats import RequestStats
     from .stream_calls import ClusterCalls
     from .vdi_ops import VdiOps
     from .vdi_table import VdiTable
@@ -44,6 +45,7 @@ class NodeContext(Protocol):
     leases: LockLeases
     buffers: BufferPool
     recovery: Recovery
+    stats: RequestStats
     loglevel: int
 
     # the cluster's state (read-only: the coordinator changes it)

@@ -9,15 +9,19 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
 import trio
 
 from ..cluster.driver import ClusterDriver
+from ..metrics.http import open_metrics_listeners, serve_metrics
 from ..store import ObjectStore, write_atomic
 from . import admission, md_ops
 from .conn import serve_stream
+from .logs import FIELDS, reopen_logs
+from .metrics import sheep_registry
 from .node import Sheep
 from .options import Options
 from .transport import UNIX_SOCKET, SocketTransport, open_unix_listener
@@ -31,8 +35,13 @@ RUNNING_MARK = ".running"
 MAX_CONNECTIONS = 1000
 
 async def _watch_signals(node: Sheep) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    """SIGTERM and SIGINT stop the node; SIGHUP reopens its log (logrotate)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                reopened = reopen_logs()
+                log.info("got SIGHUP: reopened %d log file(s)", reopened)
+                continue
             log.info("got signal %d, stopping", signum)
             node.stopped.set()
             return
@@ -52,6 +61,7 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     it). Returns why the node left the cluster on a fault ("" for a stop
     it was asked for)."""
     node = Sheep(opts, store, driver)
+    FIELDS.attach(node.key, lambda: node.epoch)
     refusal = node.start_refusal()
     if refusal:
         # As C sheep, whose parent returns once the store is locked and
@@ -68,6 +78,13 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
     write_atomic(running, b"")
     await node.load_vdis()
     listeners = await trio.open_tcp_listeners(opts.port, host=opts.bindaddr)
+    try:
+        metrics_listeners = (await open_metrics_listeners(*opts.metrics)
+                             if opts.metrics is not None else [])
+    except OSError:
+        for listener in listeners:
+            await listener.aclose()
+        raise
     unix_path: Path | None = opts.store_dir / UNIX_SOCKET
     try:
         listeners.append(open_unix_listener(opts.store_dir / UNIX_SOCKET))
@@ -95,15 +112,21 @@ async def serve(opts: Options, store: ObjectStore, driver: ClusterDriver, *,
             await stream.aclose()
             return
         open_conns += 1
+        node.stats.connections = open_conns
         try:
             t = SocketTransport(stream)
             await serve_stream(t, node, t.peer)
         finally:
             open_conns -= 1
+            node.stats.connections = open_conns
 
     try:
         async with trio.open_nursery() as nursery:
             md_ops.install(node, nursery)
+            if metrics_listeners:
+                registry, collector = sheep_registry(node)
+                nursery.start_soon(partial(serve_metrics, metrics_listeners, registry,
+                                           refresh=collector.refresh))
             nursery.start_soon(_watch_signals, node)
             await nursery.start(node.peers.run)
             await nursery.start(node.run_cluster)

@@ -230,6 +230,22 @@ async def kill_node(node: NodeContext, req: Request, data: memoryview | None,
     return Reply()
 
 
+async def stat(node: NodeContext, req: Request, data: memoryview | None,
+               caller: Caller) -> Reply:
+    """SD_OP_STAT (`dog node stat`): the request counters (stats.py)."""
+    return Reply(data=node.stats.sd_stat().pack()[:req.data_length])
+
+
+async def no_object_cache(node: NodeContext, req: Request, data: memoryview | None,
+                          caller: Caller) -> Reply:
+    """GET_CACHE_INFO, DELETE_CACHE, CACHE_PURGE (`dog vdi cache info|delete|
+    purge`, Sheepdog 0.9's object cache): no sheep of ours keeps an object
+    cache (writes are cached by the client and made durable by FLUSH_VDI),
+    so there is nothing to show or drop: NO_SUPPORT, which dog says as
+    "Operation is not supported"."""
+    return Reply(Res.NO_SUPPORT)
+
+
 async def get_loglevel(node: NodeContext, req: Request, data: memoryview | None,
                        caller: Caller) -> Reply:
     return Reply(data=_I32.pack(node.loglevel))

@@ -59,6 +59,7 @@ from .peer import PeerOps, result_of
 from .peer_client import PeerClient, PeerError
 from .recovery import Recovery
 from .reply import Caller, Reply
+from .stats import RequestStats
 from .stream_calls import IN_WORK, ClusterCalls
 from .vdi_ops import VdiError, VdiOps, add_inodes, stored_inodes
 from .vdi_table import VdiTable
@@ -130,6 +131,7 @@ class Sheep:
         self.admission = admission.Admission(opts.admin_from)
         self.loglevel = 6
         self.buffers = BufferPool()
+        self.stats = RequestStats()  # what the connections served (conn.py)
         self.stopped = trio.Event()
         self.calls = ClusterCalls(self, driver, self.key, in_step=self.coord.in_step,
                                   fail_stop=self.fail_stop)

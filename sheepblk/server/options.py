@@ -23,6 +23,8 @@ class Options:
     # Networks besides this host and the cluster's members that may send
     # the ops that format, stop or reshape the cluster (admission.py).
     admin_from: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Where to serve Prometheus metrics (host, port), if anywhere.
+    metrics: tuple[str, int] | None = None
 
 
 def default_zone(addr: str) -> int:

@@ -173,6 +173,14 @@ class Recovery:
         self.throttle = RecoveryThrottle()
         self._throttle_set = trio.Event()
         self._resumed = trio.Event()
+        # Since the node started (its metrics): objects stored by recovery
+        # and their bytes.
+        self.objects_moved = 0
+        self.bytes_moved = 0
+
+    def _moved(self, size: int) -> None:
+        self.objects_moved += 1
+        self.bytes_moved += size
 
     def set_throttle(self, max_exec_count: int, interval_ms: int) -> None:
         """Sheepdog's set_recovery: both nonzero throttles, both 0 stops
@@ -280,6 +288,7 @@ class Recovery:
             if await self.peer.exists(oid):
                 return True  # created meanwhile (recovery or a client)
             await self.peer.create_and_write(oid, 0, memoryview(buf), size, sync=True)
+            self._moved(size)
             log.info("pulled %016x from %s: a write found no copy here", oid, src.nid)
             return True
         return False
@@ -561,6 +570,7 @@ class Recovery:
         # before the run's closing flush, the name could outlive the bytes
         # and a garbage copy would be compared as ours next time.
         await self.peer.create_and_write(oid, 0, memoryview(buf), size, sync=True)
+        self._moved(size)
         log.info("%016x differed from %s's copy after an unclean stop: replaced", oid,
                  first.nid)
         return True
@@ -593,6 +603,7 @@ class Recovery:
                 except StoreError as e:
                     log.debug("recover %016x from our stale copy: %s", oid, e)
                     continue
+                self._moved(size)
                 log.info("recovered %016x from our stale copy of epoch %d", oid, tgt)
                 return True
             req = Request(Op.READ_PEER, 0, run.epoch, 0, size,
@@ -617,6 +628,7 @@ class Recovery:
                 except StoreError as e:
                     log.error("cannot store recovered %016x: %s", oid, e)
                     return False
+                self._moved(size)
                 log.debug("recovered %016x from %s (epoch %d)", oid, src.nid, tgt)
                 return True
         log.warning("epoch %d: no node could give object %016x", run.epoch, oid)

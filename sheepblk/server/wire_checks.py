@@ -69,7 +69,7 @@ from ..proto.constants import (
     SD_MAX_VDI_ATTR_VALUE_LEN,
     STORE_LEN,
 )
-from ..proto.records import RECOVERY_THROTTLE_SIZE, RecoveryThrottle
+from ..proto.records import RECOVERY_THROTTLE_SIZE, SD_STAT_SIZE, RecoveryThrottle
 from ..proto.vdi_attr import SD_ATTR_HEADER_SIZE, SD_ATTR_OBJ_SIZE
 from . import md_paths
 
@@ -951,6 +951,11 @@ ROWS: tuple[Row, ...] = (
     Row(Op.CLUSTER_INFO, (REPLY_LEN,), _nothing, _ex_plain(Op.CLUSTER_INFO, 64 << 10)),
     Row(Op.KILL_NODE, _NONE, _nothing, _ex_plain(Op.KILL_NODE)),
     Row(Op.FORCE_RECOVER, _NONE, _nothing, _ex_plain(Op.FORCE_RECOVER)),
+    Row(Op.STAT, (REPLY_LEN,), _nothing, _ex_plain(Op.STAT, SD_STAT_SIZE)),
+    # no object cache here: answered NO_SUPPORT whatever they carry
+    Row(Op.GET_CACHE_INFO, _NONE, _nothing, _ex_plain(Op.GET_CACHE_INFO, 4096)),
+    Row(Op.DELETE_CACHE, _NONE, _nothing, _ex_oid(Op.DELETE_CACHE)),
+    Row(Op.CACHE_PURGE, _NONE, _nothing, _ex_plain(Op.CACHE_PURGE)),
     Row(Op.GET_LOGLEVEL, _NONE, _nothing, _ex_plain(Op.GET_LOGLEVEL, 4)),
     Row(Op.SET_LOGLEVEL, (
         Field("hdr.data_length", "4: an int32", bad=(body(lambda p: p[:3]), body(lambda p: p * 2),

@@ -75,19 +75,26 @@ def _object_blocks(obj_dir: Path | str) -> int:
     """Bytes allocated to the objects (16-hex-digit names) in `obj_dir`
     and its subdirectories (the tree backend's), not in dot directories
     (.stale, .tmp), as Sheepdog's for_each_object_in_path counts."""
-    total = 0
+    return _object_usage(obj_dir)[1]
+
+
+def _object_usage(obj_dir: Path | str) -> tuple[int, int]:
+    """(objects, bytes allocated to them) in `obj_dir`, as _object_blocks counts."""
+    count = total = 0
     with os.scandir(obj_dir) as it:
         for e in it:
             if e.name.startswith("."):
                 continue
             if e.is_dir(follow_symlinks=False):
-                total += _object_blocks(e.path)
+                n, b = _object_usage(e.path)
+                count, total = count + n, total + b
             elif len(e.name) == 16 and e.is_file(follow_symlinks=False):
                 try:
                     total += e.stat(follow_symlinks=False).st_blocks * 512
+                    count += 1
                 except FileNotFoundError:
                     pass
-    return total
+    return count, total
 
 
 def _vdisk_hashes(disk: Disk) -> list[int]:
@@ -385,6 +392,18 @@ class MdStore(ObjectStore):
             except OSError:
                 continue
             out.append((i, d.obj_dir, st.f_bavail * st.f_frsize, used))
+        return out
+
+    def usage(self) -> list[tuple[Path, int, int]]:
+        """(disk, objects, bytes allocated to them) of every disk in use
+        (the node's metrics; a walk of the disks, so not for a hot path)."""
+        out = []
+        for d in sorted(self._others(None), key=lambda d: str(d.path)):  # type: ignore[arg-type]
+            try:
+                n, used = _object_usage(d.obj_dir)
+            except OSError:
+                continue
+            out.append((d.path, n, used))
         return out
 
     def _rebalance(self) -> int:
