@@ -7,7 +7,8 @@ deliver the same sequence of events to every member; what the events mean is
 the daemon's business.
 
 Drivers: `local[:SHMFILE]` (processes on one machine sharing a file),
-`zookeeper:HOST:PORT[,HOST:PORT...]` (kazoo). Both implement ClusterDriver.
+`corosync[:cluster=NAME]` (a CPG group of the local corosync, libcpg),
+`zookeeper:HOST:PORT[,HOST:PORT...]` (kazoo). All implement ClusterDriver.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ class ClusterDriver(abc.ABC):
 
 
 def make_driver(spec: str) -> ClusterDriver:
-    """Build a driver from `sheep -c` syntax: local[:SHMFILE] or
+    """Build a driver from `sheep -c` syntax: local[:SHMFILE],
+    corosync[:cluster=NAME] or
     zookeeper:HOST:PORT[,HOST:PORT...][,timeout=SECONDS][,cluster=NAME]."""
     kind, _, arg = spec.partition(":")
     if kind == "local":
@@ -118,4 +120,8 @@ def make_driver(spec: str) -> ClusterDriver:
         if not arg:
             raise ValueError("zookeeper driver needs HOST:PORT[,HOST:PORT...]")
         return ZooKeeperDriver(arg)
-    raise ValueError(f"unknown cluster driver {kind!r} (local or zookeeper)")
+    if kind == "corosync":
+        from .corosync import CorosyncDriver
+
+        return CorosyncDriver(arg)
+    raise ValueError(f"unknown cluster driver {kind!r} (local, corosync or zookeeper)")
