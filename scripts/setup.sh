@@ -20,6 +20,7 @@ APT_TEST=(
   libvirt-clients libxml2-utils      # virt-xml-validate and the xmllint it runs (tests/test_libvirt_xml.py)
   libvirt-daemon-system qemu-system-x86   # libvirtd + an emulator: virsh define/dumpxml in tests/test_libvirt_xml.py
   nftables                           # tests/multihost.py cuts links between hosts
+  corosync libcpg4                   # the corosync driver's tests (tests/corosync_server.py, test_cluster_drivers.py, test_cluster_corosync*.py)
 )
 
 want=("${APT_RUNTIME[@]}")

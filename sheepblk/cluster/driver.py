@@ -105,6 +105,15 @@ class ClusterDriver(abc.ABC):
         not have been delivered to us yet)."""
 
 
+def default_spec() -> str:
+    """The driver of a sheep started without -c: `corosync` when a corosync
+    answers on this host (Sheepdog's default driver, and what its install
+    guide sets up), else `local`."""
+    from .cpg import reachable
+
+    return "corosync" if reachable() else "local"
+
+
 def make_driver(spec: str) -> ClusterDriver:
     """Build a driver from `sheep -c` syntax: local[:SHMFILE],
     corosync[:cluster=NAME] or

@@ -1,0 +1,146 @@
+"""The ctypes layer over libcpg (sheepblk/cluster/cpg.py) and the corosync
+driver's own behaviour, against a real corosync 3 (tests/corosync_server.py).
+
+What every driver does (order, kill -9, leave, separate clusters) is in
+test_cluster_drivers.py; corosync dying under a running sheep is in
+test_cluster_corosync_death.py (it needs a corosync of its own to kill).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cluster_harness import Member, check_same_order, start, wait_until
+from conftest import bin_path, free_port
+from procs import terminate
+
+from cli import sheep as sheep_cli
+from sheepblk.cluster import cpg
+from sheepblk.cluster.corosync import NOT_RUNNING, parse_spec
+from sheepblk.cluster.cpg import CS_ERR_EXIST, ConfChg, Cpg, CpgError, Delivery
+
+ROOT = Path(__file__).parent.parent
+
+
+def _collect(handle: Cpg, want: int, timeout: float = 10.0) -> list[cpg.CpgEvent]:
+    """Dispatch until `want` events came (or the timeout)."""
+    got: list[cpg.CpgEvent] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        select.select([handle.fd], [], [], 0.1)
+        got += handle.dispatch()
+    return got
+
+
+def test_cpg_join_mcast_leave(corosync_server: object) -> None:
+    group = f"cpgtest-{os.getpid()}".encode()
+    a = Cpg()
+    try:
+        assert a.addr[1] == os.getpid()
+        a.join(group)
+        for i in range(3):
+            a.mcast(b"m%d" % i)
+        got = _collect(a, 4)
+        assert got[0] == ConfChg(members=(a.addr,), left=(), joined=(a.addr,))
+        assert got[1:] == [Delivery(a.addr, b"m%d" % i) for i in range(3)]
+        # A process is one member of a group: a second join is refused.
+        b = Cpg()
+        try:
+            with pytest.raises(CpgError) as err:
+                b.join(group)
+            assert err.value.code == CS_ERR_EXIST
+        finally:
+            b.finalize()
+        a.leave()
+        (left,) = _collect(a, 1)
+        assert left == ConfChg(members=(), left=((a.addr, "leave"),), joined=())
+    finally:
+        a.finalize()
+    with pytest.raises(CpgError):
+        a.mcast(b"after finalize")
+
+
+PEER = """
+import sys, time
+from sheepblk.cluster.cpg import Cpg
+c = Cpg()
+c.join(sys.argv[1].encode())
+for i in range(5):
+    c.mcast(b"p%d" % i)
+print("sent", flush=True)
+time.sleep(600)
+"""
+
+
+def test_cpg_sees_another_process_join_and_die(corosync_server: object) -> None:
+    """A member process killed with -9 is a configuration change at once
+    (`procdown`); its messages came before it, in the order it sent them."""
+    group = f"cpgpeer-{os.getpid()}"
+    a = Cpg()
+    peer = subprocess.Popen([sys.executable, "-c", PEER, group], cwd=ROOT,
+                            stdout=subprocess.PIPE)
+    try:
+        a.join(group.encode())
+        assert _collect(a, 1)[0] == ConfChg((a.addr,), (), (a.addr,))
+        assert peer.stdout is not None and peer.stdout.readline() == b"sent\n"
+        got = _collect(a, 6)
+        assert isinstance(got[0], ConfChg) and got[0].joined == ((a.addr[0], peer.pid),)
+        assert got[1:] == [Delivery((a.addr[0], peer.pid), b"p%d" % i) for i in range(5)]
+        peer.kill()
+        peer.wait()
+        (gone,) = _collect(a, 1)
+        assert gone == ConfChg((a.addr,), (((a.addr[0], peer.pid), "procdown"),), ())
+    finally:
+        a.finalize()
+        terminate(peer)
+
+
+def test_parse_spec() -> None:
+    assert parse_spec("") == b"sheepdog"
+    assert parse_spec("cluster=a") == b"sheepdog-a"
+    with pytest.raises(ValueError):
+        parse_spec("color=red")
+    with pytest.raises(ValueError):
+        parse_spec("cluster=")
+
+
+def test_a_joiner_during_a_burst_gets_the_same_stream(corosync_server: object,
+                                                      spawn: list[Member]) -> None:
+    """Joiners let in while messages fly: each one's fold from the
+    accepter's snapshot plus its own buffer gives the same seqs."""
+    spec = f"corosync:cluster=burst{os.getpid()}"
+    first = [start(spawn, spec, 7700 + i, msgs=200, wait_members=1) for i in range(2)]
+    late = [start(spawn, spec, 7710 + i) for i in range(3)]
+    everyone = first + late
+    wait_until(lambda: all(len(m.members()) == 5 for m in everyone), "5 members",
+               members=everyone)
+    wait_until(lambda: all(len(m.messages()) == 400 for m in first), "400 messages each",
+               members=everyone)
+    time.sleep(0.5)
+    check_same_order(everyone)
+
+
+def test_no_corosync_is_one_clear_line(tmp_path: Path) -> None:
+    """In a network namespace of its own no corosync answers (its IPC is
+    abstract unix sockets): `sheep -c corosync` says so and exits."""
+    out = subprocess.run(["unshare", "-n", bin_path("sheep"), "-c", "corosync",
+                          "-p", str(free_port()), str(tmp_path / "store")],
+                         capture_output=True, timeout=60)
+    assert out.returncode != 0
+    assert out.stderr.decode().strip() == f"sheep: {NOT_RUNNING}"
+
+
+def test_default_driver_is_corosync_when_it_runs(corosync_server: object) -> None:
+    settings = sheep_cli.parse(["/s"])
+    assert not isinstance(settings, int) and settings.opts.cluster == "corosync"
+    # Without a corosync (a namespace of its own): the local driver.
+    code = ("from cli import sheep; print(sheep.parse(['/s']).opts.cluster)")
+    out = subprocess.run(["unshare", "-n", sys.executable, "-c", code], cwd=ROOT,
+                         capture_output=True, timeout=60, check=True)
+    assert out.stdout.decode().strip() == "local"
