@@ -99,6 +99,8 @@ def test_cpg_sees_another_process_join_and_die(corosync_server: object) -> None:
     finally:
         a.finalize()
         terminate(peer)
+        if peer.stdout is not None:
+            peer.stdout.close()
 
 
 def test_parse_spec() -> None:
@@ -115,13 +117,14 @@ def test_a_joiner_during_a_burst_gets_the_same_stream(corosync_server: object,
     """Joiners let in while messages fly: each one's fold from the
     accepter's snapshot plus its own buffer gives the same seqs."""
     spec = f"corosync:cluster=burst{os.getpid()}"
-    first = [start(spawn, spec, 7700 + i, msgs=200, wait_members=1) for i in range(2)]
+    first = [start(spawn, spec, 7700 + i, msgs=200, wait_members=2) for i in range(2)]
     late = [start(spawn, spec, 7710 + i) for i in range(3)]
     everyone = first + late
     wait_until(lambda: all(len(m.members()) == 5 for m in everyone), "5 members",
                members=everyone)
-    wait_until(lambda: all(len(m.messages()) == 400 for m in first), "400 messages each",
-               members=everyone)
+    wait_until(lambda: all({"7700:199", "7701:199"} <= set(m.messages()) for m in everyone),
+               "everyone has the last messages", members=everyone)
+    assert all(len(m.messages()) == 400 for m in first)
     time.sleep(0.5)
     check_same_order(everyone)
 
