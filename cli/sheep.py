@@ -291,6 +291,21 @@ def _check_corosync() -> None:
         raise QuietError(NOT_RUNNING)
 
 
+def _driver_error(e: BaseException) -> BaseException | None:
+    """The DriverError that ended the daemon (trio wraps it in exception
+    groups on its way out), or None."""
+    from sheepblk.cluster.driver import DriverError
+
+    if isinstance(e, DriverError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            found = _driver_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def _show_disks_apart(store_arg: str) -> None:
     """Show STORE,DISK,... as separate words in the process's command line,
     as C sheep's does (its parser cuts the argument in place): scripts that
@@ -377,6 +392,13 @@ def _run(s: NodeSettings) -> int:
             pipe.fail(msg)
         raise QuietError(msg) from None
     except Exception as e:
+        lost = _driver_error(e)
+        if lost is not None:  # said in one line: a traceback would bury it
+            msg = f"the cluster driver failed, this node stops serving: {lost}"
+            logging.getLogger("sheep").error(msg)
+            if pipe is not None:
+                pipe.fail(msg)
+            raise QuietError(msg) from None
         logging.getLogger("sheep").exception("sheep failed")
         if pipe is not None:
             pipe.fail(str(e))

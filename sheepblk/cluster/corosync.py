@@ -142,9 +142,8 @@ class CorosyncDriver(ClusterDriver):
                     try:
                         batch = cpg.dispatch()
                     except CpgError as e:
-                        why = f"lost the connection to corosync ({e}): is corosync still running?"
-                        log.error("%s; this node stops serving", why)
-                        raise DriverError(why) from None
+                        raise DriverError(f"lost the connection to corosync ({e}): is corosync "
+                                          "still running?") from None
                     for ev in batch:
                         self._handle(ev)
                     self._queue_accepts()
@@ -309,10 +308,8 @@ class CorosyncDriver(ClusterDriver):
         assert st is not None
         if isinstance(ev, ConfChg):
             if self._streaming and st.lost_majority(ev):
-                why = ("most of the cluster's members went down at once with their "
-                       "corosync nodes (a network partition?)")
-                log.error("%s; this node stops serving", why)
-                raise DriverError(why)
+                raise DriverError("most of the cluster's members went down at once with their "
+                                  "corosync nodes (a network partition?)")
             self._emit(st.confchg(ev))
             for key in [k for k in self._snapshots if k[0] not in st.pending]:
                 del self._snapshots[key]
