@@ -155,8 +155,8 @@ class CorosyncDriver(ClusterDriver):
             return  # the consumer went away: leave quietly
         finally:
             self._stopped = True
-            for ev in self._ordered.values():
-                ev.set()
+            for waiting in self._ordered.values():
+                waiting.set()
             self._cpg = None
             try:
                 cpg.leave()
@@ -319,9 +319,9 @@ class CorosyncDriver(ClusterDriver):
             return
         kind, uid = rec["t"], rec.get("id", "")
         if kind == "join":
-            st.join(uid, ev.sender, rec["node"], int(rec["a"]))
-            self._snapshots = {k: v for k, v in self._snapshots.items() if k[0] != uid}
-            self._snapshots[(uid, int(rec["a"]))] = st.to_json()
+            if st.join(uid, ev.sender, rec["node"], int(rec["a"])):
+                self._snapshots = {k: v for k, v in self._snapshots.items() if k[0] != uid}
+                self._snapshots[(uid, int(rec["a"]))] = st.to_json()
         elif kind == "accept":
             out = st.accept(uid, int(rec["a"]))
             self._snapshots.pop((uid, int(rec["a"])), None)

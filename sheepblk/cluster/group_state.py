@@ -54,9 +54,14 @@ class GroupState:
         """The oldest member's uid: the one that accepts joiners."""
         return next(iter(self.fold.members), None)
 
-    def join(self, uid: str, addr: Addr, node: list[Any], attempt: int) -> None:
+    def join(self, uid: str, addr: Addr, node: list[Any], attempt: int) -> bool:
+        """Record a join request; False if `uid` is a member already (its
+        earlier attempt was accepted before this one came)."""
+        if uid in self.fold.members:
+            return False
         self.pending.pop(uid, None)  # a new attempt goes to the back
         self.pending[uid] = Pending(addr, node, attempt)
+        return True
 
     def accept(self, uid: str, attempt: int) -> list[Event]:
         p = self.pending.get(uid)
