@@ -14,6 +14,7 @@ CPG group (`corosync:cluster=NAME`). If a corosync already answers here
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -44,7 +45,7 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def conf_text(workdir: Path, port: int, addrs: list[str] | None = None, nodeid: int = 1,
+def conf_text(workdir: Path, port: int, addrs: list[str] | None = None,
               token_ms: int = TOKEN_MS) -> str:
     """corosync.conf for a cluster of `addrs` (default: 127.0.0.1 alone)."""
     nodes = "".join(f"    node {{\n        ring0_addr: {a}\n        nodeid: {i}\n"
@@ -81,8 +82,16 @@ system {{
 
 
 class CorosyncServer:
-    def __init__(self, workdir: Path, token_ms: int = TOKEN_MS) -> None:
+    """One corosync: on this host by default; with `prefix` (a network
+    namespace's exec prefix, tests/multihost.py) on that host, as the node
+    of a cluster of `addrs` whose address the host has, with a /run of its
+    own (corosync's pid file is /run/corosync.pid, one per file system)."""
+
+    def __init__(self, workdir: Path, token_ms: int = TOKEN_MS, *,
+                 prefix: list[str] | None = None, addrs: list[str] | None = None,
+                 port: int | None = None) -> None:
         self.workdir, self.token_ms = workdir, token_ms
+        self.prefix, self.addrs, self.port = prefix, addrs, port
         self.proc: subprocess.Popen[bytes] | None = None
         self.ours = False
 
@@ -93,14 +102,19 @@ class CorosyncServer:
     def start(self, timeout: float = 30.0) -> None:
         from sheepblk.cluster.cpg import reachable
 
-        if reachable():
+        if self.prefix is None and reachable():
             return  # a corosync of this host's: use it, never stop it
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "corosync.conf"
-        conf.write_text(conf_text(self.workdir, free_udp_port(), token_ms=self.token_ms))
+        conf.write_text(conf_text(self.workdir, self.port or free_udp_port(), self.addrs,
+                                  token_ms=self.token_ms))
+        args = ["corosync", "-f", "-c", str(conf)]
+        if self.prefix is not None:
+            args = [*self.prefix, "unshare", "-m", "sh", "-c",
+                    f"mount -t tmpfs tmpfs /run && exec corosync -f -c {conf}"]
         out = open(self.workdir / "corosync.out", "ab")
-        self.proc = subprocess.Popen(["corosync", "-f", "-c", str(conf)], stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
         out.close()
         self.ours = True
         deadline = time.monotonic() + timeout
@@ -108,11 +122,17 @@ class CorosyncServer:
             if self.proc.poll() is not None:
                 tail = (self.workdir / "corosync.out").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"corosync exited with {self.proc.returncode}: {tail}")
-            if reachable() and "ready to provide service" in self._log_text():
+            if ((self.prefix is not None or reachable())
+                    and "ready to provide service" in self._log_text()):
                 return
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"corosync not serving after {timeout}s")
+
+    def members(self) -> int:
+        """How many corosync nodes its last membership had (from its log)."""
+        found = re.findall(r"Sync members\[(\d+)\]", self._log_text())
+        return int(found[-1]) if found else 0
 
     def _log_text(self) -> str:
         try:
