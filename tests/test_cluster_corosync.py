@@ -16,14 +16,17 @@ import time
 from pathlib import Path
 
 import pytest
+import trio
 from cluster_harness import Member, check_same_order, start, wait_until
 from conftest import bin_path, free_port
 from procs import terminate
 
 from cli import sheep as sheep_cli
 from sheepblk.cluster import cpg
-from sheepblk.cluster.corosync import NOT_RUNNING, parse_spec
+from sheepblk.cluster.corosync import NOT_RUNNING, PART_PAYLOAD, CorosyncDriver, parse_spec
 from sheepblk.cluster.cpg import CS_ERR_EXIST, ConfChg, Cpg, CpgError, Delivery
+from sheepblk.cluster.driver import Event, Joined, Message
+from sheepblk.proto import NodeId, SdNode
 
 ROOT = Path(__file__).parent.parent
 
@@ -147,3 +150,29 @@ def test_default_driver_is_corosync_when_it_runs(corosync_server: object) -> Non
     out = subprocess.run(["unshare", "-n", sys.executable, "-c", code], cwd=ROOT,
                          capture_output=True, timeout=60, check=True)
     assert out.stdout.decode().strip() == "local"
+
+
+def test_a_big_message_goes_in_parts_and_arrives_whole(corosync_server: object) -> None:
+    """A payload past one CPG message (PART_PAYLOAD) is sent in parts and
+    delivered as one Message, after our own Joined as the first member."""
+    payload = os.urandom(2 * PART_PAYLOAD + 1000)
+    seen: list[Event] = []
+
+    async def main() -> None:
+        driver = CorosyncDriver(f"cluster=big{os.getpid()}")
+        send, recv = trio.open_memory_channel[Event](10)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run, SdNode(NodeId("127.0.0.1", 7800)), send)
+            await driver.broadcast(payload)
+            await driver.broadcast(b"small")
+            with trio.fail_after(30):
+                async for ev in recv:
+                    seen.append(ev)
+                    if isinstance(ev, Message) and ev.payload == b"small":
+                        break
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert isinstance(seen[0], Joined) and [n.nid.port for n in seen[0].members] == [7800]
+    assert [e.payload for e in seen[1:] if isinstance(e, Message)] == [payload, b"small"]
+    assert [e.seq for e in seen] == list(range(seen[0].seq, seen[0].seq + 3))
