@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -176,3 +177,48 @@ def test_a_big_message_goes_in_parts_and_arrives_whole(corosync_server: object) 
     assert isinstance(seen[0], Joined) and [n.nid.port for n in seen[0].members] == [7800]
     assert [e.payload for e in seen[1:] if isinstance(e, Message)] == [payload, b"small"]
     assert [e.seq for e in seen] == list(range(seen[0].seq, seen[0].seq + 3))
+
+
+def _stall(m: Member) -> None:
+    os.kill(m.proc.pid, signal.SIGSTOP)  # still a CPG member, but it answers nothing
+
+
+def test_a_joiner_asks_again_when_its_accepter_dies(corosync_server: object,
+                                                    spawn: list[Member]) -> None:
+    """The oldest member, which lets joiners in, stalls and then dies with
+    a join pending: the joiner asks again and the next oldest lets it in."""
+    spec = f"corosync:cluster=reask{os.getpid()}"
+    old = [start(spawn, spec, 7900)]
+    wait_until(lambda: bool(old[0].events), "the first member", members=old)
+    old.append(start(spawn, spec, 7901))  # second in the join order
+    wait_until(lambda: all(len(m.members()) == 2 for m in old), "2 members", members=old)
+    _stall(old[0])
+    joiner = start(spawn, spec, 7902)
+    time.sleep(1.0)
+    assert not joiner.events  # nobody let it in: the accepter is stalled
+    old[0].kill9()
+    wait_until(lambda: bool(joiner.events), "the joiner let in", members=[old[1], joiner])
+    assert sorted(joiner.events[0]["members"]) == [7901, 7902]
+    wait_until(lambda: sorted(old[1].members()) == [7901, 7902], "the survivor sees it",
+               members=[old[1]])
+    check_same_order([old[1], joiner])
+
+
+def test_a_joiner_starts_the_cluster_when_every_member_is_gone(corosync_server: object,
+                                                               spawn: list[Member]) -> None:
+    """The only member stalls, then dies, with two joiners waiting: the
+    older joiner starts a new cluster and lets both in (in the order their
+    requests come)."""
+    spec = f"corosync:cluster=founder{os.getpid()}"
+    (only,) = [start(spawn, spec, 7950)]
+    wait_until(lambda: bool(only.events), "the first member", members=[only])
+    _stall(only)
+    first = start(spawn, spec, 7951)
+    time.sleep(0.5)  # joined the CPG group before the second
+    second = start(spawn, spec, 7952)
+    time.sleep(1.0)
+    assert not first.events and not second.events
+    only.kill9()
+    wait_until(lambda: all(sorted(m.members()) == [7951, 7952] for m in (first, second)),
+               "a new cluster of the two joiners", members=[first, second])
+    check_same_order([first, second])
