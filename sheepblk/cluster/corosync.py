@@ -65,6 +65,8 @@ PART_PAYLOAD = 384 * 1024
 # Flow control (CS_ERR_TRY_AGAIN): wait this long before sending again.
 RETRY_DELAY = 0.01
 RECORDS = ("join", "accept", "msg", "part")
+# Not let in after this long: say so (the join goes on waiting).
+JOIN_WARN = 10.0
 
 
 def parse_spec(arg: str) -> bytes:
@@ -136,6 +138,7 @@ class CorosyncDriver(ClusterDriver):
             self._out = send
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._deliver, recv, events)
+                nursery.start_soon(self._warn_if_kept_waiting)
                 started = False
                 while True:
                     await trio.lowlevel.wait_readable(cpg.fd)
@@ -163,6 +166,13 @@ class CorosyncDriver(ClusterDriver):
             except CpgError:
                 pass  # finalize leaves too, and a dead corosync needs no goodbye
             cpg.finalize()
+
+    async def _warn_if_kept_waiting(self) -> None:
+        await trio.sleep(JOIN_WARN)
+        if not self._streaming:
+            log.warning("not let into the cluster after %.0f s: the oldest member of the "
+                        "corosync group %s does not answer (a stalled sheep?)", JOIN_WARN,
+                        self.group.decode())
 
     async def _join_group(self) -> None:
         assert self._cpg is not None
