@@ -122,7 +122,8 @@ def test_a_joiner_during_a_burst_gets_the_same_stream(corosync_server: object,
     accepter's snapshot plus its own buffer gives the same seqs."""
     spec = f"corosync:cluster=burst{os.getpid()}"
     first = [start(spawn, spec, 7700 + i, msgs=200, wait_members=2) for i in range(2)]
-    late = [start(spawn, spec, 7710 + i) for i in range(3)]
+    wait_until(lambda: all(len(m.members()) == 2 for m in first), "the first two", members=first)
+    late = [start(spawn, spec, 7710 + i) for i in range(3)]  # while the two talk
     everyone = first + late
     wait_until(lambda: all(len(m.members()) == 5 for m in everyone), "5 members",
                members=everyone)

@@ -136,8 +136,10 @@ class CorosyncDriver(ClusterDriver):
             await self._join_group()
             send, recv = trio.open_memory_channel[Event](math.inf)
             self._out = send
+            records, to_send = trio.open_memory_channel[bytes](math.inf)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._deliver, recv, events)
+                nursery.start_soon(self._send_records, to_send)
                 nursery.start_soon(self._warn_if_kept_waiting)
                 started = False
                 while True:
@@ -150,7 +152,8 @@ class CorosyncDriver(ClusterDriver):
                     for ev in batch:
                         self._handle(ev)
                     self._queue_accepts()
-                    await self._flush()
+                    while self._outbox:
+                        records.send_nowait(self._outbox.pop(0))
                     if self._streaming and not started:
                         started = True
                         task_status.started()
@@ -199,9 +202,11 @@ class CorosyncDriver(ClusterDriver):
                     raise DriverError(f"cannot send to corosync: {e}") from e
             await trio.sleep(RETRY_DELAY)
 
-    async def _flush(self) -> None:
-        while self._outbox:
-            await self._mcast(self._outbox.pop(0))
+    async def _send_records(self, to_send: trio.MemoryReceiveChannel[bytes]) -> None:
+        """Send the handshake's records in order, beside the dispatch loop:
+        waiting out corosync's flow control must not stop us reading."""
+        async for record in to_send:
+            await self._mcast(record)
 
     async def _deliver(self, recv: trio.MemoryReceiveChannel[Event],
                        events: trio.MemorySendChannel[Event]) -> None:
