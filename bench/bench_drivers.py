@@ -13,6 +13,13 @@ corosync's crash detection with ZooKeeper's at its default session timeout
 (the driver's 10 s unless --zk-timeout). The ZooKeeper server and corosync
 are real (tests/zk.py, tests/corosync_server.py: a local corosync already
 running is used as it is).
+
+With --host-loss (root, `ip netns`): three hosts made of network
+namespaces (tests/multihost.py), one corosync each, a CPG member on two
+of them; the time from pulling one host's cable to the other member's
+configuration change (`nodedown`), at corosync's default token timeout
+(3000 ms) and at 1000 ms. A killed sheep and a lost host look the same
+to ZooKeeper (its session expires), so its kill -9 figure is the baseline.
 """
 
 from __future__ import annotations
@@ -61,11 +68,65 @@ def measure(tmp: Path, cluster: str | None, vdis: int) -> tuple[float, float, fl
     return vdis / created, vdis / deleted, noticed
 
 
+LISTENER = """
+import select, sys, time
+from sheepblk.cluster.cpg import Cpg
+c = Cpg()
+c.join(b"bench-host-loss")
+print("ready", flush=True)
+while True:
+    select.select([c.fd], [], [], 1.0)
+    for e in c.dispatch():
+        if getattr(e, "left", None):
+            print(time.time(), flush=True)
+            sys.exit(0)
+"""
+
+
+def host_loss(tmp: Path, token_ms: int) -> float:
+    """Seconds from pulling a host's cable to corosync's nodedown, on 3 hosts."""
+    import multihost
+    from corosync_server import CorosyncServer
+    from procs import terminate
+
+    hosts = multihost.make(["c0", "c1", "c2"])
+    servers: list[CorosyncServer] = []
+    members: list[subprocess.Popen[bytes]] = []
+    try:
+        addrs = [h.addr for h in hosts.hosts]
+        for h in hosts.hosts:
+            servers.append(CorosyncServer(tmp / f"token{token_ms}-{h.name}", token_ms,
+                                          prefix=h.exec_prefix(), addrs=addrs, port=5405))
+            servers[-1].start()
+        while not all(c.members() == 3 for c in servers):
+            time.sleep(0.1)
+        for h in (hosts[0], hosts[2]):
+            members.append(subprocess.Popen([*h.exec_prefix(), sys.executable, "-c", LISTENER],
+                                            stdout=subprocess.PIPE, cwd=ROOT))
+        for m in members:
+            assert m.stdout is not None and m.stdout.readline() == b"ready\n"
+        time.sleep(1.0)
+        t0 = time.time()
+        hosts.link_down(hosts[2])
+        assert members[0].stdout is not None
+        return float(members[0].stdout.readline()) - t0
+    finally:
+        for m in members:
+            terminate(m)
+            if m.stdout is not None:
+                m.stdout.close()
+        for c in servers:
+            c.stop()
+        hosts.remove()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--vdis", type=int, default=100)
     ap.add_argument("--zk-timeout", type=float, default=None,
                     help="ZooKeeper session timeout (default: the driver's)")
+    ap.add_argument("--host-loss", action="store_true",
+                    help="also time a lost host with corosync (root, ip netns)")
     args = ap.parse_args()
 
     from corosync_server import CorosyncServer
@@ -83,6 +144,7 @@ def main() -> None:
                          "zookeeper": f"zookeeper:{zk.hosts}{timeout},cluster=bench",
                          "corosync": f"corosync:cluster=bench{time.time_ns()}"}
                 got = {name: measure(tmp / name, spec, args.vdis) for name, spec in specs.items()}
+                lost = {t: host_loss(tmp, t) for t in (3000, 1000)} if args.host_loss else {}
             finally:
                 coro.stop()
         finally:
@@ -97,6 +159,9 @@ def main() -> None:
     rows = [(f"kill -9 to new epoch {name} / local", ms[name], ms["local"])
             for name in ("zookeeper", "corosync")]
     rows.append(("kill -9 to new epoch corosync / zookeeper", ms["corosync"], ms["zookeeper"]))
+    for token, seconds in lost.items():
+        rows.append((f"host lost, corosync token={token} / zk kill -9", seconds * 1000,
+                     ms["zookeeper"]))
     print_table("Crash detection", rows, unit="milliseconds: lower is faster")
 
 
