@@ -7,6 +7,8 @@ its sheep stops serving and says why (it is the minority side of a
 partition), while the two others see one node go, move to a new epoch
 and keep serving I/O. Once the cable is back, corosync merges again and
 the host's sheep, started again, rejoins and serves the current bytes.
+The sheep are bound to 0.0.0.0 without -y: each announces the address
+corosync's node list gives its host.
 """
 
 from __future__ import annotations
@@ -65,13 +67,16 @@ def node_count(host: multihost.Host) -> int:
                              r"the cluster's members went down at once")
 def test_a_host_cut_off_stops_its_sheep_the_others_go_on(
         hosts: multihost.Hosts, corosyncs: list[CorosyncServer], tmp_path: Path) -> None:
-    admin = ["--admin-from", f"{hosts.gateway}/32"]  # the test's clients format
+    # Bound to every address, no -y: each announces its corosync address.
+    extra = ["--admin-from", f"{hosts.gateway}/32", "-b", "0.0.0.0"]
     sheep = [SheepProcess(tmp_path / f"sheep-{h.name}", PORT, "corosync", host=h.addr,
-                          extra=admin, prefix=h.exec_prefix()) for h in hosts.hosts]
+                          extra=extra, prefix=h.exec_prefix()) for h in hosts.hosts]
     try:
         for s in sheep:
             s.start()
         wait_for(lambda: all(node_count(h) == 3 for h in hosts.hosts), "3 sheep")
+        with SheepClient(hosts[0].addr, PORT) as c:
+            assert sorted(n.nid.addr for n in c.node_list()) == sorted(h.addr for h in hosts.hosts)
         data = os.urandom(4 * MiB)
         with SheepClient(hosts[0].addr, PORT) as c:
             c.make_fs(copies=3)
