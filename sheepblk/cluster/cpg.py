@@ -166,11 +166,15 @@ class Cpg:
         self._check("cpg_initialize", self._lib.cpg_initialize(ctypes.byref(handle),
                                                                ctypes.byref(self._callbacks)))
         self.handle: int | None = handle.value
-        fd = ctypes.c_int()
-        self._check("cpg_fd_get", self._lib.cpg_fd_get(self.handle, ctypes.byref(fd)))
+        fd, nodeid = ctypes.c_int(), ctypes.c_uint()
+        try:
+            self._check("cpg_fd_get", self._lib.cpg_fd_get(self.handle, ctypes.byref(fd)))
+            self._check("cpg_local_get",
+                        self._lib.cpg_local_get(self.handle, ctypes.byref(nodeid)))
+        except CpgError:
+            self.finalize()
+            raise
         self.fd = fd.value
-        nodeid = ctypes.c_uint()
-        self._check("cpg_local_get", self._lib.cpg_local_get(self.handle, ctypes.byref(nodeid)))
         #: How the group names this process once it joins.
         self.addr: Addr = (nodeid.value, os.getpid())
         self._group: CpgName | None = None
