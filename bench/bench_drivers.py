@@ -25,6 +25,7 @@ to ZooKeeper (its session expires), so its kill -9 figure is the baseline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import time
@@ -127,41 +128,47 @@ def main() -> None:
                     help="ZooKeeper session timeout (default: the driver's)")
     ap.add_argument("--host-loss", action="store_true",
                     help="also time a lost host with corosync (root, ip netns)")
+    ap.add_argument("--drivers", default="local,zookeeper,corosync",
+                    help="which drivers (local, the baseline, always runs)")
     args = ap.parse_args()
+    wanted = ["local"] + [d for d in ("zookeeper", "corosync") if d in args.drivers.split(",")]
 
     from corosync_server import CorosyncServer
     from zk import ZooKeeperServer
 
-    with workdir() as tmp:
-        zk = ZooKeeperServer(tmp / "zk")
-        coro = CorosyncServer(tmp / "corosync")
-        zk.start()
-        try:
+    got: dict[str, tuple[float, float, float]] = {}
+    lost: dict[int, float] = {}
+    with workdir() as tmp, contextlib.ExitStack() as stack:
+        specs: dict[str, str | None] = {"local": None}
+        if "zookeeper" in wanted:
+            zk = ZooKeeperServer(tmp / "zk")
+            zk.start()
+            stack.callback(zk.stop)
+            timeout = "" if args.zk_timeout is None else f",timeout={args.zk_timeout}"
+            specs["zookeeper"] = f"zookeeper:{zk.hosts}{timeout},cluster=bench"
+        if "corosync" in wanted:
+            coro = CorosyncServer(tmp / "corosync")
             coro.start()
-            try:
-                timeout = "" if args.zk_timeout is None else f",timeout={args.zk_timeout}"
-                specs = {"local": None,
-                         "zookeeper": f"zookeeper:{zk.hosts}{timeout},cluster=bench",
-                         "corosync": f"corosync:cluster=bench{time.time_ns()}"}
-                got = {name: measure(tmp / name, spec, args.vdis) for name, spec in specs.items()}
-                lost = {t: host_loss(tmp, t) for t in (3000, 1000)} if args.host_loss else {}
-            finally:
-                coro.stop()
-        finally:
-            zk.stop()
+            stack.callback(coro.stop)
+            specs["corosync"] = f"corosync:cluster=bench{time.time_ns()}"
+        got = {name: measure(tmp / name, spec, args.vdis) for name, spec in specs.items()}
+        if args.host_loss:
+            lost = {t: host_loss(tmp, t) for t in (3000, 1000)}
+    others = wanted[1:]
     local = got["local"]
     rows = []
-    for name in ("zookeeper", "corosync"):
+    for name in others:
         rows.append((f"VDI create/s {name} / local", got[name][0], local[0]))
         rows.append((f"VDI delete/s {name} / local", got[name][1], local[1]))
     print_table(f"Cluster drivers, 3 nodes, {args.vdis} VDIs", rows, unit="VDIs per second")
     ms = {name: figures[2] * 1000 for name, figures in got.items()}
-    rows = [(f"kill -9 to new epoch {name} / local", ms[name], ms["local"])
-            for name in ("zookeeper", "corosync")]
-    rows.append(("kill -9 to new epoch corosync / zookeeper", ms["corosync"], ms["zookeeper"]))
-    for token, seconds in lost.items():
-        rows.append((f"host lost, corosync token={token} / zk kill -9", seconds * 1000,
+    rows = [(f"kill -9 to new epoch {name} / local", ms[name], ms["local"]) for name in others]
+    if "corosync" in ms and "zookeeper" in ms:
+        rows.append(("kill -9 to new epoch corosync / zookeeper", ms["corosync"],
                      ms["zookeeper"]))
+    base = ("zk kill -9", ms["zookeeper"]) if "zookeeper" in ms else ("local kill -9", ms["local"])
+    for token, seconds in lost.items():
+        rows.append((f"host lost, corosync token={token} / {base[0]}", seconds * 1000, base[1]))
     print_table("Crash detection", rows, unit="milliseconds: lower is faster")
 
 
