@@ -16,9 +16,10 @@ it in at a point of the order, handing it the state (group_state.py):
 
 1. The joiner joins the CPG group, then multicasts `join` (its uid, node,
    and an attempt number) and buffers every later delivery.
-2. Every member folds the `join` into its state as pending. The oldest
-   member (`GroupState.first`) keeps a snapshot of the state right after
-   it and multicasts `accept` (uid, attempt, snapshot).
+2. Every member folds the `join` into its state as pending and keeps a
+   snapshot of the state right after it (any of them may have to accept
+   it); the oldest member (`GroupState.first`) multicasts `accept` (uid,
+   attempt, snapshot).
 3. Where the `accept` is delivered, every member applies the Joined. The
    joiner takes the snapshot, folds its buffer from its `join` on, then
    the accept: it reaches the same state and seq as everyone, and its
