@@ -21,6 +21,7 @@ APT_TEST=(
   libvirt-daemon-system qemu-system-x86   # libvirtd + an emulator: virsh define/dumpxml in tests/test_libvirt_xml.py
   nftables                           # tests/multihost.py cuts links between hosts
   corosync libcpg4                   # the corosync driver's tests (tests/corosync_server.py, test_cluster_drivers.py, test_cluster_corosync*.py)
+  linux-image-cloud-amd64 busybox-static   # the guest kernel and initramfs of tests/test_vm_boot.py
 )
 
 want=("${APT_RUNTIME[@]}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from sortedcontainers import SortedList
 
@@ -73,43 +73,25 @@ def node_vnode_positions(node: SdNode) -> list[int]:
     return out
 
 
-class Ring:
-    """An immutable ring over a set of nodes (one epoch's membership).
+def sorted_nodes(nodes: Iterable[SdNode]) -> tuple[SdNode, ...]:
+    """Sheepdog's node order (node_id: address bytes, then port); ties of
+    equal positions or straws are broken by it."""
+    return tuple(sorted(set(nodes), key=lambda n: (addr_to_bytes(n.nid.addr), n.nid.port)))
 
-    Nodes with `nr_vnodes == 0` are gateways: members, never owners.
-    """
 
-    def __init__(self, nodes: Iterable[SdNode]) -> None:
-        # Sheepdog orders nodes by node_id (addr bytes, then port); ties of
-        # equal positions (never seen in practice) are broken the same way.
-        self.nodes: tuple[SdNode, ...] = tuple(
-            sorted(set(nodes), key=lambda n: (addr_to_bytes(n.nid.addr), n.nid.port))
-        )
-        entries: SortedList = SortedList()
-        for idx, node in enumerate(self.nodes):
-            for pos in node_vnode_positions(node):
-                entries.add((pos, idx))
-        self._positions: list[int] = [p for p, _ in entries]
-        self._owners: list[int] = [i for _, i in entries]
-        self._zones = [n.zone for n in self.nodes]
-        self.nr_zones = len({n.zone for n in self.nodes if n.nr_vnodes > 0})
-        self.nr_storage_nodes = sum(1 for n in self.nodes if n.nr_vnodes > 0)
+class OwnerLookup:
+    """The answers of a placement, cached: the gateway asks on every
+    request, and one membership (a placement object) lives a whole epoch.
+    A subclass says where a hash's copies go (`_place`)."""
+
+    def __init__(self) -> None:
         self._cache: dict[tuple[int, int], tuple[SdNode, ...]] = {}
 
-    def __len__(self) -> int:
-        """Number of vnodes on the ring."""
-        return len(self._positions)
+    def _place(self, hval: int, copies: int) -> tuple[SdNode, ...]:
+        raise NotImplementedError
 
     def oid_to_nodes(self, oid: int, copies: int) -> tuple[SdNode, ...]:
-        """The nodes holding `oid`'s copies, primary first.
-
-        Copies go to distinct zones, walking clockwise (Sheepdog's
-        `oid_to_vnodes`). If there are fewer zones than copies, the zones
-        run out and the remaining copies go to further distinct nodes along
-        the ring (C Sheepdog instead lowers the copy count to the number of
-        zones; the first `nr_zones` answers agree with it). At most
-        `nr_storage_nodes` nodes are returned; none on an empty ring.
-        """
+        """The nodes holding `oid`'s copies, primary first (see `_place`)."""
         key = (oid, copies)
         hit = self._cache.get(key)
         if hit is not None:
@@ -124,7 +106,50 @@ class Ring:
         """The node holding copy `copy_idx` of `oid` (0 = primary)."""
         return self.oid_to_nodes(oid, copy_idx + 1)[copy_idx]
 
+    def owners_of_hash(self, hval: int, copies: int) -> tuple[SdNode, ...]:
+        """The owners of the object whose `sd_hash_oid` is `hval`, uncached."""
+        return self._place(hval, copies)
+
+
+class Ring(OwnerLookup):
+    """An immutable ring over a set of nodes (one epoch's membership).
+
+    Nodes with `nr_vnodes == 0` are gateways: members, never owners.
+    """
+
+    def __init__(self, nodes: Iterable[SdNode]) -> None:
+        super().__init__()
+        self.nodes = sorted_nodes(nodes)
+        entries: SortedList = SortedList()
+        for idx, node in enumerate(self.nodes):
+            for pos in node_vnode_positions(node):
+                entries.add((pos, idx))
+        self._positions: list[int] = [p for p, _ in entries]
+        self._owners: list[int] = [i for _, i in entries]
+        self._zones = [n.zone for n in self.nodes]
+        self.nr_zones = len({n.zone for n in self.nodes if n.nr_vnodes > 0})
+        self.nr_storage_nodes = sum(1 for n in self.nodes if n.nr_vnodes > 0)
+
+    def __len__(self) -> int:
+        """Number of vnodes on the ring."""
+        return len(self._positions)
+
+    def arcs(self, copies: int) -> Iterator[tuple[int, int, tuple[SdNode, ...]]]:
+        """(end, length, owners) for each arc of the ring: every hash in
+        (end - length, end] is held by `owners`. For simulations of load
+        and movement (bench/bench_ring.py), exact instead of sampled."""
+        positions = self._positions
+        for i, end in enumerate(positions):
+            length = (end - positions[i - 1]) % (1 << 64) if len(positions) > 1 else 1 << 64
+            yield end, length, self._place(end, copies)
+
     def _place(self, hval: int, copies: int) -> tuple[SdNode, ...]:
+        """Copies go to distinct zones, walking clockwise (Sheepdog's
+        `oid_to_vnodes`). If there are fewer zones than copies, the zones
+        run out and the remaining copies go to further distinct nodes along
+        the ring (C Sheepdog instead lowers the copy count to the number of
+        zones; the first `nr_zones` answers agree with it). At most
+        `nr_storage_nodes` nodes are returned; none on an empty ring."""
         positions, owners, zones = self._positions, self._owners, self._zones
         total = len(positions)
         want = min(copies, self.nr_storage_nodes)

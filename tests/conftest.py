@@ -317,6 +317,27 @@ def expect_error_log(check_logs: logcheck.LogWatch) -> Callable[..., None]:
     return check_logs.expect
 
 
+REPORT_LINES = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def report_line(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """report_line(text): a line for a section at the end of the run. Why:
+    pytest hides what a passing test prints, and the VM tests' boot and
+    recovery timings belong in CI's output."""
+    lines = request.config.stash.setdefault(REPORT_LINES, [])
+    return lambda text: lines.append(f"{request.node.name}: {text}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int,  # type: ignore[no-untyped-def]
+                            config: pytest.Config) -> None:
+    lines = config.stash.get(REPORT_LINES, [])
+    if lines:
+        terminalreporter.section("reported by tests")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     """Under SHEEPBLK_NO_SKIP=1 (the README's test command sets it) a skipped

@@ -18,6 +18,7 @@ import click
 
 from sheepblk.client import ClientError, HyperTree, SheepClient
 from sheepblk.client.hyper import HYPER_VOLUME
+from sheepblk.placement import PlacementRing, ring_for
 from sheepblk.proto import (
     ForwArgs,
     HashResult,
@@ -30,7 +31,6 @@ from sheepblk.proto import (
     vid_to_data_oid,
     vid_to_vdi_oid,
 )
-from sheepblk.ring import Ring
 
 from .errors import EXIT_FAILURE, QuietError
 from .format import node_addr
@@ -99,7 +99,7 @@ def majority(digests: list[bytes | None]) -> bytes | None:
     return candidate if agree > len(live) // 2 else None
 
 
-def check_object(holders: Holders, ring: Ring, oid: int, copies: int, epoch: int) -> None:
+def check_object(holders: Holders, ring: PlacementRing, oid: int, copies: int, epoch: int) -> None:
     nodes = ring.oid_to_nodes(oid, copies)
     digests = [_hash_of(holders, n, oid, epoch) for n in nodes]
     good = majority(digests)
@@ -125,18 +125,16 @@ def check_object(holders: Holders, ring: Ring, oid: int, copies: int, epoch: int
         click.echo(f"fixed {'replica' if digest is not None else 'missing'} {oid:x}")
 
 
-def _current_epoch(client: SheepClient) -> int:
-    _, logs = client.stat_cluster()
-    return max((log.epoch for log in logs), default=0)
-
-
 def _placement(client: SheepClient, nodes: Iterable[SdNode],
-               hdr: InodeHeader) -> tuple[Ring, int, int]:
+               hdr: InodeHeader) -> tuple[PlacementRing, int, int]:
     """(ring, copies, epoch) for checking a VDI's objects: the copies its
     inode asks for, as many as there are zones to hold them."""
     nodes = list(nodes)
     zones = len({n.zone for n in nodes})
-    return Ring(nodes), max(1, min(hdr.nr_copies, zones)), _current_epoch(client)
+    _, logs = client.stat_cluster()
+    epoch = max((log.epoch for log in logs), default=0)
+    flags = logs[0].flags if logs else 0
+    return ring_for(nodes, flags), max(1, min(hdr.nr_copies, zones)), epoch
 
 
 def hyper_oids(client: SheepClient, hdr: InodeHeader) -> list[int]:

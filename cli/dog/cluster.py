@@ -7,6 +7,7 @@ import time
 import click
 
 from sheepblk.client import SheepClient, SheepdogError
+from sheepblk.placement import PLACEMENTS, placement_name
 from sheepblk.proto import SD_NODE_SIZE, ClusterFlag, EpochLog, Op, Res, SdNode, strerror
 from sheepblk.proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_MAX_COPIES, STORE_LEN
 
@@ -89,12 +90,16 @@ def cluster() -> None:
               help="disable automatic vnodes calculation")
 @click.option("-F", "--avoid-diskfull", is_flag=True,
               help="skip recovery if recovery process can cause disk full")
+@click.option("--placement", type=click.Choice(sorted(PLACEMENTS)), default="sheepdog",
+              show_default=True,
+              help="how objects find their nodes: Sheepdog's vnode ring, or straw2 "
+                   "(even to within a few percent; C dog's `vdi object` does not know it)")
 @force_option
 @target_options
 def cluster_format(target: Target, store: str, copies: str | None,
                    block_size_shift: int | None, strict: bool, use_lock: bool,
                    recyclevid: bool, fixedvnodes: bool, avoid_diskfull: bool,
-                   force: bool) -> int:
+                   placement: str, force: bool) -> int:
     """create a Sheepdog store"""
     nr_copies, policy = parse_copies(copies) if copies else (0, 0)
     if block_size_shift is not None and not 20 <= block_size_shift <= 31:
@@ -126,6 +131,7 @@ def cluster_format(target: Target, store: str, copies: str | None,
             flags |= ClusterFlag.AUTO_VNODES
         if avoid_diskfull:
             flags |= ClusterFlag.AVOID_DISKFULL
+        flags |= PLACEMENTS[placement]
         now = time.time_ns()
         ctime = ((now // 10**9) << 32) | ((now // 1000) % 10**6 * 1000)
         click.echo(f"using backend {store} store")
@@ -209,6 +215,8 @@ def format_cluster_info(result: int, logs: list[EpochLog], *, raw: bool = False,
                        " redundancy policy")
             strategy = "auto" if first.flags & ClusterFlag.AUTO_VNODES else "fixed"
             out.append(("" if raw else "Cluster vnodes strategy: ") + strategy)
+            if first.flags & ClusterFlag.STRAW2:  # only ours: C dog's lines stay as they are
+                out.append(("" if raw else "Cluster placement: ") + placement_name(first.flags))
         else:
             out.append(("" if raw else "Cluster store: ") + strerror(result))
         mode = "disk" if logs and logs[0].flags & ClusterFlag.DISKMODE else "node"

@@ -299,7 +299,7 @@ def _object_map(inode: VdiInode, index: int | None) -> None:
 
 
 def _object_location(c: SheepClient, inode: VdiInode, index: int | None) -> int:
-    from sheepblk.ring import Ring
+    from sheepblk.placement import ring_for
 
     nodes = sort_nodes(c.node_list())
     hdr = inode.header
@@ -337,7 +337,8 @@ def _object_location(c: SheepClient, inode: VdiInode, index: int | None) -> int:
         click.echo(f"\nBecause number of nodes ({len(nodes)}) is less than number of copies "
                    f"({copies}), the object should be located at every nodes.")
     else:
-        owners = Ring(nodes).oid_to_nodes(oid, copies)
+        _, logs = c.stat_cluster()
+        owners = ring_for(nodes, logs[0].flags if logs else 0).oid_to_nodes(oid, copies)
         click.echo("\nAccording to sheepdog algorithm, the object should be located at:")
         click.echo(" ".join(node_addr(n.nid) for n in owners))
     return EXIT_SUCCESS

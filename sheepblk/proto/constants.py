@@ -292,3 +292,6 @@ class ClusterFlag(enum.IntFlag):
     USE_LOCK = 0x0008
     RECYCLE_VID = 0x0010
     AVOID_DISKFULL = 0x0020
+    # Ours, not Sheepdog's: objects placed by straw2 (sheepblk/straw2.py)
+    # instead of the vnode ring. Far from C's bits, which grow upwards.
+    STRAW2 = 0x1000

@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..placement import PlacementRing
 from ..proto import (
     SD_SHEEP_PROTO_VER,
     Flag,
@@ -80,7 +81,6 @@ from ..proto import (
     SdNode,
     is_data_obj,
 )
-from ..ring import Ring
 from ..store import NoObject, ObjectStore, StoreError
 from .peer_client import PeerClient, PeerError
 from .repair import sha1_of
@@ -330,7 +330,7 @@ class Recovery:
             ok = run.failed == 0 and run.state == RW_NOTIFY_COMPLETION
             await self._done(run.epoch, ok)
 
-    def _ring(self, epoch: int) -> Ring | None:
+    def _ring(self, epoch: int) -> PlacementRing | None:
         return self.view.ring_at(epoch)
 
     async def _prepare(self, run: _Run) -> None:

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from ..placement import PlacementRing, ring_for
 from ..proto import ClusterStatus, SdNode, get_objsize, is_data_obj, oid_to_vid
 from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
-from ..ring import Ring
 from ..store import EpochStore, NodeConfig
 from .coordinator import Coordinator
 from .vdi_table import VdiTable
+
+# Past epochs' rings kept (stale.purge looks EPOCHS_BACK = 8 epochs back
+# from the one it purges, recovery at its base and target).
+RINGS_KEPT = 12
 
 
 class ClusterView:
@@ -33,10 +37,10 @@ class ClusterView:
         self._coord = coord
         self._table = table
         self._epochs = epochs
-        self._ring: Ring | None = None
-        self._ring_members: list[SdNode] = []
-        self._rings: dict[int, Ring | None] = {}
-        self._max_zones_seen, self._zones_at = 1, -1
+        self._ring: PlacementRing | None = None
+        self._ring_key: tuple[list[SdNode], int] = ([], 0)
+        self._rings: dict[int, PlacementRing | None] = {}
+        self._max_zones_seen, self._zones_at = 1, 0
 
     # ---- the coordinator's state ----
 
@@ -65,10 +69,11 @@ class ClusterView:
 
     # ---- placement and sizes ----
 
-    def current_ring(self) -> Ring:
-        if self._ring is None or self._ring_members != self.members:
-            self._ring = Ring(self.members or [self.me])
-            self._ring_members = list(self.members)
+    def current_ring(self) -> PlacementRing:
+        key = (list(self.members), self.config.flags)
+        if self._ring is None or self._ring_key != key:
+            self._ring = ring_for(self.members or [self.me], self.config.flags)
+            self._ring_key = key
         return self._ring
 
     def copies_of(self, oid: int) -> int:
@@ -96,28 +101,40 @@ class ClusterView:
                 and self.current_ring().nr_zones < (copies or self.copies_of(oid)))
 
     def _max_zones(self) -> int:
-        """The most zones any epoch of this cluster had."""
-        if self._zones_at != self.epoch:
-            best = 1
-            for ep in range(1, self.epoch + 1):
-                ring = self.ring_at(ep)
-                if ring is not None:
-                    best = max(best, ring.nr_zones)
-            self._max_zones_seen, self._zones_at = best, self.epoch
+        """The most zones any epoch of this cluster had, from the epochs'
+        node lists (not their rings: a hundred nodes make a hundred
+        epochs, and a ring of each would be a hundred megabytes)."""
+        if self._zones_at > self.epoch:
+            self._max_zones_seen, self._zones_at = 1, 0  # the logs were rewritten
+        while self._zones_at < self.epoch:
+            self._zones_at += 1
+            got = self._epochs.read(self._zones_at)
+            if got and got[0]:
+                zones = len({n.zone for n in got[0] if n.nr_vnodes > 0})
+                self._max_zones_seen = max(self._max_zones_seen, zones)
         return self._max_zones_seen
 
-    def ring_at(self, epoch: int) -> Ring | None:
-        """The ring of a past (or the current) epoch, from its log."""
-        if epoch not in self._rings:
+    def ring_at(self, epoch: int) -> PlacementRing | None:
+        """The ring of a past (or the current) epoch, from its log. The
+        last RINGS_KEPT asked for are kept: recovery and the stale-copy
+        purge look a few epochs back, and each ring of a big cluster holds
+        a list per vnode and its cache of answers."""
+        if epoch in self._rings:
+            self._rings[epoch] = self._rings.pop(epoch)  # most recently used last
+        else:
             got = self._epochs.read(epoch) if epoch > 0 else None
-            self._rings[epoch] = Ring(got[0]) if got and got[0] else None
+            self._rings[epoch] = ring_for(got[0], self.config.flags) if got and got[0] else None
+            while len(self._rings) > RINGS_KEPT:
+                del self._rings[next(iter(self._rings))]
         return self._rings[epoch]
 
     def forget_ring(self, epoch: int) -> None:
         self._rings.pop(epoch, None)
+        self._zones_at = min(self._zones_at, epoch - 1)
 
     def forget_rings(self) -> None:
         self._rings.clear()
+        self._max_zones_seen, self._zones_at = 1, 0
 
     def object_size(self, oid: int) -> int:
         if is_data_obj(oid):

@@ -103,7 +103,7 @@ _INODE_KIND = 1 << (63 - _KIND_SHIFT)
 _LOW32 = 0xFFFFFFFF
 _CLUSTER_FLAGS = int(ClusterFlag.STRICT | ClusterFlag.DISKMODE | ClusterFlag.AUTO_VNODES
                      | ClusterFlag.USE_LOCK | ClusterFlag.RECYCLE_VID
-                     | ClusterFlag.AVOID_DISKFULL)
+                     | ClusterFlag.AVOID_DISKFULL | ClusterFlag.STRAW2)
 _LOCK_TYPES = (0, 1)  # LOCK_TYPE_NORMAL, LOCK_TYPE_SHARED
 
 
