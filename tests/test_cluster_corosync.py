@@ -223,3 +223,29 @@ def test_a_joiner_starts_the_cluster_when_every_member_is_gone(corosync_server: 
     wait_until(lambda: all(sorted(m.members()) == [7951, 7952] for m in (first, second)),
                "a new cluster of the two joiners", members=[first, second])
     check_same_order([first, second])
+
+
+def test_garbage_in_the_group_is_dropped_by_everyone(corosync_server: object,
+                                                     spawn: list[Member]) -> None:
+    """A process that is no sheep multicasts nonsense into the group: every
+    member drops the same messages, keeps its order, and lets a new member in."""
+    spec = f"corosync:cluster=junk{os.getpid()}"
+    ms = [start(spawn, spec, 7960)]
+    wait_until(lambda: bool(ms[0].events), "the first member", members=ms)
+    ms.append(start(spawn, spec, 7961))
+    wait_until(lambda: all(len(m.members()) == 2 for m in ms), "2 members", members=ms)
+    junk = Cpg()
+    try:
+        junk.join(f"sheepdog-junk{os.getpid()}".encode())
+        for data in (b"\xff not json", b"[1, 2]", b'{"t": "join", "id": "x", "node": [1], "a": 1}',
+                     b'{"t": "msg", "id": "x", "n": 1, "p": "not base64!"}',
+                     b'{"t": "accept", "id": "x", "a": "one"}', b'{"t": "nonsense", "id": "x"}'):
+            junk.mcast(data)
+        late = start(spawn, spec, 7962, msgs=3, wait_members=3)
+        wait_until(lambda: all(len(m.members()) == 3 for m in ms + [late]), "3 members",
+                   members=ms + [late])
+        wait_until(lambda: all(len(m.messages()) == 3 for m in ms + [late]), "3 messages each",
+                   members=ms + [late])
+    finally:
+        junk.finalize()
+    check_same_order(ms + [late])

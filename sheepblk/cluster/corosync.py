@@ -54,7 +54,7 @@ from ..proto import SdNode
 from .cpg import CS_ERR_TRY_AGAIN, Addr, ConfChg, Cpg, CpgError, CpgEvent, Delivery
 from .driver import ClusterDriver, DriverError, Event, Left, Message
 from .group_state import GroupState
-from .stream import node_to_json
+from .stream import node_from_json, node_to_json
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,13 @@ NOT_RUNNING = "cannot connect to corosync: is the corosync service running?"
 PART_PAYLOAD = 384 * 1024
 # Flow control (CS_ERR_TRY_AGAIN): wait this long before sending again.
 RETRY_DELAY = 0.01
-RECORDS = ("join", "accept", "msg", "part")
+# The records of the handshake and the stream, and what their fields must be.
+FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "join": {"node": list, "a": int},
+    "accept": {"a": int, "addr": list, "state": dict},
+    "msg": {"n": int, "p": str},
+    "part": {"k": int, "n": int, "i": int, "p": str},
+}
 # Not let in after this long: say so (the join goes on waiting).
 JOIN_WARN = 10.0
 
@@ -308,14 +314,25 @@ class CorosyncDriver(ClusterDriver):
         self._fold(accept)
 
     def _decode(self, ev: Delivery) -> dict[str, Any] | None:
-        """A record of ours, or None (logged) for anything else in the group."""
+        """A record of ours, or None (logged) for anything else in the
+        group. Every member drops the same ones, so the fold stays the
+        same everywhere, and one bad message stops nobody."""
         try:
             rec = json.loads(ev.data)
-        except ValueError:
-            rec = None
-        if not isinstance(rec, dict) or rec.get("t") not in RECORDS or "id" not in rec:
-            log.warning("ignoring a malformed message from CPG member %s: %r", ev.sender,
-                        ev.data[:60])
+            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
+                raise ValueError("not a record")
+            for key, kind in FIELDS[rec["t"]].items():
+                if not isinstance(rec[key], kind):
+                    raise ValueError(f"bad {key}")
+            if rec["t"] == "join":
+                node_from_json(rec["node"])
+            if rec["t"] == "accept" and len(rec["addr"]) != 2:
+                raise ValueError("bad addr")
+            if rec["t"] in ("msg", "part"):
+                base64.b64decode(rec["p"], validate=True)
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("ignoring a malformed message from CPG member %s (%s): %r", ev.sender,
+                        e, ev.data[:60])
             return None
         return rec
 
