@@ -134,6 +134,10 @@ def test_a_joiner_during_a_burst_gets_the_same_stream(corosync_server: object,
     check_same_order(everyone)
 
 
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="unshare -n needs root")
+
+
+@NEEDS_ROOT
 def test_no_corosync_is_one_clear_line(tmp_path: Path) -> None:
     """In a network namespace of its own no corosync answers (its IPC is
     abstract unix sockets): `sheep -c corosync` says so and exits."""
@@ -144,6 +148,7 @@ def test_no_corosync_is_one_clear_line(tmp_path: Path) -> None:
     assert out.stderr.decode().strip() == f"sheep: {NOT_RUNNING}"
 
 
+@NEEDS_ROOT
 def test_default_driver_is_corosync_when_it_runs(corosync_server: object) -> None:
     settings = sheep_cli.parse(["/s"])
     assert not isinstance(settings, int) and settings.opts.cluster == "corosync"
