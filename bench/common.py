@@ -56,30 +56,46 @@ def workdir(prefix: str = "sheepblk-bench-") -> Iterator[Path]:
 @contextmanager
 def sheep_cluster(tmp: Path, nodes: int = 1, copies: int = 1,
                   extra: list[str] | None = None,
-                  stop_timeout: float = 15.0) -> Iterator[list[int]]:
-    """Start `nodes` sheep (local driver, zones 0..n-1), format, yield ports.
-    Each node logs to tmp/sheepN.err; `stop_timeout`: how long a node may
-    take to flush and exit before it is killed."""
-    procs: list[subprocess.Popen[bytes]] = []
+                  stop_timeout: float = 15.0, cluster: str | None = None,
+                  procs: list[subprocess.Popen[bytes]] | None = None) -> Iterator[list[int]]:
+    """Start `nodes` sheep (zones 0..n-1), format, yield ports. `cluster`:
+    their -c (default: the local driver on a file in tmp). Each node logs
+    to tmp/sheepN.err; `stop_timeout`: how long a node may take to flush
+    and exit before it is killed. `procs`, if given, gets the processes."""
+    procs = [] if procs is None else procs
     ports = []
     shm = tmp / "shm"
     tmp.mkdir(parents=True, exist_ok=True)
     try:
         for i in range(nodes):
             port = free_port()
-            args = [tool("sheep"), "-f", "-p", str(port), "-c", f"local:{shm}",
+            args = [tool("sheep"), "-f", "-p", str(port), "-c", cluster or f"local:{shm}",
                     "-z", str(i), *(extra or []), str(tmp / f"store{i}")]
             with open(tmp / f"sheep{i}.err", "wb") as err:
                 procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err))
             wait_port(port)
             ports.append(port)
         if nodes > 1:
-            time.sleep(1.0)
+            wait_members(ports[0], nodes)
         subprocess.run([tool("dog"), "cluster", "format", f"--copies={copies}",
                         "-p", str(ports[0])], check=True, capture_output=True)
         yield ports
     finally:
         stop_processes(procs, stop_timeout)
+
+
+def wait_members(port: int, n: int, timeout: float = 60.0) -> None:
+    """Until the node on `port` counts `n` members."""
+    from sheepblk.client import SheepClient
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with SheepClient("127.0.0.1", port, pool_size=1) as c:
+            if len(c.node_list()) == n:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the node on {port} has not seen {n} members")
+        time.sleep(0.1)
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:

@@ -204,8 +204,9 @@ def _vnodes_option(ctx: click.Context, _param: click.Parameter, value: str | Non
 @click.option("-b", "--bindaddr", default="127.0.0.1",
               help="address to listen on (default 127.0.0.1)")
 @click.option("-y", "--myaddr", help="address advertised to other sheep")
-@click.option("-c", "--cluster", default="local",
-              help="cluster driver: local[:SHMFILE] (default), "
+@click.option("-c", "--cluster", default=None,
+              help="cluster driver: corosync[:cluster=NAME] (the default when a corosync "
+                   "runs on this host), local[:SHMFILE] (the default otherwise), "
                    "zookeeper:HOST:PORT[,HOST:PORT...], or solo")
 @click.option("-z", "--zone", help="zone id (default: from the address)",
               callback=_checked("Invalid zone id '{value}': must be an integer between 0 "
@@ -242,7 +243,7 @@ def _vnodes_option(ctx: click.Context, _param: click.Parameter, value: str | Non
 @click.option("-w", "--wq-threads", hidden=True)
 @click.option("-R", "--recovery", hidden=True)
 @click.option("-r", "--http", hidden=True)
-def command(store_arg: str, port: int, bindaddr: str, myaddr: str | None, cluster: str,
+def command(store_arg: str, port: int, bindaddr: str, myaddr: str | None, cluster: str | None,
             zone: int | None, gateway: bool, foreground: bool, log: str | None,
             nosync: bool, vnodes: int | None, v_opt: int | None, pidfile: str | None,
             admin_from: tuple[str, ...], metrics: str | None, log_format: str | None,
@@ -250,6 +251,10 @@ def command(store_arg: str, port: int, bindaddr: str, myaddr: str | None, cluste
     if gateway and vnodes is not None:
         click.echo("Options '-g' and '-V' can not be both specified", err=True)
         return 1
+    if cluster is None:
+        from sheepblk.cluster.driver import default_spec
+
+        cluster = default_spec()
     return node_settings(store_arg, port=port, bindaddr=bindaddr, myaddr=myaddr,
                          cluster=cluster, zone=zone,
                          vnodes=v_opt if v_opt is not None else vnodes, gateway=gateway,
@@ -293,11 +298,44 @@ def _make_driver(spec: str) -> ClusterDriver:
     from sheepblk.cluster.driver import make_driver
 
     try:
-        return make_driver(spec)
+        driver = make_driver(spec)
     except ImportError as e:  # e.g. kazoo missing: never fall back silently
         raise QuietError(f"cluster driver {spec.split(':')[0]!r} is not available: {e}") from e
     except ValueError as e:
         raise QuietError(str(e)) from e
+    if driver.name == "corosync":
+        _check_corosync()
+    return driver
+
+
+def _check_corosync() -> None:
+    """Said before the fork, as one clear line: a sheep that cannot reach
+    corosync would only fail later, in the background."""
+    from sheepblk.cluster import cpg
+    from sheepblk.cluster.corosync import NOT_RUNNING
+
+    try:
+        cpg.library()
+    except OSError as e:
+        raise QuietError(f"cluster driver 'corosync' is not available: {e} "
+                         "(Debian's corosync package installs libcpg4)") from None
+    if not cpg.reachable():
+        raise QuietError(NOT_RUNNING)
+
+
+def _driver_error(e: BaseException) -> BaseException | None:
+    """The DriverError that ended the daemon (trio wraps it in exception
+    groups on its way out), or None."""
+    from sheepblk.cluster.driver import DriverError
+
+    if isinstance(e, DriverError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            found = _driver_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _show_disks_apart(store_arg: str) -> None:
@@ -390,6 +428,13 @@ def _run(s: NodeSettings) -> int:
             pipe.fail(msg)
         raise QuietError(msg) from None
     except Exception as e:
+        lost = _driver_error(e)
+        if lost is not None:  # said in one line: a traceback would bury it
+            msg = f"the cluster driver failed, this node stops serving: {lost}"
+            logging.getLogger("sheep").error(msg)
+            if pipe is not None:
+                pipe.fail(msg)
+            raise QuietError(msg) from None
         logging.getLogger("sheep").exception("sheep failed")
         if pipe is not None:
             pipe.fail(str(e))

@@ -22,6 +22,7 @@ APT_TEST=(
   libvirt-daemon-system qemu-system-x86   # libvirtd + an emulator: virsh define/dumpxml in tests/test_libvirt_xml.py
   nftables                           # tests/multihost.py cuts links between hosts
   logrotate                          # contrib/logrotate.d/sheepblk run for real (tests/test_logs.py)
+  corosync libcpg4                   # the corosync driver's tests (tests/corosync_server.py, test_cluster_drivers.py, test_cluster_corosync*.py)
   linux-image-cloud-amd64 busybox-static   # the guest kernel and initramfs of tests/test_vm_boot.py
 )
 
@@ -33,6 +34,17 @@ for p in "${want[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
+  # Packages are installed, not started: corosync's, ZooKeeper's and
+  # libvirt's services would otherwise start on install where an init
+  # system runs, and a system corosync would become the default cluster
+  # manager of every sheep (and the tests' own corosync would clash with
+  # it). The tests and the demo start what they need. An existing
+  # policy-rc.d (Docker's) is left as it is.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

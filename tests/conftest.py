@@ -6,6 +6,7 @@ test touches a process it did not start.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -242,6 +243,20 @@ def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Non
         server.stop()
 
 
+_groups = itertools.count(1)
+
+
+@pytest.fixture(params=["local", "corosync"])
+def daemon_driver(request: pytest.FixtureRequest) -> str | None:
+    """The daemon tests of join, kill -9 and rejoin, halt, forced recovery
+    and restart run once per driver: None (the factory's own `local` shm
+    file), then a CPG group of its own on a real corosync."""
+    if request.param == "local":
+        return None
+    request.getfixturevalue("corosync_server")
+    return f"corosync:cluster=t{os.getpid()}-{next(_groups)}"
+
+
 def run_dog(node: SheepProcess, *args: str, input: bytes | None = None,
             check: bool = True) -> subprocess.CompletedProcess[bytes]:
     """Run our `dog` against a node and return the finished process."""
@@ -335,3 +350,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped, but SHEEPBLK_NO_SKIP=1 forbids skips: {reason}"
+
+
+@pytest.fixture(scope="module")
+def corosync_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real corosync for the module's corosync tests (tests/corosync_server.py):
+    one per host, so one per module; tests keep apart by CPG group."""
+    from corosync_server import CorosyncServer, missing
+
+    why = missing()
+    if why is not None:
+        pytest.skip(f"no corosync: {why}")
+    server = CorosyncServer(tmp_path_factory.mktemp("corosync"))
+    server.start()
+    yield server
+    server.stop()

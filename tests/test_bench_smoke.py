@@ -30,6 +30,8 @@ RUNS = {
     "sheepfs": ["bench_sheepfs.py", "--size-mib", "8"],
     "farm": ["bench_farm.py", "--size", "16", "--src", str(ROOT / "sheepblk" / "proto")],
     "durability": ["bench_durability.py", "--size-mib", "8", "--runtime", "1"],
+    # ZooKeeper's side is the driver tests' business: its JVM would double this run
+    "drivers": ["bench_drivers.py", "--vdis", "3", "--drivers", "local,corosync"],
     "ring": ["bench_ring.py", "--nodes", "10,50", "--sample", "1000"],
     "metrics": ["bench_metrics.py", "--size-mib", "8", "--runtime", "1", "--rounds", "1"],
 }

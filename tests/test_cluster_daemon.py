@@ -83,8 +83,9 @@ def running(node: SheepProcess) -> bool:
         return c.stat_cluster()[0] == Res.SUCCESS
 
 
-def test_join_sync_epochs_and_node_list(sheep_factory: SheepFactory) -> None:
-    nodes = three(sheep_factory)
+def test_join_sync_epochs_and_node_list(sheep_factory: SheepFactory,
+                                        daemon_driver: str | None) -> None:
+    nodes = three(sheep_factory, cluster=daemon_driver)
     with nodes[2].client() as c:
         c.create_vdi("Alice", 64 * MiB)
     # A node joining later learns the format and the VDIs from the members.
@@ -115,8 +116,9 @@ def _writer(client: SheepClient, stop: threading.Event, acked: dict[int, bytes],
         errors.append(e)
 
 
-def test_kill_during_writes_then_rejoin_restores_copies(sheep_factory: SheepFactory) -> None:
-    nodes = three(sheep_factory)
+def test_kill_during_writes_then_rejoin_restores_copies(sheep_factory: SheepFactory,
+                                                        daemon_driver: str | None) -> None:
+    nodes = three(sheep_factory, cluster=daemon_driver)
     with nodes[0].client() as c:
         c.create_vdi("Alice", 64 * MiB)
         base = os.urandom(8 * MiB)
@@ -175,8 +177,8 @@ def test_add_node_moves_about_a_share(sheep_factory: SheepFactory) -> None:
 
 
 def test_two_of_three_die_with_copies_2_halts_then_resumes(
-        sheep_factory: SheepFactory) -> None:
-    nodes = three(sheep_factory, copies=2)
+        sheep_factory: SheepFactory, daemon_driver: str | None) -> None:
+    nodes = three(sheep_factory, copies=2, cluster=daemon_driver)
     with nodes[0].client() as c:
         c.create_vdi("Alice", 64 * MiB)
         with Vdi(c, "Alice") as v:
@@ -211,8 +213,9 @@ def test_gateway_only_node_serves_io(sheep_factory: SheepFactory) -> None:
     wait_settled(nodes, 2)
 
 
-def test_shutdown_and_restart_keeps_data(sheep_factory: SheepFactory) -> None:
-    nodes = three(sheep_factory, copies=2)
+def test_shutdown_and_restart_keeps_data(sheep_factory: SheepFactory,
+                                         daemon_driver: str | None) -> None:
+    nodes = three(sheep_factory, copies=2, cluster=daemon_driver)
     data = os.urandom(12 * MiB)
     with nodes[0].client() as c:
         c.create_vdi("Alice", 64 * MiB)
@@ -238,8 +241,9 @@ def test_shutdown_and_restart_keeps_data(sheep_factory: SheepFactory) -> None:
         assert epoch_of(nodes[2]) == 1
 
 
-def test_force_recover_with_a_node_missing(sheep_factory: SheepFactory) -> None:
-    nodes = three(sheep_factory, copies=2)
+def test_force_recover_with_a_node_missing(sheep_factory: SheepFactory,
+                                           daemon_driver: str | None) -> None:
+    nodes = three(sheep_factory, copies=2, cluster=daemon_driver)
     with nodes[0].client() as c:
         c.create_vdi("Alice", 64 * MiB)
     run_dog(nodes[0], "cluster", "shutdown")

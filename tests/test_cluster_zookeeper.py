@@ -44,38 +44,6 @@ def test_parse_spec() -> None:
         parse_spec("a:1,color=red")
 
 
-def test_same_order_for_everyone(zk: ZooKeeperServer, spawn: list[Member]) -> None:
-    s = spec(zk, "order")
-    ms = [start(spawn, s, 8100 + i, msgs=15, wait_members=3) for i in range(3)]
-    wait_until(lambda: all(len(m.messages()) == 45 for m in ms), "45 messages each", members=ms)
-    check_same_order(ms)
-    for m in ms:
-        assert sorted(m.members()) == [8100, 8101, 8102]
-        for sender in range(8100, 8103):
-            mine = [p for p in m.messages() if p.startswith(f"{sender}:")]
-            assert mine == [f"{sender}:{i}" for i in range(15)]
-    late = start(spawn, s, 8103)
-    wait_until(lambda: bool(late.events), "late join", members=ms + [late])
-    assert sorted(late.events[0]["members"]) == [8100, 8101, 8102, 8103]
-    wait_until(lambda: all(len(m.members()) == 4 for m in ms), "all see the late joiner", members=ms)
-    check_same_order(ms + [late])
-
-
-def test_kill9_gives_exactly_one_left(zk: ZooKeeperServer, spawn: list[Member]) -> None:
-    s = spec(zk, "kill")
-    ms = [start(spawn, s, 8200 + i) for i in range(3)]
-    wait_until(lambda: all(len(m.members()) == 3 for m in ms), "3 members", members=ms)
-    victim, survivors = ms[0], ms[1:]  # the oldest: the designated reporter dies
-    victim.kill9()
-    wait_until(lambda: all(m.lefts(8200) for m in survivors), "Left for the killed member",
-               timeout=SESSION * 2 + 10, members=survivors)
-    time.sleep(1.5)
-    for m in survivors:
-        assert len(m.lefts(8200)) == 1
-        assert sorted(m.members()) == [8201, 8202]
-    check_same_order(survivors)
-
-
 def test_clean_leave_is_immediate(zk: ZooKeeperServer, spawn: list[Member]) -> None:
     s = spec(zk, "leave")
     ms = [start(spawn, s, 8300 + i) for i in range(2)]
@@ -86,19 +54,6 @@ def test_clean_leave_is_immediate(zk: ZooKeeperServer, spawn: list[Member]) -> N
                members=ms[:1])
     time.sleep(1.0)
     assert len(ms[0].lefts(8301)) == 1
-
-
-def test_two_clusters_one_server(zk: ZooKeeperServer, spawn: list[Member]) -> None:
-    a = [start(spawn, spec(zk, "a"), 8400 + i, msgs=5, wait_members=2) for i in range(2)]
-    b = [start(spawn, spec(zk, "b"), 8410 + i, msgs=5, wait_members=2) for i in range(2)]
-    wait_until(lambda: all(len(m.messages()) == 10 for m in a + b), "10 messages each", members=a + b)
-    for m in a:
-        assert sorted(m.members()) == [8400, 8401]
-        assert {p.split(":")[0] for p in m.messages()} == {"8400", "8401"}
-    for m in b:
-        assert sorted(m.members()) == [8410, 8411]
-    check_same_order(a)
-    check_same_order(b)
 
 
 def test_restart_after_everyone_died(zk: ZooKeeperServer, spawn: list[Member]) -> None:

@@ -7,7 +7,8 @@ deliver the same sequence of events to every member; what the events mean is
 the daemon's business.
 
 Drivers: `local[:SHMFILE]` (processes on one machine sharing a file),
-`zookeeper:HOST:PORT[,HOST:PORT...]` (kazoo). Both implement ClusterDriver.
+`corosync[:cluster=NAME]` (a CPG group of the local corosync, libcpg),
+`zookeeper:HOST:PORT[,HOST:PORT...]` (kazoo). All implement ClusterDriver.
 """
 
 from __future__ import annotations
@@ -104,8 +105,18 @@ class ClusterDriver(abc.ABC):
         not have been delivered to us yet)."""
 
 
+def default_spec() -> str:
+    """The driver of a sheep started without -c: `corosync` when a corosync
+    answers on this host (Sheepdog's default driver, and what its install
+    guide sets up), else `local`."""
+    from .cpg import reachable
+
+    return "corosync" if reachable() else "local"
+
+
 def make_driver(spec: str) -> ClusterDriver:
-    """Build a driver from `sheep -c` syntax: local[:SHMFILE] or
+    """Build a driver from `sheep -c` syntax: local[:SHMFILE],
+    corosync[:cluster=NAME] or
     zookeeper:HOST:PORT[,HOST:PORT...][,timeout=SECONDS][,cluster=NAME]."""
     kind, _, arg = spec.partition(":")
     if kind == "local":
@@ -118,4 +129,8 @@ def make_driver(spec: str) -> ClusterDriver:
         if not arg:
             raise ValueError("zookeeper driver needs HOST:PORT[,HOST:PORT...]")
         return ZooKeeperDriver(arg)
-    raise ValueError(f"unknown cluster driver {kind!r} (local or zookeeper)")
+    if kind == "corosync":
+        from .corosync import CorosyncDriver
+
+        return CorosyncDriver(arg)
+    raise ValueError(f"unknown cluster driver {kind!r} (local, corosync or zookeeper)")

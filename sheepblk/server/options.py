@@ -40,14 +40,21 @@ WILDCARDS = ("0.0.0.0", "::", "")
 def announced_address(opts: Options) -> str:
     """The address this sheep announces to the others: -y, else -b, else
     (a wildcard -b) what C sheep's cluster drivers pick: 127.0.0.1 for
-    the local driver (one machine), and for ZooKeeper an address of this
-    host that the others can reach. C sheep takes its first non-loopback
+    the local driver (one machine), for corosync this host's address in
+    corosync's node list (as C sheep), and for ZooKeeper an address of
+    this host that the others can reach. C sheep takes its first non-loopback
     interface's; we take the one this host reaches ZooKeeper from (the
     network every sheep shares), 127.0.0.1 only if none of the ensemble
     can be routed to. A `-b ::` prefers an IPv6 route."""
     addr = opts.myaddr or opts.bindaddr
     if addr not in WILDCARDS:
         return addr
+    if opts.cluster.partition(":")[0] == "corosync":
+        from ..cluster.corosync_cfg import local_address
+
+        got = local_address()
+        if got:
+            return got
     if opts.cluster.startswith("zookeeper:"):
         from ..cluster.zookeeper import parse_spec
 
