@@ -52,7 +52,7 @@ import trio
 
 from ..proto import SdNode
 from .cpg import CS_ERR_TRY_AGAIN, Addr, ConfChg, Cpg, CpgError, CpgEvent, Delivery
-from .driver import ClusterDriver, DriverError, Event, Left, Message
+from .driver import ClusterDriver, DriverError, Event, Left
 from .group_state import GroupState
 from .stream import node_from_json, node_to_json
 
@@ -214,15 +214,6 @@ class CorosyncDriver(ClusterDriver):
         waiting out corosync's flow control must not stop us reading."""
         async for record in to_send:
             await self._mcast(record)
-
-    async def _deliver(self, recv: trio.MemoryReceiveChannel[Event],
-                       events: trio.MemorySendChannel[Event]) -> None:
-        """Hand events on at the consumer's pace (see local.py for why the
-        fold does not wait for the consumer)."""
-        async for ev in recv:
-            if not isinstance(ev, Message):
-                self.members = ev.members
-            await events.send(ev)
 
     async def broadcast(self, payload: bytes) -> None:
         """Multicast a message and wait until our own fold has ordered it."""

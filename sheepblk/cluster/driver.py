@@ -99,6 +99,17 @@ class ClusterDriver(abc.ABC):
         event delivered is our own Joined, whose `members` tells who was
         there), then deliver events in total order until cancelled."""
 
+    async def _deliver(self, recv: trio.MemoryReceiveChannel[Event],
+                       events: trio.MemorySendChannel[Event]) -> None:
+        """Hand the fold's events on at the consumer's pace, keeping
+        `members` as of the last one handed on. Why a task of its own: the
+        fold never waits for the consumer, so a consumer that broadcasts
+        while handling an event cannot stall it."""
+        async for ev in recv:
+            if not isinstance(ev, Message):
+                self.members = ev.members
+            await events.send(ev)
+
     @abc.abstractmethod
     async def broadcast(self, payload: bytes) -> None:
         """Append a Message to the stream. Returns once it is ordered (it may

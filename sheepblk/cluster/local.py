@@ -39,7 +39,7 @@ from typing import Any
 import trio
 
 from ..proto import SdNode
-from .driver import ClusterDriver, DriverError, Event, Left, Message
+from .driver import ClusterDriver, DriverError, Event, Left
 from .stream import LogFormatError, Membership, decode, encode_join, encode_leave, encode_msg
 
 DEFAULT_SHM = "/tmp/sheepdog_shm"
@@ -346,15 +346,6 @@ class LocalDriver(ClusterDriver):
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(core.leave)
-
-    async def _deliver(self, recv: trio.MemoryReceiveChannel[Event],
-                       events: trio.MemorySendChannel[Event]) -> None:
-        """Hand events on at the consumer's pace; the fold never waits for it,
-        so a consumer that broadcasts while handling an event cannot stall us."""
-        async for ev in recv:
-            if not isinstance(ev, Message):
-                self.members = ev.members
-            await events.send(ev)
 
     async def broadcast(self, payload: bytes) -> None:
         await self._joined.wait()

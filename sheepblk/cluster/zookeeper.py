@@ -83,7 +83,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from ..proto import SdNode
-from .driver import ClusterDriver, DriverError, Event, Message
+from .driver import ClusterDriver, DriverError, Event
 from .stream import (
     Membership,
     decode,
@@ -596,15 +596,6 @@ class ZooKeeperDriver(ClusterDriver):
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self._leave)
             self._token = None
-
-    async def _deliver(self, recv: trio.MemoryReceiveChannel[Event],
-                       events: trio.MemorySendChannel[Event]) -> None:
-        """Hand events on at the consumer's pace (see local.py for why the
-        fold does not wait for the consumer)."""
-        async for ev in recv:
-            if not isinstance(ev, Message):
-                self.members = ev.members
-            await events.send(ev)
 
     async def broadcast(self, payload: bytes) -> None:
         """Push a message and wait until our own fold has ordered it; if it
