@@ -72,6 +72,8 @@ class Node:
         self.store = tmp / f"store{index}"
         self.err = tmp / f"sheep{index}.err"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_offset = 0  # how far epoch_logged has read its log
+        self.epochs_logged: list[tuple[int, float]] = []
 
     def start(self) -> None:
         args = [tool("sheep"), "-f", "-p", str(self.port), "-c", self.cluster,
@@ -156,16 +158,22 @@ EPOCH_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \[sheep\]
 
 
 def epoch_logged(node: Node, after: int) -> float | None:
-    """When (wall clock, from its log) `node` first moved past epoch `after`."""
+    """When (wall clock, from its log) `node` first moved past epoch
+    `after`. Reads on from where the last call stopped: a hundred logs
+    read whole five times a second were most of this script's CPU."""
     try:
-        text = (node.store / "sheep.log").read_text(errors="replace")
+        with open(node.store / "sheep.log", "rb") as f:
+            f.seek(node.log_offset)
+            chunk = f.read()
     except FileNotFoundError:
         return None
-    for m in EPOCH_LINE.finditer(text):
-        if int(m.group(2)) > after:
-            stamp = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
-            return stamp.timestamp()
-    return None
+    complete = chunk[:chunk.rfind(b"\n") + 1]
+    node.log_offset += len(complete)
+    for m in EPOCH_LINE.finditer(complete.decode(errors="replace")):
+        epoch = int(m.group(2))
+        stamp = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        node.epochs_logged.append((epoch, stamp))
+    return next((t for e, t in node.epochs_logged if e > after), None)
 
 
 def first_to_last(alive: list[Node], epoch: int, killed_at: float) -> list[float]:
