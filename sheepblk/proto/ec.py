@@ -1,0 +1,172 @@
+"""Erasure coding of data objects: D data strips + P parity strips.
+
+The layout is Sheepdog 1.0's (include/fec.h, sheep/gateway.c): an object
+is a run of 512-byte stripes (SD_EC_DATA_STRIPE_SIZE, a sector, so an
+aligned sector write never has to read anything first); stripe s is cut
+into D pieces of 512/D bytes, piece i of every stripe goes, in stripe
+order, to data strip i, and P parity strips hold the Reed-Solomon check
+bytes of each stripe. Strip i is stored on the i-th owner of the object
+(the ring's walk over distinct zones), so a node holds 1/D of the object.
+Any D of the D+P strips give the object back.
+
+The code is zfec's (systematic Vandermonde Reed-Solomon over GF(2^8)), the
+library Sheepdog's lib/fec.c descends from: the strips we make are the
+strips C sheep makes without ISA-L. Why zfec and not pyeclib: it is a
+self-contained C extension with wheels (and Debian's python3-zfec), while
+pyeclib needs liberasurecode's shared library and plugins installed
+beside it; and it gives Sheepdog's own strips for free.
+
+A strip as a store keeps it ends with an 8-byte trailer naming its index
+(and D, P): a node's position among an object's owners changes when the
+membership does, and recovery must know which strip a copy it reads is
+(Sheepdog keeps ec_index in an xattr; our stores have no xattrs).
+
+Everything here is a pure function of its arguments.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
+import zfec
+
+STRIPE = 512  # SD_EC_DATA_STRIPE_SIZE
+MAX_STRIPS = 16  # SD_EC_MAX_STRIP: parity strips are fewer than this
+DATA_STRIPS = (2, 4, 8, 16)
+
+_TRAILER = struct.Struct("<4sBBBB")
+TRAILER_SIZE = _TRAILER.size
+_MAGIC = b"SDEC"
+
+Buffer = bytes | bytearray | memoryview
+
+
+class PolicyError(ValueError):
+    """A copy policy that is not an erasure code dog can make."""
+
+
+def policy_dp(policy: int) -> tuple[int, int]:
+    """(D, P) of a nonzero copy_policy byte: (D/2) << 4 | P (ec_policy_to_dp)."""
+    d, p = (policy >> 4) * 2, policy & 0x0F
+    if d not in DATA_STRIPS or not 0 < p < MAX_STRIPS or policy >= 0x100:
+        raise PolicyError(f"copy policy {policy:#x} is not an erasure code")
+    return d, p
+
+
+def policy_of(d: int, p: int) -> int:
+    """The copy_policy byte of D:P (dog's parse_copy)."""
+    if d not in DATA_STRIPS or not 0 < p < MAX_STRIPS:
+        raise PolicyError(f"{d}:{p} is not an erasure code (D in 2, 4, 8, 16; P in 1..15)")
+    return ((d // 2) << 4) | p
+
+
+def width(d: int) -> int:
+    """Bytes of one stripe in each strip."""
+    return STRIPE // d
+
+
+def strip_size(object_size: int, d: int) -> int:
+    """The bytes of one strip of an object (without its trailer)."""
+    return object_size // d
+
+
+def stored_size(object_size: int, d: int) -> int:
+    """What a store keeps of one strip: the strip and its trailer."""
+    return object_size // d + TRAILER_SIZE
+
+
+def stripes(offset: int, length: int) -> tuple[int, int]:
+    """(first stripe, number of stripes) that bytes [offset, offset+length) touch."""
+    first = offset // STRIPE
+    end = -(-(offset + length) // STRIPE)
+    return first, max(0, end - first)
+
+
+def split(data: Buffer, d: int) -> list[bytes]:
+    """The D data strips of whole stripes `data` (len a multiple of STRIPE)."""
+    w = width(d)
+    mv = memoryview(data)
+    n = len(mv) // STRIPE
+    return [b"".join([mv[s * STRIPE + i * w:s * STRIPE + (i + 1) * w] for s in range(n)])
+            for i in range(d)]
+
+
+def join(strips: Sequence[Buffer], d: int) -> bytes:
+    """Whole stripes from their D data strips (split's inverse)."""
+    w = width(d)
+    views = [memoryview(s) for s in strips[:d]]
+    n = len(views[0]) // w
+    return b"".join([v[s * w:(s + 1) * w] for s in range(n) for v in views])
+
+
+@lru_cache(maxsize=32)
+def _encoder(d: int, p: int) -> zfec.Encoder:
+    return zfec.Encoder(d, d + p)
+
+
+@lru_cache(maxsize=32)
+def _decoder(d: int, p: int) -> zfec.Decoder:
+    return zfec.Decoder(d, d + p)
+
+
+def encode(data: Buffer, d: int, p: int) -> list[bytes]:
+    """All D+P strips of whole stripes `data`: D data strips, then P parity."""
+    if len(data) % STRIPE:
+        raise ValueError(f"{len(data)} bytes are not whole {STRIPE}-byte stripes")
+    ds = split(data, d)
+    if not ds[0]:
+        return [b""] * (d + p)
+    parity = _encoder(d, p).encode(tuple(ds), tuple(range(d, d + p)))
+    return ds + [bytes(x) for x in parity]
+
+
+def data_strips(strips: Mapping[int, Buffer], d: int, p: int) -> list[bytes]:
+    """The D data strips from any D strips ({index: bytes}, equal lengths)."""
+    have = sorted(i for i in strips if 0 <= i < d + p)
+    if len(have) < d:
+        raise ValueError(f"{len(have)} strips of {d}:{p}: {d} are needed")
+    if all(i in strips for i in range(d)):
+        return [bytes(strips[i]) for i in range(d)]
+    # Data strips where they are (zfec wants primary blocks at their index).
+    use = [i for i in have if i < d] + [i for i in have if i >= d]
+    use = use[:d]
+    blocks = [bytes(strips[i]) for i in use]
+    if not blocks[0]:
+        return [b""] * d
+    got = _decoder(d, p).decode(blocks, use)
+    return [bytes(b) for b in got]
+
+
+def decode(strips: Mapping[int, Buffer], d: int, p: int) -> bytes:
+    """Whole stripes from any D of their strips."""
+    return join(data_strips(strips, d, p), d)
+
+
+def rebuild(strips: Mapping[int, Buffer], d: int, p: int, index: int) -> bytes:
+    """Strip `index` from any D strips."""
+    if index in strips:
+        return bytes(strips[index])
+    ds = data_strips(strips, d, p)
+    if index < d:
+        return ds[index]
+    if not ds[0]:
+        return b""
+    return bytes(_encoder(d, p).encode(tuple(ds), (index,))[0])
+
+
+def trailer(index: int, d: int, p: int) -> bytes:
+    """The 8 bytes after a stored strip: which strip it is."""
+    return _TRAILER.pack(_MAGIC, index, d, p, 0)
+
+
+def trailer_index(raw: Buffer, d: int, p: int) -> int | None:
+    """The strip index a trailer names; None for one that is not ours
+    (never written, or of another code)."""
+    if len(raw) < TRAILER_SIZE:
+        return None
+    magic, index, td, tp, _ = _TRAILER.unpack_from(bytes(raw[-TRAILER_SIZE:]))
+    if magic != _MAGIC or (td, tp) != (d, p) or index >= d + p:
+        return None
+    return int(index)
