@@ -16,7 +16,7 @@ import trio
 
 from ..proto import ClusterStatus, Flag, ObjArgs, Op, Request, Res
 from ..store import NoObject, StoreError
-from . import stale, wire_checks
+from . import ec_recovery, stale, wire_checks
 from .peer import result_of
 from .reply import Caller, Reply
 
@@ -85,7 +85,7 @@ async def _read_stale(node: NodeContext, oid: int, offset: int, buf: memoryview,
     """Recovery asks for the object as of epoch `since` and our obj/ has
     none: answer from a stale copy at least that new (NoObject if there
     is none)."""
-    size = node.view.object_size(oid)
+    size = node.view.stored_size(oid)
 
     def read() -> None:
         ep = stale.newest_copy(node.store, oid, since)
@@ -104,11 +104,22 @@ async def _read_stale(node: NodeContext, oid: int, offset: int, buf: memoryview,
 
 
 async def _read(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
-    node.peer.check_range(a.oid, a.offset, req.data_length, node.view.object_size(a.oid))
+    node.peer.check_range(a.oid, a.offset, req.data_length, node.view.stored_size(a.oid))
+    code = node.view.ec_of(a.oid)
+    size = node.view.stored_size(a.oid)
+    want = a.reserved == ec_recovery.WANT_STRIP and code is not None
+    if want and (a.offset or req.data_length != size):
+        return Reply(Res.INVALID_PARMS)
     buf = node.buffers.get(req.data_length)
     try:
+        if want and code is not None:
+            # Recovery wants a given strip: ours, or one we kept aside.
+            await trio.to_thread.run_sync(ec_recovery.find_strip, node.store, a.oid, a.ec_index,
+                                          memoryview(buf)[:size], *code,
+                                          limiter=node.peer.limiter)
+            return Reply(data=buf, pooled=buf)
         try:
-            await node.peer.read(a.oid, a.offset, memoryview(buf), node.view.object_size(a.oid))
+            await node.peer.read(a.oid, a.offset, memoryview(buf), node.view.stored_size(a.oid))
         except NoObject:
             if not a.tgt_epoch:
                 raise
@@ -120,7 +131,7 @@ async def _read(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview
 
 
 async def _write(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
-    size = node.view.object_size(a.oid)
+    size = node.view.stored_size(a.oid)
     sync = not (req.flags & Flag.CMD_CACHE)
     try:
         await node.peer.write(a.oid, a.offset, payload, size, sync=sync)
@@ -137,7 +148,7 @@ async def _write(node: NodeContext, req: Request, a: ObjArgs, payload: memoryvie
 async def _create_and_write(node: NodeContext, req: Request, a: ObjArgs,
                             payload: memoryview) -> Reply:
     cow = a.cow_oid if req.flags & Flag.CMD_COW else 0
-    await node.peer.create_and_write(a.oid, a.offset, payload, node.view.object_size(a.oid),
+    await node.peer.create_and_write(a.oid, a.offset, payload, node.view.stored_size(a.oid),
                                      cow_oid=cow, sync=not (req.flags & Flag.CMD_CACHE))
     return Reply()
 
@@ -190,7 +201,7 @@ def serve_now(node: NodeContext, req: Request, data: memoryview | None,
         return None
     if not node.leases.active:
         node.leases.used(caller.key)
-    size = node.view.object_size(a.oid)
+    size = node.view.stored_size(a.oid)
     if op == Op.WRITE_PEER:
         assert data is not None
         try:

@@ -56,7 +56,7 @@ async def get_hash(node: NodeContext, req: Request, data: memoryview | None,
     oid = ObjArgs.unpack(req.args).oid
     if not await node.peer.exists(oid):
         return Reply(Res.NO_OBJ)
-    size = node.view.object_size(oid)
+    size = node.view.stored_size(oid)
     try:
         digest = await trio.to_thread.run_sync(sha1_of, node.store, oid, size,
                                                limiter=node.peer.limiter)
@@ -73,7 +73,7 @@ async def repair_replica(node: NodeContext, req: Request, data: memoryview | Non
     answered as is; nothing is written here unless the whole object was
     read."""
     oid, src = ForwArgs.unpack(req.args)
-    size = node.view.object_size(oid)
+    size = node.view.stored_size(oid)
     buf = memoryview(bytearray(size))
     if src == node.me.nid:
         await node.peer.read(oid, 0, buf, size)

@@ -1,0 +1,168 @@
+"""Recovery of an erasure-coded object's strip (sheep/recovery.c's
+recover_erasure_object): the strip this node should hold by the new ring
+is rebuilt from any D strips of the object.
+
+Which strip a copy is cannot be told from where it lives: a node's
+position among an object's owners, which is its strip index, moves when
+the membership does. So every stored strip ends with a trailer naming
+its index (proto/ec.py), and a rebuild reads whole stored strips.
+
+A node whose index moved keeps its old strip aside as a stale copy
+(obj/.stale/OID.EPOCH) before it stores the new one: with only D strips
+alive, two nodes trading indices would otherwise leave fewer than D
+distinct strips for a moment. A READ_PEER that asks for a given strip
+(`ObjArgs.reserved == WANT_STRIP`, the index in `ec_index`) is answered
+from obj/ or from such a stale copy, whichever holds that index.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..proto import SD_SHEEP_PROTO_VER, ObjArgs, Op, Request, Res, SdNode, ec
+from ..store import NoObject, ObjectStore, StoreError
+from .peer_client import PeerError
+
+if TYPE_CHECKING:
+    from .recovery import Recovery
+    from .view import ClusterView
+
+log = logging.getLogger("sheep.recovery")
+
+# ObjArgs.reserved of a READ_PEER that wants the strip named in ec_index.
+WANT_STRIP = 1
+
+
+def index_of(nid: object, owners: Sequence[SdNode]) -> int | None:
+    return next((i for i, n in enumerate(owners) if n.nid == nid), None)
+
+
+def same_strip(view: ClusterView, oid: int, me: object, before: Sequence[SdNode],
+               owners: Sequence[SdNode]) -> bool:
+    """Whether our copy is still the strip the new ring wants here (always,
+    for a replicated object)."""
+    if view.ec_of(oid) is None:
+        return True
+    return index_of(me, before) == index_of(me, owners)
+
+
+def find_strip(store: ObjectStore, oid: int, index: int, buf: memoryview,
+               d: int, p: int) -> None:
+    """Runs in a worker thread: fill `buf` (a whole stored strip) with our
+    strip `index` of `oid`, from obj/ or the newest stale copy that is it;
+    NoObject when we hold no such strip."""
+    try:
+        store.read_into(oid, 0, buf)
+        if ec.trailer_index(buf, d, p) == index:
+            return
+    except NoObject:
+        pass
+    for ep in sorted((e for o, e in store.stale_copies() if o == oid), reverse=True):
+        try:
+            store.read_stale(oid, ep, buf)
+        except StoreError:
+            continue
+        if ec.trailer_index(buf, d, p) == index:
+            return
+    raise NoObject(f"no strip {index} of {oid:016x} here")
+
+
+async def _remote(rec: Recovery, src: SdNode, oid: int, size: int, epoch: int,
+                  tgt: int, want: int | None = None) -> bytearray | None:
+    buf = bytearray(size)
+    args = ObjArgs(oid=oid, tgt_epoch=tgt, ec_index=want or 0,
+                   reserved=WANT_STRIP if want is not None else 0)
+    req = Request(Op.READ_PEER, 0, epoch, 0, size, args.pack(), SD_SHEEP_PROTO_VER)
+    try:
+        rsp, n = await rec.peers.request(src.nid, req, None, memoryview(buf))
+    except PeerError:
+        return None
+    if rsp.result != Res.SUCCESS or n < size:
+        return None
+    return buf
+
+
+async def rebuild(rec: Recovery, epoch: int, sources: Sequence[tuple[SdNode, int]],
+                  oid: int) -> bool:
+    """Store here the strip of `oid` that the ring of `epoch` gives this
+    node, decoded from strips read from `sources` ((node, tgt_epoch), the
+    freshest first), then from strips kept aside anywhere. False when
+    fewer than D distinct strips could be found."""
+    view = rec.view
+    code = view.ec_of(oid)
+    ring = view.ring_at(epoch) or view.current_ring()
+    assert code is not None
+    d, p = code
+    me = view.me
+    mine = index_of(me.nid, view.owners_in(ring, oid))
+    if mine is None:
+        return True  # not ours at this epoch: nothing to hold
+    size = view.stored_size(oid)
+    got: dict[int, bytes] = {}
+
+    def take(raw: bytearray | memoryview | None) -> None:
+        if raw is None:
+            return
+        idx = ec.trailer_index(raw, d, p)
+        if idx is not None and idx not in got:
+            got[idx] = bytes(raw[:-ec.TRAILER_SIZE])
+
+    local: bytearray | None = None
+    prev = view.ring_at(epoch - 1)
+    if prev is not None and index_of(me.nid, view.owners_in(prev, oid)) is not None:
+        # Ours through the last epoch, as another strip: fresh, and maybe
+        # one of the only D left.
+        local = bytearray(size)
+        try:
+            await trio.to_thread.run_sync(rec.store.read_into, oid, 0, memoryview(local))
+        except StoreError:
+            local = None
+        take(local)
+    for src, tgt in sources:
+        if len(got) >= d:
+            break
+        if src.nid == me.nid:
+            buf = bytearray(size)
+            try:
+                await trio.to_thread.run_sync(rec.store.read_stale, oid, tgt, memoryview(buf))
+            except StoreError:
+                continue
+            take(buf)
+        else:
+            take(await _remote(rec, src, oid, size, epoch, tgt))
+    if len(got) < d:
+        # Strips kept aside by nodes whose index moved.
+        others = [n for n in view.members if n.nid != me.nid]
+        for j in range(d + p):
+            if len(got) >= d:
+                break
+            if j in got:
+                continue
+            buf = bytearray(size)
+            try:
+                await trio.to_thread.run_sync(find_strip, rec.store, oid, j, memoryview(buf), d, p)
+                take(buf)
+                continue
+            except StoreError:
+                pass
+            for n in others:
+                raw = await _remote(rec, n, oid, size, epoch, max(1, epoch - 1), want=j)
+                if raw is not None:
+                    take(raw)
+                    break
+    if len(got) < d:
+        log.warning("epoch %d: %d strips of %016x found, %d needed", epoch, len(got), oid, d)
+        return False
+    strip = ec.rebuild(got, d, p, mine) + ec.trailer(mine, d, p)
+    if await rec.peer.exists(oid):
+        try:
+            await trio.to_thread.run_sync(rec.store.move_to_stale, oid, max(1, epoch - 1))
+        except StoreError as e:
+            log.debug("keeping the old strip of %016x aside: %s", oid, e)
+    await rec.peer.create_and_write(oid, 0, memoryview(strip), size, sync=False)
+    log.debug("rebuilt strip %d of %016x from strips %s", mine, oid, sorted(got))
+    return True

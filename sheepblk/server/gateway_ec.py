@@ -1,0 +1,229 @@
+"""The gateway's erasure-coded object I/O (sheep/gateway.c's
+prepare_erasure_requests / finish_requests, on proto/ec.py's code).
+
+An object of a D:P VDI is D data strips and P parity strips; strip i lives
+on the object's i-th owner (view.owners_in). A read asks the owners of the
+data strips for its stripes' share of their strips, and the parity owners
+only for what is missing, then decodes. A write rewrites whole 512-byte
+stripes on every owner: a write that covers whole stripes needs nothing
+read first; one that starts or ends inside a stripe reads that stripe
+(from any D strips) and merges. Creating an object sends every owner its
+whole strip, with the trailer naming its index.
+
+Why a lock per object: two writes of the same stripe through this
+gateway must not interleave their strips (owner 1 keeping A's strip and
+owner 2 B's leaves a stripe no D strips decode right). Writes through
+*different* gateways are not ordered against each other: as Sheepdog,
+we count on one writer per VDI (the VDI lock, `dog vdi lock`, the NBD
+export's exclusive lock); two writers of one stripe through two
+gateways may leave it torn, as two writers of one sector through two
+paths may leave either's bytes with replication.
+
+A write that fails halfway (the epoch moved) is retried whole: it
+rewrites every strip of its stripes, so a stripe it tore heals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..proto import Op, Res, SdNode, ec
+from .peer import result_of
+from .peer_client import PeerCall
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+log = logging.getLogger("sheep.gateway")
+
+
+class ObjectLocks:
+    """One trio.Lock per object while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, tuple[trio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, oid: int) -> AsyncIterator[None]:
+        lock, users = self._locks.get(oid, (trio.Lock(), 0))
+        self._locks[oid] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[oid]
+            if users == 1:
+                del self._locks[oid]
+            else:
+                self._locks[oid] = (lock, users - 1)
+
+
+class ErasureIO:
+    """Error handling: raises GatewayError (through the gateway's _retry)
+    with the protocol result to answer: the strips' first retryable
+    error, else NO_OBJ when no owner has the object, else the first
+    error an owner gave."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.locks = ObjectLocks()
+
+    # ---- reading strips ----
+
+    async def _gather(self, oid: int, first: int, n: int, d: int, p: int,
+                      epoch: int) -> dict[int, bytes]:
+        """Any D strips' share of stripes [first, first+n): the data
+        strips first, parity only for what is missing."""
+        from .gateway import GatewayError
+
+        gw = self.gw
+        owners = gw.owners(oid, d + p)
+        w = ec.width(d)
+        off, length = first * w, n * w
+        got: dict[int, bytes] = {}
+        errors: list[BaseException] = []
+        todo = list(range(len(owners)))
+        while len(got) < d and todo:
+            batch, todo = todo[:d - len(got)], todo[d - len(got):]
+            for i, res in await self._read_strips(oid, owners, batch, off, length, epoch):
+                if isinstance(res, BaseException):
+                    errors.append(res)
+                else:
+                    got[i] = res
+        if len(got) >= d:
+            return got
+        if gw.fenced():
+            raise GatewayError(Res.NETWORK_ERROR, "cut off from the cluster driver")
+        from .gateway import RETRYABLE
+
+        codes = [result_of(e) for e in errors]
+        retry = [e for e, c in zip(errors, codes, strict=True) if c in RETRYABLE]
+        if retry:
+            raise GatewayError(result_of(retry[0]), str(retry[0]))
+        if codes and all(c == Res.NO_OBJ for c in codes) and not got:
+            raise GatewayError(Res.NO_OBJ, f"no strip of {oid:016x}")
+        bad = next((e for e in errors if result_of(e) != Res.NO_OBJ), None)
+        raise GatewayError(result_of(bad) if bad else Res.EIO,
+                           f"{len(got)} strips of {oid:016x}, {d} needed: {bad}")
+
+    async def _read_strips(self, oid: int, owners: Sequence[SdNode], which: Sequence[int],
+                           off: int, length: int,
+                           epoch: int) -> list[tuple[int, bytes | BaseException]]:
+        gw = self.gw
+        size = gw.stored_size(oid)
+        calls: dict[int, tuple[PeerCall, bytearray]] = {}
+        out: list[tuple[int, bytes | BaseException]] = []
+        for i in which:
+            node = owners[i]
+            if gw._is_me(node):
+                continue
+            buf = bytearray(length)
+            try:
+                calls[i] = (await gw._send(node, Op.READ_PEER, oid, epoch=epoch, offset=off,
+                                           rbuf=memoryview(buf), length=length), buf)
+            except Exception as e:  # noqa: BLE001 - a missing strip
+                out.append((i, e))
+        for i in which:
+            if gw._is_me(owners[i]):
+                buf = bytearray(length)
+                try:
+                    await gw.ready(oid)
+                    gw._same_epoch(epoch)
+                    await gw.peer.read(oid, off, memoryview(buf), size)
+                    out.append((i, bytes(buf)))
+                except Exception as e:  # noqa: BLE001 - a missing strip
+                    out.append((i, e))
+        for i, (call, buf) in calls.items():
+            try:
+                await gw._answered(call)
+                out.append((i, bytes(buf)))
+            except Exception as e:  # noqa: BLE001 - a missing strip
+                out.append((i, e))
+        return out
+
+    async def read(self, oid: int, offset: int, buf: memoryview, d: int, p: int) -> None:
+        async def attempt(epoch: int) -> None:
+            first, n = ec.stripes(offset, len(buf))
+            data = ec.decode(await self._gather(oid, first, n, d, p, epoch), d, p)
+            skip = offset - first * ec.STRIPE
+            buf[:] = data[skip:skip + len(buf)]
+
+        await self.gw._retry(oid, d + p, attempt)
+
+    # ---- writing strips ----
+
+    async def _stripes_of(self, oid: int, offset: int, data: memoryview, d: int, p: int,
+                          epoch: int) -> tuple[int, bytes]:
+        """(first stripe, whole stripes holding `data` at `offset`): the
+        stripes it only partly covers are read and merged."""
+        first, n = ec.stripes(offset, len(data))
+        lo, end = first * ec.STRIPE, offset + len(data)
+        if offset == lo and end % ec.STRIPE == 0:
+            return first, bytes(data)
+        whole = bytearray(n * ec.STRIPE)
+        edges = set()
+        if offset != lo:
+            edges.add(first)
+        if end % ec.STRIPE:
+            edges.add(first + n - 1)
+        for s in sorted(edges):
+            got = ec.decode(await self._gather(oid, s, 1, d, p, epoch), d, p)
+            whole[(s - first) * ec.STRIPE:(s - first + 1) * ec.STRIPE] = got
+        whole[offset - lo:end - lo] = data
+        return first, bytes(whole)
+
+    async def _send_strips(self, oid: int, opcode: int, epoch: int, offset: int,
+                           strips: Sequence[bytes], *, sync: bool, cow_oid: int = 0,
+                           copies: int = 0) -> None:
+        """Strip i to owner i (owners the ring has no zone for get none)."""
+        from ..proto import Flag
+
+        gw = self.gw
+        owners = gw.owners(oid, len(strips))
+        index = {n.nid: i for i, n in enumerate(owners)}
+        size = gw.stored_size(oid)
+        flags = 0 if sync else Flag.CMD_CACHE
+
+        async def local() -> None:
+            i = index[gw.me.nid]
+            await gw.ready(oid)
+            gw._same_epoch(epoch)
+            data = memoryview(strips[i])
+            if opcode == Op.CREATE_AND_WRITE_PEER:
+                await gw.peer.create_and_write(oid, offset, data, size, sync=sync)
+            else:
+                await gw.peer.write(oid, offset, data, size, sync=sync)
+
+        await gw._all(owners, local, lambda n: gw._send(
+            n, opcode, oid, epoch=epoch, offset=offset, data=memoryview(strips[index[n.nid]]),
+            flags=flags, copies=copies))
+
+    async def write(self, oid: int, offset: int, data: memoryview, d: int, p: int, *,
+                    sync: bool) -> None:
+        async def attempt(epoch: int) -> None:
+            first, whole = await self._stripes_of(oid, offset, data, d, p, epoch)
+            strips = ec.encode(whole, d, p)
+            await self._send_strips(oid, Op.WRITE_PEER, epoch, first * ec.width(d), strips,
+                                    sync=sync)
+
+        async with self.locks.hold(oid):
+            await self.gw._retry(oid, d + p, attempt, write=True)
+
+    async def create_and_write(self, oid: int, offset: int, data: memoryview, d: int, p: int,
+                               *, sync: bool, cow_oid: int = 0) -> None:
+        gw = self.gw
+        size = gw.object_size(oid)
+        whole = bytearray(size)
+        if cow_oid:
+            await gw.read(cow_oid, 0, memoryview(whole))
+        whole[offset:offset + len(data)] = data
+        strips = [s + ec.trailer(i, d, p) for i, s in enumerate(ec.encode(whole, d, p))]
+        async with self.locks.hold(oid):
+            await gw._retry(oid, d + p, lambda epoch: self._send_strips(
+                oid, Op.CREATE_AND_WRITE_PEER, epoch, 0, strips, sync=sync, copies=d + p),
+                write=True)
