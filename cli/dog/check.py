@@ -26,10 +26,12 @@ from sheepblk.proto import (
     Op,
     Res,
     SdNode,
+    ec,
     strerror,
     vid_to_data_oid,
     vid_to_vdi_oid,
 )
+from sheepblk.proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT
 from sheepblk.ring import Ring
 
 from .errors import EXIT_FAILURE, QuietError
@@ -160,8 +162,17 @@ def check_vdi(client: SheepClient, nodes: Iterable[SdNode], inode: VdiInode) -> 
         check_object(holders, ring, vid_to_vdi_oid(hdr.vdi_id), copies, epoch)
         for oid in hyper_oids(client, hdr):
             check_object(holders, ring, oid, copies, epoch)
-        for idx, vid in inode.mapped():
-            check_object(holders, ring, vid_to_data_oid(vid, idx), copies, epoch)
+        if hdr.copy_policy:
+            from .check_ec import check_erasure_object
+
+            d, p = ec.policy_dp(hdr.copy_policy)
+            size = 1 << (hdr.block_size_shift or SD_DEFAULT_BLOCK_SIZE_SHIFT)
+            for idx, vid in inode.mapped():
+                check_erasure_object(holders, ring, vid_to_data_oid(vid, idx), d, p, size,
+                                     epoch)
+        else:
+            for idx, vid in inode.mapped():
+                check_object(holders, ring, vid_to_data_oid(vid, idx), copies, epoch)
     finally:
         holders.close()
     click.echo(f"finish check&repair {hdr.name}")

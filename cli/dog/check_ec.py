@@ -1,0 +1,98 @@
+"""`vdi check` of an erasure-coded VDI's data objects: every stripe's parity
+is verified, and a strip that disagrees is rebuilt from the others.
+
+As C dog's vdi check does for erasure code: dog reads each owner's whole
+strip (SD_OP_READ_PEER to the i-th owner by the ring of the current
+membership, the daemons' own recipe), checks that the other strips agree
+with the code, and writes a rebuilt strip back with
+SD_OP_CREATE_AND_WRITE_PEER. A strip is suspected alone: with one bad
+strip (a flipped bit, a lost or stale strip), the other D+P-1 strips agree
+with each other and name it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+import click
+
+from sheepblk.client import ClientError
+from sheepblk.proto import ObjArgs, Op, Res, SdNode, ec, strerror
+from sheepblk.ring import Ring
+
+from .check import Holders
+from .format import node_addr
+
+
+def _strip(holders: Holders, node: SdNode, oid: int, size: int, epoch: int) -> bytes | None:
+    buf = bytearray(size)
+    try:
+        rsp, out = holders.client(node).request(
+            Op.READ_PEER, ObjArgs(oid=oid).pack(), data_length=size, rbuf=buf,
+            epoch=epoch, check=False)
+    except ClientError:
+        return None
+    if rsp.result != Res.SUCCESS:
+        return None
+    return bytes(buf)
+
+
+def consistent(strips: dict[int, bytes], d: int, p: int) -> bool:
+    """Whether every strip given is what any D of them encode to."""
+    if len(strips) < d:
+        return False
+    base = dict(itertools.islice(strips.items(), d))
+    return all(ec.rebuild(base, d, p, i) == s for i, s in strips.items())
+
+
+def bad_strip(strips: dict[int, bytes], d: int, p: int) -> int | None:
+    """The one strip whose leaving out makes the others agree (None: all
+    agree, or no single strip explains the disagreement)."""
+    if consistent(strips, d, p):
+        return None
+    for j in sorted(strips):
+        rest = {i: s for i, s in strips.items() if i != j}
+        if len(rest) >= d and consistent(rest, d, p):
+            return j
+    return -1
+
+
+def check_erasure_object(holders: Holders, ring: Ring, oid: int, d: int, p: int,
+                         object_size: int, epoch: int) -> None:
+    owners = ring.oid_to_nodes(oid, d + p)[:ring.nr_zones]
+    size = ec.stored_size(object_size, d)
+    got: dict[int, bytes] = {}
+    for i, node in enumerate(owners):
+        raw = _strip(holders, node, oid, size, epoch)
+        if raw is not None and ec.trailer_index(raw, d, p) == i:
+            got[i] = raw[:-ec.TRAILER_SIZE]
+    if not got:
+        print(f"no node has {oid:x}", file=sys.stderr)
+        return
+    bad = bad_strip(got, d, p)
+    todo = [i for i in range(len(owners)) if i not in got]
+    if bad == -1:
+        print(f"no majority of {oid:x}: its strips disagree", file=sys.stderr)
+        return
+    if bad is not None:
+        todo.append(bad)
+    good = {i: s for i, s in got.items() if i != bad}
+    if len(good) < d:
+        print(f"{oid:x} has {len(good)} good strips, {d} needed", file=sys.stderr)
+        return
+    for i in sorted(todo):
+        strip = ec.rebuild(good, d, p, i) + ec.trailer(i, d, p)
+        try:
+            rsp, _ = holders.client(owners[i]).request(
+                Op.CREATE_AND_WRITE_PEER, ObjArgs(oid=oid, copies=d + p).pack(), data=strip,
+                epoch=epoch, check=False)
+            ok = rsp.result == Res.SUCCESS
+            why = strerror(rsp.result)
+        except ClientError as e:
+            ok, why = False, str(e)
+        if not ok:
+            print(f"failed to repair strip {i} of {oid:016x} on {node_addr(owners[i].nid)}: "
+                  f"{why}", file=sys.stderr)
+            continue
+        click.echo(f"fixed {'strip' if i in got else 'missing strip'} {i} of {oid:x}")
