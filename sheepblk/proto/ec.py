@@ -16,10 +16,13 @@ self-contained C extension with wheels (and Debian's python3-zfec), while
 pyeclib needs liberasurecode's shared library and plugins installed
 beside it; and it gives Sheepdog's own strips for free.
 
-A strip as a store keeps it ends with an 8-byte trailer naming its index
+A strip as a store keeps it ends with a 12-byte trailer naming its index
 (and D, P): a node's position among an object's owners changes when the
 membership does, and recovery must know which strip a copy it reads is
-(Sheepdog keeps ec_index in an xattr; our stores have no xattrs).
+(Sheepdog keeps ec_index in an xattr; our stores have no xattrs). The
+trailer also holds the epoch of the strip's last write (its stamp):
+recovery decodes from strips of the newest stamp only, so a node that
+missed writes while it was away cannot lend its old strip to a decode.
 
 Everything here is a pure function of its arguments.
 """
@@ -36,7 +39,7 @@ STRIPE = 512  # SD_EC_DATA_STRIPE_SIZE
 MAX_STRIPS = 16  # SD_EC_MAX_STRIP: parity strips are fewer than this
 DATA_STRIPS = (2, 4, 8, 16)
 
-_TRAILER = struct.Struct("<4sBBBB")
+_TRAILER = struct.Struct("<4sBBBBI")
 TRAILER_SIZE = _TRAILER.size
 _MAGIC = b"SDEC"
 
@@ -156,9 +159,17 @@ def rebuild(strips: Mapping[int, Buffer], d: int, p: int, index: int) -> bytes:
     return bytes(_encoder(d, p).encode(tuple(ds), (index,))[0])
 
 
-def trailer(index: int, d: int, p: int) -> bytes:
-    """The 8 bytes after a stored strip: which strip it is."""
-    return _TRAILER.pack(_MAGIC, index, d, p, 0)
+def trailer(index: int, d: int, p: int, stamp: int = 0) -> bytes:
+    """The bytes after a stored strip: which strip it is, and the epoch
+    of its last write."""
+    return _TRAILER.pack(_MAGIC, index, d, p, 0, stamp)
+
+
+def trailer_stamp(raw: Buffer) -> int:
+    """The epoch of a stored strip's last write (0 if none is named)."""
+    if len(raw) < TRAILER_SIZE:
+        return 0
+    return int(_TRAILER.unpack_from(bytes(raw[-TRAILER_SIZE:]))[5])
 
 
 def trailer_index(raw: Buffer, d: int, p: int) -> int | None:
@@ -166,7 +177,7 @@ def trailer_index(raw: Buffer, d: int, p: int) -> int | None:
     (never written, or of another code)."""
     if len(raw) < TRAILER_SIZE:
         return None
-    magic, index, td, tp, _ = _TRAILER.unpack_from(bytes(raw[-TRAILER_SIZE:]))
+    magic, index, td, tp, _, _ = _TRAILER.unpack_from(bytes(raw[-TRAILER_SIZE:]))
     if magic != _MAGIC or (td, tp) != (d, p) or index >= d + p:
         return None
     return int(index)

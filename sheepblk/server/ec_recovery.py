@@ -86,12 +86,29 @@ async def _remote(rec: Recovery, src: SdNode, oid: int, size: int, epoch: int,
     return buf
 
 
+def _newest(found: dict[int, tuple[int, bytes]], d: int) -> dict[int, bytes]:
+    """The strips of the newest stamp that D strips share: a strip of an
+    older stamp missed a write the others took (its node was away)."""
+    for stamp in sorted({s for s, _ in found.values()}, reverse=True):
+        got = {i: b for i, (s, b) in found.items() if s == stamp}
+        if len(got) >= d:
+            return got
+        if got:
+            # Fewer than D strips saw the newest write: an unacknowledged
+            # write (it reached only some owners), or strips lost with
+            # their nodes. Nothing older can stand in for them.
+            return got
+    return {}
+
+
 async def rebuild(rec: Recovery, epoch: int, sources: Sequence[tuple[SdNode, int]],
                   oid: int) -> bool:
     """Store here the strip of `oid` that the ring of `epoch` gives this
     node, decoded from strips read from `sources` ((node, tgt_epoch), the
-    freshest first), then from strips kept aside anywhere. False when
-    fewer than D distinct strips could be found."""
+    freshest first), then from strips kept aside anywhere. Only strips
+    of the newest stamp (the epoch of the last write) are decoded: a
+    node back from an absence holds a strip that missed writes. False
+    when fewer than D such strips could be found."""
     view = rec.view
     code = view.ec_of(oid)
     ring = view.ring_at(epoch) or view.current_ring()
@@ -102,29 +119,30 @@ async def rebuild(rec: Recovery, epoch: int, sources: Sequence[tuple[SdNode, int
     if mine is None:
         return True  # not ours at this epoch: nothing to hold
     size = view.stored_size(oid)
-    got: dict[int, bytes] = {}
+    # index -> (stamp, strip): the newest of each strip we can read.
+    found: dict[int, tuple[int, bytes]] = {}
 
     def take(raw: bytearray | memoryview | None) -> None:
         if raw is None:
             return
         idx = ec.trailer_index(raw, d, p)
-        if idx is not None and idx not in got:
-            got[idx] = bytes(raw[:-ec.TRAILER_SIZE])
+        if idx is None:
+            return
+        # A strip stamped at this epoch took a write after its node was
+        # ready: the writes of this epoch reach us too, after this rebuild
+        # (they wait for it), and rewrite whole stripes, so it counts as
+        # of the epoch before.
+        stamp = min(ec.trailer_stamp(raw), epoch - 1)
+        if idx not in found or found[idx][0] < stamp:
+            found[idx] = (stamp, bytes(raw[:-ec.TRAILER_SIZE]))
 
-    local: bytearray | None = None
-    prev = view.ring_at(epoch - 1)
-    if prev is not None and index_of(me.nid, view.owners_in(prev, oid)) is not None:
-        # Ours through the last epoch, as another strip: fresh, and maybe
-        # one of the only D left.
-        local = bytearray(size)
-        try:
-            await trio.to_thread.run_sync(rec.store.read_into, oid, 0, memoryview(local))
-        except StoreError:
-            local = None
+    local = bytearray(size)
+    try:
+        await trio.to_thread.run_sync(rec.store.read_into, oid, 0, memoryview(local))
         take(local)
+    except StoreError:
+        pass
     for src, tgt in sources:
-        if len(got) >= d:
-            break
         if src.nid == me.nid:
             buf = bytearray(size)
             try:
@@ -134,30 +152,28 @@ async def rebuild(rec: Recovery, epoch: int, sources: Sequence[tuple[SdNode, int
             take(buf)
         else:
             take(await _remote(rec, src, oid, size, epoch, tgt))
+    got = _newest(found, d)
     if len(got) < d:
         # Strips kept aside by nodes whose index moved.
         others = [n for n in view.members if n.nid != me.nid]
         for j in range(d + p):
-            if len(got) >= d:
-                break
             if j in got:
                 continue
             buf = bytearray(size)
             try:
                 await trio.to_thread.run_sync(find_strip, rec.store, oid, j, memoryview(buf), d, p)
                 take(buf)
-                continue
             except StoreError:
                 pass
             for n in others:
-                raw = await _remote(rec, n, oid, size, epoch, max(1, epoch - 1), want=j)
-                if raw is not None:
-                    take(raw)
-                    break
+                take(await _remote(rec, n, oid, size, epoch, max(1, epoch - 1), want=j))
+        got = _newest(found, d)
     if len(got) < d:
-        log.warning("epoch %d: %d strips of %016x found, %d needed", epoch, len(got), oid, d)
+        log.warning("epoch %d: %d strips of %016x of its last write found, %d needed",
+                    epoch, len(got), oid, d)
         return False
-    strip = ec.rebuild(got, d, p, mine) + ec.trailer(mine, d, p)
+    stamp = max(found[i][0] for i in got)
+    strip = ec.rebuild(got, d, p, mine) + ec.trailer(mine, d, p, stamp)
     if await rec.peer.exists(oid):
         try:
             await trio.to_thread.run_sync(rec.store.move_to_stale, oid, max(1, epoch - 1))

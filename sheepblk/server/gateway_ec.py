@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..proto import Op, Res, SdNode, ec
+from ..proto import SD_SHEEP_PROTO_VER, Flag, ObjArgs, Op, Request, Res, SdNode, ec
 from .peer import result_of
 from .peer_client import PeerCall
 
@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from .gateway import Gateway
 
 log = logging.getLogger("sheep.gateway")
+
+# ObjArgs.reserved of a WRITE_PEER of a strip: stamp its trailer (strip
+# ec_index, the request's epoch) after the write.
+STAMP = 2
 
 
 class ObjectLocks:
@@ -180,14 +184,17 @@ class ErasureIO:
     async def _send_strips(self, oid: int, opcode: int, epoch: int, offset: int,
                            strips: Sequence[bytes], *, sync: bool, cow_oid: int = 0,
                            copies: int = 0) -> None:
-        """Strip i to owner i (owners the ring has no zone for get none)."""
-        from ..proto import Flag
-
+        """Strip i to owner i (owners the ring has no zone for get none);
+        a write also stamps the strip's trailer with its epoch."""
         gw = self.gw
         owners = gw.owners(oid, len(strips))
         index = {n.nid: i for i, n in enumerate(owners)}
         size = gw.stored_size(oid)
         flags = 0 if sync else Flag.CMD_CACHE
+
+        code = gw.ec_of(oid)
+        assert code is not None
+        d, p = code
 
         async def local() -> None:
             i = index[gw.me.nid]
@@ -198,10 +205,18 @@ class ErasureIO:
                 await gw.peer.create_and_write(oid, offset, data, size, sync=sync)
             else:
                 await gw.peer.write(oid, offset, data, size, sync=sync)
+                stamp = ec.trailer(i, d, p, epoch)
+                await gw.peer.write(oid, size - len(stamp), memoryview(stamp), size, sync=sync)
 
-        await gw._all(owners, local, lambda n: gw._send(
-            n, opcode, oid, epoch=epoch, offset=offset, data=memoryview(strips[index[n.nid]]),
-            flags=flags, copies=copies))
+        async def send(n: SdNode) -> PeerCall:
+            i = index[n.nid]
+            data = memoryview(strips[i])
+            req = Request(opcode, flags | Flag.CMD_WRITE, epoch, 0, len(data),
+                          ObjArgs(oid=oid, copies=copies, offset=offset, ec_index=i,
+                                  reserved=STAMP).pack(), SD_SHEEP_PROTO_VER)
+            return await gw.peers.send(n.nid, req, data, None)
+
+        await gw._all(owners, local, send)
 
     async def write(self, oid: int, offset: int, data: memoryview, d: int, p: int, *,
                     sync: bool) -> None:
@@ -222,8 +237,12 @@ class ErasureIO:
         if cow_oid:
             await gw.read(cow_oid, 0, memoryview(whole))
         whole[offset:offset + len(data)] = data
-        strips = [s + ec.trailer(i, d, p) for i, s in enumerate(ec.encode(whole, d, p))]
+        strips = ec.encode(whole, d, p)
+
+        async def attempt(epoch: int) -> None:
+            stamped = [s + ec.trailer(i, d, p, epoch) for i, s in enumerate(strips)]
+            await self._send_strips(oid, Op.CREATE_AND_WRITE_PEER, epoch, 0, stamped,
+                                    sync=sync, copies=d + p)
+
         async with self.locks.hold(oid):
-            await gw._retry(oid, d + p, lambda epoch: self._send_strips(
-                oid, Op.CREATE_AND_WRITE_PEER, epoch, 0, strips, sync=sync, copies=d + p),
-                write=True)
+            await gw._retry(oid, d + p, attempt, write=True)

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..proto import ClusterStatus, Flag, ObjArgs, Op, Request, Res
+from ..proto import ClusterStatus, Flag, ObjArgs, Op, Request, Res, ec
 from ..store import NoObject, StoreError
 from . import ec_recovery, stale, wire_checks
+from .gateway_ec import STAMP
 from .peer import result_of
 from .reply import Caller, Reply
 
@@ -130,6 +131,14 @@ async def _read(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview
     return Reply(data=buf, pooled=buf)
 
 
+def _stamp(node: NodeContext, req: Request, a: ObjArgs) -> memoryview | None:
+    """The trailer to write after a strip's write (see gateway_ec.STAMP)."""
+    code = node.view.ec_of(a.oid)
+    if a.reserved != STAMP or code is None:
+        return None
+    return memoryview(ec.trailer(a.ec_index, *code, req.epoch))
+
+
 async def _write(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
     size = node.view.stored_size(a.oid)
     sync = not (req.flags & Flag.CMD_CACHE)
@@ -142,6 +151,9 @@ async def _write(node: NodeContext, req: Request, a: ObjArgs, payload: memoryvie
         if req.epoch and req.epoch != node.epoch:
             return Reply(Res.OLD_NODE_VER)
         await node.peer.write(a.oid, a.offset, payload, size, sync=sync)
+    stamp = _stamp(node, req, a)
+    if stamp is not None:
+        await node.peer.write(a.oid, size - len(stamp), stamp, size, sync=sync)
     return Reply()
 
 
@@ -204,8 +216,11 @@ def serve_now(node: NodeContext, req: Request, data: memoryview | None,
     size = node.view.stored_size(a.oid)
     if op == Op.WRITE_PEER:
         assert data is not None
+        stamp = _stamp(node, req, a)
         try:
             node.peer.write_now(a.oid, a.offset, data, size)
+            if stamp is not None:
+                node.peer.write_now(a.oid, size - len(stamp), stamp, size)
         except NoObject:
             return None  # the handler pulls it first (recovery never saw it)
         except StoreError as e:
