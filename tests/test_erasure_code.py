@@ -14,6 +14,7 @@ generous polls, no timing thresholds.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -24,8 +25,9 @@ from test_cluster_daemon import node_count, recovered, running, wait_for
 from test_nbd_cluster import Writer
 from test_nbd_plugin import MIB, RANDOM_IO, export, libnbd
 
-from sheepblk.client import SheepdogError, Vdi
-from sheepblk.proto import Res, ec
+from sheepblk.client import SheepClient, SheepdogError, Vdi
+from sheepblk.proto import ForwArgs, Op, Res, SdNode, ec, vid_to_data_oid
+from sheepblk.ring import Ring
 
 D, P = 4, 2
 SIZE = 24 * MIB
@@ -185,3 +187,94 @@ def test_bad_erasure_code_requests_change_nothing(sheep_factory: SheepFactory) -
     bob = next(ln for ln in listing.splitlines() if "Bob" in ln)
     carol = next(ln for ln in listing.splitlines() if "Carol" in ln)
     assert " 2:1 " in bob and " 2:1 " not in carol
+
+
+def test_every_path_on_four_two(sheep_factory: SheepFactory, tmp_path: Path) -> None:
+    """QEMU's requests (snapshots: copy-on-write from strips, unaligned
+    writes), dog's snapshot, clone, backup and rollback, and sheepfs, on
+    a 4:2 cluster; an object-level op for replicas is refused."""
+    from qemu_replay import QemuDisk
+
+    nodes = ec_cluster(sheep_factory)
+    a = nodes[0]
+    objects = 4
+    with a.client() as c:
+        c.create_vdi("snaps", objects * OBJ)
+    model = bytearray(objects * OBJ)
+    for round_, gateway in enumerate(nodes[:3]):
+        disk = QemuDisk(gateway.port, "snaps").open()
+        for idx in range(objects):
+            data = os.urandom(512)
+            off = idx * OBJ + 512 * round_ + 100 * idx  # aligned and not
+            disk.writev(off, data)
+            model[off:off + 512] = data
+        disk.snapshot(f"tag{round_}")
+        disk.close()
+    disk = QemuDisk(nodes[4].port, "snaps").open()
+    for idx in range(objects):
+        disk.writev(idx * OBJ + 4000, b"w" * 100)
+        model[idx * OBJ + 4000:idx * OBJ + 4100] = b"w" * 100
+    assert disk.readv(0, objects * OBJ) == model
+    disk.close()
+    assert vdi_bytes(nodes[5], "snaps", objects * OBJ) == model
+
+    def ok(*args: str, input: bytes | None = None) -> bytes:
+        out = run_dog(a, *args, input=input, check=False)
+        assert out.returncode == 0, (args, out.stderr)
+        return out.stdout
+
+    v1 = os.urandom(8 * MIB)
+    ok("vdi", "create", "B", "8M")
+    ok("vdi", "write", "B", input=v1)
+    ok("vdi", "snapshot", "-s", "s1", "B")
+    ok("vdi", "write", "B", "4M", "512", input=b"z" * 512)
+    ok("vdi", "snapshot", "-s", "s2", "B")
+    stream = ok("vdi", "backup", "-F", "s1", "-s", "s2", "B")
+    assert stream[24:536] == b"z" * 512 and len(stream) == 8 + 16 + 512 + 16
+    assert ok("vdi", "read", "-s", "s1", "B") == v1
+    ok("vdi", "clone", "-s", "s1", "B", "C")
+    assert ok("vdi", "read", "C") == v1
+    ok("vdi", "write", "C", "1000", input=b"c" * 5000)
+    assert ok("vdi", "read", "C", "0", "8M") == v1[:1000] + b"c" * 5000 + v1[6000:]
+    ok("vdi", "rollback", "-f", "-s", "s1", "B")
+    assert ok("vdi", "read", "B") == v1
+    clone = next(ln for ln in ok("vdi", "list").decode().splitlines() if ln.startswith("c C "))
+    assert " 4:2 " in clone, clone
+    assert "finish check&repair B" in ok("vdi", "check", "B").decode()
+
+    # An object-level op that copies a whole replica: each node has its
+    # own strip, so it is refused.
+    with a.client() as c:
+        oid = vid_to_data_oid(c.lookup_vdi("C").vid, 0)
+        owners = ec_owners(c, oid)
+    target = next(n for n in nodes if n.port == owners[1].nid.port)
+    with target.client() as c:
+        rsp, _ = c.request(Op.REPAIR_REPLICA, ForwArgs(oid, owners[0].nid).pack(), check=False)
+        assert rsp.result == Res.NO_SUPPORT
+
+    if not os.path.exists("/dev/fuse"):
+        return
+    from test_sheepfs import dd, mounted
+
+    ok("vdi", "create", "F", "16M")
+    fmodel = bytearray(16 * MIB)
+    src = tmp_path / "src"
+    data = os.urandom(6 * MIB)
+    src.write_bytes(data)
+    with mounted(a, tmp_path) as m:
+        vol = m / "volume/F"
+        dd(f"if={src}", f"of={vol}", "bs=1M", "seek=3", "conv=notrunc,fdatasync")
+        fmodel[3 * MIB:9 * MIB] = data
+        with open(vol, "r+b") as f:
+            f.seek(5 * MIB + 123)
+            f.write(b"x" * 300_000)
+            os.fsync(f.fileno())
+        fmodel[5 * MIB + 123:5 * MIB + 123 + 300_000] = b"x" * 300_000
+        assert vol.read_bytes() == fmodel
+    assert vdi_bytes(nodes[2], "F", 16 * MIB) == fmodel
+
+
+def ec_owners(c: SheepClient, oid: int) -> tuple[SdNode, ...]:
+    """The nodes holding strips 0.. of `oid`, by the daemons' recipe."""
+    ring = Ring(c.node_list())
+    return ring.oid_to_nodes(oid, D + P)[:ring.nr_zones]
