@@ -178,6 +178,10 @@ def test_bad_erasure_code_requests_change_nothing(sheep_factory: SheepFactory) -
     wait_for(lambda: all(running(x) for x in nodes), "all nodes running")
     out = run_dog(a, "vdi", "create", "-c", "4:2", "Alice", "8M", check=False)
     assert out.returncode != 0 and b"needs 6 zones" in out.stderr, out
+    with a.client() as c:  # not through dog: the daemon refuses it too
+        with pytest.raises(SheepdogError) as e:
+            c.create_vdi("Alice", 8 * MIB, copies=D + P, copy_policy=ec.policy_of(D, P))
+        assert e.value.result == Res.INVALID_PARMS
     assert run_dog(a, "vdi", "create", "-c", "2:1", "Bob", "8M").returncode == 0
     assert run_dog(a, "vdi", "create", "Carol", "8M").returncode == 0
     out = run_dog(a, "vdi", "alter-copy", "-c", "2:1", "Carol", check=False)
