@@ -41,13 +41,22 @@ def index_of(nid: object, owners: Sequence[SdNode]) -> int | None:
     return next((i for i, n in enumerate(owners) if n.nid == nid), None)
 
 
-def same_strip(view: ClusterView, oid: int, me: object, before: Sequence[SdNode],
-               owners: Sequence[SdNode]) -> bool:
-    """Whether our copy is still the strip the new ring wants here (always,
-    for a replicated object)."""
-    if view.ec_of(oid) is None:
+def holds_wanted_strip(view: ClusterView, store: ObjectStore, oid: int, me: object,
+                       owners: Sequence[SdNode]) -> bool:
+    """Whether our copy is the strip the new ring wants here (always, for
+    a replicated object). Read from the copy's trailer, not guessed from
+    the rings: a recovery that could not rebuild (too few strips) left
+    the strip of an older position."""
+    code = view.ec_of(oid)
+    if code is None:
         return True
-    return index_of(me, before) == index_of(me, owners)
+    size = view.stored_size(oid)
+    raw = memoryview(bytearray(ec.TRAILER_SIZE))
+    try:
+        store.read_into(oid, size - ec.TRAILER_SIZE, raw)
+    except StoreError:
+        return False
+    return ec.trailer_index(raw, *code) == index_of(me, owners)
 
 
 def find_strip(store: ObjectStore, oid: int, index: int, buf: memoryview,
@@ -101,6 +110,15 @@ def _newest(found: dict[int, tuple[int, bytes]], d: int) -> dict[int, bytes]:
     return {}
 
 
+async def _set_aside(rec: Recovery, oid: int, epoch: int) -> None:
+    """Move our strip of `oid` to the stale copies (named by the epoch
+    before: it is the object as of then, at best)."""
+    try:
+        await trio.to_thread.run_sync(rec.store.move_to_stale, oid, max(1, epoch - 1))
+    except StoreError as e:
+        log.debug("keeping the old strip of %016x aside: %s", oid, e)
+
+
 async def rebuild(rec: Recovery, epoch: int, sources: Sequence[tuple[SdNode, int]],
                   oid: int) -> bool:
     """Store here the strip of `oid` that the ring of `epoch` gives this
@@ -136,12 +154,15 @@ async def rebuild(rec: Recovery, epoch: int, sources: Sequence[tuple[SdNode, int
         if idx not in found or found[idx][0] < stamp:
             found[idx] = (stamp, bytes(raw[:-ec.TRAILER_SIZE]))
 
-    local = bytearray(size)
+    if ring.nr_zones < d:
+        return False  # fewer strips alive than a decode needs: change nothing
+    ours = bytearray(size)
+    local: bytearray | None = ours
     try:
-        await trio.to_thread.run_sync(rec.store.read_into, oid, 0, memoryview(local))
-        take(local)
+        await trio.to_thread.run_sync(rec.store.read_into, oid, 0, memoryview(ours))
+        take(ours)
     except StoreError:
-        pass
+        local = None
     for src, tgt in sources:
         if src.nid == me.nid:
             buf = bytearray(size)
@@ -168,17 +189,23 @@ async def rebuild(rec: Recovery, epoch: int, sources: Sequence[tuple[SdNode, int
             for n in others:
                 take(await _remote(rec, n, oid, size, epoch, max(1, epoch - 1), want=j))
         got = _newest(found, d)
+    stamp = max((found[i][0] for i in got), default=0)
+    if local is not None and ec.trailer_index(local, d, p) == mine and found.get(mine) == (
+            stamp, bytes(local[:-ec.TRAILER_SIZE])):
+        return True  # ours is the strip wanted here, as of the newest write
     if len(got) < d:
         log.warning("epoch %d: %d strips of %016x of its last write found, %d needed",
                     epoch, len(got), oid, d)
+        if local is not None:
+            # Not the strip wanted here, or one that missed writes: never
+            # served as if it were (reads decode from the others).
+            await _set_aside(rec, oid, epoch)
         return False
-    stamp = max(found[i][0] for i in got)
     strip = ec.rebuild(got, d, p, mine) + ec.trailer(mine, d, p, stamp)
-    if await rec.peer.exists(oid):
-        try:
-            await trio.to_thread.run_sync(rec.store.move_to_stale, oid, max(1, epoch - 1))
-        except StoreError as e:
-            log.debug("keeping the old strip of %016x aside: %s", oid, e)
+    if view.epoch != epoch and rec.current is not None and rec.current.epoch != epoch:
+        return True  # superseded: the next run decides which strip is ours
+    if local is not None:
+        await _set_aside(rec, oid, epoch)
     await rec.peer.create_and_write(oid, 0, memoryview(strip), size, sync=False)
     log.debug("rebuilt strip %d of %016x from strips %s", mine, oid, sorted(got))
     return True

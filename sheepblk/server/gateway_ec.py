@@ -33,17 +33,15 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..proto import SD_SHEEP_PROTO_VER, Flag, ObjArgs, Op, Request, Res, SdNode, ec
+from ..store import NoObject
 from .peer import result_of
 from .peer_client import PeerCall
+from .strips import STRIP, check_strip, stamp
 
 if TYPE_CHECKING:
     from .gateway import Gateway
 
 log = logging.getLogger("sheep.gateway")
-
-# ObjArgs.reserved of a WRITE_PEER of a strip: stamp its trailer (strip
-# ec_index, the request's epoch) after the write.
-STAMP = 2
 
 
 class ObjectLocks:
@@ -76,6 +74,11 @@ class ErasureIO:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.locks = ObjectLocks()
+
+    def _code(self, oid: int) -> tuple[int, int]:
+        code = self.gw.ec_of(oid)
+        assert code is not None
+        return code
 
     # ---- reading strips ----
 
@@ -127,9 +130,11 @@ class ErasureIO:
             if gw._is_me(node):
                 continue
             buf = bytearray(length)
+            req = Request(Op.READ_PEER, 0, epoch, 0, length,
+                          ObjArgs(oid=oid, offset=off, ec_index=i, reserved=STRIP).pack(),
+                          SD_SHEEP_PROTO_VER)
             try:
-                calls[i] = (await gw._send(node, Op.READ_PEER, oid, epoch=epoch, offset=off,
-                                           rbuf=memoryview(buf), length=length), buf)
+                calls[i] = (await gw.peers.send(node.nid, req, None, memoryview(buf)), buf)
             except Exception as e:  # noqa: BLE001 - a missing strip
                 out.append((i, e))
         for i in which:
@@ -138,6 +143,7 @@ class ErasureIO:
                 try:
                     await gw.ready(oid)
                     gw._same_epoch(epoch)
+                    check_strip(gw.peer.store, oid, size, i, *self._code(oid))
                     await gw.peer.read(oid, off, memoryview(buf), size)
                     out.append((i, bytes(buf)))
                 except Exception as e:  # noqa: BLE001 - a missing strip
@@ -204,16 +210,23 @@ class ErasureIO:
             if opcode == Op.CREATE_AND_WRITE_PEER:
                 await gw.peer.create_and_write(oid, offset, data, size, sync=sync)
             else:
+                try:
+                    check_strip(gw.peer.store, oid, size, i, d, p)
+                except NoObject:
+                    # Not here, or another strip: rebuild ours, then write.
+                    if not await gw.fetch_missing(oid):
+                        raise
+                    gw._same_epoch(epoch)
                 await gw.peer.write(oid, offset, data, size, sync=sync)
-                stamp = ec.trailer(i, d, p, epoch)
-                await gw.peer.write(oid, size - len(stamp), memoryview(stamp), size, sync=sync)
+                await gw.peer.write(oid, size - ec.TRAILER_SIZE, stamp(i, d, p, epoch), size,
+                                    sync=sync)
 
         async def send(n: SdNode) -> PeerCall:
             i = index[n.nid]
             data = memoryview(strips[i])
             req = Request(opcode, flags | Flag.CMD_WRITE, epoch, 0, len(data),
                           ObjArgs(oid=oid, copies=copies, offset=offset, ec_index=i,
-                                  reserved=STAMP).pack(), SD_SHEEP_PROTO_VER)
+                                  reserved=STRIP).pack(), SD_SHEEP_PROTO_VER)
             return await gw.peers.send(n.nid, req, data, None)
 
         await gw._all(owners, local, send)

@@ -17,9 +17,9 @@ import trio
 from ..proto import ClusterStatus, Flag, ObjArgs, Op, Request, Res, ec
 from ..store import NoObject, StoreError
 from . import ec_recovery, stale, wire_checks
-from .gateway_ec import STAMP
 from .peer import result_of
 from .reply import Caller, Reply
+from .strips import STRIP, check_strip
 
 if TYPE_CHECKING:
     from .context import NodeContext
@@ -120,6 +120,7 @@ async def _read(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview
                                           limiter=node.peer.limiter)
             return Reply(data=buf, pooled=buf)
         try:
+            _strip(node, req, a)
             await node.peer.read(a.oid, a.offset, memoryview(buf), node.view.stored_size(a.oid))
         except NoObject:
             if not a.tgt_epoch:
@@ -131,18 +132,23 @@ async def _read(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview
     return Reply(data=buf, pooled=buf)
 
 
-def _stamp(node: NodeContext, req: Request, a: ObjArgs) -> memoryview | None:
-    """The trailer to write after a strip's write (see gateway_ec.STAMP)."""
+def _strip(node: NodeContext, req: Request, a: ObjArgs) -> memoryview | None:
+    """For a request of one strip (strips.STRIP): check that our copy is
+    that strip (NoObject if not), and return the trailer a write of it
+    leaves; None for any other request."""
     code = node.view.ec_of(a.oid)
-    if a.reserved != STAMP or code is None:
+    if a.reserved != STRIP or code is None:
         return None
+    check_strip(node.store, a.oid, node.view.stored_size(a.oid), a.ec_index, *code)
     return memoryview(ec.trailer(a.ec_index, *code, req.epoch))
 
 
 async def _write(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
     size = node.view.stored_size(a.oid)
     sync = not (req.flags & Flag.CMD_CACHE)
+    stamp = None
     try:
+        stamp = _strip(node, req, a)
         await node.peer.write(a.oid, a.offset, payload, size, sync=sync)
     except NoObject:
         # We own it but our recovery never saw it: pull, then write.
@@ -150,8 +156,8 @@ async def _write(node: NodeContext, req: Request, a: ObjArgs, payload: memoryvie
             raise
         if req.epoch and req.epoch != node.epoch:
             return Reply(Res.OLD_NODE_VER)
+        stamp = _strip(node, req, a)
         await node.peer.write(a.oid, a.offset, payload, size, sync=sync)
-    stamp = _stamp(node, req, a)
     if stamp is not None:
         await node.peer.write(a.oid, size - len(stamp), stamp, size, sync=sync)
     return Reply()
@@ -216,8 +222,8 @@ def serve_now(node: NodeContext, req: Request, data: memoryview | None,
     size = node.view.stored_size(a.oid)
     if op == Op.WRITE_PEER:
         assert data is not None
-        stamp = _stamp(node, req, a)
         try:
+            stamp = _strip(node, req, a)
             node.peer.write_now(a.oid, a.offset, data, size)
             if stamp is not None:
                 node.peer.write_now(a.oid, size - len(stamp), stamp, size)
@@ -228,6 +234,7 @@ def serve_now(node: NodeContext, req: Request, data: memoryview | None,
         return Reply()
     buf = node.buffers.get(n)
     try:
+        _strip(node, req, a)
         node.peer.read_now(a.oid, a.offset, memoryview(buf), size)
     except StoreError as e:
         node.buffers.put(buf)

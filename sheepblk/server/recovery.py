@@ -216,7 +216,7 @@ class Recovery:
         run = self.current = _Run(epoch, base)
         self._nursery = nursery
         run.reconcile = reconcile or (prev is not None and prev.reconcile and not prev.completed)
-        nursery.start_soon(self._main, run)
+        nursery.start_soon(self._main, run, prev)
 
     def stop(self) -> None:
         if self.current is not None:
@@ -305,9 +305,14 @@ class Recovery:
 
     # ---- the run ----
 
-    async def _main(self, run: _Run) -> None:
+    async def _main(self, run: _Run, prev: _Run | None = None) -> None:
         with run.cancel:
             try:
+                if prev is not None:
+                    # A cancelled run may still be storing an object in a
+                    # worker thread: an erasure-coded strip of its epoch's
+                    # index must not land after we read which strip we hold.
+                    await prev.ended.wait()
                 await self._prepare(run)
                 run.state = RW_RECOVER_OBJ
                 run.prepared.set()
@@ -365,8 +370,8 @@ class Recovery:
                 continue
             before = self.view.owners_in(prev, oid) if prev is not None else ()
             was = {n.nid for n in before}
-            if oid in local and me in was and ec_recovery.same_strip(
-                    self.view, oid, me, before, owners):
+            if oid in local and me in was and ec_recovery.holds_wanted_strip(
+                    self.view, self.store, oid, me, owners):
                 if not run.reconcile or owners[0].nid == me:
                     continue  # ours through the last epoch: up to date
                 # A power cut may have kept another subset of the unflushed
