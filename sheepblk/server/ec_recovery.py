@@ -81,9 +81,11 @@ def find_strip(store: ObjectStore, oid: int, index: int, buf: memoryview,
 
 
 async def _remote(rec: Recovery, src: SdNode, oid: int, size: int, epoch: int,
-                  tgt: int, want: int | None = None) -> bytearray | None:
+                  tgt: int, want: int | None = None, offset: int = 0) -> bytearray | None:
+    """`size` bytes at `offset` of `src`'s strip (`want`: the strip of
+    that index, from obj/ or one kept aside), None if it gave none."""
     buf = bytearray(size)
-    args = ObjArgs(oid=oid, tgt_epoch=tgt, ec_index=want or 0,
+    args = ObjArgs(oid=oid, tgt_epoch=tgt, ec_index=want or 0, offset=offset,
                    reserved=WANT_STRIP if want is not None else 0)
     req = Request(Op.READ_PEER, 0, epoch, 0, size, args.pack(), SD_SHEEP_PROTO_VER)
     try:
@@ -163,6 +165,9 @@ async def rebuild(rec: Recovery, epoch: int, sources: Sequence[tuple[SdNode, int
         take(ours)
     except StoreError:
         local = None
+    # First the trailers of the others' strips (12 bytes each), then whole
+    # strips only from as many of the newest as a decode needs.
+    offers: dict[int, list[tuple[int, SdNode, int]]] = {}  # idx -> (stamp, node, tgt)
     for src, tgt in sources:
         if src.nid == me.nid:
             buf = bytearray(size)
@@ -171,8 +176,25 @@ async def rebuild(rec: Recovery, epoch: int, sources: Sequence[tuple[SdNode, int
             except StoreError:
                 continue
             take(buf)
-        else:
-            take(await _remote(rec, src, oid, size, epoch, tgt))
+            continue
+        raw = await _remote(rec, src, oid, ec.TRAILER_SIZE, epoch, tgt,
+                            offset=size - ec.TRAILER_SIZE)
+        idx = ec.trailer_index(raw, d, p) if raw is not None else None
+        if raw is not None and idx is not None:
+            offers.setdefault(idx, []).append(
+                (min(ec.trailer_stamp(raw), epoch - 1), src, tgt))
+    newest = max([st for st, _ in found.values()]
+                 + [st for offs in offers.values() for st, _, _ in offs], default=0)
+    for idx in sorted(offers, key=lambda i: i != mine):
+        if len([i for i, (st, _) in found.items() if st == newest]) >= d:
+            break
+        if idx in found and found[idx][0] == newest:
+            continue
+        for st, src, tgt in offers[idx]:
+            if st == newest:
+                take(await _remote(rec, src, oid, size, epoch, tgt))
+                if idx in found and found[idx][0] == newest:
+                    break
     got = _newest(found, d)
     if len(got) < d:
         # Strips kept aside by nodes whose index moved.
