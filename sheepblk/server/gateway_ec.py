@@ -211,15 +211,17 @@ class ErasureIO:
                 await gw.peer.create_and_write(oid, offset, data, size, sync=sync)
             else:
                 try:
-                    check_strip(gw.peer.store, oid, size, i, d, p)
+                    stamped = check_strip(gw.peer.store, oid, size, i, d, p)
                 except NoObject:
                     # Not here, or another strip: rebuild ours, then write.
                     if not await gw.fetch_missing(oid):
                         raise
                     gw._same_epoch(epoch)
+                    stamped = 0
                 await gw.peer.write(oid, offset, data, size, sync=sync)
-                await gw.peer.write(oid, size - ec.TRAILER_SIZE, stamp(i, d, p, epoch), size,
-                                    sync=sync)
+                if stamped != epoch:
+                    await gw.peer.write(oid, size - ec.TRAILER_SIZE, stamp(i, d, p, epoch),
+                                        size, sync=sync)
 
         async def send(n: SdNode) -> PeerCall:
             i = index[n.nid]

@@ -135,11 +135,14 @@ async def _read(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview
 def _strip(node: NodeContext, req: Request, a: ObjArgs) -> memoryview | None:
     """For a request of one strip (strips.STRIP): check that our copy is
     that strip (NoObject if not), and return the trailer a write of it
-    leaves; None for any other request."""
+    leaves (None when the strip's stamp is already this epoch, or for
+    any other request)."""
     code = node.view.ec_of(a.oid)
     if a.reserved != STRIP or code is None:
         return None
-    check_strip(node.store, a.oid, node.view.stored_size(a.oid), a.ec_index, *code)
+    stamp = check_strip(node.store, a.oid, node.view.stored_size(a.oid), a.ec_index, *code)
+    if stamp == req.epoch:
+        return None
     return memoryview(ec.trailer(a.ec_index, *code, req.epoch))
 
 

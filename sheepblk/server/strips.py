@@ -20,13 +20,15 @@ STRIP = 2
 
 
 def check_strip(store: ObjectStore, oid: int, stored_size: int, index: int,
-                d: int, p: int) -> None:
-    """NoObject unless our copy of `oid` is strip `index` of a D:P code."""
+                d: int, p: int) -> int:
+    """NoObject unless our copy of `oid` is strip `index` of a D:P code;
+    its stamp (the epoch of its last write) if it is."""
     raw = memoryview(bytearray(ec.TRAILER_SIZE))
     store.read_into(oid, stored_size - ec.TRAILER_SIZE, raw)
     got = ec.trailer_index(raw, d, p)
     if got != index:
         raise NoObject(f"{oid:016x}: strip {got} here, strip {index} asked for")
+    return ec.trailer_stamp(raw)
 
 
 def stamp(index: int, d: int, p: int, epoch: int) -> memoryview:
