@@ -246,6 +246,16 @@ def test_every_path_on_four_two(sheep_factory: SheepFactory, tmp_path: Path) -> 
     assert " 4:2 " in clone, clone
     assert "finish check&repair B" in ok("vdi", "check", "B").decode()
 
+    # A cluster snapshot of erasure-coded VDIs, loaded into a new format.
+    ok("cluster", "snapshot", "save", "one", str(tmp_path / "archive"))
+    ok("cluster", "snapshot", "load", "one", str(tmp_path / "archive"))
+    wait_for(lambda: all(running(x) for x in nodes), "all nodes running")
+    assert ok("vdi", "read", "C", "0", "8M") == v1[:1000] + b"c" * 5000 + v1[6000:]
+    assert ok("vdi", "read", "-s", "s1", "B") == v1
+    with a.client() as c:
+        on_disk = strips_on_disk(nodes, c.lookup_vdi("C").vid)
+    assert on_disk and all(len(got) == D + P for got in on_disk.values())
+
     # An object-level op that copies a whole replica: each node has its
     # own strip, so it is refused.
     with a.client() as c:

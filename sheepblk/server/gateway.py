@@ -107,8 +107,8 @@ class Gateway:
                  frozen: Callable[[], bool] = lambda: False,
                  fenced: Callable[[], bool] = lambda: False,
                  abandoned: Callable[[], bool] = lambda: False,
-                 ec_of: Callable[[int], tuple[int, int] | None] = lambda oid: None,
-                 stored_size: Callable[[int], int] | None = None) -> None:
+                 ec_of: Callable[[int, int], tuple[int, int] | None] = lambda oid, p: None,
+                 stored_size: Callable[[int, int], int] | None = None) -> None:
         self.me = me
         self.peer = peer
         self.peers = peers
@@ -128,7 +128,7 @@ class Gateway:
         self.abandoned = abandoned
         # Erasure-coded data objects: (D, P) of an oid, or None (replicated).
         self.ec_of = ec_of
-        self.stored_size = stored_size or object_size
+        self.stored_size = stored_size or (lambda oid, policy: object_size(oid))
         self.erasure = ErasureIO(self)
 
     def _check_strict(self, oid: int, copies: int) -> None:
@@ -254,7 +254,7 @@ class Gateway:
 
     async def read(self, oid: int, offset: int, buf: memoryview, *, copies: int = 0,
                    flags: int = 0) -> None:
-        code = self.ec_of(oid)
+        code = self.ec_of(oid, 0)
         if code is not None:
             await self.erasure.read(oid, offset, buf, *code)
             return
@@ -300,7 +300,7 @@ class Gateway:
 
     async def write(self, oid: int, offset: int, data: memoryview, *, sync: bool,
                     copies: int = 0) -> None:
-        code = self.ec_of(oid)
+        code = self.ec_of(oid, 0)
         if code is not None:
             await self.erasure.write(oid, offset, data, *code, sync=sync)
             return
@@ -325,13 +325,13 @@ class Gateway:
                                  data=data, flags=flags)), write=True)
 
     async def create_and_write(self, oid: int, offset: int, data: memoryview, *, sync: bool,
-                               cow_oid: int = 0, copies: int = 0) -> None:
+                               cow_oid: int = 0, copies: int = 0, copy_policy: int = 0) -> None:
         # strict mode: before the whole-object read of a copy-on-write too
         self._check_strict(oid, copies)
-        code = self.ec_of(oid)
+        code = self.ec_of(oid, copy_policy)
         if code is not None:
             await self.erasure.create_and_write(oid, offset, data, *code, sync=sync,
-                                                cow_oid=cow_oid)
+                                                cow_oid=cow_oid, policy=copy_policy)
             return
         size = self.object_size(oid)
         nodes = self.owners(oid, copies)

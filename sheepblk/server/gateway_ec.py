@@ -76,7 +76,7 @@ class ErasureIO:
         self.locks = ObjectLocks()
 
     def _code(self, oid: int) -> tuple[int, int]:
-        code = self.gw.ec_of(oid)
+        code = self.gw.ec_of(oid, 0)
         assert code is not None
         return code
 
@@ -122,7 +122,7 @@ class ErasureIO:
                            off: int, length: int,
                            epoch: int) -> list[tuple[int, bytes | BaseException]]:
         gw = self.gw
-        size = gw.stored_size(oid)
+        size = gw.stored_size(oid, 0)
         calls: dict[int, tuple[PeerCall, bytearray]] = {}
         out: list[tuple[int, bytes | BaseException]] = []
         for i in which:
@@ -188,17 +188,16 @@ class ErasureIO:
         return first, bytes(whole)
 
     async def _send_strips(self, oid: int, opcode: int, epoch: int, offset: int,
-                           strips: Sequence[bytes], *, sync: bool, cow_oid: int = 0,
-                           copies: int = 0) -> None:
+                           strips: Sequence[bytes], *, sync: bool, copies: int = 0,
+                           policy: int = 0) -> None:
         """Strip i to owner i (owners the ring has no zone for get none);
         a write also stamps the strip's trailer with its epoch."""
         gw = self.gw
         owners = gw.owners(oid, len(strips))
         index = {n.nid: i for i, n in enumerate(owners)}
-        size = gw.stored_size(oid)
+        size = gw.stored_size(oid, policy)
         flags = 0 if sync else Flag.CMD_CACHE
-
-        code = gw.ec_of(oid)
+        code = gw.ec_of(oid, policy)
         assert code is not None
         d, p = code
 
@@ -227,8 +226,8 @@ class ErasureIO:
             i = index[n.nid]
             data = memoryview(strips[i])
             req = Request(opcode, flags | Flag.CMD_WRITE, epoch, 0, len(data),
-                          ObjArgs(oid=oid, copies=copies, offset=offset, ec_index=i,
-                                  reserved=STRIP).pack(), SD_SHEEP_PROTO_VER)
+                          ObjArgs(oid=oid, copies=copies, copy_policy=policy, offset=offset,
+                                  ec_index=i, reserved=STRIP).pack(), SD_SHEEP_PROTO_VER)
             return await gw.peers.send(n.nid, req, data, None)
 
         await gw._all(owners, local, send)
@@ -245,7 +244,7 @@ class ErasureIO:
             await self.gw._retry(oid, d + p, attempt, write=True)
 
     async def create_and_write(self, oid: int, offset: int, data: memoryview, d: int, p: int,
-                               *, sync: bool, cow_oid: int = 0) -> None:
+                               *, sync: bool, cow_oid: int = 0, policy: int = 0) -> None:
         gw = self.gw
         size = gw.object_size(oid)
         whole = bytearray(size)
@@ -257,7 +256,7 @@ class ErasureIO:
         async def attempt(epoch: int) -> None:
             stamped = [s + ec.trailer(i, d, p, epoch) for i, s in enumerate(strips)]
             await self._send_strips(oid, Op.CREATE_AND_WRITE_PEER, epoch, 0, stamped,
-                                    sync=sync, copies=d + p)
+                                    sync=sync, copies=d + p, policy=policy)
 
         async with self.locks.hold(oid):
             await gw._retry(oid, d + p, attempt, write=True)

@@ -122,7 +122,8 @@ async def create_and_write_obj(node: NodeContext, req: Request, data: memoryview
     cow = a.cow_oid if req.flags & Flag.CMD_COW else 0
     await node.gateway.create_and_write(a.oid, a.offset, payload,
                                         sync=not (req.flags & Flag.CMD_CACHE),
-                                        cow_oid=cow, copies=a.copies)
+                                        cow_oid=cow, copies=a.copies,
+                                        copy_policy=a.copy_policy)
     return Reply()
 
 

@@ -169,7 +169,8 @@ async def _write(node: NodeContext, req: Request, a: ObjArgs, payload: memoryvie
 async def _create_and_write(node: NodeContext, req: Request, a: ObjArgs,
                             payload: memoryview) -> Reply:
     cow = a.cow_oid if req.flags & Flag.CMD_COW else 0
-    await node.peer.create_and_write(a.oid, a.offset, payload, node.view.stored_size(a.oid),
+    size = node.view.stored_size(a.oid, a.copy_policy)
+    await node.peer.create_and_write(a.oid, a.offset, payload, size,
                                      cow_oid=cow, sync=not (req.flags & Flag.CMD_CACHE))
     return Reply()
 

@@ -75,16 +75,24 @@ class ClusterView:
         e = self._table.get(oid_to_vid(oid))
         return (e.copies if e else 0) or self.config.copies or SD_DEFAULT_COPIES
 
-    def ec_of(self, oid: int) -> tuple[int, int] | None:
+    def ec_of(self, oid: int, policy: int = 0) -> tuple[int, int] | None:
         """(D, P) when `oid` is an erasure-coded data object, else None.
         Only data objects are coded; inodes and the VDI's other objects
-        are replicated on D+P nodes, as Sheepdog's is_erasure_oid says."""
+        are replicated on D+P nodes, as Sheepdog's is_erasure_oid says.
+        `policy`: what the request says (sd_req.obj.copy_policy), used
+        only for a VDI not registered yet (a cluster snapshot's load
+        writes objects first), as Sheepdog's gateway does."""
         if not is_data_obj(oid):
             return None
         e = self._table.get(oid_to_vid(oid))
-        if e is None or not e.copy_policy:
+        if e is not None:
+            policy = e.copy_policy
+        if not policy:
             return None
-        return ec.policy_dp(e.copy_policy)
+        try:
+            return ec.policy_dp(policy)
+        except ec.PolicyError:
+            return None
 
     def owners_in(self, ring: Ring, oid: int, copies: int = 0) -> tuple[SdNode, ...]:
         """An object's owners by `ring`. An erasure-coded object's strip i
@@ -151,10 +159,10 @@ class ClusterView:
             return get_objsize(oid, 1 << (shift or SD_DEFAULT_BLOCK_SIZE_SHIFT))
         return get_objsize(oid)
 
-    def stored_size(self, oid: int) -> int:
+    def stored_size(self, oid: int, policy: int = 0) -> int:
         """What a node stores of the object: the whole object, or for an
         erasure-coded one its strip and the strip's trailer."""
-        code = self.ec_of(oid)
+        code = self.ec_of(oid, policy)
         if code is None:
             return self.object_size(oid)
         return ec.stored_size(self.object_size(oid), code[0])
