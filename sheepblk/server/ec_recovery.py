@@ -229,5 +229,6 @@ async def rebuild(rec: Recovery, epoch: int, sources: Sequence[tuple[SdNode, int
     if local is not None:
         await _set_aside(rec, oid, epoch)
     await rec.peer.create_and_write(oid, 0, memoryview(strip), size, sync=False)
-    log.debug("rebuilt strip %d of %016x from strips %s", mine, oid, sorted(got))
+    log.debug("epoch %d: rebuilt strip %d of %016x from strips %s", epoch, mine, oid,
+              sorted(got))
     return True

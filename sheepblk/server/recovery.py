@@ -384,7 +384,9 @@ class Recovery:
                 # Nobody who owned it last epoch has it: deleted while its
                 # holders were away, or a double failure. Ask the inodes.
                 run.verify.add(oid)
-            if oid in local and not holders:
+            if oid in local and not holders and self.view.ec_of(oid) is None:
+                # (A strip is never the best there is: it may be another
+                # index's. The rebuild finds the strips wherever they are.)
                 if oid not in run.verify:
                     continue  # nobody else has it: our copy is the best there is
                 run.keep.add(oid)
