@@ -25,6 +25,7 @@ from test_cluster_daemon import node_count, recovered, running, wait_for
 from test_nbd_cluster import Writer
 from test_nbd_plugin import MIB, RANDOM_IO, export, libnbd
 
+from sheepblk import erasure_code
 from sheepblk.client import SheepClient, SheepdogError, Vdi
 from sheepblk.proto import ForwArgs, Op, Res, SdNode, ec, vid_to_data_oid
 from sheepblk.ring import Ring
@@ -81,7 +82,7 @@ def check_strips(nodes: list[SheepProcess], name: str, size: int) -> None:
         idx = oid & 0xFFFFFFFF
         want = data[idx * OBJ:(idx + 1) * OBJ]
         for subset in itertools.combinations(range(D + P), D):
-            assert ec.decode({i: got[i] for i in subset}, D, P) == want, (oid, subset)
+            assert erasure_code.decode({i: got[i] for i in subset}, D, P) == want, (oid, subset)
 
 
 @pytest.mark.skipif(shutil.which("nbdkit") is None, reason="nbdkit not installed")

@@ -17,6 +17,7 @@ import sys
 
 import click
 
+from sheepblk import erasure_code
 from sheepblk.client import ClientError
 from sheepblk.proto import ObjArgs, Op, Res, SdNode, ec, strerror
 from sheepblk.ring import Ring
@@ -43,7 +44,7 @@ def consistent(strips: dict[int, bytes], d: int, p: int) -> bool:
     if len(strips) < d:
         return False
     base = dict(itertools.islice(strips.items(), d))
-    return all(ec.rebuild(base, d, p, i) == s for i, s in strips.items())
+    return all(erasure_code.rebuild(base, d, p, i) == s for i, s in strips.items())
 
 
 def bad_strip(strips: dict[int, bytes], d: int, p: int) -> int | None:
@@ -82,7 +83,7 @@ def check_erasure_object(holders: Holders, ring: Ring, oid: int, d: int, p: int,
         print(f"{oid:x} has {len(good)} good strips, {d} needed", file=sys.stderr)
         return
     for i in sorted(todo):
-        strip = ec.rebuild(good, d, p, i) + ec.trailer(i, d, p)
+        strip = erasure_code.rebuild(good, d, p, i) + ec.trailer(i, d, p)
         try:
             rsp, _ = holders.client(owners[i]).request(
                 Op.CREATE_AND_WRITE_PEER, ObjArgs(oid=oid, copies=d + p).pack(), data=strip,

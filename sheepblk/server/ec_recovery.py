@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .. import erasure_code
 from ..proto import SD_SHEEP_PROTO_VER, ObjArgs, Op, Request, Res, SdNode, ec
 from ..store import NoObject, ObjectStore, StoreError
 from .peer_client import PeerError
@@ -223,7 +224,7 @@ async def rebuild(rec: Recovery, epoch: int, sources: Sequence[tuple[SdNode, int
             # served as if it were (reads decode from the others).
             await _set_aside(rec, oid, epoch)
         return False
-    strip = ec.rebuild(got, d, p, mine) + ec.trailer(mine, d, p, stamp)
+    strip = erasure_code.rebuild(got, d, p, mine) + ec.trailer(mine, d, p, stamp)
     if view.epoch != epoch and rec.current is not None and rec.current.epoch != epoch:
         return True  # superseded: the next run decides which strip is ours
     if local is not None:

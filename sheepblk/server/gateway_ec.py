@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .. import erasure_code
 from ..proto import SD_SHEEP_PROTO_VER, Flag, ObjArgs, Op, Request, Res, SdNode, ec
 from ..store import NoObject
 from .peer import result_of
@@ -159,7 +160,7 @@ class ErasureIO:
     async def read(self, oid: int, offset: int, buf: memoryview, d: int, p: int) -> None:
         async def attempt(epoch: int) -> None:
             first, n = ec.stripes(offset, len(buf))
-            data = ec.decode(await self._gather(oid, first, n, d, p, epoch), d, p)
+            data = erasure_code.decode(await self._gather(oid, first, n, d, p, epoch), d, p)
             skip = offset - first * ec.STRIPE
             buf[:] = data[skip:skip + len(buf)]
 
@@ -182,7 +183,7 @@ class ErasureIO:
         if end % ec.STRIPE:
             edges.add(first + n - 1)
         for s in sorted(edges):
-            got = ec.decode(await self._gather(oid, s, 1, d, p, epoch), d, p)
+            got = erasure_code.decode(await self._gather(oid, s, 1, d, p, epoch), d, p)
             whole[(s - first) * ec.STRIPE:(s - first + 1) * ec.STRIPE] = got
         whole[offset - lo:end - lo] = data
         return first, bytes(whole)
@@ -236,7 +237,7 @@ class ErasureIO:
                     sync: bool) -> None:
         async def attempt(epoch: int) -> None:
             first, whole = await self._stripes_of(oid, offset, data, d, p, epoch)
-            strips = ec.encode(whole, d, p)
+            strips = erasure_code.encode(whole, d, p)
             await self._send_strips(oid, Op.WRITE_PEER, epoch, first * ec.width(d), strips,
                                     sync=sync)
 
@@ -251,7 +252,7 @@ class ErasureIO:
         if cow_oid:
             await gw.read(cow_oid, 0, memoryview(whole))
         whole[offset:offset + len(data)] = data
-        strips = ec.encode(whole, d, p)
+        strips = erasure_code.encode(whole, d, p)
 
         async def attempt(epoch: int) -> None:
             stamped = [s + ec.trailer(i, d, p, epoch) for i, s in enumerate(strips)]
