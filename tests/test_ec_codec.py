@@ -1,6 +1,6 @@
-"""The erasure code (sheepblk/erasure_code.py on sheepblk/proto/ec.py's layout): any D of the
-D+P strips give the data back, the layout is Sheepdog's interleaving, and
-the policy byte is dog's."""
+"""The erasure code (sheepblk/erasure_code.py, on sheepblk/proto/ec.py's
+layout): any D of the D+P strips give the data back, the layout is
+Sheepdog's interleaving, and the policy byte is dog's."""
 
 from __future__ import annotations
 
