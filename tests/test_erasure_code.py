@@ -140,16 +140,19 @@ def test_four_two_survives_two_losses_halts_at_three_and_recovers(
     wait_for(lambda: _all_strips(nodes, _vid(a, "Alice")), "all strips back")
     check_strips(nodes, "Alice", SIZE)
 
-    # A flipped bit in one strip: `dog vdi check` finds it and rebuilds it.
+    # Flipped bits in two strips of an object (at different places):
+    # `dog vdi check` finds both and rebuilds them.
     victim = next(f for f in sorted((nodes[1].store / "obj").iterdir())
                   if f.is_file() and len(f.name) == 16 and not int(f.name, 16) >> 56
                   and int(f.name, 16) >> 32 == _vid(a, "Alice"))
-    raw = bytearray(victim.read_bytes())
-    raw[1000] ^= 0x10
-    victim.write_bytes(raw)
+    for node, at in ((nodes[1], 1000), (nodes[4], 700_000)):
+        f = node.store / "obj" / victim.name
+        raw = bytearray(f.read_bytes())
+        raw[at] ^= 0x10
+        f.write_bytes(raw)
     out = run_dog(a, "vdi", "check", "Alice")
     assert out.returncode == 0, out.stderr
-    assert f"of {int(victim.name, 16):x}" in out.stdout.decode(), out.stdout
+    assert out.stdout.decode().count(f"of {int(victim.name, 16):x}\n") == 2, out.stdout
     check_strips(nodes, "Alice", SIZE)
     assert vdi_bytes(a, "Alice", SIZE) == before
     again = run_dog(a, "vdi", "check", "Alice").stdout.decode()
