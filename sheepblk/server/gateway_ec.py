@@ -209,6 +209,8 @@ class ErasureIO:
             data = memoryview(strips[i])
             if opcode == Op.CREATE_AND_WRITE_PEER:
                 await gw.peer.create_and_write(oid, offset, data, size, sync=sync)
+                await gw.peer.write(oid, size - ec.TRAILER_SIZE, stamp(i, d, p, epoch),
+                                    size, sync=sync)
             else:
                 try:
                     stamped = check_strip(gw.peer.store, oid, size, i, d, p)
@@ -246,18 +248,31 @@ class ErasureIO:
 
     async def create_and_write(self, oid: int, offset: int, data: memoryview, d: int, p: int,
                                *, sync: bool, cow_oid: int = 0, policy: int = 0) -> None:
+        """A new object: the stripes `data` touches (zeros around it), or
+        with copy-on-write the whole object. Each owner creates its strip
+        (zeros where nothing is sent) and stamps its trailer."""
         gw = self.gw
         size = gw.object_size(oid)
-        whole = bytearray(size)
+        part: bytes | bytearray | memoryview
         if cow_oid:
+            whole = bytearray(size)
             await gw.read(cow_oid, 0, memoryview(whole))
-        whole[offset:offset + len(data)] = data
-        strips = erasure_code.encode(whole, d, p)
+            whole[offset:offset + len(data)] = data
+            first, part = 0, whole
+        else:
+            first, n = ec.stripes(offset, len(data))
+            lo = first * ec.STRIPE
+            if offset == lo and len(data) == n * ec.STRIPE:
+                part = data
+            else:
+                padded = bytearray(n * ec.STRIPE)
+                padded[offset - lo:offset - lo + len(data)] = data
+                part = padded
+        strips = erasure_code.encode(part, d, p)
 
         async def attempt(epoch: int) -> None:
-            stamped = [s + ec.trailer(i, d, p, epoch) for i, s in enumerate(strips)]
-            await self._send_strips(oid, Op.CREATE_AND_WRITE_PEER, epoch, 0, stamped,
-                                    sync=sync, copies=d + p, policy=policy)
+            await self._send_strips(oid, Op.CREATE_AND_WRITE_PEER, epoch, first * ec.width(d),
+                                    strips, sync=sync, copies=d + p, policy=policy)
 
         async with self.locks.hold(oid):
             await gw._retry(oid, d + p, attempt, write=True)
