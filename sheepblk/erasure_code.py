@@ -40,13 +40,13 @@ def encode(data: Buffer, d: int, p: int) -> list[bytes]:
     return ds + [bytes(x) for x in parity]
 
 
-def data_strips(strips: Mapping[int, Buffer], d: int, p: int) -> list[bytes]:
+def data_strips(strips: Mapping[int, Buffer], d: int, p: int) -> list[Buffer]:
     """The D data strips from any D strips ({index: bytes}, equal lengths)."""
     have = sorted(i for i in strips if 0 <= i < d + p)
     if len(have) < d:
         raise ValueError(f"{len(have)} strips of {d}:{p}: {d} are needed")
     if all(i in strips for i in range(d)):
-        return [bytes(strips[i]) for i in range(d)]
+        return [strips[i] for i in range(d)]  # as they are: no copy
     # Data strips where they are (zfec wants primary blocks at their index).
     use = [i for i in have if i < d] + [i for i in have if i >= d]
     use = use[:d]
@@ -66,7 +66,7 @@ def rebuild(strips: Mapping[int, Buffer], d: int, p: int, index: int) -> bytes:
     """Strip `index` from any D strips."""
     if index in strips:
         return bytes(strips[index])
-    ds = data_strips(strips, d, p)
+    ds = [bytes(s) for s in data_strips(strips, d, p)]
     if index < d:
         return ds[index]
     if not ds[0]:

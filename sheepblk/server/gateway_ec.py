@@ -84,7 +84,7 @@ class ErasureIO:
     # ---- reading strips ----
 
     async def _gather(self, oid: int, first: int, n: int, d: int, p: int,
-                      epoch: int) -> dict[int, bytes]:
+                      epoch: int) -> dict[int, bytearray]:
         """Any D strips' share of stripes [first, first+n): the data
         strips first, parity only for what is missing."""
         from .gateway import GatewayError
@@ -93,7 +93,7 @@ class ErasureIO:
         owners = gw.owners(oid, d + p)
         w = ec.width(d)
         off, length = first * w, n * w
-        got: dict[int, bytes] = {}
+        got: dict[int, bytearray] = {}
         errors: list[BaseException] = []
         todo = list(range(len(owners)))
         while len(got) < d and todo:
@@ -121,11 +121,11 @@ class ErasureIO:
 
     async def _read_strips(self, oid: int, owners: Sequence[SdNode], which: Sequence[int],
                            off: int, length: int,
-                           epoch: int) -> list[tuple[int, bytes | BaseException]]:
+                           epoch: int) -> list[tuple[int, bytearray | BaseException]]:
         gw = self.gw
         size = gw.stored_size(oid, 0)
         calls: dict[int, tuple[PeerCall, bytearray]] = {}
-        out: list[tuple[int, bytes | BaseException]] = []
+        out: list[tuple[int, bytearray | BaseException]] = []
         for i in which:
             node = owners[i]
             if gw._is_me(node):
@@ -146,13 +146,13 @@ class ErasureIO:
                     gw._same_epoch(epoch)
                     check_strip(gw.peer.store, oid, size, i, *self._code(oid))
                     await gw.peer.read(oid, off, memoryview(buf), size)
-                    out.append((i, bytes(buf)))
+                    out.append((i, buf))
                 except Exception as e:  # noqa: BLE001 - a missing strip
                     out.append((i, e))
         for i, (call, buf) in calls.items():
             try:
                 await gw._answered(call)
-                out.append((i, bytes(buf)))
+                out.append((i, buf))
             except Exception as e:  # noqa: BLE001 - a missing strip
                 out.append((i, e))
         return out
@@ -162,7 +162,7 @@ class ErasureIO:
             first, n = ec.stripes(offset, len(buf))
             data = erasure_code.decode(await self._gather(oid, first, n, d, p, epoch), d, p)
             skip = offset - first * ec.STRIPE
-            buf[:] = data[skip:skip + len(buf)]
+            buf[:] = memoryview(data)[skip:skip + len(buf)]
 
         await self.gw._retry(oid, d + p, attempt)
 
