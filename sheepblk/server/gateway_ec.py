@@ -209,8 +209,9 @@ class ErasureIO:
             data = memoryview(strips[i])
             if opcode == Op.CREATE_AND_WRITE_PEER:
                 await gw.peer.create_and_write(oid, offset, data, size, sync=sync)
-                await gw.peer.write(oid, size - ec.TRAILER_SIZE, stamp(i, d, p, epoch),
-                                    size, sync=sync)
+                if offset + len(data) < size:  # the trailer was not sent with it
+                    await gw.peer.write(oid, size - ec.TRAILER_SIZE, stamp(i, d, p, epoch),
+                                        size, sync=sync)
             else:
                 try:
                     stamped = check_strip(gw.peer.store, oid, size, i, d, p)
@@ -270,9 +271,16 @@ class ErasureIO:
                 part = padded
         strips = erasure_code.encode(part, d, p)
 
+        start = first * ec.width(d)
+        whole_strips = start + len(strips[0]) == ec.strip_size(size, d)
+
         async def attempt(epoch: int) -> None:
-            await self._send_strips(oid, Op.CREATE_AND_WRITE_PEER, epoch, first * ec.width(d),
-                                    strips, sync=sync, copies=d + p, policy=policy)
+            # Strips that reach their end carry their trailer: one store
+            # write (and one sync) per owner, as for a replicated create.
+            sent = ([s + ec.trailer(i, d, p, epoch) for i, s in enumerate(strips)]
+                    if whole_strips else strips)
+            await self._send_strips(oid, Op.CREATE_AND_WRITE_PEER, epoch, start, sent,
+                                    sync=sync, copies=d + p, policy=policy)
 
         async with self.locks.hold(oid):
             await gw._retry(oid, d + p, attempt, write=True)

@@ -173,8 +173,8 @@ async def _create_and_write(node: NodeContext, req: Request, a: ObjArgs,
     sync = not (req.flags & Flag.CMD_CACHE)
     await node.peer.create_and_write(a.oid, a.offset, payload, size, cow_oid=cow, sync=sync)
     code = node.view.ec_of(a.oid, a.copy_policy)
-    if a.reserved == STRIP and code is not None:
-        # A new strip: the gateway sent its part, we name it.
+    if a.reserved == STRIP and code is not None and a.offset + len(payload) < size:
+        # A new strip of which the gateway sent a part: we name it.
         trailer = memoryview(ec.trailer(a.ec_index, *code, req.epoch))
         await node.peer.write(a.oid, size - len(trailer), trailer, size, sync=sync)
     return Reply()
