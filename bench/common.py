@@ -54,7 +54,7 @@ def workdir(prefix: str = "sheepblk-bench-") -> Iterator[Path]:
 
 
 @contextmanager
-def sheep_cluster(tmp: Path, nodes: int = 1, copies: int = 1,
+def sheep_cluster(tmp: Path, nodes: int = 1, copies: int | str = 1,
                   extra: list[str] | None = None,
                   stop_timeout: float = 15.0, cluster: str | None = None,
                   procs: list[subprocess.Popen[bytes]] | None = None) -> Iterator[list[int]]:

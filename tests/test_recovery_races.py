@@ -56,6 +56,12 @@ class View:
     def copies_of(self, oid: int) -> int:
         return 2
 
+    def ec_of(self, oid: int) -> None:
+        return None  # replicated
+
+    def owners_in(self, ring: Ring, oid: int, copies: int = 0) -> tuple[SdNode, ...]:
+        return ring.oid_to_nodes(oid, copies or 2)
+
     def object_size(self, oid: int) -> int:
         return SIZE
 

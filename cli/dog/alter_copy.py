@@ -132,7 +132,10 @@ def _standalone(c: SheepClient, vid: int, parent: int) -> bool:
 def vdi_alter_copy(target: Target, name: str, copies: str | None, force: bool) -> int:
     """set the vdi's redundancy level"""
     if copies is not None and parse_copies(copies)[1]:
-        return _usage_error(VDI_USAGE)
+        raise QuietError(f"Erasure code ({copies}) cannot be set on an existing vdi: its "
+                         "objects are full copies, not strips. Create a new vdi with "
+                         f"'dog vdi create -c {copies}' and copy {name} into it.",
+                         EXIT_FAILURE)
     nr, _ = _wanted_copies(copies, "vdi")
     with target.client() as c:
         if not force and not _more_than_nodes(c, nr):

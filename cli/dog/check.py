@@ -12,7 +12,7 @@ holder with a missing or different copy is told to fetch it from a good one
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import click
 
@@ -27,10 +27,12 @@ from sheepblk.proto import (
     Op,
     Res,
     SdNode,
+    ec,
     strerror,
     vid_to_data_oid,
     vid_to_vdi_oid,
 )
+from sheepblk.proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT
 
 from .errors import EXIT_FAILURE, QuietError
 from .format import node_addr
@@ -150,18 +152,35 @@ def hyper_oids(client: SheepClient, hdr: InodeHeader) -> list[int]:
         return []
 
 
+def _data_check(holders: Holders, ring: PlacementRing, hdr: InodeHeader, copies: int,
+                epoch: int) -> Callable[[int], None]:
+    """How a data object of this VDI is checked: its copies compared, or
+    its erasure-coded stripes' parity verified."""
+    if not hdr.copy_policy:
+        return lambda oid: check_object(holders, ring, oid, copies, epoch)
+    from .check_ec import check_erasure_object
+
+    d, p = ec.policy_dp(hdr.copy_policy)
+    size = 1 << (hdr.block_size_shift or SD_DEFAULT_BLOCK_SIZE_SHIFT)
+    return lambda oid: check_erasure_object(holders, ring, oid, d, p, size, epoch)
+
+
 def check_vdi(client: SheepClient, nodes: Iterable[SdNode], inode: VdiInode) -> None:
     """Check and repair the inode and every data object of one VDI, with a
     progress bar on a terminal (progress.py)."""
     ring, copies, epoch = _placement(client, nodes, inode.header)
     hdr = inode.header
-    oids = [vid_to_vdi_oid(hdr.vdi_id), *hyper_oids(client, hdr),
-            *(vid_to_data_oid(vid, idx) for idx, vid in inode.mapped())]
+    meta = [vid_to_vdi_oid(hdr.vdi_id), *hyper_oids(client, hdr)]
+    oids = [*meta, *(vid_to_data_oid(vid, idx) for idx, vid in inode.mapped())]
     holders = Holders()
     try:
         with Progress(f"Checking {hdr.name}", len(oids)) as bar:
-            for i, oid in enumerate(oids):
+            for i, oid in enumerate(oids[:len(meta)]):
                 check_object(holders, ring, oid, copies, epoch)
+                bar(i + 1)
+            check_data = _data_check(holders, ring, hdr, copies, epoch)
+            for i, oid in enumerate(oids[len(meta):], len(meta)):
+                check_data(oid)
                 bar(i + 1)
             bar.finish()
     finally:

@@ -69,6 +69,15 @@ def parse_copies(text: str) -> tuple[int, int]:
     return copies + parity, ((copies // 2) << 4) + parity
 
 
+def check_ec_zones(text: str, policy: int, strips: int, zones: int) -> None:
+    """An erasure code needs a zone for each of its D+P strips: with fewer,
+    writes would be short of parity from the start (C dog takes it and the
+    daemons then store the strips it cannot place nowhere)."""
+    if policy and strips > zones:
+        raise QuietError(f"Erasure code {text} needs {strips} zones for its {strips} strips, "
+                         f"the cluster has {zones}", EXIT_FAILURE)
+
+
 @click.group("cluster")
 def cluster() -> None:
     """Cluster commands: format, info, shutdown, check, recover."""
@@ -110,6 +119,7 @@ def cluster_format(target: Target, store: str, copies: str | None,
         nodes = c.node_list()
         _check_vnodes_strategy(target, sort_nodes(nodes), fixedvnodes)
         zones = len({n.zone for n in nodes})
+        check_ec_zones(copies or "", policy, nr_copies, zones)
         if nr_copies > zones and not confirm(
                 f"Number of copies ({nr_copies}) is larger than number of zones ({zones}).\n"
                 "Are you sure you want to continue? [yes/no]: "):

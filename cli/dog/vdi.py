@@ -125,6 +125,10 @@ def create(target: Target, name: str, size: str | None, prealloc: bool, copies: 
     if hyper and block_size_shift:
         raise QuietError("Don't specify both -y and -z options, please", EXIT_FAILURE)
     with target.client() as c:
+        if policy:
+            from .cluster import check_ec_zones
+
+            check_ec_zones(copies or "", policy, nr_copies, len({n.zone for n in c.node_list()}))
         osize = object_size_for(c, SD_DEFAULT_BLOCK_SIZE_SHIFT if hyper else block_size_shift)
         old_max = osize * OLD_MAX_DATA_OBJS
         if nbytes > old_max and not hyper:

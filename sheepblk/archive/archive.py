@@ -335,7 +335,10 @@ def load(client: SheepClient, archive: Archive, tag_or_idx: str,
     def one(e: TrunkEntry) -> None:
         nonlocal done
         data = archive.get(archive.objects, e.sha1)
-        client.create_and_write_obj(e.oid, data, copies=e.copies)
+        # The policy as QEMU's driver sends it: a data object of an
+        # erasure-coded VDI is stored as strips although the VDI is only
+        # registered after its objects.
+        client.create_and_write_obj(e.oid, data, copies=e.copies, copy_policy=e.copy_policy)
         with lock:
             done += 1
             if progress is not None:

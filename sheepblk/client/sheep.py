@@ -134,13 +134,14 @@ class SheepClient:
             raise
 
     def create_and_write_obj(self, oid: int, data: Buffer, offset: int = 0, *,
-                             cow_oid: int = 0, copies: int = 0, flags: int = 0) -> None:
+                             cow_oid: int = 0, copies: int = 0, flags: int = 0,
+                             copy_policy: int = 0) -> None:
         if cow_oid:
             flags |= Flag.CMD_COW
         try:
             self.request(Op.CREATE_AND_WRITE_OBJ,
                          ObjArgs(oid=oid, cow_oid=cow_oid, copies=copies,
-                                 offset=offset).pack(),
+                                 copy_policy=copy_policy, offset=offset).pack(),
                          flags=flags, data=data)
         except SheepdogError as e:
             e.oid = oid

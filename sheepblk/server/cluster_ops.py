@@ -29,6 +29,7 @@ from ..proto import (
     VdiArgs,
     VdiResult,
     VdiStateArgs,
+    ec,
     vid_to_vdi_oid,
 )
 from ..proto.constants import (
@@ -46,7 +47,7 @@ from .messages import ClusterMsg
 from .peer_client import PeerError
 from .reply import Caller, Reply
 from .usage import store_usage
-from .vdi_ops import inode_names, parse_name
+from .vdi_ops import VdiError, inode_names, parse_name
 from .vdi_table import VdiEntry
 from .wire_text import shown
 
@@ -103,6 +104,14 @@ async def new_vdi_work(node: NodeContext, req: Request, data: memoryview,
         copies = node.config.copies or SD_DEFAULT_COPIES
         policy = node.config.copy_policy
     shift = v.block_size_shift or node.config.block_size_shift
+    if policy and not v.snapid and not v.base_vdi_id:
+        # A new erasure-coded VDI needs a zone for each strip (dog checks
+        # too; another client may not).
+        strips = sum(ec.policy_dp(policy))
+        zones = node.view.current_ring().nr_zones
+        if zones < strips:
+            raise VdiError(Res.INVALID_PARMS,
+                           f"erasure code of {strips} strips on {zones} zones")
     out = await node.vdi.create(name, v.vdi_size, base_vid=v.base_vdi_id,
                                 snapshot=bool(v.snapid), copies=copies,
                                 copy_policy=policy, store_policy=v.store_policy,

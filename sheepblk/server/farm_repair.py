@@ -52,6 +52,9 @@ class Repairer:
 
     async def repair(self, oid: int) -> bool:
         node = self.node
+        if node.view.ec_of(oid) is not None:
+            log.error("strip of %016x is corrupt: `dog vdi check` rebuilds it", oid)
+            return False
         try:
             size = node.view.object_size(oid)
             others = [n for n in node.view.placement(oid, 0) if n.nid != node.me.nid]

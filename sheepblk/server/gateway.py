@@ -46,6 +46,7 @@ from ..proto import (
     SdNode,
 )
 from ..store import NoObject
+from .gateway_ec import ErasureIO
 from .peer import PeerOps, result_of
 from .peer_client import PeerCall, PeerClient, PeerError
 
@@ -105,7 +106,9 @@ class Gateway:
                  member: Callable[[SdNode], bool] = lambda node: True,
                  frozen: Callable[[], bool] = lambda: False,
                  fenced: Callable[[], bool] = lambda: False,
-                 abandoned: Callable[[], bool] = lambda: False) -> None:
+                 abandoned: Callable[[], bool] = lambda: False,
+                 ec_of: Callable[[int, int], tuple[int, int] | None] = lambda oid, p: None,
+                 stored_size: Callable[[int, int], int] | None = None) -> None:
         self.me = me
         self.peer = peer
         self.peers = peers
@@ -123,6 +126,10 @@ class Gateway:
         # The client of the running request went away while we were cut off
         # (fenced now, or expelled since the request came: Sheep.abandoned).
         self.abandoned = abandoned
+        # Erasure-coded data objects: (D, P) of an oid, or None (replicated).
+        self.ec_of = ec_of
+        self.stored_size = stored_size or (lambda oid, policy: object_size(oid))
+        self.erasure = ErasureIO(self)
 
     def _check_strict(self, oid: int, copies: int) -> None:
         """Strict mode (`dog cluster format -t`): a write is taken only
@@ -247,6 +254,10 @@ class Gateway:
 
     async def read(self, oid: int, offset: int, buf: memoryview, *, copies: int = 0,
                    flags: int = 0) -> None:
+        code = self.ec_of(oid, 0)
+        if code is not None:
+            await self.erasure.read(oid, offset, buf, *code)
+            return
         await self._retry(oid, copies,
                           lambda epoch: self._read(oid, offset, buf, copies, flags, epoch))
 
@@ -289,6 +300,10 @@ class Gateway:
 
     async def write(self, oid: int, offset: int, data: memoryview, *, sync: bool,
                     copies: int = 0) -> None:
+        code = self.ec_of(oid, 0)
+        if code is not None:
+            await self.erasure.write(oid, offset, data, *code, sync=sync)
+            return
         size = self.object_size(oid)
         flags = 0 if sync else Flag.CMD_CACHE
 
@@ -310,9 +325,14 @@ class Gateway:
                                  data=data, flags=flags)), write=True)
 
     async def create_and_write(self, oid: int, offset: int, data: memoryview, *, sync: bool,
-                               cow_oid: int = 0, copies: int = 0) -> None:
+                               cow_oid: int = 0, copies: int = 0, copy_policy: int = 0) -> None:
         # strict mode: before the whole-object read of a copy-on-write too
         self._check_strict(oid, copies)
+        code = self.ec_of(oid, copy_policy)
+        if code is not None:
+            await self.erasure.create_and_write(oid, offset, data, *code, sync=sync,
+                                                cow_oid=cow_oid, policy=copy_policy)
+            return
         size = self.object_size(oid)
         nodes = self.owners(oid, copies)
         if cow_oid and not self._cow_here(nodes, cow_oid, copies):

@@ -58,7 +58,8 @@ async def _read_span(node: NodeContext, a: ObjArgs, n: int) -> FileSpan | None:
     with sendfile (no worker thread, no copy through our memory), when
     that copy is in the page cache; otherwise None and the gateway reads
     it (failing over to other copies as it does)."""
-    if node.peer.inline_ok(n) or node.view.halted(a.oid, a.copies):
+    if (node.peer.inline_ok(n) or node.view.halted(a.oid, a.copies)
+            or node.view.ec_of(a.oid) is not None):
         return None
     owners = node.gateway.owners(a.oid, a.copies)
     if not any(o.nid == node.me.nid for o in owners):
@@ -121,7 +122,8 @@ async def create_and_write_obj(node: NodeContext, req: Request, data: memoryview
     cow = a.cow_oid if req.flags & Flag.CMD_COW else 0
     await node.gateway.create_and_write(a.oid, a.offset, payload,
                                         sync=not (req.flags & Flag.CMD_CACHE),
-                                        cow_oid=cow, copies=a.copies)
+                                        cow_oid=cow, copies=a.copies,
+                                        copy_policy=a.copy_policy)
     return Reply()
 
 
@@ -154,6 +156,8 @@ def serve_now(node: NodeContext, req: Request, data: memoryview | None,
     oid = a.oid
     if node.view.halted(0, node.config.copies) or node.view.halted(oid, a.copies):
         return None
+    if node.view.ec_of(oid) is not None:
+        return None  # strips, not copies: the gateway decodes
     owners = node.gateway.owners(oid, a.copies)
     me = node.me.nid
     if op == Op.WRITE_OBJ:

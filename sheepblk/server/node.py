@@ -122,7 +122,8 @@ class Sheep:
                                halted=view.halted, fetch_missing=self._fetch_missing,
                                strict_short=view.strict_short, member=view.is_member,
                                frozen=IN_WORK.get, fenced=self.fenced,
-                               abandoned=self.abandoned)
+                               abandoned=self.abandoned, ec_of=view.ec_of,
+                               stored_size=view.stored_size)
         self.vdi = VdiOps(self.gateway, self.table,
                           recycle=lambda: bool(self.config.flags & ClusterFlag.RECYCLE_VID))
         self.recovery = Recovery(view, store, self.peer, self.peers, self.vdi,

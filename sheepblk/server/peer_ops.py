@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..proto import ClusterStatus, Flag, ObjArgs, Op, Request, Res
+from ..proto import ClusterStatus, Flag, ObjArgs, Op, Request, Res, ec
 from ..store import NoObject, StoreError
-from . import stale, wire_checks
+from . import ec_recovery, stale, wire_checks
 from .peer import result_of
 from .reply import Caller, Reply
+from .strips import STRIP, check_strip
 
 if TYPE_CHECKING:
     from .context import NodeContext
@@ -85,7 +86,7 @@ async def _read_stale(node: NodeContext, oid: int, offset: int, buf: memoryview,
     """Recovery asks for the object as of epoch `since` and our obj/ has
     none: answer from a stale copy at least that new (NoObject if there
     is none)."""
-    size = node.view.object_size(oid)
+    size = node.view.stored_size(oid)
 
     def read() -> None:
         ep = stale.newest_copy(node.store, oid, since)
@@ -104,11 +105,23 @@ async def _read_stale(node: NodeContext, oid: int, offset: int, buf: memoryview,
 
 
 async def _read(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
-    node.peer.check_range(a.oid, a.offset, req.data_length, node.view.object_size(a.oid))
+    node.peer.check_range(a.oid, a.offset, req.data_length, node.view.stored_size(a.oid))
+    code = node.view.ec_of(a.oid)
+    size = node.view.stored_size(a.oid)
+    want = a.reserved == ec_recovery.WANT_STRIP and code is not None
+    if want and (a.offset or req.data_length != size):
+        return Reply(Res.INVALID_PARMS)
     buf = node.buffers.get(req.data_length)
     try:
+        if want and code is not None:
+            # Recovery wants a given strip: ours, or one we kept aside.
+            await trio.to_thread.run_sync(ec_recovery.find_strip, node.store, a.oid, a.ec_index,
+                                          memoryview(buf)[:size], *code,
+                                          limiter=node.peer.limiter)
+            return Reply(data=buf, pooled=buf)
         try:
-            await node.peer.read(a.oid, a.offset, memoryview(buf), node.view.object_size(a.oid))
+            _strip(node, req, a)
+            await node.peer.read(a.oid, a.offset, memoryview(buf), node.view.stored_size(a.oid))
         except NoObject:
             if not a.tgt_epoch:
                 raise
@@ -119,10 +132,26 @@ async def _read(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview
     return Reply(data=buf, pooled=buf)
 
 
+def _strip(node: NodeContext, req: Request, a: ObjArgs) -> memoryview | None:
+    """For a request of one strip (strips.STRIP): check that our copy is
+    that strip (NoObject if not), and return the trailer a write of it
+    leaves (None when the strip's stamp is already this epoch, or for
+    any other request)."""
+    code = node.view.ec_of(a.oid)
+    if a.reserved != STRIP or code is None:
+        return None
+    stamp = check_strip(node.store, a.oid, node.view.stored_size(a.oid), a.ec_index, *code)
+    if stamp == req.epoch:
+        return None
+    return memoryview(ec.trailer(a.ec_index, *code, req.epoch))
+
+
 async def _write(node: NodeContext, req: Request, a: ObjArgs, payload: memoryview) -> Reply:
-    size = node.view.object_size(a.oid)
+    size = node.view.stored_size(a.oid)
     sync = not (req.flags & Flag.CMD_CACHE)
+    stamp = None
     try:
+        stamp = _strip(node, req, a)
         await node.peer.write(a.oid, a.offset, payload, size, sync=sync)
     except NoObject:
         # We own it but our recovery never saw it: pull, then write.
@@ -130,15 +159,24 @@ async def _write(node: NodeContext, req: Request, a: ObjArgs, payload: memoryvie
             raise
         if req.epoch and req.epoch != node.epoch:
             return Reply(Res.OLD_NODE_VER)
+        stamp = _strip(node, req, a)
         await node.peer.write(a.oid, a.offset, payload, size, sync=sync)
+    if stamp is not None:
+        await node.peer.write(a.oid, size - len(stamp), stamp, size, sync=sync)
     return Reply()
 
 
 async def _create_and_write(node: NodeContext, req: Request, a: ObjArgs,
                             payload: memoryview) -> Reply:
     cow = a.cow_oid if req.flags & Flag.CMD_COW else 0
-    await node.peer.create_and_write(a.oid, a.offset, payload, node.view.object_size(a.oid),
-                                     cow_oid=cow, sync=not (req.flags & Flag.CMD_CACHE))
+    size = node.view.stored_size(a.oid, a.copy_policy)
+    sync = not (req.flags & Flag.CMD_CACHE)
+    await node.peer.create_and_write(a.oid, a.offset, payload, size, cow_oid=cow, sync=sync)
+    code = node.view.ec_of(a.oid, a.copy_policy)
+    if a.reserved == STRIP and code is not None and a.offset + len(payload) < size:
+        # A new strip of which the gateway sent a part: we name it.
+        trailer = memoryview(ec.trailer(a.ec_index, *code, req.epoch))
+        await node.peer.write(a.oid, size - len(trailer), trailer, size, sync=sync)
     return Reply()
 
 
@@ -190,11 +228,14 @@ def serve_now(node: NodeContext, req: Request, data: memoryview | None,
         return None
     if not node.leases.active:
         node.leases.used(caller.key)
-    size = node.view.object_size(a.oid)
+    size = node.view.stored_size(a.oid)
     if op == Op.WRITE_PEER:
         assert data is not None
         try:
+            stamp = _strip(node, req, a)
             node.peer.write_now(a.oid, a.offset, data, size)
+            if stamp is not None:
+                node.peer.write_now(a.oid, size - len(stamp), stamp, size)
         except NoObject:
             return None  # the handler pulls it first (recovery never saw it)
         except StoreError as e:
@@ -202,6 +243,7 @@ def serve_now(node: NodeContext, req: Request, data: memoryview | None,
         return Reply()
     buf = node.buffers.get(n)
     try:
+        _strip(node, req, a)
         node.peer.read_now(a.oid, a.offset, memoryview(buf), size)
     except StoreError as e:
         node.buffers.put(buf)

@@ -12,6 +12,7 @@ dog compares the digests and picks the good copy; the daemons only copy.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import TYPE_CHECKING
 
 import trio
@@ -30,6 +31,8 @@ from .reply import Caller, Reply
 
 if TYPE_CHECKING:
     from .context import NodeContext
+
+log = logging.getLogger("sheep.repair")
 
 # Objects are hashed in slices this large, so an inode (12 MiB) does not
 # need one buffer of its whole size per request.
@@ -56,7 +59,7 @@ async def get_hash(node: NodeContext, req: Request, data: memoryview | None,
     oid = ObjArgs.unpack(req.args).oid
     if not await node.peer.exists(oid):
         return Reply(Res.NO_OBJ)
-    size = node.view.object_size(oid)
+    size = node.view.stored_size(oid)
     try:
         digest = await trio.to_thread.run_sync(sha1_of, node.store, oid, size,
                                                limiter=node.peer.limiter)
@@ -73,7 +76,13 @@ async def repair_replica(node: NodeContext, req: Request, data: memoryview | Non
     answered as is; nothing is written here unless the whole object was
     read."""
     oid, src = ForwArgs.unpack(req.args)
-    size = node.view.object_size(oid)
+    if node.view.ec_of(oid) is not None:
+        # Each node holds another strip: a copy of the source's would
+        # replace ours with the wrong one. `dog vdi check` rebuilds strips.
+        log.warning("refused to repair %016x from %s: an erasure-coded object has strips, "
+                    "not replicas", oid, src)
+        return Reply(Res.NO_SUPPORT)
+    size = node.view.stored_size(oid)
     buf = memoryview(bytearray(size))
     if src == node.me.nid:
         await node.peer.read(oid, 0, buf, size)

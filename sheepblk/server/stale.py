@@ -67,7 +67,7 @@ async def purge(view: ClusterView, store: ObjectStore, epoch: int, full: bool) -
 
     def last_owned(oid: int, copies: int) -> int:
         for ep, r in back:
-            if any(o.nid == me for o in r.oid_to_nodes(oid, copies)):
+            if any(o.nid == me for o in view.owners_in(r, oid, copies)):
                 return ep
         return 1
 
@@ -75,7 +75,7 @@ async def purge(view: ClusterView, store: ObjectStore, epoch: int, full: bool) -
         out = []
         for oid in list(store.oids()):
             copies = view.copies_of(oid)
-            if not any(o.nid == me for o in ring.oid_to_nodes(oid, copies)):
+            if not any(o.nid == me for o in view.owners_in(ring, oid, copies)):
                 out.append(oid)
         return out
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..placement import PlacementRing, ring_for
-from ..proto import ClusterStatus, SdNode, get_objsize, is_data_obj, oid_to_vid
+from ..proto import ClusterStatus, SdNode, ec, get_objsize, is_data_obj, oid_to_vid
 from ..proto.constants import SD_DEFAULT_BLOCK_SIZE_SHIFT, SD_DEFAULT_COPIES, ClusterFlag
 from ..store import EpochStore, NodeConfig
 from .coordinator import Coordinator
@@ -80,17 +80,50 @@ class ClusterView:
         e = self._table.get(oid_to_vid(oid))
         return (e.copies if e else 0) or self.config.copies or SD_DEFAULT_COPIES
 
+    def ec_of(self, oid: int, policy: int = 0) -> tuple[int, int] | None:
+        """(D, P) when `oid` is an erasure-coded data object, else None.
+        Only data objects are coded; inodes and the VDI's other objects
+        are replicated on D+P nodes, as Sheepdog's is_erasure_oid says.
+        `policy`: what the request says (sd_req.obj.copy_policy), used
+        only for a VDI not registered yet (a cluster snapshot's load
+        writes objects first), as Sheepdog's gateway does."""
+        if not is_data_obj(oid):
+            return None
+        e = self._table.get(oid_to_vid(oid))
+        if e is not None:
+            policy = e.copy_policy
+        if not policy:
+            return None
+        try:
+            return ec.policy_dp(policy)
+        except ec.PolicyError:
+            return None
+
+    def owners_in(self, ring: PlacementRing, oid: int, copies: int = 0) -> tuple[SdNode, ...]:
+        """An object's owners by `ring`. An erasure-coded object's strip i
+        lives on the i-th owner, one per zone: with fewer zones than
+        strips, the last strips have no owner (they are rebuilt when
+        zones come back) rather than a second strip in a zone."""
+        code = self.ec_of(oid)
+        if code is not None:
+            return ring.oid_to_nodes(oid, sum(code))[:ring.nr_zones]
+        return ring.oid_to_nodes(oid, copies or self.copies_of(oid))
+
     def placement(self, oid: int, copies: int) -> Sequence[SdNode]:
         """The owners of an object: this node alone while it is the only
         member, else the ring of the current members."""
         if len(self.members) <= 1:
             return [self.me]
-        return self.current_ring().oid_to_nodes(oid, copies or self.copies_of(oid)) or [self.me]
+        return self.owners_in(self.current_ring(), oid, copies) or [self.me]
 
     def halted(self, oid: int, copies: int) -> bool:
         """Too few zones alive for a majority of the object's copies (as
         many as the cluster ever had zones for: a one-node cluster with
-        copies=3 runs, a three-node one down to one zone does not)."""
+        copies=3 runs, a three-node one down to one zone does not). An
+        erasure-coded object needs D zones: D strips give it back."""
+        code = self.ec_of(oid)
+        if code is not None:
+            return self.current_ring().nr_zones < code[0]
         copies = min(copies or self.copies_of(oid), self._max_zones())
         return self.current_ring().nr_zones < copies // 2 + 1
 
@@ -142,3 +175,11 @@ class ClusterView:
             shift = e.block_size_shift if e else self.config.block_size_shift
             return get_objsize(oid, 1 << (shift or SD_DEFAULT_BLOCK_SIZE_SHIFT))
         return get_objsize(oid)
+
+    def stored_size(self, oid: int, policy: int = 0) -> int:
+        """What a node stores of the object: the whole object, or for an
+        erasure-coded one its strip and the strip's trailer."""
+        code = self.ec_of(oid, policy)
+        if code is None:
+            return self.object_size(oid)
+        return ec.stored_size(self.object_size(oid), code[0])
