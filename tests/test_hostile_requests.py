@@ -18,7 +18,7 @@ from test_cluster_daemon import three
 
 from sheepblk.client import Vdi
 
-REQUESTS = int(os.environ.get("SHEEPBLK_HOSTILE_REQUESTS", "20000"))
+REQUESTS = int(os.environ.get("SHEEPBLK_HOSTILE_REQUESTS", "12000"))
 RSS_LIMIT = 120 << 20
 SENDERS = 4
 MiB = 1 << 20

@@ -12,7 +12,7 @@ SHEEPBLK_CRASH_SEED=<seed> pytest tests/test_powercut_crash.py -k <backend>.
 With POWERCUT_TRACE=FILE (outside the mounts) the power-cut file systems
 log every entry op they record, make durable or drop to FILE.
 SHEEPBLK_CRASH_CUTS sets the cuts per seed (two seeds per backend by
-default: 80 cuts; the suite must stay well under 20 minutes, so run a
+default: 50 cuts; the suite must stay well under 20 minutes, so run a
 few hundred by hand after a change to the store: a torn-sector bug once
 showed only at cut 70).
 """
@@ -34,7 +34,7 @@ from powercut import PowerCutFS
 from sheepblk.client import SheepClient, Vdi
 from sheepblk.proto import Res
 
-CUTS = int(os.environ.get("SHEEPBLK_CRASH_CUTS", "40"))  # per seed
+CUTS = int(os.environ.get("SHEEPBLK_CRASH_CUTS", "25"))  # per seed
 CLUSTER_CUTS = int(os.environ.get("SHEEPBLK_CRASH_CLUSTER_CUTS", "6"))
 SEEDS = [int(s) for s in os.environ.get("SHEEPBLK_CRASH_SEED", "1,2").split(",")]
 STEPS = (2, 14)  # operations between two cuts

@@ -17,7 +17,7 @@ from sheepblk.server.wire_checks import TABLE
 
 REQUESTS = int(os.environ.get("SHEEPBLK_WIRE_FUZZ_REQUESTS", "20000"))
 # Each stop and restart of a node costs about a second: fewer of these.
-DESTRUCTIVE_REQUESTS = int(os.environ.get("SHEEPBLK_WIRE_FUZZ_DESTRUCTIVE", "500"))
+DESTRUCTIVE_REQUESTS = int(os.environ.get("SHEEPBLK_WIRE_FUZZ_DESTRUCTIVE", "300"))
 SEED = int(os.environ.get("SHEEPBLK_WIRE_FUZZ_SEED", "7"))
 
 
