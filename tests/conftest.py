@@ -353,6 +353,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 
 @pytest.fixture(scope="module")
+def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real ZooKeeper server for the module's tests (tests/zk.py); tests
+    keep apart by cluster name."""
+    from zk import ZooKeeperServer, missing
+
+    why = missing()
+    if why is not None:
+        pytest.skip(f"no ZooKeeper: {why}")
+    server = ZooKeeperServer(tmp_path_factory.mktemp("zk"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def corosync_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real corosync for the module's corosync tests (tests/corosync_server.py):
     one per host, so one per module; tests keep apart by CPG group."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,19 +20,6 @@ from cluster_harness import Member, check_same_order, start, wait_until
 
 Specs = Callable[[str], str]
 ZK_SESSION = 4  # seconds; ZooKeeper notices a killed member within it
-
-
-@pytest.fixture(scope="module")
-def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from zk import ZooKeeperServer, missing
-
-    why = missing()
-    if why is not None:
-        pytest.skip(f"no ZooKeeper: {why}")
-    server = ZooKeeperServer(tmp_path_factory.mktemp("zk"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["local", "zookeeper", "corosync"])

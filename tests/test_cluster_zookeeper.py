@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -24,11 +24,9 @@ SESSION = 4  # seconds; the server's tickTime allows 1..10
 
 
 @pytest.fixture(scope="module")
-def zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
-    server = ZooKeeperServer(tmp_path_factory.mktemp("zk"))
-    server.start()
-    yield server
-    server.stop()
+def zk(zk_server: ZooKeeperServer) -> ZooKeeperServer:
+    """conftest's module ZooKeeper server, under this file's short name."""
+    return zk_server
 
 
 def spec(zk: ZooKeeperServer, cluster: str) -> str:
